@@ -1,0 +1,82 @@
+use crate::LinkError;
+use std::fmt;
+
+/// The longest code accepted, in characters.
+pub const MAX_CODE_LEN: usize = 64;
+
+/// A short-link code: 1 to 64 characters of `[A-Za-z0-9_-]`, compared case-sensitively.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Code(Box<str>);
+
+impl Code {
+    /// Validates a code.
+    pub fn parse(s: &str) -> Result<Code, LinkError> {
+        check(s.as_bytes())?;
+        Ok(Code(s.into()))
+    }
+
+    /// Whether raw request bytes could be a code; the request path uses this without allocating.
+    pub fn is_valid(bytes: &[u8]) -> bool {
+        check(bytes).is_ok()
+    }
+
+    /// The code as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn check(b: &[u8]) -> Result<(), LinkError> {
+    if b.is_empty() {
+        return Err(LinkError::CodeEmpty);
+    }
+    if b.len() > MAX_CODE_LEN {
+        return Err(LinkError::CodeTooLong(b.len()));
+    }
+    match b.iter().position(|&c| !is_code_byte(c)) {
+        None => Ok(()),
+        // Report the character, not a byte of it, so a UTF-8 input reads back as typed.
+        Some(at) => Err(LinkError::CodeChar(
+            String::from_utf8_lossy(&b[at..]).chars().next().unwrap_or('?'),
+        )),
+    }
+}
+
+const fn is_code_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'-'
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for Code {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_alphabet_and_length_bounds() {
+        assert!(Code::parse("a").is_ok());
+        assert!(Code::parse("x7Kp2Qa_-").is_ok());
+        assert!(Code::parse(&"Z".repeat(64)).is_ok());
+        assert_eq!(Code::parse(&"Z".repeat(65)), Err(LinkError::CodeTooLong(65)));
+        assert_eq!(Code::parse(""), Err(LinkError::CodeEmpty));
+    }
+
+    #[test]
+    fn rejects_other_characters() {
+        assert_eq!(Code::parse("a/b"), Err(LinkError::CodeChar('/')));
+        assert_eq!(Code::parse("a.b"), Err(LinkError::CodeChar('.')));
+        assert_eq!(Code::parse("短链"), Err(LinkError::CodeChar('短')));
+        assert!(!Code::is_valid(b"a b"));
+        assert!(Code::is_valid(b"Ab9"));
+    }
+}

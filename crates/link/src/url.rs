@@ -1,0 +1,160 @@
+use crate::LinkError;
+
+/// The longest target URL accepted, in bytes, after normalisation.
+pub const MAX_URL_LEN: usize = 4096;
+
+/// Validates a target URL and returns the form that goes into `Location`.
+///
+/// Accepted: absolute `http`/`https` URLs with a host, no credentials, no control characters or
+/// white space anywhere. Non-ASCII characters after the host are percent-encoded (as a browser
+/// would send them), so every stored target is a valid header value; a non-ASCII host must be
+/// given in punycode. The scheme is lowercased; nothing else is changed.
+pub fn parse_url(input: &str) -> Result<Box<str>, LinkError> {
+    if input.is_empty() {
+        return Err(LinkError::UrlEmpty);
+    }
+    if input.len() > MAX_URL_LEN {
+        return Err(LinkError::UrlTooLong(input.len()));
+    }
+    if let Some(at) = input.bytes().position(|b| b <= b' ' || b == 0x7f) {
+        return Err(LinkError::UrlControl(at));
+    }
+    let (scheme, rest) = split_scheme(input)?;
+    let rest = rest.strip_prefix("//").ok_or(LinkError::UrlNotAbsolute)?;
+    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    check_authority(&rest[..host_end])?;
+
+    let mut out = String::with_capacity(input.len());
+    out.push_str(scheme);
+    out.push_str("://");
+    out.push_str(&rest[..host_end]);
+    for c in rest[host_end..].chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut utf8 = [0u8; 4];
+            for b in c.encode_utf8(&mut utf8).bytes() {
+                out.push('%');
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 15)]));
+            }
+        }
+    }
+    if out.len() > MAX_URL_LEN {
+        return Err(LinkError::UrlTooLong(out.len()));
+    }
+    Ok(out.into())
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+fn split_scheme(input: &str) -> Result<(&'static str, &str), LinkError> {
+    let Some(colon) = input.find(':') else {
+        return Err(LinkError::UrlNotAbsolute);
+    };
+    let scheme = &input[..colon];
+    // "/path:x" or "host/a:b" have no scheme at all: say "not absolute", not "bad scheme".
+    if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    {
+        return Err(LinkError::UrlNotAbsolute);
+    }
+    let scheme = if scheme.eq_ignore_ascii_case("https") {
+        "https"
+    } else if scheme.eq_ignore_ascii_case("http") {
+        "http"
+    } else {
+        return Err(LinkError::UrlScheme);
+    };
+    Ok((scheme, &input[colon + 1..]))
+}
+
+fn check_authority(auth: &str) -> Result<(), LinkError> {
+    if auth.contains('@') {
+        return Err(LinkError::UrlHost("must not carry credentials ('@')"));
+    }
+    let (host, port) = if let Some(v6) = auth.strip_prefix('[') {
+        let end = v6.find(']').ok_or(LinkError::UrlHost("has an unclosed '['"))?;
+        let host = &v6[..end];
+        if host.is_empty() || !host.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return Err(LinkError::UrlHost("is not an IPv6 address"));
+        }
+        (host, &v6[end + 1..])
+    } else {
+        match auth.find(':') {
+            Some(c) => (&auth[..c], &auth[c..]),
+            None => (auth, ""),
+        }
+    };
+    if host.is_empty() {
+        return Err(LinkError::UrlHost("is missing"));
+    }
+    if !host.is_ascii() {
+        return Err(LinkError::UrlHost("must be ASCII (use punycode for IDNs)"));
+    }
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
+    {
+        return Err(LinkError::UrlHost("has a character not allowed in a host name"));
+    }
+    if let Some(p) = port.strip_prefix(':') {
+        if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(LinkError::UrlHost("has a malformed port"));
+        }
+    } else if !port.is_empty() {
+        return Err(LinkError::UrlHost("is followed by junk"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(s: &str) -> String {
+        parse_url(s).map(String::from).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn accepts_ordinary_targets() {
+        assert_eq!(ok("https://shop.example.com/item/42?utm_source=sms#top"), "https://shop.example.com/item/42?utm_source=sms#top");
+        assert_eq!(ok("HTTP://Example.com"), "http://Example.com");
+        assert_eq!(ok("https://[::1]:8443/x"), "https://[::1]:8443/x");
+        assert_eq!(ok("https://a.cn:8080?q=1"), "https://a.cn:8080?q=1");
+    }
+
+    #[test]
+    fn percent_encodes_non_ascii_after_the_host() {
+        assert_eq!(ok("https://a.cn/短链?q=é"), "https://a.cn/%E7%9F%AD%E9%93%BE?q=%C3%A9");
+    }
+
+    #[test]
+    fn rejects_dangerous_and_malformed_targets() {
+        assert_eq!(parse_url("javascript:alert(1)"), Err(LinkError::UrlScheme));
+        assert_eq!(parse_url("data:text/html,hi"), Err(LinkError::UrlScheme));
+        assert_eq!(parse_url("file:///etc/passwd"), Err(LinkError::UrlScheme));
+        assert_eq!(parse_url("/relative/path"), Err(LinkError::UrlNotAbsolute));
+        assert_eq!(parse_url("example.com/x"), Err(LinkError::UrlNotAbsolute));
+        assert_eq!(parse_url("https:example.com"), Err(LinkError::UrlNotAbsolute));
+        assert_eq!(parse_url("https://a.cn/\r\nSet-Cookie: x"), Err(LinkError::UrlControl(13)));
+        assert_eq!(parse_url("https://a.cn/\0"), Err(LinkError::UrlControl(13)));
+        assert_eq!(parse_url("https://a.cn/a b"), Err(LinkError::UrlControl(14)));
+        assert_eq!(parse_url(""), Err(LinkError::UrlEmpty));
+        assert!(matches!(parse_url("https:///path"), Err(LinkError::UrlHost(_))));
+        assert!(matches!(parse_url("https://user:pw@a.cn/"), Err(LinkError::UrlHost(_))));
+        assert!(matches!(parse_url("https://例子.cn/"), Err(LinkError::UrlHost(_))));
+        assert!(matches!(parse_url("https://a.cn:80x/"), Err(LinkError::UrlHost(_))));
+    }
+
+    #[test]
+    fn enforces_the_length_limit_after_encoding() {
+        let base = "https://a.cn/";
+        let fits = format!("{base}{}", "a".repeat(MAX_URL_LEN - base.len()));
+        assert!(parse_url(&fits).is_ok());
+        let long = format!("{fits}a");
+        assert_eq!(parse_url(&long), Err(LinkError::UrlTooLong(MAX_URL_LEN + 1)));
+        let grows = format!("{base}{}", "é".repeat(1500));
+        assert!(matches!(parse_url(&grows), Err(LinkError::UrlTooLong(_))));
+    }
+}

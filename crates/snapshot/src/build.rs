@@ -1,0 +1,284 @@
+//! Building a table and publishing it as a file.
+use crate::format::{Header, FORMAT_VERSION, HEADER_LEN, RKYV_FORMAT};
+use crate::hash::{key_hash, slot_of};
+use crate::{BuildError, SnapshotError};
+use duanlian_link::Link;
+use rkyv::util::AlignedVec;
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+/// Validity bounds present on an [`Entry`].
+pub(crate) const HAS_VALID_SINCE: u16 = 1;
+pub(crate) const HAS_EXPIRES_AT: u16 = 2;
+
+/// The archived root: an open-addressing table with linear probing.
+///
+/// `slots[i]` is 0 when empty, else `tag << 32 | (entry + 1)` where `tag` is the high half of the
+/// key hash, so a probe rejects almost every foreign key without touching `entries`. Codes and
+/// URLs live back to back in `strings`, so entries are fixed-size and validating the archive at
+/// open does not walk millions of strings.
+#[derive(rkyv::Archive, rkyv::Serialize, Debug)]
+pub(crate) struct TableData {
+    pub(crate) seed: u64,
+    pub(crate) domains: Vec<String>,
+    pub(crate) slots: Vec<u64>,
+    pub(crate) entries: Vec<Entry>,
+    pub(crate) strings: Vec<u8>,
+}
+
+/// One link, fixed size. `strings[str_off..]` holds `code_len` bytes of code, then `url_len`
+/// bytes of URL. Absent validity bounds are flagged rather than given sentinel values.
+#[derive(rkyv::Archive, rkyv::Serialize, Debug, Clone, Copy)]
+pub(crate) struct Entry {
+    pub(crate) str_off: u64,
+    pub(crate) domain: u16,
+    pub(crate) code_len: u8,
+    pub(crate) redirect: u8,
+    pub(crate) url_len: u16,
+    pub(crate) flags: u16,
+    pub(crate) created_at: i64,
+    pub(crate) valid_since: i64,
+    pub(crate) expires_at: i64,
+}
+
+/// A `(domain, code)` pushed twice: indexes of the first and the repeated push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Duplicate {
+    /// Push index of the first occurrence.
+    pub first: usize,
+    /// Push index of the repeat.
+    pub repeat: usize,
+}
+
+/// Collects links into a snapshot table.
+#[derive(Debug)]
+pub struct Builder {
+    seed: u64,
+    domains: Vec<String>,
+    domain_ids: HashMap<String, u16>,
+    entries: Vec<Entry>,
+    strings: Vec<u8>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Builder {
+    /// A builder with a random hash seed.
+    pub fn new() -> Builder {
+        use std::hash::{BuildHasher, Hasher};
+        // std's RandomState is seeded from the OS; one hasher's output is a good enough seed.
+        let seed = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        Builder::with_seed(seed)
+    }
+
+    /// A builder with a fixed seed, for reproducible files (golden tests, benchmarks).
+    pub fn with_seed(seed: u64) -> Builder {
+        Builder {
+            seed,
+            domains: Vec::new(),
+            domain_ids: HashMap::new(),
+            entries: Vec::new(),
+            strings: Vec::new(),
+        }
+    }
+
+    /// Reserves room for `links` more links of about `bytes_each` bytes of code and URL.
+    pub fn reserve(&mut self, links: usize, bytes_each: usize) {
+        self.entries.reserve(links);
+        self.strings.reserve(links.saturating_mul(bytes_each));
+    }
+
+    /// Number of links pushed so far.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Adds a link. Duplicates are found by [`Builder::finish`], which reports them all at once.
+    pub fn push(&mut self, link: &Link) -> Result<(), BuildError> {
+        if self.entries.len() >= (u32::MAX - 1) as usize {
+            return Err(BuildError::TooManyLinks);
+        }
+        let domain = match self.domain_ids.get(link.domain.as_str()) {
+            Some(&id) => id,
+            None => {
+                let id =
+                    u16::try_from(self.domains.len()).map_err(|_| BuildError::TooManyDomains)?;
+                self.domains.push(link.domain.as_str().to_owned());
+                self.domain_ids.insert(link.domain.as_str().to_owned(), id);
+                id
+            }
+        };
+        let code = link.code.as_str().as_bytes();
+        let url = link.url.as_bytes();
+        let mut flags = 0;
+        if link.validity.valid_since.is_some() {
+            flags |= HAS_VALID_SINCE;
+        }
+        if link.validity.expires_at.is_some() {
+            flags |= HAS_EXPIRES_AT;
+        }
+        self.entries.push(Entry {
+            str_off: self.strings.len() as u64,
+            domain,
+            // Both bounded by the link model: codes <= 64 bytes, URLs <= 4096 bytes.
+            code_len: code.len() as u8,
+            redirect: link.redirect.to_u8(),
+            url_len: url.len() as u16,
+            flags,
+            created_at: link.created_at,
+            valid_since: link.validity.valid_since.unwrap_or(0),
+            expires_at: link.validity.expires_at.unwrap_or(0),
+        });
+        self.strings.extend_from_slice(code);
+        self.strings.extend_from_slice(url);
+        Ok(())
+    }
+
+    /// Lays out the hash table. Fails listing every repeated `(domain, code)`.
+    pub fn finish(self) -> Result<Table, BuildError> {
+        let n = self.entries.len();
+        // Load factor 1/2: a miss ends within about two slots, which share a cache line.
+        let nslots = (n * 2).max(8);
+        let mut slots = vec![0u64; nslots];
+        let mut dups = Vec::new();
+        for (i, e) in self.entries.iter().enumerate() {
+            let (domain, code) = self.key(e);
+            let h = key_hash(self.seed, domain, code);
+            let tag = h >> 32;
+            let mut s = slot_of(h, nslots);
+            loop {
+                let v = slots[s];
+                if v == 0 {
+                    slots[s] = tag << 32 | (i as u64 + 1);
+                    break;
+                }
+                if v >> 32 == tag {
+                    let j = (v as u32 - 1) as usize;
+                    if self.key(&self.entries[j]) == (domain, code) {
+                        dups.push(Duplicate { first: j, repeat: i });
+                        break;
+                    }
+                }
+                s += 1;
+                if s == nslots {
+                    s = 0;
+                }
+            }
+        }
+        if !dups.is_empty() {
+            return Err(BuildError::Duplicates(dups));
+        }
+        Ok(Table {
+            data: TableData {
+                seed: self.seed,
+                domains: self.domains,
+                slots,
+                entries: self.entries,
+                strings: self.strings,
+            },
+        })
+    }
+
+    fn key(&self, e: &Entry) -> (&[u8], &[u8]) {
+        let off = e.str_off as usize;
+        (
+            self.domains[usize::from(e.domain)].as_bytes(),
+            &self.strings[off..off + usize::from(e.code_len)],
+        )
+    }
+}
+
+/// A finished table, ready to be written.
+#[derive(Debug)]
+pub struct Table {
+    data: TableData,
+}
+
+impl Table {
+    /// Number of links.
+    pub fn len(&self) -> usize {
+        self.data.entries.len()
+    }
+
+    /// Whether the table has no links.
+    pub fn is_empty(&self) -> bool {
+        self.data.entries.is_empty()
+    }
+
+    /// The whole file image: header plus archive. `sequence` is the last change-feed sequence
+    /// number the table includes (0 for a bulk load).
+    pub fn to_bytes(&self, sequence: u64) -> Result<AlignedVec, BuildError> {
+        let est = HEADER_LEN
+            + 64
+            + self.data.slots.len() * 8
+            + self.data.entries.len() * std::mem::size_of::<ArchivedEntry>()
+            + self.data.strings.len()
+            + self.data.domains.iter().map(|d| d.len() + 8).sum::<usize>();
+        let mut buf = AlignedVec::<16>::with_capacity(est);
+        buf.extend_from_slice(&[0u8; HEADER_LEN]);
+        // The writer's positions include the header, which is a multiple of 16 long, so every
+        // archived value is as aligned in the file (and in the mapping) as in this buffer.
+        let mut buf = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&self.data, buf)
+            .map_err(|e| BuildError::Archive(e.to_string()))?;
+        let payload = &buf[HEADER_LEN..];
+        let header = Header {
+            format_version: FORMAT_VERSION,
+            rkyv_format: RKYV_FORMAT,
+            link_count: self.data.entries.len() as u64,
+            sequence,
+            payload_len: payload.len() as u64,
+            built_at: duanlian_link::now_secs(),
+            payload_crc32c: crc32c::crc32c(payload),
+        };
+        buf[..HEADER_LEN].copy_from_slice(&header.encode());
+        Ok(buf)
+    }
+}
+
+/// Publishes `bytes` at `path` so that readers see either the old file or the whole new one:
+/// write a temporary file beside it, fsync it, rename it over `path`, fsync the directory.
+/// A published snapshot is never modified in place, which is what makes mapping it safe.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SnapshotError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SnapshotError::Io { path, source }
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().ok_or_else(|| SnapshotError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"),
+    })?;
+    let mut tmp_name = name.to_os_string();
+    tmp_name.push(format!(".tmp.{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let result = (|| {
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+        drop(f);
+        fs::rename(&tmp, path).map_err(io(path))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}

@@ -1,0 +1,319 @@
+//! Opening a snapshot and reading links out of it in place.
+use crate::build::{ArchivedEntry, ArchivedTableData, HAS_EXPIRES_AT, HAS_VALID_SINCE};
+use crate::format::{Header, HEADER_LEN};
+use crate::hash::{key_hash, slot_of};
+use crate::SnapshotError;
+use duanlian_link::{Code, Redirect, Validity};
+use rkyv::util::AlignedVec;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+enum Backing {
+    Mapped(memmap2::Mmap),
+    Owned(AlignedVec),
+}
+
+impl Backing {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Backing::Mapped(m) => m,
+            Backing::Owned(v) => v,
+        }
+    }
+}
+
+/// An open, validated snapshot. Lookups read the mapped bytes directly; nothing is parsed.
+pub struct Snapshot {
+    backing: Backing,
+    header: Header,
+    path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("path", &self.path)
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One link as stored in a snapshot, borrowed from its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkRef<'a> {
+    /// The link domain (lowercase).
+    pub domain: &'a str,
+    /// The code's bytes (checked by [`Snapshot::verify`]; always ASCII in a file we wrote).
+    pub code: &'a [u8],
+    /// The target URL's bytes, as they go into `Location`.
+    pub url: &'a [u8],
+    /// The redirect status.
+    pub redirect: Redirect,
+    /// The validity window.
+    pub validity: Validity,
+    /// Creation time, UTC seconds.
+    pub created_at: i64,
+}
+
+/// What [`Snapshot::verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Links per domain, in the order the domains first appeared.
+    pub domains: Vec<(String, u64)>,
+    /// Links with an expiry time.
+    pub with_expiry: u64,
+    /// Links with a start time.
+    pub with_valid_since: u64,
+}
+
+impl Snapshot {
+    /// Maps a snapshot file and validates it: header, checksum, archive and table shape.
+    ///
+    /// # File contract
+    /// The mapping is only sound while nobody truncates or rewrites the file: a shrunk file makes
+    /// reads fault (SIGBUS), a rewritten one changes bytes that were validated. duanlian's
+    /// writers never do either — they publish with [`crate::write_atomic`], which renames a new
+    /// file into place, so an open mapping keeps seeing the old inode. Other tools must do the
+    /// same (`cp` over a served snapshot is not safe; `cp` to a temp name then `mv` is).
+    pub fn open(path: impl AsRef<Path>) -> Result<Snapshot, SnapshotError> {
+        let path = path.as_ref();
+        let io = |source| SnapshotError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        // A zero-length mapping is an error on Linux, and an empty snapshot is always a mistake.
+        if len == 0 {
+            return Err(SnapshotError::Empty);
+        }
+        // SAFETY: the file contract above: published snapshots are replaced by rename, never
+        // modified in place, so the mapped bytes stay as they are for the mapping's lifetime.
+        #[allow(unsafe_code)]
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        let mut snap = Snapshot::check(Backing::Mapped(map))?;
+        snap.path = Some(path.to_path_buf());
+        Ok(snap)
+    }
+
+    /// Validates a whole snapshot image held in memory (for tests, benches and built-in data).
+    pub fn from_bytes(bytes: AlignedVec) -> Result<Snapshot, SnapshotError> {
+        Snapshot::check(Backing::Owned(bytes))
+    }
+
+    fn check(backing: Backing) -> Result<Snapshot, SnapshotError> {
+        let bytes = backing.bytes();
+        let header = Header::decode(bytes, bytes.len() as u64)?;
+        let payload = &bytes[HEADER_LEN..];
+        let actual = crc32c::crc32c(payload);
+        if actual != header.payload_crc32c {
+            return Err(SnapshotError::PayloadChecksum {
+                stored: header.payload_crc32c,
+                actual,
+            });
+        }
+        let table = rkyv::access::<ArchivedTableData, rkyv::rancor::Error>(payload)
+            .map_err(|e| SnapshotError::InvalidArchive(e.to_string()))?;
+        if table.entries.len() as u64 != header.link_count {
+            return Err(SnapshotError::Inconsistent(format!(
+                "header says {} links, the table has {}",
+                header.link_count,
+                table.entries.len()
+            )));
+        }
+        // Lookups stop at an empty slot: there must be at least one.
+        if table.slots.len() <= table.entries.len() {
+            return Err(SnapshotError::Inconsistent(format!(
+                "{} slots for {} links",
+                table.slots.len(),
+                table.entries.len()
+            )));
+        }
+        Ok(Snapshot {
+            backing,
+            header,
+            path: None,
+        })
+    }
+
+    #[inline]
+    fn table(&self) -> &ArchivedTableData {
+        let payload = &self.backing.bytes()[HEADER_LEN..];
+        // SAFETY: `check` ran `rkyv::access` over exactly these bytes before this Snapshot was
+        // built, and they cannot change afterwards: owned bytes are never handed out mutably,
+        // and mapped ones are covered by the file contract on `Snapshot::open`.
+        #[allow(unsafe_code)]
+        unsafe {
+            rkyv::access_unchecked::<ArchivedTableData>(payload)
+        }
+    }
+
+    /// The file's header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The file this snapshot was opened from, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Size of the file image in bytes.
+    pub fn file_len(&self) -> usize {
+        self.backing.bytes().len()
+    }
+
+    /// Number of links.
+    pub fn len(&self) -> usize {
+        self.table().entries.len()
+    }
+
+    /// Whether there are no links.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The link domains that have links in this snapshot.
+    pub fn domains(&self) -> impl Iterator<Item = &str> {
+        self.table().domains.iter().map(|d| d.as_str())
+    }
+
+    /// Looks up `(domain, code)`; `domain` must already be lowercase (see
+    /// [`duanlian_link::host_key`]). Reads at most a few cache lines; never allocates.
+    #[inline]
+    pub fn get(&self, domain: &str, code: &str) -> Option<LinkRef<'_>> {
+        let t = self.table();
+        let slots = t.slots.as_slice();
+        let n = slots.len();
+        let h = key_hash(t.seed.to_native(), domain.as_bytes(), code.as_bytes());
+        let tag = h >> 32;
+        let mut s = slot_of(h, n);
+        // Bounded by the table size, so even a table that broke its invariants cannot spin.
+        for _ in 0..n {
+            let v = slots.get(s)?.to_native();
+            if v == 0 {
+                return None;
+            }
+            if v >> 32 == tag {
+                let link = self.entry(t, (v as u32).wrapping_sub(1) as usize)?;
+                if link.code == code.as_bytes() && link.domain == domain {
+                    return Some(link);
+                }
+            }
+            s += 1;
+            if s == n {
+                s = 0;
+            }
+        }
+        None
+    }
+
+    /// Every link, in table order.
+    pub fn iter(&self) -> Iter<'_> {
+        Iter { snap: self, next: 0 }
+    }
+
+    #[inline]
+    fn entry<'a>(&'a self, t: &'a ArchivedTableData, i: usize) -> Option<LinkRef<'a>> {
+        let e: &ArchivedEntry = t.entries.get(i)?;
+        let off = usize::try_from(e.str_off.to_native()).ok()?;
+        let code_end = off + usize::from(e.code_len);
+        let url_end = code_end + usize::from(e.url_len.to_native());
+        let strings = t.strings.as_slice();
+        let flags = e.flags.to_native();
+        Some(LinkRef {
+            domain: t.domains.get(usize::from(e.domain.to_native()))?.as_str(),
+            code: strings.get(off..code_end)?,
+            url: strings.get(code_end..url_end)?,
+            redirect: Redirect::from_u8(e.redirect).unwrap_or_default(),
+            validity: Validity {
+                valid_since: (flags & HAS_VALID_SINCE != 0).then(|| e.valid_since.to_native()),
+                expires_at: (flags & HAS_EXPIRES_AT != 0).then(|| e.expires_at.to_native()),
+            },
+            created_at: e.created_at.to_native(),
+        })
+    }
+
+    /// Checks every entry: in bounds, a valid code and URL, a known redirect kind, and found by
+    /// its own key (so the table has no unreachable or repeated keys). `open` already checked the
+    /// checksum and archive; this is the slow, thorough pass behind `duanlian snapshot verify`.
+    pub fn verify(&self) -> Result<VerifyReport, SnapshotError> {
+        let t = self.table();
+        let bad = |i: usize, why: String| SnapshotError::Inconsistent(format!("link #{i}: {why}"));
+        let mut per_domain = vec![0u64; t.domains.len()];
+        let (mut with_expiry, mut with_valid_since) = (0, 0);
+        for i in 0..t.entries.len() {
+            let e = &t.entries[i];
+            let link = self
+                .entry(t, i)
+                .ok_or_else(|| bad(i, "points outside the table".into()))?;
+            if Redirect::from_u8(e.redirect).is_none() {
+                return Err(bad(i, format!("unknown redirect kind {}", e.redirect)));
+            }
+            if e.flags.to_native() & !(HAS_VALID_SINCE | HAS_EXPIRES_AT) != 0 {
+                return Err(bad(i, format!("unknown flags {:#x}", e.flags.to_native())));
+            }
+            let code = std::str::from_utf8(link.code)
+                .ok()
+                .filter(|c| Code::is_valid(c.as_bytes()))
+                .ok_or_else(|| bad(i, format!("invalid code {:?}", String::from_utf8_lossy(link.code))))?;
+            let url = std::str::from_utf8(link.url).map_err(|_| bad(i, "url is not UTF-8".into()))?;
+            match duanlian_link::parse_url(url) {
+                Ok(u) if *u == *url => {}
+                _ => return Err(bad(i, format!("invalid url {url:?}"))),
+            }
+            if Validity::new(link.validity.valid_since, link.validity.expires_at).is_err() {
+                return Err(bad(i, "valid_since is not before expires_at".into()));
+            }
+            match self.get(link.domain, code) {
+                Some(found) if std::ptr::eq(found.code, link.code) => {}
+                _ => return Err(bad(i, format!("{}/{code} is not reachable by lookup", link.domain))),
+            }
+            per_domain[usize::from(e.domain.to_native())] += 1;
+            with_expiry += u64::from(link.validity.expires_at.is_some());
+            with_valid_since += u64::from(link.validity.valid_since.is_some());
+        }
+        Ok(VerifyReport {
+            domains: self.domains().map(str::to_owned).zip(per_domain).collect(),
+            with_expiry,
+            with_valid_since,
+        })
+    }
+
+    /// Links per domain, counted from the fixed-size entries only (fast: no strings are read).
+    pub fn domain_counts(&self) -> Vec<(String, u64)> {
+        let t = self.table();
+        let mut counts = vec![0u64; t.domains.len()];
+        for e in t.entries.iter() {
+            if let Some(c) = counts.get_mut(usize::from(e.domain.to_native())) {
+                *c += 1;
+            }
+        }
+        self.domains().map(str::to_owned).zip(counts).collect()
+    }
+}
+
+/// Iterator over a snapshot's links; see [`Snapshot::iter`].
+#[derive(Debug)]
+pub struct Iter<'a> {
+    snap: &'a Snapshot,
+    next: usize,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = LinkRef<'a>;
+
+    fn next(&mut self) -> Option<LinkRef<'a>> {
+        let t = self.snap.table();
+        while self.next < t.entries.len() {
+            let i = self.next;
+            self.next += 1;
+            // Entries that point outside the table cannot occur in a verified file; skipping
+            // them keeps iteration total anyway.
+            if let Some(link) = self.snap.entry(t, i) {
+                return Some(link);
+            }
+        }
+        None
+    }
+}

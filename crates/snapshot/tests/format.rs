@@ -1,0 +1,212 @@
+//! The snapshot file format: round trips, every malformed-file case, and the golden file.
+use duanlian_link::{parse_url, Code, Domain, Link, Redirect, Validity};
+use duanlian_snapshot::{
+    AlignedVec, BuildError, Builder, Duplicate, Snapshot, SnapshotError, HEADER_LEN,
+};
+use std::path::PathBuf;
+
+fn link(domain: &str, code: &str, url: &str) -> Link {
+    Link {
+        domain: Domain::parse(domain).expect("domain"),
+        code: Code::parse(code).expect("code"),
+        url: parse_url(url).expect("url"),
+        redirect: Redirect::Found,
+        validity: Validity::ALWAYS,
+        created_at: 1_700_000_000,
+    }
+}
+
+/// The links in the golden file; keep in step with `data/golden/snapshot-v1.snap`.
+fn golden_links() -> Vec<Link> {
+    let mut v = vec![
+        link("go.example.cn", "x7Kp2Qa", "https://shop.example.com/item/42?utm_source=sms"),
+        link("s.example.com", "x7Kp2Qa", "https://other.example.org/"),
+        Link {
+            redirect: Redirect::Permanent,
+            validity: Validity::new(Some(1_700_000_000), Some(1_900_000_000)).expect("window"),
+            ..link("go.example.cn", "spring-sale_2025", "http://a.example/%E7%9F%AD")
+        },
+        Link {
+            redirect: Redirect::Moved,
+            ..link("go.example.cn", &"L".repeat(64), "https://b.example:8443/x?y=1#z")
+        },
+    ];
+    for i in 0..40 {
+        v.push(link("s.example.com", &format!("c{i}"), &format!("https://shop.example.com/{i}")));
+    }
+    v
+}
+
+fn image(links: &[Link], seed: u64, sequence: u64) -> AlignedVec {
+    let mut b = Builder::with_seed(seed);
+    for l in links {
+        b.push(l).expect("push");
+    }
+    b.finish().expect("finish").to_bytes(sequence).expect("to_bytes")
+}
+
+fn reopen(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
+    let mut v = AlignedVec::<16>::new();
+    v.extend_from_slice(bytes);
+    Snapshot::from_bytes(v)
+}
+
+fn assert_has(snap: &Snapshot, links: &[Link]) {
+    assert_eq!(snap.len(), links.len());
+    for l in links {
+        let got = snap
+            .get(l.domain.as_str(), l.code.as_str())
+            .unwrap_or_else(|| panic!("{}/{} missing", l.domain, l.code));
+        assert_eq!(got.url, l.url.as_bytes());
+        assert_eq!(got.code, l.code.as_str().as_bytes());
+        assert_eq!(got.domain, l.domain.as_str());
+        assert_eq!(got.redirect, l.redirect);
+        assert_eq!(got.validity, l.validity);
+        assert_eq!(got.created_at, l.created_at);
+    }
+}
+
+#[test]
+fn round_trip_finds_every_link_and_nothing_else() {
+    let links = golden_links();
+    let snap = Snapshot::from_bytes(image(&links, 7, 12)).expect("open");
+    assert_has(&snap, &links);
+    assert_eq!(snap.header().sequence, 12);
+    assert!(snap.get("go.example.cn", "x7Kp2Qb").is_none());
+    assert!(snap.get("unknown.example", "x7Kp2Qa").is_none());
+    assert!(snap.get("go.example.cn", "").is_none());
+    assert_eq!(snap.iter().count(), links.len());
+    let report = snap.verify().expect("verify");
+    assert_eq!(report.domains, vec![("go.example.cn".into(), 3), ("s.example.com".into(), 41)]);
+    assert_eq!(report.with_expiry, 1);
+    assert_eq!(snap.domain_counts(), report.domains);
+}
+
+#[test]
+fn empty_table_opens() {
+    let snap = Snapshot::from_bytes(image(&[], 1, 0)).expect("open");
+    assert!(snap.is_empty());
+    assert!(snap.get("a.cn", "x").is_none());
+}
+
+#[test]
+fn duplicates_are_all_reported() {
+    let mut b = Builder::with_seed(3);
+    for l in [
+        link("a.cn", "x", "https://1.cn/"),
+        link("a.cn", "y", "https://2.cn/"),
+        link("a.cn", "x", "https://3.cn/"),
+        link("b.cn", "x", "https://4.cn/"),
+        link("a.cn", "x", "https://5.cn/"),
+    ] {
+        b.push(&l).expect("push");
+    }
+    match b.finish() {
+        Err(BuildError::Duplicates(d)) => assert_eq!(
+            d,
+            vec![Duplicate { first: 0, repeat: 2 }, Duplicate { first: 0, repeat: 4 }]
+        ),
+        other => panic!("expected duplicates, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_single_byte_flip_is_detected() {
+    let good = image(&golden_links(), 5, 3);
+    for at in 0..good.len() {
+        for mask in [0x01u8, 0x80, 0xff] {
+            let mut bad = good.to_vec();
+            bad[at] ^= mask;
+            assert!(reopen(&bad).is_err(), "flip {mask:#x} at byte {at} went unnoticed");
+        }
+    }
+}
+
+#[test]
+fn malformed_files_get_typed_errors() {
+    let good = image(&golden_links(), 5, 3);
+    assert_eq!(reopen(&[]).err(), Some(SnapshotError::Empty));
+    assert!(matches!(reopen(&good[..10]), Err(SnapshotError::Truncated { expected: 64, actual: 10 })));
+    assert!(matches!(reopen(&good[..good.len() - 1]), Err(SnapshotError::Truncated { .. })));
+    let mut longer = good.to_vec();
+    longer.push(0);
+    assert!(matches!(reopen(&longer), Err(SnapshotError::TrailingBytes { .. })));
+    let mut magic = good.to_vec();
+    magic[0] = b'X';
+    assert_eq!(reopen(&magic).err(), Some(SnapshotError::BadMagic));
+    let mut version = good.to_vec();
+    version[8] = 2;
+    assert_eq!(reopen(&version).err(), Some(SnapshotError::UnsupportedVersion(2)));
+    let mut count = good.to_vec();
+    count[24] ^= 1;
+    assert!(matches!(reopen(&count), Err(SnapshotError::HeaderChecksum { .. })));
+    let mut payload = good.to_vec();
+    payload[HEADER_LEN + 5] ^= 1;
+    assert!(matches!(reopen(&payload), Err(SnapshotError::PayloadChecksum { .. })));
+}
+
+#[test]
+fn invalid_archive_behind_a_valid_checksum_is_rejected() {
+    // A forger who fixes up both checksums still cannot get garbage past rkyv's validation.
+    let good = image(&golden_links(), 5, 3);
+    let mut bad = good.to_vec();
+    let end = bad.len();
+    for b in &mut bad[end - 16..] {
+        *b = 0xff; // the root's relative pointers now point far outside the buffer
+    }
+    let crc = crc32c::crc32c(&bad[HEADER_LEN..]);
+    bad[56..60].copy_from_slice(&crc.to_le_bytes());
+    let hcrc = crc32c::crc32c(&bad[..60]);
+    bad[60..64].copy_from_slice(&hcrc.to_le_bytes());
+    assert!(matches!(reopen(&bad), Err(SnapshotError::InvalidArchive(_))), "{:?}", reopen(&bad));
+}
+
+fn golden_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/golden/snapshot-v1.snap")
+}
+
+#[test]
+fn golden_v1_file_keeps_opening() {
+    let snap = Snapshot::open(golden_path()).expect("the committed version-1 snapshot must open");
+    assert_eq!(snap.header().format_version, 1);
+    assert_eq!(snap.header().sequence, 77);
+    assert_has(&snap, &golden_links());
+    snap.verify().expect("verify");
+}
+
+/// Regenerates the golden file. Only for a new format version: the committed file is the proof
+/// that version 1 stays readable. `cargo test -p duanlian-snapshot -- --ignored write_golden`
+#[test]
+#[ignore]
+fn write_golden() {
+    duanlian_snapshot::write_atomic(&golden_path(), &image(&golden_links(), 42, 77)).expect("write");
+}
+
+#[test]
+fn open_names_io_errors_and_publishes_atomically() {
+    let dir = std::env::temp_dir().join(format!("dl-snap-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let missing = dir.join("missing.snap");
+    match Snapshot::open(&missing) {
+        Err(e @ SnapshotError::Io { .. }) => assert!(e.to_string().contains("missing.snap")),
+        other => panic!("{other:?}"),
+    }
+    let empty = dir.join("empty.snap");
+    std::fs::write(&empty, b"").expect("write");
+    assert_eq!(Snapshot::open(&empty).err(), Some(SnapshotError::Empty));
+
+    let path = dir.join("links.snap");
+    duanlian_snapshot::write_atomic(&path, &image(&golden_links(), 9, 1)).expect("write");
+    let old = Snapshot::open(&path).expect("open");
+    // Replacing the file leaves the open mapping on the old inode, intact.
+    duanlian_snapshot::write_atomic(&path, &image(&golden_links()[..3], 9, 2)).expect("rewrite");
+    assert_has(&old, &golden_links());
+    assert_eq!(Snapshot::open(&path).expect("reopen").len(), 3);
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp."))
+        .collect();
+    assert!(leftovers.is_empty());
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
