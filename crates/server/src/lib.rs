@@ -1,1 +1,25 @@
-//! x
+//! duanlian's HTTP front end: the redirect listener.
+//!
+//! `GET /{code}` with a `Host` naming a link domain answers the link's redirect status and
+//! `Location`; unknown links are 404, expired ones 410, other methods 405. The answer is built
+//! by [`respond`], a plain function of the request and the [`Index`], so it can be tested and
+//! benchmarked without sockets; [`run`] puts it behind hyper 1 on real listeners.
+//!
+//! ```no_run
+//! use duanlian_server::{run, Options};
+//! use std::sync::Arc;
+//!
+//! let index = Arc::new(duanlian_index::Index::empty());
+//! let opts = Options { listen: "127.0.0.1:8080".parse()?, ..Options::default() };
+//! run(index, &opts)?; // until SIGINT or SIGTERM
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(unsafe_code)]
+
+mod listen;
+mod redirect;
+
+pub use listen::{run, serve_connection, Options, RuntimeShape};
+pub use redirect::{respond, Body};
+
+pub use duanlian_index::Index;
