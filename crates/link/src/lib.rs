@@ -24,12 +24,14 @@
 mod code;
 mod domain;
 mod error;
+mod time;
 mod url;
 mod validity;
 
 pub use code::{Code, MAX_CODE_LEN};
 pub use domain::{host_key, Domain, HostBuf, MAX_DOMAIN_LEN};
 pub use error::LinkError;
+pub use time::format_rfc3339;
 pub use url::{parse_url, MAX_URL_LEN};
 pub use validity::{State, Validity};
 

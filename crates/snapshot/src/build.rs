@@ -43,9 +43,13 @@ pub(crate) struct Entry {
     pub(crate) expires_at: i64,
 }
 
-/// A `(domain, code)` pushed twice: indexes of the first and the repeated push.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A `(domain, code)` pushed twice: the key, and indexes of the first and the repeated push.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Duplicate {
+    /// The link domain.
+    pub domain: String,
+    /// The code.
+    pub code: String,
     /// Push index of the first occurrence.
     pub first: usize,
     /// Push index of the repeat.
@@ -168,7 +172,12 @@ impl Builder {
                 if v >> 32 == tag {
                     let j = (v as u32 - 1) as usize;
                     if self.key(&self.entries[j]) == (domain, code) {
-                        dups.push(Duplicate { first: j, repeat: i });
+                        dups.push(Duplicate {
+                            domain: String::from_utf8_lossy(domain).into_owned(),
+                            code: String::from_utf8_lossy(code).into_owned(),
+                            first: j,
+                            repeat: i,
+                        });
                         break;
                     }
                 }

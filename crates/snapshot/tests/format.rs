@@ -104,7 +104,10 @@ fn duplicates_are_all_reported() {
     match b.finish() {
         Err(BuildError::Duplicates(d)) => assert_eq!(
             d,
-            vec![Duplicate { first: 0, repeat: 2 }, Duplicate { first: 0, repeat: 4 }]
+            vec![
+                Duplicate { domain: "a.cn".into(), code: "x".into(), first: 0, repeat: 2 },
+                Duplicate { domain: "a.cn".into(), code: "x".into(), first: 0, repeat: 4 },
+            ]
         ),
         other => panic!("expected duplicates, got {other:?}"),
     }
