@@ -164,9 +164,12 @@ type OnRow<'r> = dyn FnMut(u64, Result<RawRow<'_>, FieldError>, u64) -> Result<(
 
 fn read_csv(path: &Path, input: impl Read, on_row: &mut OnRow<'_>) -> Result<()> {
     let name = path.display();
+    // Records end at '\n' only: with the default CRLF handling csv reports the line before the
+    // real one for CRLF files. The '\r' then left on the last cell goes with the cell trimming.
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
+        .terminator(csv::Terminator::Any(b'\n'))
         .from_reader(input);
     let headers = rdr
         .byte_headers()

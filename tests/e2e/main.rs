@@ -1,0 +1,4 @@
+//! End-to-end tests: they run the real `duanlian` binary and speak raw HTTP to it.
+mod cli;
+mod http;
+mod util;
