@@ -1,1 +1,220 @@
-fn main() {}
+//! In-process costs of the redirect path: snapshot lookups at 1M links, overlay lookups, the
+//! `respond` function, and one whole HTTP/1.1 exchange through hyper over an in-memory pipe.
+//!
+//! `cargo bench --bench redirect` (set `DUANLIAN_BENCH_LINKS` to change the 1M default).
+// criterion's macros generate undocumented public functions.
+#![allow(missing_docs)]
+use bytes::Bytes;
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use duanlian_index::{Change, Index};
+use duanlian_link::{Code, Domain, Link, Redirect, Validity};
+use duanlian_server::Options;
+use duanlian_snapshot::{Builder, Snapshot};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const DOMAINS: [&str; 2] = ["s.example.com", "go.example.cn"];
+
+/// A small deterministic generator (SplitMix64), so every run looks up the same keys.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn code(&mut self) -> String {
+        const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+        (0..7)
+            .map(|_| ALPHABET[(self.next() % ALPHABET.len() as u64) as usize] as char)
+            .collect()
+    }
+}
+
+fn links(n: usize, seed: u64) -> Vec<Link> {
+    let mut rng = Rng(seed);
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let domain = DOMAINS[(rng.next() % 2) as usize];
+        let code = rng.code();
+        if !seen.insert((domain, code.clone())) {
+            continue;
+        }
+        let url = format!(
+            "https://shop.example.com/item/{}?utm_source=sms&utm_campaign=c{}",
+            rng.next() % 1_000_000_000,
+            rng.next() % 1000
+        );
+        out.push(Link {
+            domain: Domain::parse(domain).expect("domain"),
+            code: Code::parse(&code).expect("code"),
+            url: duanlian_link::parse_url(&url).expect("url"),
+            redirect: Redirect::Found,
+            validity: Validity::ALWAYS,
+            created_at: 1_700_000_000,
+        });
+    }
+    out
+}
+
+fn snapshot(links: &[Link]) -> Snapshot {
+    let mut b = Builder::with_seed(42);
+    for l in links {
+        b.push(l).expect("push");
+    }
+    Snapshot::from_bytes(b.finish().expect("finish").to_bytes(0).expect("bytes")).expect("open")
+}
+
+fn n_links() -> usize {
+    std::env::var("DUANLIAN_BENCH_LINKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
+/// Keys to look up, spread over the whole table so caches behave as under real traffic.
+fn sample(links: &[Link], k: usize) -> Vec<(String, String)> {
+    let step = (links.len() / k).max(1);
+    links
+        .iter()
+        .step_by(step)
+        .map(|l| (l.domain.to_string(), l.code.to_string()))
+        .collect()
+}
+
+fn lookups(c: &mut Criterion) {
+    let n = n_links();
+    let all = links(n, 1);
+    let snap = snapshot(&all);
+    let hits = sample(&all, 4096);
+    let misses: Vec<(String, String)> = links(4096, 2)
+        .into_iter()
+        .map(|l| (l.domain.to_string(), format!("{}-", l.code)))
+        .collect();
+
+    let mut g = c.benchmark_group("snapshot");
+    g.throughput(Throughput::Elements(1));
+    for (name, keys) in [("get_hit", &hits), ("get_miss", &misses)] {
+        g.bench_function(BenchmarkId::new(name, n), |b| {
+            let mut i = 0;
+            b.iter(|| {
+                let (d, c) = &keys[i % keys.len()];
+                i += 1;
+                black_box(snap.get(d, c).map(|l| l.url.len()))
+            })
+        });
+    }
+    g.finish();
+
+    // The overlay on its own: 100k links put through the change feed, none in the snapshot.
+    let overlay = Index::empty();
+    let fresh = links(100_000, 3);
+    for l in &fresh {
+        overlay.apply(Change::Put(l.clone()));
+    }
+    let o_hits = sample(&fresh, 4096);
+    let mut g = c.benchmark_group("overlay");
+    g.throughput(Throughput::Elements(1));
+    for (name, keys) in [("resolve_hit", &o_hits), ("resolve_miss", &misses)] {
+        g.bench_function(BenchmarkId::new(name, fresh.len()), |b| {
+            let mut i = 0;
+            b.iter(|| {
+                let (d, c) = &keys[i % keys.len()];
+                i += 1;
+                black_box(overlay.resolve(d, c, |l| l.map(|l| l.url.len())))
+            })
+        });
+    }
+    g.finish();
+
+    // The full index path as the server uses it: empty overlay, so straight to the snapshot.
+    let index = Index::new(Arc::new(snap));
+    let mut g = c.benchmark_group("index");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function(BenchmarkId::new("resolve_hit", n), |b| {
+        let mut i = 0;
+        b.iter(|| {
+            let (d, c) = &hits[i % hits.len()];
+            i += 1;
+            black_box(index.resolve(d, c, |l| l.map(|l| l.url.len())))
+        })
+    });
+    g.finish();
+}
+
+fn redirect(c: &mut Criterion) {
+    let all = links(100_000, 1);
+    let index = Arc::new(Index::new(Arc::new(snapshot(&all))));
+    let keys = sample(&all, 1024);
+    let requests: Vec<Bytes> = keys
+        .iter()
+        .map(|(d, c)| Bytes::from(format!("GET /{c} HTTP/1.1\r\nHost: {d}\r\n\r\n")))
+        .collect();
+
+    let mut g = c.benchmark_group("redirect");
+    g.throughput(Throughput::Elements(1));
+
+    let reqs: Vec<hyper::Request<()>> = keys
+        .iter()
+        .map(|(d, c)| {
+            hyper::Request::get(format!("/{c}"))
+                .header("host", d.as_str())
+                .body(())
+                .expect("request")
+        })
+        .collect();
+    g.bench_function("respond", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i += 1;
+            black_box(duanlian_server::respond(&index, &reqs[i % reqs.len()]))
+        })
+    });
+
+    // Request bytes in, response bytes out, through hyper on one keep-alive connection.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    g.bench_function("in_process_http1", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let (mut client, server) = tokio::io::duplex(64 * 1024);
+                let index = index.clone();
+                let conn = tokio::spawn(async move {
+                    duanlian_server::serve_connection(server, index, &Options::default()).await
+                });
+                let mut buf = vec![0u8; 64 * 1024];
+                let start = std::time::Instant::now();
+                for i in 0..iters as usize {
+                    client
+                        .write_all(&requests[i % requests.len()])
+                        .await
+                        .expect("write");
+                    // Every answer is a 302 with an empty body: read up to the end of the head.
+                    let mut got = 0;
+                    loop {
+                        got += client.read(&mut buf[got..]).await.expect("read");
+                        if buf[..got].ends_with(b"\r\n\r\n") {
+                            break;
+                        }
+                    }
+                    debug_assert!(buf.starts_with(b"HTTP/1.1 302"));
+                }
+                let took = start.elapsed();
+                drop(client);
+                let _ = conn.await;
+                took
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, lookups, redirect);
+criterion_main!(benches);

@@ -29,7 +29,15 @@ impl Format {
     }
 }
 
-const COLUMNS: &[&str] = &["url", "code", "domain", "redirect", "expires_at", "valid_since", "created_at"];
+const COLUMNS: &[&str] = &[
+    "url",
+    "code",
+    "domain",
+    "redirect",
+    "expires_at",
+    "valid_since",
+    "created_at",
+];
 
 /// A row's fields before validation. Empty optional CSV cells are `None`.
 #[derive(Default)]
@@ -111,7 +119,11 @@ pub(crate) struct Imported {
 }
 
 /// Reads `path` and lays out the table.
-pub(crate) fn import(path: &Path, format: Format, default_domain: Option<Domain>) -> Result<Imported> {
+pub(crate) fn import(
+    path: &Path,
+    format: Format,
+    default_domain: Option<Domain>,
+) -> Result<Imported> {
     let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let progress = Progress::new(size);
@@ -129,7 +141,9 @@ pub(crate) fn import(path: &Path, format: Format, default_domain: Option<Domain>
         let link = row
             .and_then(|r| conv.link(r))
             .map_err(|e| anyhow!("{name}:{line}: {e}"))?;
-        builder.push(&link).map_err(|e| anyhow!("{name}:{line}: {e}"))?;
+        builder
+            .push(&link)
+            .map_err(|e| anyhow!("{name}:{line}: {e}"))?;
         lines.push(line);
         progress.tick(lines.len(), pos);
         Ok(())
@@ -209,7 +223,10 @@ fn read_csv(path: &Path, input: impl Read, on_row: &mut OnRow<'_>) -> Result<()>
     }
 }
 
-fn csv_row<'a>(rec: &'a csv::ByteRecord, col: &[Option<usize>; 7]) -> Result<RawRow<'a>, FieldError> {
+fn csv_row<'a>(
+    rec: &'a csv::ByteRecord,
+    col: &[Option<usize>; 7],
+) -> Result<RawRow<'a>, FieldError> {
     let cell = |k: usize| -> Result<Option<&'a str>, FieldError> {
         let Some(bytes) = col[k].and_then(|i| rec.get(i)) else {
             return Ok(None);
@@ -220,7 +237,14 @@ fn csv_row<'a>(rec: &'a csv::ByteRecord, col: &[Option<usize>; 7]) -> Result<Raw
     };
     let int = |k: usize| -> Result<Option<i64>, FieldError> {
         cell(k)?
-            .map(|s| s.parse::<i64>().map_err(|_| field_err(COLUMNS[k], format!("{s:?} is not a whole number of UTC seconds"))))
+            .map(|s| {
+                s.parse::<i64>().map_err(|_| {
+                    field_err(
+                        COLUMNS[k],
+                        format!("{s:?} is not a whole number of UTC seconds"),
+                    )
+                })
+            })
             .transpose()
     };
     Ok(RawRow {
@@ -228,7 +252,14 @@ fn csv_row<'a>(rec: &'a csv::ByteRecord, col: &[Option<usize>; 7]) -> Result<Raw
         code: cell(1)?,
         domain: cell(2)?,
         redirect: cell(3)?
-            .map(|s| s.parse::<u16>().map_err(|_| field_err("redirect", format!("{s:?} is not one of 301, 302, 307, 308"))))
+            .map(|s| {
+                s.parse::<u16>().map_err(|_| {
+                    field_err(
+                        "redirect",
+                        format!("{s:?} is not one of 301, 302, 307, 308"),
+                    )
+                })
+            })
             .transpose()?,
         expires_at: int(4)?,
         valid_since: int(5)?,
@@ -238,7 +269,9 @@ fn csv_row<'a>(rec: &'a csv::ByteRecord, col: &[Option<usize>; 7]) -> Result<Raw
 
 fn csv_reason(e: &csv::Error) -> String {
     match e.kind() {
-        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => {
             format!("has {len} fields, the header has {expected_len}")
         }
         csv::ErrorKind::Io(io) => io.to_string(),
@@ -289,12 +322,18 @@ fn json_row(obj: &serde_json::Map<String, serde_json::Value>) -> Result<RawRow<'
                     Value::String(s) => s.parse().ok(),
                     _ => None,
                 };
-                row.redirect = Some(status.ok_or_else(|| field_err(k, "is not one of 301, 302, 307, 308"))?);
+                row.redirect =
+                    Some(status.ok_or_else(|| field_err(k, "is not one of 301, 302, 307, 308"))?);
             }
             "expires_at" => row.expires_at = int()?,
             "valid_since" => row.valid_since = int()?,
             "created_at" => row.created_at = int()?,
-            _ => return Err(field_err(k, format!("unknown field (known: {})", COLUMNS.join(", ")))),
+            _ => {
+                return Err(field_err(
+                    k,
+                    format!("unknown field (known: {})", COLUMNS.join(", ")),
+                ))
+            }
         }
     }
     Ok(row)

@@ -18,7 +18,11 @@ use std::time::{Duration, Instant};
 const SAMPLE_CSV: &str = include_str!("../data/sample-links.csv");
 
 #[derive(Parser, Debug)]
-#[command(name = "duanlian", version, about = "短链 duanlian: a fast short-link redirect service")]
+#[command(
+    name = "duanlian",
+    version,
+    about = "短链 duanlian: a fast short-link redirect service"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -125,16 +129,19 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn build(input: &Path, output: &Path, default_domain: Option<&str>, format: Option<Format>) -> Result<()> {
+fn build(
+    input: &Path,
+    output: &Path,
+    default_domain: Option<&str>,
+    format: Option<Format>,
+) -> Result<()> {
     let started = Instant::now();
     let format = match format.or_else(|| Format::from_path(input)) {
         Some(f) => f,
-        None => {
-            return Err(anyhow!(
-                "{}: cannot tell the format from the extension; pass --format csv or --format jsonl",
-                input.display()
-            ))
-        }
+        None => return Err(anyhow!(
+            "{}: cannot tell the format from the extension; pass --format csv or --format jsonl",
+            input.display()
+        )),
     };
     let default_domain = default_domain
         .map(|d| Domain::parse(d).map_err(|e| anyhow!("--default-domain: {e}")))
@@ -166,11 +173,22 @@ fn open(path: &Path) -> Result<Snapshot> {
 fn inspect(path: &Path) -> Result<()> {
     let snap = open(path)?;
     let h = snap.header();
-    println!("file            {} ({} bytes)", path.display(), snap.file_len());
-    println!("format version  {} (rkyv format {:#x})", h.format_version, h.rkyv_format);
+    println!(
+        "file            {} ({} bytes)",
+        path.display(),
+        snap.file_len()
+    );
+    println!(
+        "format version  {} (rkyv format {:#x})",
+        h.format_version, h.rkyv_format
+    );
     println!("links           {}", h.link_count);
     println!("sequence        {}", h.sequence);
-    println!("built at        {} ({})", format_rfc3339(h.built_at), h.built_at);
+    println!(
+        "built at        {} ({})",
+        format_rfc3339(h.built_at),
+        h.built_at
+    );
     println!("payload crc32c  {:#010x}", h.payload_crc32c);
     println!("domains");
     for (domain, count) in snap.domain_counts() {
@@ -182,7 +200,9 @@ fn inspect(path: &Path) -> Result<()> {
 fn verify(path: &Path) -> Result<()> {
     let started = Instant::now();
     let snap = open(path)?;
-    let report = snap.verify().map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let report = snap
+        .verify()
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     println!(
         "{}: ok: {} links on {} domains ({} with an expiry), verified in {:.2}s",
         path.display(),

@@ -5,7 +5,12 @@ use std::process::Output;
 /// A failure the way a person should see it: exit code 1, one clean message, no panic.
 fn assert_clean_failure(o: &Output, expect: &str) {
     let err = stderr(o);
-    assert_eq!(o.status.code(), Some(1), "exit status {:?}, stderr: {err}", o.status);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "exit status {:?}, stderr: {err}",
+        o.status
+    );
     assert!(!err.contains("panicked"), "panic: {err}");
     assert!(err.contains(expect), "expected {expect:?} in: {err}");
 }
@@ -13,7 +18,14 @@ fn assert_clean_failure(o: &Output, expect: &str) {
 fn build(dir: &TempDir, name: &str, contents: &str, extra: &[&str]) -> Output {
     let input = dir.file(name, contents.as_bytes());
     let output = dir.path("out.snap");
-    let mut args = vec!["snapshot", "build", "--input", s(&input), "--output", s(&output)];
+    let mut args = vec![
+        "snapshot",
+        "build",
+        "--input",
+        s(&input),
+        "--output",
+        s(&output),
+    ];
     args.extend_from_slice(extra);
     run(&args)
 }
@@ -36,7 +48,10 @@ fn build_inspect_verify_round_trip() {
     assert!(text.contains("format version  1"), "{text}");
     assert!(text.contains("links           2"), "{text}");
     assert!(text.contains("sequence        0"), "{text}");
-    assert!(text.contains("go.example.cn") && text.contains("s.example.com"), "{text}");
+    assert!(
+        text.contains("go.example.cn") && text.contains("s.example.com"),
+        "{text}"
+    );
     let v = run(&["snapshot", "verify", s(&snap)]);
     assert!(v.status.success(), "{}", stderr(&v));
     assert!(stdout(&v).contains("ok: 2 links on 2 domains"));
@@ -54,7 +69,11 @@ fn jsonl_input_builds_the_same_links() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let v = run(&["snapshot", "verify", s(&dir.path("out.snap"))]);
-    assert!(stdout(&v).contains("ok: 2 links on 1 domains (1 with an expiry)"), "{}", stdout(&v));
+    assert!(
+        stdout(&v).contains("ok: 2 links on 1 domains (1 with an expiry)"),
+        "{}",
+        stdout(&v)
+    );
 }
 
 #[test]
@@ -79,13 +98,31 @@ fn bad_rows_name_file_line_and_field() {
         ("p.jsonl", "[1,2]\n", "p.jsonl:1: row: expected a JSON object"),
     ];
     for (name, contents, expect) in cases {
-        let o = build(&dir, name, contents, &["--default-domain", "d.example"][..if name.starts_with('j') { 0 } else { 2 }]);
+        let o = build(
+            &dir,
+            name,
+            contents,
+            &["--default-domain", "d.example"][..if name.starts_with('j') { 0 } else { 2 }],
+        );
         assert_clean_failure(&o, expect);
-        assert!(!dir.path("out.snap").exists(), "{name}: a failed build must not leave a snapshot");
+        assert!(
+            !dir.path("out.snap").exists(),
+            "{name}: a failed build must not leave a snapshot"
+        );
     }
-    let crlf = build(&dir, "q.csv", "domain,code,url\r\ngo.example.cn,x,https://a.example/\r\ngo.example.cn,y,ftp://a\r\n", &[]);
+    let crlf = build(
+        &dir,
+        "q.csv",
+        "domain,code,url\r\ngo.example.cn,x,https://a.example/\r\ngo.example.cn,y,ftp://a\r\n",
+        &[],
+    );
     assert_clean_failure(&crlf, "q.csv:3: url");
-    let bad_utf8 = build(&dir, "r.csv", "domain,code,url\ngo.example.cn,\u{fffd},https://a/\n", &[]);
+    let bad_utf8 = build(
+        &dir,
+        "r.csv",
+        "domain,code,url\ngo.example.cn,\u{fffd},https://a/\n",
+        &[],
+    );
     assert_clean_failure(&bad_utf8, "r.csv:2: code");
 }
 
@@ -100,25 +137,50 @@ fn duplicates_are_listed_with_both_lines() {
     );
     assert_clean_failure(&o, "dup.csv: 2 duplicate (domain, code) pairs");
     let err = stderr(&o);
-    assert!(err.contains("dup.csv:4: code: go.example.cn/a already defined at line 2"), "{err}");
-    assert!(err.contains("dup.csv:6: code: go.example.cn/b already defined at line 3"), "{err}");
+    assert!(
+        err.contains("dup.csv:4: code: go.example.cn/a already defined at line 2"),
+        "{err}"
+    );
+    assert!(
+        err.contains("dup.csv:6: code: go.example.cn/b already defined at line 3"),
+        "{err}"
+    );
 }
 
 #[test]
 fn input_problems_are_named() {
     let dir = TempDir::new();
     let missing = dir.path("missing.csv");
-    let o = run(&["snapshot", "build", "--input", s(&missing), "--output", s(&dir.path("o.snap"))]);
+    let o = run(&[
+        "snapshot",
+        "build",
+        "--input",
+        s(&missing),
+        "--output",
+        s(&dir.path("o.snap")),
+    ]);
     assert_clean_failure(&o, "missing.csv");
     let txt = dir.file("links.txt", b"code,url\n");
-    let o = run(&["snapshot", "build", "--input", s(&txt), "--output", s(&dir.path("o.snap"))]);
+    let o = run(&[
+        "snapshot",
+        "build",
+        "--input",
+        s(&txt),
+        "--output",
+        s(&dir.path("o.snap")),
+    ]);
     assert_clean_failure(&o, "pass --format csv or --format jsonl");
 }
 
 #[test]
 fn malformed_snapshots_get_clean_messages_from_every_command() {
     let dir = TempDir::new();
-    let good = build(&dir, "g.csv", "domain,code,url\ngo.example.cn,a,https://x/1\ngo.example.cn,b,https://x/2\n", &[]);
+    let good = build(
+        &dir,
+        "g.csv",
+        "domain,code,url\ngo.example.cn,a,https://x/1\ngo.example.cn,b,https://x/2\n",
+        &[],
+    );
     assert!(good.status.success());
     let bytes = std::fs::read(dir.path("out.snap")).expect("read");
     let mut flipped = bytes.clone();
@@ -130,8 +192,17 @@ fn malformed_snapshots_get_clean_messages_from_every_command() {
     version[8] = 9;
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("empty.snap", vec![], "file is empty"),
-        ("magic.snap", b"PK\x03\x04 this is a zip file, not a snapshot at all, padding padding padding".to_vec(), "bad magic"),
-        ("short.snap", bytes[..20].to_vec(), "truncated: 20 bytes, the header says 64"),
+        (
+            "magic.snap",
+            b"PK\x03\x04 this is a zip file, not a snapshot at all, padding padding padding"
+                .to_vec(),
+            "bad magic",
+        ),
+        (
+            "short.snap",
+            bytes[..20].to_vec(),
+            "truncated: 20 bytes, the header says 64",
+        ),
         ("cut.snap", bytes[..bytes.len() - 7].to_vec(), "truncated"),
         ("flip.snap", flipped, "checksum mismatch"),
         ("header.snap", header_flip, "header checksum mismatch"),
@@ -158,7 +229,11 @@ fn golden_snapshot_opens_with_the_cli() {
     let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/data/golden/snapshot-v1.snap");
     let o = run(&["snapshot", "verify", golden]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("ok: 44 links on 2 domains"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("ok: 44 links on 2 domains"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]

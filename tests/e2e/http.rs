@@ -30,12 +30,22 @@ fn hit_miss_and_every_redirect_kind() {
     let (_dir, srv) = server();
     let r = srv.request("GET", "go.example.cn", "/x7Kp2Qa");
     assert_eq!(r.status, 302);
-    assert_eq!(r.header("location"), Some("https://shop.example.com/item/42?utm_source=sms"));
-    assert_eq!(srv.request("GET", "s.example.com", "/x7Kp2Qa").header("location"), Some("https://blog.example.com/"));
+    assert_eq!(
+        r.header("location"),
+        Some("https://shop.example.com/item/42?utm_source=sms")
+    );
+    assert_eq!(
+        srv.request("GET", "s.example.com", "/x7Kp2Qa")
+            .header("location"),
+        Some("https://blog.example.com/")
+    );
     assert_eq!(srv.request("GET", "go.example.cn", "/perm").status, 301);
     assert_eq!(srv.request("GET", "go.example.cn", "/keep").status, 307);
     let long = srv.request("GET", "go.example.cn", &format!("/{LONG}"));
-    assert_eq!((long.status, long.header("location")), (308, Some("https://example.com/long")));
+    assert_eq!(
+        (long.status, long.header("location")),
+        (308, Some("https://example.com/long"))
+    );
 
     let miss = srv.request("GET", "go.example.cn", "/x7Kp2Qb");
     assert_eq!(miss.status, 404);
@@ -44,7 +54,11 @@ fn hit_miss_and_every_redirect_kind() {
     // Codes are case-sensitive.
     assert_eq!(srv.request("GET", "go.example.cn", "/X7KP2QA").status, 404);
     // A 65-character code cannot exist.
-    assert_eq!(srv.request("GET", "go.example.cn", &format!("/{LONG}x")).status, 404);
+    assert_eq!(
+        srv.request("GET", "go.example.cn", &format!("/{LONG}x"))
+            .status,
+        404
+    );
 }
 
 #[test]
@@ -54,7 +68,10 @@ fn host_is_matched_without_port_and_case() {
         let r = srv.request("GET", host, "/x7Kp2Qa");
         assert_eq!(r.status, 302, "Host: {host}");
     }
-    assert_eq!(srv.request("GET", "unknown.example", "/x7Kp2Qa").status, 404);
+    assert_eq!(
+        srv.request("GET", "unknown.example", "/x7Kp2Qa").status,
+        404
+    );
     assert_eq!(srv.request("GET", "[::1]:80", "/x7Kp2Qa").status, 404);
     let no_host = Response::parse(&srv.raw(b"GET /x7Kp2Qa HTTP/1.1\r\nConnection: close\r\n\r\n"));
     assert_eq!(no_host.status, 400);
@@ -72,11 +89,26 @@ fn validity_is_decided_on_read() {
 #[test]
 fn paths_that_cannot_be_codes() {
     let (_dir, srv) = server();
-    for path in ["/x7Kp2Qa/", "/x7Kp2Qa/extra", "/", "//x7Kp2Qa", "/x7Kp2Qa.html", "/x7K%70Qa"] {
-        assert_eq!(srv.request("GET", "go.example.cn", path).status, 404, "{path}");
+    for path in [
+        "/x7Kp2Qa/",
+        "/x7Kp2Qa/extra",
+        "/",
+        "//x7Kp2Qa",
+        "/x7Kp2Qa.html",
+        "/x7K%70Qa",
+    ] {
+        assert_eq!(
+            srv.request("GET", "go.example.cn", path).status,
+            404,
+            "{path}"
+        );
     }
     // The query string is not part of the code.
-    assert_eq!(srv.request("GET", "go.example.cn", "/x7Kp2Qa?utm_source=x").status, 302);
+    assert_eq!(
+        srv.request("GET", "go.example.cn", "/x7Kp2Qa?utm_source=x")
+            .status,
+        302
+    );
 }
 
 #[test]
@@ -84,7 +116,10 @@ fn head_and_other_methods() {
     let (_dir, srv) = server();
     let head = srv.request("HEAD", "go.example.cn", "/x7Kp2Qa");
     assert_eq!(head.status, 302);
-    assert_eq!(head.header("location"), Some("https://shop.example.com/item/42?utm_source=sms"));
+    assert_eq!(
+        head.header("location"),
+        Some("https://shop.example.com/item/42?utm_source=sms")
+    );
     assert_eq!(head.body, "");
     let head_miss = srv.request("HEAD", "go.example.cn", "/nope");
     assert_eq!((head_miss.status, head_miss.body.as_str()), (404, ""));
@@ -108,7 +143,10 @@ fn garbage_is_refused_and_the_server_lives_on() {
         b"\0\0\0\0\0\0\0\0",
     ] {
         let answer = srv.raw(junk);
-        assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 400"), "{junk:?} -> {answer:?}");
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+            "{junk:?} -> {answer:?}"
+        );
     }
     assert_eq!(srv.request("GET", "go.example.cn", "/x7Kp2Qa").status, 302);
 }
@@ -132,7 +170,14 @@ fn keep_alive_serves_many_requests_on_one_connection() {
 fn header_read_timeout_disconnects_a_slow_client() {
     let dir = TempDir::new();
     let snap = build_snapshot(&dir, &csv());
-    let srv = Server::start(&["--snapshot", s(&snap), "--threads", "1", "--header-read-timeout", "1"]);
+    let srv = Server::start(&[
+        "--snapshot",
+        s(&snap),
+        "--threads",
+        "1",
+        "--header-read-timeout",
+        "1",
+    ]);
     let mut c = srv.connect();
     c.write_all(b"GET /x7Kp2Qa HTTP/1.1\r\nHo").expect("write");
     let started = Instant::now();
@@ -140,12 +185,16 @@ fn header_read_timeout_disconnects_a_slow_client() {
     // The server must close the connection (EOF or reset) rather than wait forever; the read
     // timeout of 10 s in `connect` only keeps a broken server from hanging the test.
     let n = c.read(&mut buf).unwrap_or(0);
-    assert!(started.elapsed() < Duration::from_secs(9), "connection was not closed");
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "connection was not closed"
+    );
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
     // An idle keep-alive connection is held to the same limit.
     let mut idle = srv.connect();
-    idle.write_all(b"GET /x7Kp2Qa HTTP/1.1\r\nHost: go.example.cn\r\n\r\n").expect("write");
+    idle.write_all(b"GET /x7Kp2Qa HTTP/1.1\r\nHost: go.example.cn\r\n\r\n")
+        .expect("write");
     let mut all = Vec::new();
     let _ = idle.read_to_end(&mut all);
     assert!(String::from_utf8_lossy(&all).starts_with("HTTP/1.1 302"));
@@ -156,7 +205,9 @@ fn serve_without_arguments_uses_the_sample_links() {
     let srv = Server::start(&[]);
     let r = srv.request("GET", "go.example.cn", "/duanlian");
     assert_eq!(r.status, 302);
-    assert!(r.header("location").is_some_and(|l| l.starts_with("https://")));
+    assert!(r
+        .header("location")
+        .is_some_and(|l| l.starts_with("https://")));
     assert_eq!(srv.request("GET", "s.example.com", "/expired").status, 410);
 }
 
@@ -168,7 +219,11 @@ fn multi_thread_runtime_answers_the_same() {
         let srv = Server::start(&["--snapshot", s(&snap), "--threads", "2", "--runtime", shape]);
         // Several connections, so both per-core listeners are likely to get some.
         for _ in 0..8 {
-            assert_eq!(srv.request("GET", "go.example.cn", "/x7Kp2Qa").status, 302, "{shape}");
+            assert_eq!(
+                srv.request("GET", "go.example.cn", "/x7Kp2Qa").status,
+                302,
+                "{shape}"
+            );
         }
         assert!(srv.pid() > 0);
     }

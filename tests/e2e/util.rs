@@ -63,7 +63,14 @@ pub(crate) fn s(p: &Path) -> &str {
 pub(crate) fn build_snapshot(dir: &TempDir, csv: &str) -> PathBuf {
     let input = dir.file("links.csv", csv.as_bytes());
     let output = dir.path("links.snap");
-    let o = run(&["snapshot", "build", "--input", s(&input), "--output", s(&output)]);
+    let o = run(&[
+        "snapshot",
+        "build",
+        "--input",
+        s(&input),
+        "--output",
+        s(&output),
+    ]);
     assert!(o.status.success(), "build failed: {}", stderr(&o));
     output
 }
@@ -106,7 +113,8 @@ impl Server {
 
     pub(crate) fn connect(&self) -> TcpStream {
         let s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
         s
     }
 
@@ -121,7 +129,10 @@ impl Server {
 
     /// `METHOD path` with a Host header, on a connection closed after the answer.
     pub(crate) fn request(&self, method: &str, host: &str, path: &str) -> Response {
-        let raw = self.raw(format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes());
+        let raw = self.raw(
+            format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
         Response::parse(&raw)
     }
 
@@ -158,10 +169,17 @@ impl Response {
             .filter_map(|l| l.split_once(": "))
             .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
             .collect();
-        Response { status, headers, body: body.to_owned() }
+        Response {
+            status,
+            headers,
+            body: body.to_owned(),
+        }
     }
 
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }

@@ -92,7 +92,12 @@ impl Index {
     /// A closure rather than a return value because a snapshot link borrows from the mapped file,
     /// which must stay alive (through the arc-swap guard) while the caller reads it.
     #[inline]
-    pub fn resolve<R>(&self, domain: &str, code: &str, f: impl FnOnce(Option<LinkRef<'_>>) -> R) -> R {
+    pub fn resolve<R>(
+        &self,
+        domain: &str,
+        code: &str,
+        f: impl FnOnce(Option<LinkRef<'_>>) -> R,
+    ) -> R {
         if self.overlay_len.load(Ordering::Acquire) != 0 {
             if let Some(key) = KeyBuf::new(domain, code) {
                 // Copy the slot out so no shard lock is held while `f` runs.
@@ -188,7 +193,9 @@ mod tests {
     }
 
     fn url_of(index: &Index, d: &str, c: &str) -> Option<String> {
-        index.resolve(d, c, |l| l.map(|l| String::from_utf8_lossy(l.url).into_owned()))
+        index.resolve(d, c, |l| {
+            l.map(|l| String::from_utf8_lossy(l.url).into_owned())
+        })
     }
 
     #[test]
@@ -197,13 +204,25 @@ mod tests {
             link("a.cn", "one", "https://snap/1"),
             link("a.cn", "two", "https://snap/2"),
         ]));
-        assert_eq!(url_of(&index, "a.cn", "one").as_deref(), Some("https://snap/1"));
+        assert_eq!(
+            url_of(&index, "a.cn", "one").as_deref(),
+            Some("https://snap/1")
+        );
         index.apply(Change::Put(link("a.cn", "one", "https://over/1")));
         index.apply(Change::Put(link("a.cn", "new", "https://over/new")));
         let two = link("a.cn", "two", "https://x/");
-        index.apply(Change::Delete { domain: two.domain, code: two.code });
-        assert_eq!(url_of(&index, "a.cn", "one").as_deref(), Some("https://over/1"));
-        assert_eq!(url_of(&index, "a.cn", "new").as_deref(), Some("https://over/new"));
+        index.apply(Change::Delete {
+            domain: two.domain,
+            code: two.code,
+        });
+        assert_eq!(
+            url_of(&index, "a.cn", "one").as_deref(),
+            Some("https://over/1")
+        );
+        assert_eq!(
+            url_of(&index, "a.cn", "new").as_deref(),
+            Some("https://over/new")
+        );
         assert_eq!(url_of(&index, "a.cn", "two"), None);
         assert_eq!(url_of(&index, "b.cn", "one"), None);
         assert_eq!(index.overlay_len(), 3);
@@ -218,8 +237,14 @@ mod tests {
             link("a.cn", "mine", "https://new/mine"),
         ]));
         assert_eq!(old.len(), 1);
-        assert_eq!(url_of(&index, "a.cn", "one").as_deref(), Some("https://new/1"));
-        assert_eq!(url_of(&index, "a.cn", "mine").as_deref(), Some("https://over/"));
+        assert_eq!(
+            url_of(&index, "a.cn", "one").as_deref(),
+            Some("https://new/1")
+        );
+        assert_eq!(
+            url_of(&index, "a.cn", "mine").as_deref(),
+            Some("https://over/")
+        );
     }
 
     #[test]

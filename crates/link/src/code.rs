@@ -37,7 +37,10 @@ fn check(b: &[u8]) -> Result<(), LinkError> {
         None => Ok(()),
         // Report the character, not a byte of it, so a UTF-8 input reads back as typed.
         Some(at) => Err(LinkError::CodeChar(
-            String::from_utf8_lossy(&b[at..]).chars().next().unwrap_or('?'),
+            String::from_utf8_lossy(&b[at..])
+                .chars()
+                .next()
+                .unwrap_or('?'),
         )),
     }
 }
@@ -67,7 +70,10 @@ mod tests {
         assert!(Code::parse("a").is_ok());
         assert!(Code::parse("x7Kp2Qa_-").is_ok());
         assert!(Code::parse(&"Z".repeat(64)).is_ok());
-        assert_eq!(Code::parse(&"Z".repeat(65)), Err(LinkError::CodeTooLong(65)));
+        assert_eq!(
+            Code::parse(&"Z".repeat(65)),
+            Err(LinkError::CodeTooLong(65))
+        );
         assert_eq!(Code::parse(""), Err(LinkError::CodeEmpty));
     }
 

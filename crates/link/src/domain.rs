@@ -103,27 +103,50 @@ mod tests {
 
     #[test]
     fn parse_lowercases_and_strips_the_root_dot() {
-        assert_eq!(Domain::parse("Go.Example.CN.").map(|d| d.0), Ok("go.example.cn".into()));
-        assert_eq!(Domain::parse("localhost").map(|d| d.0), Ok("localhost".into()));
+        assert_eq!(
+            Domain::parse("Go.Example.CN.").map(|d| d.0),
+            Ok("go.example.cn".into())
+        );
+        assert_eq!(
+            Domain::parse("localhost").map(|d| d.0),
+            Ok("localhost".into())
+        );
     }
 
     #[test]
     fn parse_rejects_non_host_names() {
-        for bad in ["a..b", "-a.com", "a-.com", "a_b.com", "exa mple.com", "例子.cn", "a:80"] {
+        for bad in [
+            "a..b",
+            "-a.com",
+            "a-.com",
+            "a_b.com",
+            "exa mple.com",
+            "例子.cn",
+            "a:80",
+        ] {
             assert!(
                 matches!(Domain::parse(bad), Err(LinkError::DomainSyntax(_))),
                 "{bad}"
             );
         }
         assert_eq!(Domain::parse(""), Err(LinkError::DomainEmpty));
-        assert_eq!(Domain::parse(&"a".repeat(254)), Err(LinkError::DomainTooLong(254)));
-        assert!(matches!(Domain::parse(&"a".repeat(64)), Err(LinkError::DomainSyntax(_))));
+        assert_eq!(
+            Domain::parse(&"a".repeat(254)),
+            Err(LinkError::DomainTooLong(254))
+        );
+        assert!(matches!(
+            Domain::parse(&"a".repeat(64)),
+            Err(LinkError::DomainSyntax(_))
+        ));
     }
 
     #[test]
     fn host_key_strips_port_and_case() {
         let mut buf = HostBuf::default();
-        assert_eq!(host_key(b"Go.Example.CN:8080", &mut buf), Some("go.example.cn"));
+        assert_eq!(
+            host_key(b"Go.Example.CN:8080", &mut buf),
+            Some("go.example.cn")
+        );
         assert_eq!(host_key(b"s.example.com.", &mut buf), Some("s.example.com"));
         assert_eq!(host_key(b"[::1]:80", &mut buf), None);
         assert_eq!(host_key(b"", &mut buf), None);

@@ -81,10 +81,9 @@ impl fmt::Display for LinkError {
             ),
             LinkError::UrlScheme => f.write_str("url must start with http:// or https://"),
             LinkError::UrlNotAbsolute => f.write_str("url must be absolute (scheme://host/...)"),
-            LinkError::UrlControl(at) => write!(
-                f,
-                "url has a control character or white space at byte {at}"
-            ),
+            LinkError::UrlControl(at) => {
+                write!(f, "url has a control character or white space at byte {at}")
+            }
             LinkError::UrlHost(why) => write!(f, "url host {why}"),
             LinkError::Redirect(s) => {
                 write!(f, "redirect {s} is not one of 301, 302, 307, 308")

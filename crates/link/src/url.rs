@@ -54,7 +54,10 @@ fn split_scheme(input: &str) -> Result<(&'static str, &str), LinkError> {
     };
     let scheme = &input[..colon];
     // "/path:x" or "host/a:b" have no scheme at all: say "not absolute", not "bad scheme".
-    if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    if scheme.is_empty()
+        || !scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
     {
         return Err(LinkError::UrlNotAbsolute);
     }
@@ -73,9 +76,14 @@ fn check_authority(auth: &str) -> Result<(), LinkError> {
         return Err(LinkError::UrlHost("must not carry credentials ('@')"));
     }
     let (host, port) = if let Some(v6) = auth.strip_prefix('[') {
-        let end = v6.find(']').ok_or(LinkError::UrlHost("has an unclosed '['"))?;
+        let end = v6
+            .find(']')
+            .ok_or(LinkError::UrlHost("has an unclosed '['"))?;
         let host = &v6[..end];
-        if host.is_empty() || !host.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        if host.is_empty()
+            || !host
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
         {
             return Err(LinkError::UrlHost("is not an IPv6 address"));
         }
@@ -96,7 +104,9 @@ fn check_authority(auth: &str) -> Result<(), LinkError> {
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
     {
-        return Err(LinkError::UrlHost("has a character not allowed in a host name"));
+        return Err(LinkError::UrlHost(
+            "has a character not allowed in a host name",
+        ));
     }
     if let Some(p) = port.strip_prefix(':') {
         if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
@@ -113,12 +123,17 @@ mod tests {
     use super::*;
 
     fn ok(s: &str) -> String {
-        parse_url(s).map(String::from).unwrap_or_else(|e| panic!("{s}: {e}"))
+        parse_url(s)
+            .map(String::from)
+            .unwrap_or_else(|e| panic!("{s}: {e}"))
     }
 
     #[test]
     fn accepts_ordinary_targets() {
-        assert_eq!(ok("https://shop.example.com/item/42?utm_source=sms#top"), "https://shop.example.com/item/42?utm_source=sms#top");
+        assert_eq!(
+            ok("https://shop.example.com/item/42?utm_source=sms#top"),
+            "https://shop.example.com/item/42?utm_source=sms#top"
+        );
         assert_eq!(ok("HTTP://Example.com"), "http://Example.com");
         assert_eq!(ok("https://[::1]:8443/x"), "https://[::1]:8443/x");
         assert_eq!(ok("https://a.cn:8080?q=1"), "https://a.cn:8080?q=1");
@@ -126,7 +141,10 @@ mod tests {
 
     #[test]
     fn percent_encodes_non_ascii_after_the_host() {
-        assert_eq!(ok("https://a.cn/短链?q=é"), "https://a.cn/%E7%9F%AD%E9%93%BE?q=%C3%A9");
+        assert_eq!(
+            ok("https://a.cn/短链?q=é"),
+            "https://a.cn/%E7%9F%AD%E9%93%BE?q=%C3%A9"
+        );
     }
 
     #[test]
@@ -136,15 +154,36 @@ mod tests {
         assert_eq!(parse_url("file:///etc/passwd"), Err(LinkError::UrlScheme));
         assert_eq!(parse_url("/relative/path"), Err(LinkError::UrlNotAbsolute));
         assert_eq!(parse_url("example.com/x"), Err(LinkError::UrlNotAbsolute));
-        assert_eq!(parse_url("https:example.com"), Err(LinkError::UrlNotAbsolute));
-        assert_eq!(parse_url("https://a.cn/\r\nSet-Cookie: x"), Err(LinkError::UrlControl(13)));
+        assert_eq!(
+            parse_url("https:example.com"),
+            Err(LinkError::UrlNotAbsolute)
+        );
+        assert_eq!(
+            parse_url("https://a.cn/\r\nSet-Cookie: x"),
+            Err(LinkError::UrlControl(13))
+        );
         assert_eq!(parse_url("https://a.cn/\0"), Err(LinkError::UrlControl(13)));
-        assert_eq!(parse_url("https://a.cn/a b"), Err(LinkError::UrlControl(14)));
+        assert_eq!(
+            parse_url("https://a.cn/a b"),
+            Err(LinkError::UrlControl(14))
+        );
         assert_eq!(parse_url(""), Err(LinkError::UrlEmpty));
-        assert!(matches!(parse_url("https:///path"), Err(LinkError::UrlHost(_))));
-        assert!(matches!(parse_url("https://user:pw@a.cn/"), Err(LinkError::UrlHost(_))));
-        assert!(matches!(parse_url("https://例子.cn/"), Err(LinkError::UrlHost(_))));
-        assert!(matches!(parse_url("https://a.cn:80x/"), Err(LinkError::UrlHost(_))));
+        assert!(matches!(
+            parse_url("https:///path"),
+            Err(LinkError::UrlHost(_))
+        ));
+        assert!(matches!(
+            parse_url("https://user:pw@a.cn/"),
+            Err(LinkError::UrlHost(_))
+        ));
+        assert!(matches!(
+            parse_url("https://例子.cn/"),
+            Err(LinkError::UrlHost(_))
+        ));
+        assert!(matches!(
+            parse_url("https://a.cn:80x/"),
+            Err(LinkError::UrlHost(_))
+        ));
     }
 
     #[test]
@@ -153,7 +192,10 @@ mod tests {
         let fits = format!("{base}{}", "a".repeat(MAX_URL_LEN - base.len()));
         assert!(parse_url(&fits).is_ok());
         let long = format!("{fits}a");
-        assert_eq!(parse_url(&long), Err(LinkError::UrlTooLong(MAX_URL_LEN + 1)));
+        assert_eq!(
+            parse_url(&long),
+            Err(LinkError::UrlTooLong(MAX_URL_LEN + 1))
+        );
         let grows = format!("{base}{}", "é".repeat(1500));
         assert!(matches!(parse_url(&grows), Err(LinkError::UrlTooLong(_))));
     }

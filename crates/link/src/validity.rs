@@ -85,7 +85,10 @@ mod tests {
 
     #[test]
     fn empty_windows_are_rejected() {
-        assert_eq!(Validity::new(Some(5), Some(5)), Err(LinkError::ValidityOrder));
+        assert_eq!(
+            Validity::new(Some(5), Some(5)),
+            Err(LinkError::ValidityOrder)
+        );
         assert!(Validity::new(None, Some(5)).is_ok());
     }
 }

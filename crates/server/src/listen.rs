@@ -123,7 +123,9 @@ async fn shutdown_signal() {
 }
 
 fn current_thread() -> io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 /// Binds the listener(s) and serves redirects until SIGINT or SIGTERM. Bind errors are returned
@@ -146,7 +148,10 @@ pub fn run(index: Arc<Index>, opts: &Options) -> io::Result<()> {
                 workers.push((rt, listener));
             }
             tracing::info!(%addr, threads, shape = "per-core", "redirect listener ready");
-            let opts = Arc::new(Options { listen: addr, ..opts.clone() });
+            let opts = Arc::new(Options {
+                listen: addr,
+                ..opts.clone()
+            });
             let mut workers = workers.into_iter();
             let Some((main_rt, main_listener)) = workers.next() else {
                 return Ok(());
@@ -175,7 +180,10 @@ pub fn run(index: Arc<Index>, opts: &Options) -> io::Result<()> {
             };
             let addr = listener.local_addr()?;
             tracing::info!(%addr, threads, shape = "multi-thread", "redirect listener ready");
-            let opts = Arc::new(Options { listen: addr, ..opts.clone() });
+            let opts = Arc::new(Options {
+                listen: addr,
+                ..opts.clone()
+            });
             rt.block_on(async move {
                 let accept = tokio::spawn(accept_loop(listener, index, opts));
                 shutdown_signal().await;

@@ -96,8 +96,16 @@ mod tests {
         };
         put("ok", Redirect::Found, Validity::ALWAYS);
         put("perm", Redirect::Permanent, Validity::ALWAYS);
-        put("old", Redirect::Found, Validity::new(None, Some(1)).expect("window"));
-        put("later", Redirect::Found, Validity::new(Some(i64::MAX - 1), None).expect("window"));
+        put(
+            "old",
+            Redirect::Found,
+            Validity::new(None, Some(1)).expect("window"),
+        );
+        put(
+            "later",
+            Redirect::Found,
+            Validity::new(Some(i64::MAX - 1), None).expect("window"),
+        );
         index
     }
 
@@ -115,16 +123,28 @@ mod tests {
         let r = get(&ix, "GET", Some("Go.Example.CN:80"), "/ok");
         assert_eq!(r.status(), 302);
         assert_eq!(r.headers()[LOCATION], "https://t.example/ok");
-        assert_eq!(get(&ix, "GET", Some("go.example.cn"), "/perm").status(), 308);
+        assert_eq!(
+            get(&ix, "GET", Some("go.example.cn"), "/perm").status(),
+            308
+        );
         assert_eq!(get(&ix, "GET", Some("go.example.cn"), "/old").status(), 410);
-        assert_eq!(get(&ix, "GET", Some("go.example.cn"), "/later").status(), 404);
+        assert_eq!(
+            get(&ix, "GET", Some("go.example.cn"), "/later").status(),
+            404
+        );
         assert_eq!(get(&ix, "GET", Some("go.example.cn"), "/ok/").status(), 404);
         assert_eq!(get(&ix, "GET", Some("go.example.cn"), "/").status(), 404);
         assert_eq!(get(&ix, "GET", Some("other.cn"), "/ok").status(), 404);
         assert_eq!(get(&ix, "POST", Some("go.example.cn"), "/ok").status(), 405);
         assert_eq!(get(&ix, "GET", None, "/ok").status(), 400);
-        assert_eq!(get(&ix, "GET", None, "http://go.example.cn/ok").status(), 302);
+        assert_eq!(
+            get(&ix, "GET", None, "http://go.example.cn/ok").status(),
+            302
+        );
         assert_eq!(get(&ix, "HEAD", Some("go.example.cn"), "/ok").status(), 302);
-        assert_eq!(get(&ix, "GET", Some("go.example.cn"), "/ok?utm=1").status(), 302);
+        assert_eq!(
+            get(&ix, "GET", Some("go.example.cn"), "/ok?utm=1").status(),
+            302
+        );
     }
 }

@@ -282,9 +282,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SnapshotError> {
         f.sync_all().map_err(io(&tmp))?;
         drop(f);
         fs::rename(&tmp, path).map_err(io(path))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(dir))
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

@@ -83,10 +83,9 @@ impl fmt::Display for SnapshotError {
                 f,
                 "archive uses rkyv format {found:#x}, this build reads {expected:#x}"
             ),
-            SnapshotError::Truncated { expected, actual } => write!(
-                f,
-                "truncated: {actual} bytes, the header says {expected}"
-            ),
+            SnapshotError::Truncated { expected, actual } => {
+                write!(f, "truncated: {actual} bytes, the header says {expected}")
+            }
             SnapshotError::TrailingBytes { expected, actual } => write!(
                 f,
                 "trailing bytes: {actual} bytes, the header says {expected}"

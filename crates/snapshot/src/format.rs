@@ -167,9 +167,24 @@ mod tests {
     #[test]
     fn length_mismatches_are_named() {
         let b = sample().encode();
-        assert!(matches!(Header::decode(&b, 163), Err(SnapshotError::Truncated { expected: 164, actual: 163 })));
-        assert!(matches!(Header::decode(&b, 165), Err(SnapshotError::TrailingBytes { .. })));
-        assert_eq!(Header::decode(&b[..10], 10), Err(SnapshotError::Truncated { expected: 64, actual: 10 }));
+        assert!(matches!(
+            Header::decode(&b, 163),
+            Err(SnapshotError::Truncated {
+                expected: 164,
+                actual: 163
+            })
+        ));
+        assert!(matches!(
+            Header::decode(&b, 165),
+            Err(SnapshotError::TrailingBytes { .. })
+        ));
+        assert_eq!(
+            Header::decode(&b[..10], 10),
+            Err(SnapshotError::Truncated {
+                expected: 64,
+                actual: 10
+            })
+        );
         assert_eq!(Header::decode(&[], 0), Err(SnapshotError::Empty));
     }
 }

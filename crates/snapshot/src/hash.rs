@@ -51,7 +51,10 @@ mod tests {
     #[test]
     fn hash_is_stable() {
         // The value is in committed snapshot files: it must never change within format version 1.
-        assert_eq!(key_hash(42, b"go.example.cn", b"x7Kp2Qa"), 0x7002_6b2c_63c7_3157);
+        assert_eq!(
+            key_hash(42, b"go.example.cn", b"x7Kp2Qa"),
+            0x7002_6b2c_63c7_3157
+        );
     }
 
     #[test]

@@ -210,7 +210,10 @@ impl Snapshot {
 
     /// Every link, in table order.
     pub fn iter(&self) -> Iter<'_> {
-        Iter { snap: self, next: 0 }
+        Iter {
+            snap: self,
+            next: 0,
+        }
     }
 
     #[inline]
@@ -256,8 +259,14 @@ impl Snapshot {
             let code = std::str::from_utf8(link.code)
                 .ok()
                 .filter(|c| Code::is_valid(c.as_bytes()))
-                .ok_or_else(|| bad(i, format!("invalid code {:?}", String::from_utf8_lossy(link.code))))?;
-            let url = std::str::from_utf8(link.url).map_err(|_| bad(i, "url is not UTF-8".into()))?;
+                .ok_or_else(|| {
+                    bad(
+                        i,
+                        format!("invalid code {:?}", String::from_utf8_lossy(link.code)),
+                    )
+                })?;
+            let url =
+                std::str::from_utf8(link.url).map_err(|_| bad(i, "url is not UTF-8".into()))?;
             match duanlian_link::parse_url(url) {
                 Ok(u) if *u == *url => {}
                 _ => return Err(bad(i, format!("invalid url {url:?}"))),
@@ -267,7 +276,12 @@ impl Snapshot {
             }
             match self.get(link.domain, code) {
                 Some(found) if std::ptr::eq(found.code, link.code) => {}
-                _ => return Err(bad(i, format!("{}/{code} is not reachable by lookup", link.domain))),
+                _ => {
+                    return Err(bad(
+                        i,
+                        format!("{}/{code} is not reachable by lookup", link.domain),
+                    ))
+                }
             }
             per_domain[usize::from(e.domain.to_native())] += 1;
             with_expiry += u64::from(link.validity.expires_at.is_some());

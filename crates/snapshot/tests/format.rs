@@ -19,20 +19,36 @@ fn link(domain: &str, code: &str, url: &str) -> Link {
 /// The links in the golden file; keep in step with `data/golden/snapshot-v1.snap`.
 fn golden_links() -> Vec<Link> {
     let mut v = vec![
-        link("go.example.cn", "x7Kp2Qa", "https://shop.example.com/item/42?utm_source=sms"),
+        link(
+            "go.example.cn",
+            "x7Kp2Qa",
+            "https://shop.example.com/item/42?utm_source=sms",
+        ),
         link("s.example.com", "x7Kp2Qa", "https://other.example.org/"),
         Link {
             redirect: Redirect::Permanent,
             validity: Validity::new(Some(1_700_000_000), Some(1_900_000_000)).expect("window"),
-            ..link("go.example.cn", "spring-sale_2025", "http://a.example/%E7%9F%AD")
+            ..link(
+                "go.example.cn",
+                "spring-sale_2025",
+                "http://a.example/%E7%9F%AD",
+            )
         },
         Link {
             redirect: Redirect::Moved,
-            ..link("go.example.cn", &"L".repeat(64), "https://b.example:8443/x?y=1#z")
+            ..link(
+                "go.example.cn",
+                &"L".repeat(64),
+                "https://b.example:8443/x?y=1#z",
+            )
         },
     ];
     for i in 0..40 {
-        v.push(link("s.example.com", &format!("c{i}"), &format!("https://shop.example.com/{i}")));
+        v.push(link(
+            "s.example.com",
+            &format!("c{i}"),
+            &format!("https://shop.example.com/{i}"),
+        ));
     }
     v
 }
@@ -42,7 +58,10 @@ fn image(links: &[Link], seed: u64, sequence: u64) -> AlignedVec {
     for l in links {
         b.push(l).expect("push");
     }
-    b.finish().expect("finish").to_bytes(sequence).expect("to_bytes")
+    b.finish()
+        .expect("finish")
+        .to_bytes(sequence)
+        .expect("to_bytes")
 }
 
 fn reopen(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
@@ -77,7 +96,10 @@ fn round_trip_finds_every_link_and_nothing_else() {
     assert!(snap.get("go.example.cn", "").is_none());
     assert_eq!(snap.iter().count(), links.len());
     let report = snap.verify().expect("verify");
-    assert_eq!(report.domains, vec![("go.example.cn".into(), 3), ("s.example.com".into(), 41)]);
+    assert_eq!(
+        report.domains,
+        vec![("go.example.cn".into(), 3), ("s.example.com".into(), 41)]
+    );
     assert_eq!(report.with_expiry, 1);
     assert_eq!(snap.domain_counts(), report.domains);
 }
@@ -105,8 +127,18 @@ fn duplicates_are_all_reported() {
         Err(BuildError::Duplicates(d)) => assert_eq!(
             d,
             vec![
-                Duplicate { domain: "a.cn".into(), code: "x".into(), first: 0, repeat: 2 },
-                Duplicate { domain: "a.cn".into(), code: "x".into(), first: 0, repeat: 4 },
+                Duplicate {
+                    domain: "a.cn".into(),
+                    code: "x".into(),
+                    first: 0,
+                    repeat: 2
+                },
+                Duplicate {
+                    domain: "a.cn".into(),
+                    code: "x".into(),
+                    first: 0,
+                    repeat: 4
+                },
             ]
         ),
         other => panic!("expected duplicates, got {other:?}"),
@@ -120,7 +152,10 @@ fn every_single_byte_flip_is_detected() {
         for mask in [0x01u8, 0x80, 0xff] {
             let mut bad = good.to_vec();
             bad[at] ^= mask;
-            assert!(reopen(&bad).is_err(), "flip {mask:#x} at byte {at} went unnoticed");
+            assert!(
+                reopen(&bad).is_err(),
+                "flip {mask:#x} at byte {at} went unnoticed"
+            );
         }
     }
 }
@@ -129,23 +164,44 @@ fn every_single_byte_flip_is_detected() {
 fn malformed_files_get_typed_errors() {
     let good = image(&golden_links(), 5, 3);
     assert_eq!(reopen(&[]).err(), Some(SnapshotError::Empty));
-    assert!(matches!(reopen(&good[..10]), Err(SnapshotError::Truncated { expected: 64, actual: 10 })));
-    assert!(matches!(reopen(&good[..good.len() - 1]), Err(SnapshotError::Truncated { .. })));
+    assert!(matches!(
+        reopen(&good[..10]),
+        Err(SnapshotError::Truncated {
+            expected: 64,
+            actual: 10
+        })
+    ));
+    assert!(matches!(
+        reopen(&good[..good.len() - 1]),
+        Err(SnapshotError::Truncated { .. })
+    ));
     let mut longer = good.to_vec();
     longer.push(0);
-    assert!(matches!(reopen(&longer), Err(SnapshotError::TrailingBytes { .. })));
+    assert!(matches!(
+        reopen(&longer),
+        Err(SnapshotError::TrailingBytes { .. })
+    ));
     let mut magic = good.to_vec();
     magic[0] = b'X';
     assert_eq!(reopen(&magic).err(), Some(SnapshotError::BadMagic));
     let mut version = good.to_vec();
     version[8] = 2;
-    assert_eq!(reopen(&version).err(), Some(SnapshotError::UnsupportedVersion(2)));
+    assert_eq!(
+        reopen(&version).err(),
+        Some(SnapshotError::UnsupportedVersion(2))
+    );
     let mut count = good.to_vec();
     count[24] ^= 1;
-    assert!(matches!(reopen(&count), Err(SnapshotError::HeaderChecksum { .. })));
+    assert!(matches!(
+        reopen(&count),
+        Err(SnapshotError::HeaderChecksum { .. })
+    ));
     let mut payload = good.to_vec();
     payload[HEADER_LEN + 5] ^= 1;
-    assert!(matches!(reopen(&payload), Err(SnapshotError::PayloadChecksum { .. })));
+    assert!(matches!(
+        reopen(&payload),
+        Err(SnapshotError::PayloadChecksum { .. })
+    ));
 }
 
 #[test]
@@ -161,7 +217,11 @@ fn invalid_archive_behind_a_valid_checksum_is_rejected() {
     bad[56..60].copy_from_slice(&crc.to_le_bytes());
     let hcrc = crc32c::crc32c(&bad[..60]);
     bad[60..64].copy_from_slice(&hcrc.to_le_bytes());
-    assert!(matches!(reopen(&bad), Err(SnapshotError::InvalidArchive(_))), "{:?}", reopen(&bad));
+    assert!(
+        matches!(reopen(&bad), Err(SnapshotError::InvalidArchive(_))),
+        "{:?}",
+        reopen(&bad)
+    );
 }
 
 fn golden_path() -> PathBuf {
@@ -182,7 +242,8 @@ fn golden_v1_file_keeps_opening() {
 #[test]
 #[ignore]
 fn write_golden() {
-    duanlian_snapshot::write_atomic(&golden_path(), &image(&golden_links(), 42, 77)).expect("write");
+    duanlian_snapshot::write_atomic(&golden_path(), &image(&golden_links(), 42, 77))
+        .expect("write");
 }
 
 #[test]
