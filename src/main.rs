@@ -136,13 +136,12 @@ fn build(
     format: Option<Format>,
 ) -> Result<()> {
     let started = Instant::now();
-    let format = match format.or_else(|| Format::from_path(input)) {
-        Some(f) => f,
-        None => return Err(anyhow!(
+    let format = format.or_else(|| Format::from_path(input)).ok_or_else(|| {
+        anyhow!(
             "{}: cannot tell the format from the extension; pass --format csv or --format jsonl",
             input.display()
-        )),
-    };
+        )
+    })?;
     let default_domain = default_domain
         .map(|d| Domain::parse(d).map_err(|e| anyhow!("--default-domain: {e}")))
         .transpose()?;
