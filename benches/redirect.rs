@@ -57,6 +57,7 @@ fn links(n: usize, seed: u64) -> Vec<Link> {
             redirect: Redirect::Found,
             validity: Validity::ALWAYS,
             created_at: 1_700_000_000,
+            forward_query: true,
         });
     }
     out
@@ -114,8 +115,8 @@ fn lookups(c: &mut Criterion) {
     // The overlay on its own: 100k links put through the change feed, none in the snapshot.
     let overlay = Index::empty();
     let fresh = links(100_000, 3);
-    for l in &fresh {
-        overlay.apply(Change::Put(l.clone()));
+    for (seq, l) in (1..).zip(&fresh) {
+        overlay.apply(seq, Change::Put(l.clone()));
     }
     let o_hits = sample(&fresh, 4096);
     let mut g = c.benchmark_group("overlay");

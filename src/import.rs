@@ -49,6 +49,7 @@ struct RawRow<'a> {
     expires_at: Option<i64>,
     valid_since: Option<i64>,
     created_at: Option<i64>,
+    forward_query: Option<bool>,
 }
 
 /// A bad field: `field: reason`.
@@ -107,6 +108,7 @@ impl Converter {
             },
             validity: Validity::new(row.valid_since, row.expires_at).map_err(link_err)?,
             created_at: row.created_at.unwrap_or(self.now),
+            forward_query: row.forward_query.unwrap_or(true),
         })
     }
 }
@@ -189,7 +191,7 @@ fn read_csv(path: &Path, input: impl Read, on_row: &mut OnRow<'_>) -> Result<()>
         .byte_headers()
         .map_err(|e| anyhow!("{name}:1: header: {}", csv_reason(&e)))?
         .clone();
-    let mut col: [Option<usize>; 7] = [None; 7];
+    let mut col: [Option<usize>; 8] = [None; 8];
     for (i, h) in headers.iter().enumerate() {
         let h = String::from_utf8_lossy(h);
         let h = h.trim().trim_start_matches('\u{feff}');
@@ -225,7 +227,7 @@ fn read_csv(path: &Path, input: impl Read, on_row: &mut OnRow<'_>) -> Result<()>
 
 fn csv_row<'a>(
     rec: &'a csv::ByteRecord,
-    col: &[Option<usize>; 7],
+    col: &[Option<usize>; 8],
 ) -> Result<RawRow<'a>, FieldError> {
     let cell = |k: usize| -> Result<Option<&'a str>, FieldError> {
         let Some(bytes) = col[k].and_then(|i| rec.get(i)) else {
@@ -264,6 +266,16 @@ fn csv_row<'a>(
         expires_at: int(4)?,
         valid_since: int(5)?,
         created_at: int(6)?,
+        forward_query: cell(7)?
+            .map(|s| match s.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => Ok(true),
+                "false" | "0" | "no" => Ok(false),
+                _ => Err(field_err(
+                    "forward_query",
+                    format!("{s:?} is not true or false"),
+                )),
+            })
+            .transpose()?,
     })
 }
 
@@ -328,6 +340,12 @@ fn json_row(obj: &serde_json::Map<String, serde_json::Value>) -> Result<RawRow<'
             "expires_at" => row.expires_at = int()?,
             "valid_since" => row.valid_since = int()?,
             "created_at" => row.created_at = int()?,
+            "forward_query" => {
+                row.forward_query = Some(
+                    v.as_bool()
+                        .ok_or_else(|| field_err(k, "must be true or false"))?,
+                )
+            }
             _ => {
                 return Err(field_err(
                     k,

@@ -230,7 +230,7 @@ fn golden_snapshot_opens_with_the_cli() {
     let o = run(&["snapshot", "verify", golden]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        stdout(&o).contains("ok: 44 links on 2 domains"),
+        stdout(&o).contains("ok: 45 links on 2 domains"),
         "{}",
         stdout(&o)
     );

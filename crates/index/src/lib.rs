@@ -7,7 +7,7 @@
 //! tombstones in the overlay.
 //!
 //! The index does not know where changes come from (bulk load, journal replay, the admin API, a
-//! cluster feed); it only applies them, through [`Index::apply`].
+//! cluster feed); it only applies them, in sequence order, through [`Index::apply`].
 //!
 //! ```
 //! use duanlian_index::{Change, Index};
@@ -21,12 +21,13 @@
 //!     redirect: Redirect::Found,
 //!     validity: Validity::ALWAYS,
 //!     created_at: 1_700_000_000,
+//!     forward_query: true,
 //! };
-//! index.apply(Change::Put(link.clone()));
+//! index.apply(1, Change::Put(link.clone()));
 //! let url = index.resolve("go.example.cn", "x7Kp2Qa", |l| l.map(|l| l.url.to_vec()));
 //! assert_eq!(url.as_deref(), Some(&b"https://shop.example.com/item/42"[..]));
 //!
-//! index.apply(Change::Delete { domain: link.domain, code: link.code });
+//! index.apply(2, Change::Delete { domain: link.domain, code: link.code });
 //! assert!(index.resolve("go.example.cn", "x7Kp2Qa", |l| l.is_none()));
 //! # Ok::<(), duanlian_link::LinkError>(())
 //! ```
@@ -36,31 +37,23 @@ mod key;
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
-use duanlian_link::{Code, Domain, Link};
+pub use duanlian_link::Change;
+use duanlian_link::Link;
 pub use duanlian_snapshot::{LinkRef, Snapshot};
 use key::{owned_key, KeyBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-
-/// One change to the link set, in the order a change feed delivers it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// Create or replace a link.
-    Put(Link),
-    /// Remove a link, wherever it lives.
-    Delete {
-        /// The link domain.
-        domain: Domain,
-        /// The code.
-        code: Code,
-    },
-}
+use std::collections::BTreeSet;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 
 #[derive(Debug, Clone)]
-enum Slot {
-    Live(Arc<Link>),
-    Deleted,
+struct Slot {
+    /// Sequence number of the change that put this slot here.
+    seq: u64,
+    link: Option<Arc<Link>>,
 }
+
+type OrderedKey = (Box<str>, Box<str>);
 
 /// Snapshot plus overlay; see the crate docs.
 #[derive(Debug)]
@@ -70,15 +63,22 @@ pub struct Index {
     // Kept beside the map because `DashMap::is_empty` locks every shard; the redirect path reads
     // this instead and skips the overlay entirely while it is empty (a pure bulk-load server).
     overlay_len: AtomicUsize,
+    // The overlay's keys in (domain, code) order, for listings; the redirect path never reads
+    // it. Changes update it and the map under its write lock, so a listing sees both agree.
+    ordered: RwLock<BTreeSet<OrderedKey>>,
+    applied: AtomicU64,
 }
 
 impl Index {
     /// An index over `snapshot` with an empty overlay.
     pub fn new(snapshot: Arc<Snapshot>) -> Index {
+        let applied = snapshot.header().sequence;
         Index {
             snapshot: ArcSwap::new(snapshot),
             overlay: DashMap::new(),
             overlay_len: AtomicUsize::new(0),
+            ordered: RwLock::new(BTreeSet::new()),
+            applied: AtomicU64::new(applied),
         }
     }
 
@@ -101,10 +101,13 @@ impl Index {
         if self.overlay_len.load(Ordering::Acquire) != 0 {
             if let Some(key) = KeyBuf::new(domain, code) {
                 // Copy the slot out so no shard lock is held while `f` runs.
-                let slot = self.overlay.get(key.as_bytes()).map(|r| r.value().clone());
+                let slot = self
+                    .overlay
+                    .get(key.as_bytes())
+                    .map(|r| r.value().link.clone());
                 match slot {
-                    Some(Slot::Live(link)) => return f(Some(link_ref(&link))),
-                    Some(Slot::Deleted) => return f(None),
+                    Some(Some(link)) => return f(Some(link_ref(&link))),
+                    Some(None) => return f(None),
                     None => {}
                 }
             }
@@ -113,25 +116,65 @@ impl Index {
         f(snap.get(domain, code))
     }
 
-    /// Applies one change to the overlay.
-    pub fn apply(&self, change: Change) {
-        let (key, slot) = match change {
-            Change::Put(link) => (
-                owned_key(&link.domain, &link.code),
-                Slot::Live(Arc::new(link)),
-            ),
-            Change::Delete { domain, code } => (owned_key(&domain, &code), Slot::Deleted),
+    /// An owned copy of a link, for the admin API.
+    pub fn get(&self, domain: &str, code: &str) -> Option<Link> {
+        self.resolve(domain, code, |l| l.and_then(|l| l.to_link()))
+    }
+
+    /// Whether `(domain, code)` is taken.
+    pub fn contains(&self, domain: &str, code: &str) -> bool {
+        self.resolve(domain, code, |l| l.is_some())
+    }
+
+    /// Applies change number `seq` to the overlay. Changes must come in sequence order; the
+    /// index does not know or care whether they come from a journal, a bulk load or a cluster.
+    pub fn apply(&self, seq: u64, change: Change) {
+        let (domain, code) = change.key();
+        let ordered_key: OrderedKey = (domain.as_str().into(), code.as_str().into());
+        let key = owned_key(domain, code);
+        let link = match change {
+            Change::Put(link) => Some(Arc::new(link)),
+            Change::Delete { .. } => None,
         };
-        if self.overlay.insert(key, slot).is_none() {
+        let mut ordered = self.ordered.write().unwrap_or_else(|p| p.into_inner());
+        if self.overlay.insert(key, Slot { seq, link }).is_none() {
             self.overlay_len.fetch_add(1, Ordering::Release);
         }
+        ordered.insert(ordered_key);
+        self.applied.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    /// The highest sequence number applied (or included in the snapshot).
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
     }
 
     /// Replaces the snapshot in one atomic store and returns the previous one. The overlay stays
     /// on top. Requests that loaded the old snapshot finish on it; its mapping is released when
     /// the last of them drops its guard.
     pub fn swap_snapshot(&self, snapshot: Arc<Snapshot>) -> Arc<Snapshot> {
+        self.applied
+            .fetch_max(snapshot.header().sequence, Ordering::AcqRel);
         self.snapshot.swap(snapshot)
+    }
+
+    /// Drops overlay entries from changes up to `seq`, once a snapshot that includes them has
+    /// been swapped in. A later change to the same key keeps its entry.
+    pub fn prune_through(&self, seq: u64) {
+        let mut ordered = self.ordered.write().unwrap_or_else(|p| p.into_inner());
+        ordered.retain(|(domain, code)| {
+            let Some(key) = KeyBuf::new(domain, code) else {
+                return true;
+            };
+            let removed = self
+                .overlay
+                .remove_if(key.as_bytes(), |_, slot| slot.seq <= seq)
+                .is_some();
+            if removed {
+                self.overlay_len.fetch_sub(1, Ordering::Release);
+            }
+            !removed
+        });
     }
 
     /// The current snapshot.
@@ -143,6 +186,75 @@ impl Index {
     pub fn overlay_len(&self) -> usize {
         self.overlay_len.load(Ordering::Acquire)
     }
+
+    /// Up to `limit` links in `(domain, code)` order, after `after` (exclusive), only on `domain`
+    /// if given. Snapshot and overlay are merged; the overlay wins, tombstones hide.
+    pub fn list(
+        &self,
+        domain: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Vec<Link> {
+        let start: (&str, &str) = match (domain, after) {
+            (Some(d), Some(a)) if a.0 == d => a,
+            (Some(d), _) => (d, ""),
+            (None, Some(a)) => a,
+            (None, None) => ("", ""),
+        };
+        let exclusive = after == Some(start);
+        let in_scope = |d: &str| domain.is_none_or(|want| want == d);
+        let snap = self.snapshot.load();
+        let mut snap_iter = snap
+            .seek(start.0, start.1)
+            .skip_while(|l| exclusive && (l.domain, l.code) == (start.0, start.1.as_bytes()))
+            .peekable();
+        let ordered = self.ordered.read().unwrap_or_else(|p| p.into_inner());
+        let lower: OrderedKey = (start.0.into(), start.1.into());
+        let lower = if exclusive {
+            Bound::Excluded(lower)
+        } else {
+            Bound::Included(lower)
+        };
+        let mut over_iter = ordered.range((lower, Bound::Unbounded)).peekable();
+        let mut out = Vec::with_capacity(limit.min(1024));
+        while out.len() < limit {
+            let s_key = snap_iter.peek().map(|l| (l.domain, l.code));
+            let o_key = over_iter.peek().map(|(d, c)| (&**d, c.as_bytes()));
+            let take_overlay = match (s_key, o_key) {
+                (None, None) => break,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some(s), Some(o)) => {
+                    if s == o {
+                        snap_iter.next();
+                    }
+                    o <= s
+                }
+            };
+            if take_overlay {
+                let Some((d, c)) = over_iter.next() else {
+                    break;
+                };
+                if !in_scope(d) {
+                    break;
+                }
+                let link = KeyBuf::new(d, c)
+                    .and_then(|k| self.overlay.get(k.as_bytes()).and_then(|s| s.link.clone()));
+                if let Some(link) = link {
+                    out.push((*link).clone());
+                }
+            } else {
+                let Some(l) = snap_iter.next() else { break };
+                if !in_scope(l.domain) {
+                    break;
+                }
+                if let Some(link) = l.to_link() {
+                    out.push(link);
+                }
+            }
+        }
+        out
+    }
 }
 
 fn link_ref(link: &Link) -> LinkRef<'_> {
@@ -153,6 +265,7 @@ fn link_ref(link: &Link) -> LinkRef<'_> {
         redirect: link.redirect,
         validity: link.validity,
         created_at: link.created_at,
+        forward_query: link.forward_query,
     }
 }
 
@@ -169,7 +282,7 @@ fn empty_snapshot() -> Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use duanlian_link::{parse_url, Redirect, Validity};
+    use duanlian_link::{parse_url, Code, Domain, Redirect, Validity};
     use duanlian_snapshot::Builder;
 
     fn link(domain: &str, code: &str, url: &str) -> Link {
@@ -180,15 +293,23 @@ mod tests {
             redirect: Redirect::Found,
             validity: Validity::ALWAYS,
             created_at: 0,
+            forward_query: true,
         }
     }
 
-    fn snapshot(links: &[Link]) -> Arc<Snapshot> {
+    fn delete(domain: &str, code: &str) -> Change {
+        Change::Delete {
+            domain: Domain::parse(domain).expect("domain"),
+            code: Code::parse(code).expect("code"),
+        }
+    }
+
+    fn snapshot(links: &[Link], seq: u64) -> Arc<Snapshot> {
         let mut b = Builder::with_seed(1);
         for l in links {
             b.push(l).expect("push");
         }
-        let bytes = b.finish().expect("finish").to_bytes(0).expect("bytes");
+        let bytes = b.finish().expect("finish").to_bytes(seq).expect("bytes");
         Arc::new(Snapshot::from_bytes(bytes).expect("open"))
     }
 
@@ -198,23 +319,29 @@ mod tests {
         })
     }
 
+    fn keys(links: &[Link]) -> Vec<String> {
+        links
+            .iter()
+            .map(|l| format!("{}/{}", l.domain, l.code))
+            .collect()
+    }
+
     #[test]
     fn overlay_shadows_snapshot_and_tombstones_hide_it() {
-        let index = Index::new(snapshot(&[
-            link("a.cn", "one", "https://snap/1"),
-            link("a.cn", "two", "https://snap/2"),
-        ]));
+        let index = Index::new(snapshot(
+            &[
+                link("a.cn", "one", "https://snap/1"),
+                link("a.cn", "two", "https://snap/2"),
+            ],
+            0,
+        ));
         assert_eq!(
             url_of(&index, "a.cn", "one").as_deref(),
             Some("https://snap/1")
         );
-        index.apply(Change::Put(link("a.cn", "one", "https://over/1")));
-        index.apply(Change::Put(link("a.cn", "new", "https://over/new")));
-        let two = link("a.cn", "two", "https://x/");
-        index.apply(Change::Delete {
-            domain: two.domain,
-            code: two.code,
-        });
+        index.apply(1, Change::Put(link("a.cn", "one", "https://over/1")));
+        index.apply(2, Change::Put(link("a.cn", "new", "https://over/new")));
+        index.apply(3, delete("a.cn", "two"));
         assert_eq!(
             url_of(&index, "a.cn", "one").as_deref(),
             Some("https://over/1")
@@ -224,34 +351,93 @@ mod tests {
             Some("https://over/new")
         );
         assert_eq!(url_of(&index, "a.cn", "two"), None);
+        assert!(!index.contains("a.cn", "two"));
         assert_eq!(url_of(&index, "b.cn", "one"), None);
         assert_eq!(index.overlay_len(), 3);
+        assert_eq!(index.applied(), 3);
     }
 
     #[test]
-    fn swap_keeps_overlay_on_top() {
-        let index = Index::new(snapshot(&[link("a.cn", "one", "https://old/1")]));
-        index.apply(Change::Put(link("a.cn", "mine", "https://over/")));
-        let old = index.swap_snapshot(snapshot(&[
-            link("a.cn", "one", "https://new/1"),
-            link("a.cn", "mine", "https://new/mine"),
-        ]));
+    fn swap_keeps_overlay_on_top_and_prune_drops_what_the_snapshot_has() {
+        let index = Index::new(snapshot(&[link("a.cn", "one", "https://old/1")], 0));
+        index.apply(1, Change::Put(link("a.cn", "mine", "https://over/")));
+        index.apply(2, delete("a.cn", "one"));
+        index.apply(3, Change::Put(link("a.cn", "late", "https://late/")));
+        // A snapshot folded through sequence 2: "mine" is in it, "one" is gone.
+        let old = index.swap_snapshot(snapshot(&[link("a.cn", "mine", "https://over/")], 2));
         assert_eq!(old.len(), 1);
-        assert_eq!(
-            url_of(&index, "a.cn", "one").as_deref(),
-            Some("https://new/1")
-        );
+        index.prune_through(2);
+        assert_eq!(index.overlay_len(), 1);
         assert_eq!(
             url_of(&index, "a.cn", "mine").as_deref(),
             Some("https://over/")
+        );
+        assert_eq!(url_of(&index, "a.cn", "one"), None);
+        assert_eq!(
+            url_of(&index, "a.cn", "late").as_deref(),
+            Some("https://late/")
+        );
+        assert_eq!(
+            keys(&index.list(None, None, 10)),
+            ["a.cn/late", "a.cn/mine"]
         );
     }
 
     #[test]
     fn domain_and_code_do_not_run_together() {
         let index = Index::empty();
-        index.apply(Change::Put(link("a.b", "c", "https://x/1")));
+        index.apply(1, Change::Put(link("a.b", "c", "https://x/1")));
         assert_eq!(url_of(&index, "a", "b.c"), None);
         assert_eq!(url_of(&index, "a.b", "c").as_deref(), Some("https://x/1"));
+    }
+
+    #[test]
+    fn list_merges_in_order_and_pages_stably() {
+        let index = Index::new(snapshot(
+            &[
+                link("b.cn", "s2", "https://s/2"),
+                link("a.cn", "s1", "https://s/1"),
+                link("b.cn", "s4", "https://s/4"),
+                link("a-b.cn", "s0", "https://s/0"),
+            ],
+            0,
+        ));
+        index.apply(1, Change::Put(link("b.cn", "s3", "https://o/3")));
+        index.apply(2, Change::Put(link("b.cn", "s2", "https://o/2")));
+        index.apply(3, delete("b.cn", "s4"));
+        index.apply(4, Change::Put(link("c.cn", "o1", "https://o/c")));
+        let all = index.list(None, None, 100);
+        assert_eq!(
+            keys(&all),
+            ["a-b.cn/s0", "a.cn/s1", "b.cn/s2", "b.cn/s3", "c.cn/o1"]
+        );
+        assert_eq!(&*all[2].url, "https://o/2");
+        // Page by two: every link exactly once, in the same order.
+        let mut paged = Vec::new();
+        let mut after: Option<(String, String)> = None;
+        loop {
+            let page = index.list(
+                None,
+                after.as_ref().map(|(d, c)| (d.as_str(), c.as_str())),
+                2,
+            );
+            if page.is_empty() {
+                break;
+            }
+            after = page
+                .last()
+                .map(|l| (l.domain.to_string(), l.code.to_string()));
+            paged.extend(page);
+        }
+        assert_eq!(keys(&paged), keys(&all));
+        assert_eq!(
+            keys(&index.list(Some("b.cn"), None, 100)),
+            ["b.cn/s2", "b.cn/s3"]
+        );
+        assert_eq!(
+            keys(&index.list(Some("b.cn"), Some(("b.cn", "s2")), 100)),
+            ["b.cn/s3"]
+        );
+        assert!(index.list(Some("z.cn"), None, 100).is_empty());
     }
 }

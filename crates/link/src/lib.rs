@@ -14,6 +14,7 @@
 //!     redirect: Redirect::Found,
 //!     validity: Validity { valid_since: None, expires_at: Some(2_000_000_000) },
 //!     created_at: 1_700_000_000,
+//!     forward_query: true,
 //! };
 //! assert_eq!(link.domain.as_str(), "go.example.cn");
 //! assert!(link.validity.state_at(1_900_000_000).is_active());
@@ -113,6 +114,33 @@ pub struct Link {
     pub validity: Validity,
     /// When it was created, in UTC seconds.
     pub created_at: i64,
+    /// Whether a redirect carries the request's query string over to the target (merged with
+    /// the target's own, the request's parameters winning on a clash). Default is true.
+    pub forward_query: bool,
+}
+
+/// One change to the link set, as a change feed (the journal, later a cluster) delivers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Create or replace a link.
+    Put(Link),
+    /// Remove a link, wherever it lives.
+    Delete {
+        /// The link domain.
+        domain: Domain,
+        /// The code.
+        code: Code,
+    },
+}
+
+impl Change {
+    /// The `(domain, code)` the change is about.
+    pub fn key(&self) -> (&Domain, &Code) {
+        match self {
+            Change::Put(l) => (&l.domain, &l.code),
+            Change::Delete { domain, code } => (domain, code),
+        }
+    }
 }
 
 /// The current time in UTC seconds, the unit every timestamp in duanlian uses.

@@ -85,14 +85,18 @@ mod tests {
     fn index() -> Index {
         let index = Index::empty();
         let put = |code: &str, redirect, validity| {
-            index.apply(Change::Put(Link {
-                domain: Domain::parse("go.example.cn").expect("domain"),
-                code: Code::parse(code).expect("code"),
-                url: parse_url(&format!("https://t.example/{code}")).expect("url"),
-                redirect,
-                validity,
-                created_at: 0,
-            }))
+            index.apply(
+                1,
+                Change::Put(Link {
+                    domain: Domain::parse("go.example.cn").expect("domain"),
+                    code: Code::parse(code).expect("code"),
+                    url: parse_url(&format!("https://t.example/{code}")).expect("url"),
+                    redirect,
+                    validity,
+                    created_at: 0,
+                    forward_query: true,
+                }),
+            )
         };
         put("ok", Redirect::Found, Validity::ALWAYS);
         put("perm", Redirect::Permanent, Validity::ALWAYS);

@@ -1,7 +1,7 @@
 //! Building a table and publishing it as a file.
 use crate::format::{Header, FORMAT_VERSION, HEADER_LEN, RKYV_FORMAT};
 use crate::hash::{key_hash, slot_of};
-use crate::{BuildError, SnapshotError};
+use crate::{BuildError, LinkRef, SnapshotError};
 use duanlian_link::Link;
 use rkyv::util::AlignedVec;
 use std::collections::HashMap;
@@ -12,13 +12,17 @@ use std::path::Path;
 /// Validity bounds present on an [`Entry`].
 pub(crate) const HAS_VALID_SINCE: u16 = 1;
 pub(crate) const HAS_EXPIRES_AT: u16 = 2;
+/// The link does not forward the request's query string (absent: it does, the default).
+pub(crate) const NO_FORWARD_QUERY: u16 = 4;
+pub(crate) const KNOWN_FLAGS: u16 = HAS_VALID_SINCE | HAS_EXPIRES_AT | NO_FORWARD_QUERY;
 
 /// The archived root: an open-addressing table with linear probing.
 ///
 /// `slots[i]` is 0 when empty, else `tag << 32 | (entry + 1)` where `tag` is the high half of the
 /// key hash, so a probe rejects almost every foreign key without touching `entries`. Codes and
 /// URLs live back to back in `strings`, so entries are fixed-size and validating the archive at
-/// open does not walk millions of strings.
+/// open does not walk millions of strings. Entries are sorted by `(domain, code)`, so listings
+/// can seek to a cursor by binary search and page through in a stable order.
 #[derive(rkyv::Archive, rkyv::Serialize, Debug)]
 pub(crate) struct TableData {
     pub(crate) seed: u64,
@@ -112,21 +116,33 @@ impl Builder {
 
     /// Adds a link. Duplicates are found by [`Builder::finish`], which reports them all at once.
     pub fn push(&mut self, link: &Link) -> Result<(), BuildError> {
+        self.push_ref(&LinkRef {
+            domain: link.domain.as_str(),
+            code: link.code.as_str().as_bytes(),
+            url: link.url.as_bytes(),
+            redirect: link.redirect,
+            validity: link.validity,
+            created_at: link.created_at,
+            forward_query: link.forward_query,
+        })
+    }
+
+    /// Adds a link read from another snapshot (compaction), without copying it into a [`Link`].
+    /// The parts must already satisfy the link model, as they do in any snapshot.
+    pub fn push_ref(&mut self, link: &LinkRef<'_>) -> Result<(), BuildError> {
         if self.entries.len() >= (u32::MAX - 1) as usize {
             return Err(BuildError::TooManyLinks);
         }
-        let domain = match self.domain_ids.get(link.domain.as_str()) {
+        let domain = match self.domain_ids.get(link.domain) {
             Some(&id) => id,
             None => {
                 let id =
                     u16::try_from(self.domains.len()).map_err(|_| BuildError::TooManyDomains)?;
-                self.domains.push(link.domain.as_str().to_owned());
-                self.domain_ids.insert(link.domain.as_str().to_owned(), id);
+                self.domains.push(link.domain.to_owned());
+                self.domain_ids.insert(link.domain.to_owned(), id);
                 id
             }
         };
-        let code = link.code.as_str().as_bytes();
-        let url = link.url.as_bytes();
         let mut flags = 0;
         if link.validity.valid_since.is_some() {
             flags |= HAS_VALID_SINCE;
@@ -134,68 +150,91 @@ impl Builder {
         if link.validity.expires_at.is_some() {
             flags |= HAS_EXPIRES_AT;
         }
+        if !link.forward_query {
+            flags |= NO_FORWARD_QUERY;
+        }
         self.entries.push(Entry {
             str_off: self.strings.len() as u64,
             domain,
             // Both bounded by the link model: codes <= 64 bytes, URLs <= 4096 bytes.
-            code_len: code.len() as u8,
+            code_len: link.code.len() as u8,
             redirect: link.redirect.to_u8(),
-            url_len: url.len() as u16,
+            url_len: link.url.len() as u16,
             flags,
             created_at: link.created_at,
             valid_since: link.validity.valid_since.unwrap_or(0),
             expires_at: link.validity.expires_at.unwrap_or(0),
         });
-        self.strings.extend_from_slice(code);
-        self.strings.extend_from_slice(url);
+        self.strings.extend_from_slice(link.code);
+        self.strings.extend_from_slice(link.url);
         Ok(())
     }
 
-    /// Lays out the hash table. Fails listing every repeated `(domain, code)`.
+    /// Sorts the links and lays out the hash table. Fails listing every repeated
+    /// `(domain, code)`.
     pub fn finish(self) -> Result<Table, BuildError> {
         let n = self.entries.len();
+        // Sort by (domain, code), ties by push order, so repeats sit right after their first.
+        let mut rank = vec![0u32; self.domains.len()];
+        let mut by_name: Vec<usize> = (0..self.domains.len()).collect();
+        by_name.sort_unstable_by(|&a, &b| self.domains[a].cmp(&self.domains[b]));
+        for (r, &id) in by_name.iter().enumerate() {
+            rank[id] = r as u32;
+        }
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        order.sort_unstable_by(|&a, &b| {
+            let (ea, eb) = (&self.entries[a as usize], &self.entries[b as usize]);
+            rank[usize::from(ea.domain)]
+                .cmp(&rank[usize::from(eb.domain)])
+                .then_with(|| self.key(ea).1.cmp(self.key(eb).1))
+                .then(a.cmp(&b))
+        });
+        let mut dups = Vec::new();
+        let mut first = 0;
+        for w in 1..order.len() {
+            let (prev, cur) = (
+                &self.entries[order[w - 1] as usize],
+                &self.entries[order[w] as usize],
+            );
+            if self.key(prev) != self.key(cur) {
+                first = w;
+                continue;
+            }
+            let (domain, code) = self.key(cur);
+            dups.push(Duplicate {
+                domain: String::from_utf8_lossy(domain).into_owned(),
+                code: String::from_utf8_lossy(code).into_owned(),
+                first: order[first] as usize,
+                repeat: order[w] as usize,
+            });
+        }
+        if !dups.is_empty() {
+            dups.sort_unstable_by_key(|d| d.repeat);
+            return Err(BuildError::Duplicates(dups));
+        }
+        let entries: Vec<Entry> = order.iter().map(|&i| self.entries[i as usize]).collect();
+
         // Load factor 1/2: a miss ends within about two slots, which share a cache line.
         let nslots = (n * 2).max(8);
         let mut slots = vec![0u64; nslots];
-        let mut dups = Vec::new();
-        for (i, e) in self.entries.iter().enumerate() {
+        for (i, e) in entries.iter().enumerate() {
             let (domain, code) = self.key(e);
             let h = key_hash(self.seed, domain, code);
-            let tag = h >> 32;
             let mut s = slot_of(h, nslots);
-            loop {
-                let v = slots[s];
-                if v == 0 {
-                    slots[s] = tag << 32 | (i as u64 + 1);
-                    break;
-                }
-                if v >> 32 == tag {
-                    let j = (v as u32 - 1) as usize;
-                    if self.key(&self.entries[j]) == (domain, code) {
-                        dups.push(Duplicate {
-                            domain: String::from_utf8_lossy(domain).into_owned(),
-                            code: String::from_utf8_lossy(code).into_owned(),
-                            first: j,
-                            repeat: i,
-                        });
-                        break;
-                    }
-                }
+            while slots[s] != 0 {
                 s += 1;
                 if s == nslots {
                     s = 0;
                 }
             }
-        }
-        if !dups.is_empty() {
-            return Err(BuildError::Duplicates(dups));
+            slots[s] = (h >> 32) << 32 | (i as u64 + 1);
         }
         Ok(Table {
             data: TableData {
                 seed: self.seed,
                 domains: self.domains,
                 slots,
-                entries: self.entries,
+                entries,
                 strings: self.strings,
             },
         })

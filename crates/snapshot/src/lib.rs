@@ -20,6 +20,7 @@
 //!     redirect: Redirect::Found,
 //!     validity: Validity::ALWAYS,
 //!     created_at: 1_700_000_000,
+//!     forward_query: true,
 //! })?;
 //! let snap = Snapshot::from_bytes(b.finish()?.to_bytes(0)?)?;
 //! let hit = snap.get("go.example.cn", "x7Kp2Qa").expect("present");

@@ -1,5 +1,8 @@
 //! Opening a snapshot and reading links out of it in place.
-use crate::build::{ArchivedEntry, ArchivedTableData, HAS_EXPIRES_AT, HAS_VALID_SINCE};
+use crate::build::{
+    ArchivedEntry, ArchivedTableData, HAS_EXPIRES_AT, HAS_VALID_SINCE, KNOWN_FLAGS,
+    NO_FORWARD_QUERY,
+};
 use crate::format::{Header, HEADER_LEN};
 use crate::hash::{key_hash, slot_of};
 use crate::SnapshotError;
@@ -53,6 +56,24 @@ pub struct LinkRef<'a> {
     pub validity: Validity,
     /// Creation time, UTC seconds.
     pub created_at: i64,
+    /// Whether the request's query string is carried over to the target.
+    pub forward_query: bool,
+}
+
+impl LinkRef<'_> {
+    /// An owned [`duanlian_link::Link`]; `None` if the bytes break the link model (never in a
+    /// snapshot that passed [`Snapshot::verify`], nor for links that came from a `Link`).
+    pub fn to_link(&self) -> Option<duanlian_link::Link> {
+        Some(duanlian_link::Link {
+            domain: duanlian_link::Domain::parse(self.domain).ok()?,
+            code: Code::parse(std::str::from_utf8(self.code).ok()?).ok()?,
+            url: std::str::from_utf8(self.url).ok()?.into(),
+            redirect: self.redirect,
+            validity: self.validity,
+            created_at: self.created_at,
+            forward_query: self.forward_query,
+        })
+    }
 }
 
 /// What [`Snapshot::verify`] found.
@@ -208,11 +229,34 @@ impl Snapshot {
         None
     }
 
-    /// Every link, in table order.
+    /// Every link, in `(domain, code)` order.
     pub fn iter(&self) -> Iter<'_> {
         Iter {
             snap: self,
             next: 0,
+        }
+    }
+
+    /// The links from `(domain, code)` on (inclusive), in `(domain, code)` order: a binary
+    /// search, then a scan. `seek(d, "")` starts at the first link of domain `d`.
+    pub fn seek(&self, domain: &str, code: &str) -> Iter<'_> {
+        let t = self.table();
+        let key = (domain.as_bytes(), code.as_bytes());
+        let (mut lo, mut hi) = (0, t.entries.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let below = self
+                .entry(t, mid)
+                .is_some_and(|l| (l.domain.as_bytes(), l.code) < key);
+            if below {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Iter {
+            snap: self,
+            next: lo,
         }
     }
 
@@ -234,6 +278,7 @@ impl Snapshot {
                 expires_at: (flags & HAS_EXPIRES_AT != 0).then(|| e.expires_at.to_native()),
             },
             created_at: e.created_at.to_native(),
+            forward_query: flags & NO_FORWARD_QUERY == 0,
         })
     }
 
@@ -245,6 +290,7 @@ impl Snapshot {
         let bad = |i: usize, why: String| SnapshotError::Inconsistent(format!("link #{i}: {why}"));
         let mut per_domain = vec![0u64; t.domains.len()];
         let (mut with_expiry, mut with_valid_since) = (0, 0);
+        let mut prev: Option<(&str, &[u8])> = None;
         for i in 0..t.entries.len() {
             let e = &t.entries[i];
             let link = self
@@ -253,7 +299,7 @@ impl Snapshot {
             if Redirect::from_u8(e.redirect).is_none() {
                 return Err(bad(i, format!("unknown redirect kind {}", e.redirect)));
             }
-            if e.flags.to_native() & !(HAS_VALID_SINCE | HAS_EXPIRES_AT) != 0 {
+            if e.flags.to_native() & !KNOWN_FLAGS != 0 {
                 return Err(bad(i, format!("unknown flags {:#x}", e.flags.to_native())));
             }
             let code = std::str::from_utf8(link.code)
@@ -283,6 +329,10 @@ impl Snapshot {
                     ))
                 }
             }
+            if prev.is_some_and(|p| p >= (link.domain, link.code)) {
+                return Err(bad(i, "out of (domain, code) order".into()));
+            }
+            prev = Some((link.domain, link.code));
             per_domain[usize::from(e.domain.to_native())] += 1;
             with_expiry += u64::from(link.validity.expires_at.is_some());
             with_valid_since += u64::from(link.validity.valid_since.is_some());

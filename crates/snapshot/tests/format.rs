@@ -13,6 +13,7 @@ fn link(domain: &str, code: &str, url: &str) -> Link {
         redirect: Redirect::Found,
         validity: Validity::ALWAYS,
         created_at: 1_700_000_000,
+        forward_query: true,
     }
 }
 
@@ -33,6 +34,10 @@ fn golden_links() -> Vec<Link> {
                 "spring-sale_2025",
                 "http://a.example/%E7%9F%AD",
             )
+        },
+        Link {
+            forward_query: false,
+            ..link("s.example.com", "no-query", "https://c.example/?fixed=1")
         },
         Link {
             redirect: Redirect::Moved,
@@ -98,10 +103,44 @@ fn round_trip_finds_every_link_and_nothing_else() {
     let report = snap.verify().expect("verify");
     assert_eq!(
         report.domains,
-        vec![("go.example.cn".into(), 3), ("s.example.com".into(), 41)]
+        vec![("go.example.cn".into(), 3), ("s.example.com".into(), 42)]
     );
     assert_eq!(report.with_expiry, 1);
     assert_eq!(snap.domain_counts(), report.domains);
+}
+
+#[test]
+fn entries_are_sorted_and_seek_finds_a_cursor() {
+    let links = golden_links();
+    let snap = Snapshot::from_bytes(image(&links, 7, 0)).expect("open");
+    let keys: Vec<(String, Vec<u8>)> = snap
+        .iter()
+        .map(|l| (l.domain.to_owned(), l.code.to_vec()))
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+    let from_s: Vec<_> = snap.seek("s.example.com", "").map(|l| l.domain).collect();
+    assert_eq!(from_s.len(), 42);
+    let after = snap.seek("s.example.com", "c5").next().expect("c5 exists");
+    assert_eq!(after.code, b"c5");
+    let between = snap
+        .seek("s.example.com", "c50")
+        .next()
+        .expect("next after c50");
+    assert_eq!(between.code, b"c6");
+    assert!(snap.seek("zz.example", "").next().is_none());
+    assert!(
+        !snap
+            .get("s.example.com", "no-query")
+            .expect("present")
+            .forward_query
+    );
+    assert!(
+        snap.get("s.example.com", "c1")
+            .expect("present")
+            .forward_query
+    );
 }
 
 #[test]
