@@ -110,6 +110,7 @@ fn scan(
     is_last: bool,
     expect_seq: &mut u64,
     after: u64,
+    through: u64,
     on: &mut dyn FnMut(Record),
 ) -> Result<Scan, JournalError> {
     let bytes = fs::read(path).map_err(io_err(path))?;
@@ -147,7 +148,7 @@ fn scan(
     }
     *expect_seq = first_seq;
     let mut off = MAGIC.len();
-    while off < bytes.len() {
+    while off < bytes.len() && *expect_seq <= through {
         let rest = &bytes[off..];
         if rest.len() < RECORD_HEADER {
             if is_last {
@@ -211,21 +212,24 @@ fn scan(
     })
 }
 
-/// Reads every record with `seq > after` without opening the journal for writing (offline
-/// tools, compaction of closed segments). Fails on any damage, torn tail included, since it
-/// repairs nothing.
-pub fn read(dir: &Path, after: u64, mut on: impl FnMut(Record)) -> Result<u64, JournalError> {
+/// Reads the records with `after < seq <= through` without opening the journal for writing
+/// (compaction of closed segments while the writer appends to the open one). Fails on any
+/// damage in that range, torn tail included, since it repairs nothing. Returns the last
+/// sequence number read.
+pub fn read(
+    dir: &Path,
+    after: u64,
+    through: u64,
+    mut on: impl FnMut(Record),
+) -> Result<u64, JournalError> {
     let segments = list(dir)?;
-    let mut expect = segments.first().map_or(1, |s| s.0);
+    let mut expect = segments.first().map_or(after + 1, |s| s.0);
     for (i, (first, path)) in segments.iter().enumerate() {
-        let scan = scan(
-            path,
-            *first,
-            i + 1 == segments.len(),
-            &mut expect,
-            after,
-            &mut on,
-        )?;
+        if *first > through {
+            break;
+        }
+        let is_last = i + 1 == segments.len();
+        let scan = scan(path, *first, is_last, &mut expect, after, through, &mut on)?;
         if let Some(why) = scan.torn {
             return Err(JournalError::Corrupt {
                 path: path.clone(),
@@ -262,7 +266,7 @@ impl Journal {
         let mut tail: Option<(PathBuf, u64)> = None;
         for (i, (first, path)) in segments.iter().enumerate() {
             let is_last = i + 1 == segments.len();
-            let scan = scan(path, *first, is_last, &mut expect, after, &mut on)?;
+            let scan = scan(path, *first, is_last, &mut expect, after, u64::MAX, &mut on)?;
             if let Some(why) = &scan.torn {
                 let cut = fs::metadata(path).map_err(io_err(path))?.len() - scan.valid_len;
                 tracing::warn!(

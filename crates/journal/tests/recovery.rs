@@ -72,7 +72,10 @@ fn records_replay_in_order_and_sequence_goes_on() {
     drop(j);
     let (_, after_two) = open(&d.0, 2).expect("reopen after 2");
     assert_eq!(codes(&after_two), ["d"]);
-    assert_eq!(read(&d.0, 1, |_| {}).expect("read"), 3);
+    assert_eq!(read(&d.0, 1, u64::MAX, |_| {}).expect("read"), 3);
+    let mut upto = Vec::new();
+    read(&d.0, 0, 2, |r| upto.push(r)).expect("read through 2");
+    assert_eq!(codes(&upto), ["a", "b", "c"]);
 }
 
 #[test]

@@ -1,0 +1,421 @@
+//! The writer thread: group commit, preconditions, apply-after-sync.
+use crate::error::io_err;
+use crate::{random_code, DataDir, StoreError};
+use duanlian_index::Index;
+use duanlian_journal::{Journal, Options as JournalOptions};
+use duanlian_link::{now_secs, Change, Code, Domain, Link, Redirect, Validity};
+use duanlian_snapshot::{Builder, Snapshot};
+use std::collections::HashMap;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use tokio::sync::oneshot;
+
+/// Store settings.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Journal segment size before a new segment is started. Default is 64 MiB.
+    pub segment_bytes: u64,
+    /// The most requests one group commit takes. Default is 4096.
+    pub max_group: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            segment_bytes: JournalOptions::default().segment_bytes,
+            max_group: 4096,
+        }
+    }
+}
+
+/// A link to create.
+#[derive(Debug, Clone)]
+pub struct NewLink {
+    /// Its link domain (the API checks it is one of ours).
+    pub domain: Domain,
+    /// A chosen code, or `None` to generate one.
+    pub code: Option<Code>,
+    /// Length of a generated code.
+    pub code_length: usize,
+    /// Target, already checked by [`duanlian_link::parse_url`].
+    pub url: Box<str>,
+    /// Redirect status.
+    pub redirect: Redirect,
+    /// Validity window.
+    pub validity: Validity,
+    /// Whether the request's query string is forwarded.
+    pub forward_query: bool,
+}
+
+/// Fields a PATCH may change; `None` leaves a field as it is. For the validity bounds,
+/// `Some(None)` clears the bound.
+#[derive(Debug, Clone, Default)]
+pub struct Patch {
+    /// New target.
+    pub url: Option<Box<str>>,
+    /// New redirect status.
+    pub redirect: Option<Redirect>,
+    /// New start of validity.
+    pub valid_since: Option<Option<i64>>,
+    /// New expiry.
+    pub expires_at: Option<Option<i64>>,
+    /// New query forwarding.
+    pub forward_query: Option<bool>,
+}
+
+/// A write request.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// Create links, all or none (one journal record).
+    Create(Vec<NewLink>),
+    /// Change an existing link.
+    Update {
+        /// Link domain.
+        domain: Domain,
+        /// Code.
+        code: Code,
+        /// What to change.
+        patch: Patch,
+    },
+    /// Delete an existing link.
+    Delete {
+        /// Link domain.
+        domain: Domain,
+        /// Code.
+        code: Code,
+    },
+}
+
+/// What a write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The links created, in request order.
+    Created(Vec<Link>),
+    /// The link after the update.
+    Updated(Link),
+    /// The link is gone.
+    Deleted,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum Job {
+    Write { op: Op, reply: Reply<Outcome> },
+    Rotate { reply: Reply<u64> },
+    Remove { through: u64, reply: Reply<usize> },
+}
+
+/// The write path; see the crate docs.
+#[derive(Debug)]
+pub struct Store {
+    tx: Option<mpsc::Sender<Job>>,
+    index: Arc<Index>,
+    pub(crate) dir: DataDir,
+    pub(crate) compaction: tokio::sync::Mutex<()>,
+    writer: Option<JoinHandle<()>>,
+    replayed: u64,
+}
+
+impl Store {
+    /// Opens the data directory's snapshot (an empty one is written if there is none), replays
+    /// the journal into a fresh index, and starts the writer thread.
+    pub fn open(dir: DataDir, opts: StoreOptions) -> Result<Store, StoreError> {
+        let snap_path = dir.snapshot_path();
+        if !dir.has_snapshot() {
+            let bytes = Builder::new()
+                .finish()
+                .and_then(|t| t.to_bytes(0))
+                .map_err(|e| StoreError::Build(e.to_string()))?;
+            duanlian_snapshot::write_atomic(&snap_path, &bytes)?;
+        }
+        let snapshot = Snapshot::open(&snap_path)?;
+        let after = snapshot.header().sequence;
+        let index = Arc::new(Index::new(Arc::new(snapshot)));
+        let mut replayed = 0;
+        let journal = Journal::open(
+            &dir.journal_dir(),
+            after,
+            JournalOptions {
+                segment_bytes: opts.segment_bytes,
+            },
+            |record| {
+                replayed += 1;
+                for change in record.changes {
+                    index.apply(record.seq, change);
+                }
+            },
+        )?;
+        let (tx, rx) = mpsc::channel();
+        let writer_index = index.clone();
+        let writer = std::thread::Builder::new()
+            .name("duanlian-journal".into())
+            .spawn(move || writer(rx, journal, writer_index, opts.max_group))
+            .map_err(io_err(dir.path()))?;
+        Ok(Store {
+            tx: Some(tx),
+            index,
+            dir,
+            compaction: tokio::sync::Mutex::new(()),
+            writer: Some(writer),
+            replayed,
+        })
+    }
+
+    /// The index this store writes into.
+    pub fn index(&self) -> &Arc<Index> {
+        &self.index
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &DataDir {
+        &self.dir
+    }
+
+    /// Journal records replayed at open.
+    pub fn replayed(&self) -> u64 {
+        self.replayed
+    }
+
+    async fn ask<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .as_ref()
+            .ok_or(StoreError::Closed)?
+            .send(job(reply))
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Submits a write and waits until it is durable and visible in the index.
+    pub async fn submit(&self, op: Op) -> Result<Outcome, StoreError> {
+        self.ask(|reply| Job::Write { op, reply }).await
+    }
+
+    /// Closes the journal's open segment; returns the last sequence number in closed segments.
+    pub(crate) async fn rotate(&self) -> Result<u64, StoreError> {
+        self.ask(|reply| Job::Rotate { reply }).await
+    }
+
+    /// Deletes journal segments folded into a published snapshot.
+    pub(crate) async fn remove_through(&self, through: u64) -> Result<usize, StoreError> {
+        self.ask(|reply| Job::Remove { through, reply }).await
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer finish what it has and exit.
+        self.tx = None;
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+type Key = (Domain, Code);
+
+/// Effects of the requests already planned in this group, so later ones in the same group see
+/// them before they reach the index.
+struct Pending<'a> {
+    index: &'a Index,
+    state: HashMap<Key, Option<Link>>,
+}
+
+impl Pending<'_> {
+    fn current(&self, domain: &Domain, code: &Code) -> Option<Link> {
+        match self.state.get(&(domain.clone(), code.clone())) {
+            Some(state) => state.clone(),
+            None => self.index.get(domain.as_str(), code.as_str()),
+        }
+    }
+
+    fn taken(&self, domain: &Domain, code: &Code) -> bool {
+        match self.state.get(&(domain.clone(), code.clone())) {
+            Some(state) => state.is_some(),
+            None => self.index.contains(domain.as_str(), code.as_str()),
+        }
+    }
+}
+
+const GENERATE_TRIES: usize = 64;
+
+/// Checks one request against the current state and turns it into changes. On failure the
+/// pending state is left as it was (a batch is all or nothing).
+fn plan(op: Op, pending: &mut Pending<'_>, now: i64) -> Result<(Vec<Change>, Outcome), StoreError> {
+    match op {
+        Op::Create(new) => {
+            let mut added: Vec<Key> = Vec::with_capacity(new.len());
+            let mut links = Vec::with_capacity(new.len());
+            let undo = |pending: &mut Pending<'_>, added: &[Key]| {
+                for k in added {
+                    pending.state.remove(k);
+                }
+            };
+            for n in new {
+                let code = match n.code {
+                    Some(code) => {
+                        if pending.taken(&n.domain, &code) {
+                            undo(pending, &added);
+                            return Err(StoreError::Conflict {
+                                domain: n.domain.to_string(),
+                                code: code.to_string(),
+                            });
+                        }
+                        code
+                    }
+                    None => match generate(pending, &n.domain, n.code_length) {
+                        Ok(code) => code,
+                        Err(e) => {
+                            undo(pending, &added);
+                            return Err(e);
+                        }
+                    },
+                };
+                let link = Link {
+                    domain: n.domain,
+                    code,
+                    url: n.url,
+                    redirect: n.redirect,
+                    validity: n.validity,
+                    created_at: now,
+                    forward_query: n.forward_query,
+                };
+                let key = (link.domain.clone(), link.code.clone());
+                pending.state.insert(key.clone(), Some(link.clone()));
+                added.push(key);
+                links.push(link);
+            }
+            let changes = links.iter().cloned().map(Change::Put).collect();
+            Ok((changes, Outcome::Created(links)))
+        }
+        Op::Update {
+            domain,
+            code,
+            patch,
+        } => {
+            let Some(mut link) = pending.current(&domain, &code) else {
+                return Err(StoreError::NotFound {
+                    domain: domain.to_string(),
+                    code: code.to_string(),
+                });
+            };
+            if let Some(url) = patch.url {
+                link.url = url;
+            }
+            if let Some(r) = patch.redirect {
+                link.redirect = r;
+            }
+            if let Some(f) = patch.forward_query {
+                link.forward_query = f;
+            }
+            link.validity = Validity::new(
+                patch.valid_since.unwrap_or(link.validity.valid_since),
+                patch.expires_at.unwrap_or(link.validity.expires_at),
+            )
+            .map_err(StoreError::Invalid)?;
+            pending.state.insert((domain, code), Some(link.clone()));
+            Ok((vec![Change::Put(link.clone())], Outcome::Updated(link)))
+        }
+        Op::Delete { domain, code } => {
+            if !pending.taken(&domain, &code) {
+                return Err(StoreError::NotFound {
+                    domain: domain.to_string(),
+                    code: code.to_string(),
+                });
+            }
+            pending.state.insert((domain.clone(), code.clone()), None);
+            Ok((vec![Change::Delete { domain, code }], Outcome::Deleted))
+        }
+    }
+}
+
+fn generate(pending: &Pending<'_>, domain: &Domain, len: usize) -> Result<Code, StoreError> {
+    for _ in 0..GENERATE_TRIES {
+        let code = Code::parse(&random_code(len)?).map_err(StoreError::Invalid)?;
+        if !pending.taken(domain, &code) {
+            return Ok(code);
+        }
+    }
+    Err(StoreError::CodeSpaceExhausted(len))
+}
+
+fn writer(rx: mpsc::Receiver<Job>, mut journal: Journal, index: Arc<Index>, max_group: usize) {
+    let mut deferred: Option<Job> = None;
+    loop {
+        let first = match deferred.take() {
+            Some(job) => job,
+            None => match rx.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        let mut group = Vec::new();
+        match first {
+            Job::Write { op, reply } => group.push((op, reply)),
+            Job::Rotate { reply } => {
+                let _ = reply.send(journal.rotate().map_err(StoreError::from));
+                continue;
+            }
+            Job::Remove { through, reply } => {
+                let _ = reply.send(journal.remove_through(through).map_err(StoreError::from));
+                continue;
+            }
+        }
+        // Everything that queued up during the last sync joins this group; a control job ends
+        // it, so rotation and removal happen between groups, in order.
+        while group.len() < max_group {
+            match rx.try_recv() {
+                Ok(Job::Write { op, reply }) => group.push((op, reply)),
+                Ok(control) => {
+                    deferred = Some(control);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        commit(&mut journal, &index, group);
+    }
+}
+
+fn commit(journal: &mut Journal, index: &Index, group: Vec<(Op, Reply<Outcome>)>) {
+    let now = now_secs();
+    let mut pending = Pending {
+        index,
+        state: HashMap::new(),
+    };
+    let mut planned = Vec::with_capacity(group.len());
+    for (op, reply) in group {
+        planned.push((plan(op, &mut pending, now), reply));
+    }
+    let records: Vec<&[Change]> = planned
+        .iter()
+        .filter_map(|(p, _)| p.as_ref().ok().map(|(changes, _)| changes.as_slice()))
+        .collect();
+    let written = if records.is_empty() {
+        Ok(0)
+    } else {
+        journal.write(&records)
+    };
+    let mut seq = match &written {
+        Ok(last) => last + 1 - records.len() as u64,
+        Err(e) => {
+            tracing::error!(error = %e, "journal write failed; refusing all further writes");
+            0
+        }
+    };
+    drop(records);
+    for (result, reply) in planned {
+        let answer = match (result, &written) {
+            (Err(e), _) => Err(e),
+            (Ok(_), Err(e)) => Err(StoreError::Unavailable(e.to_string())),
+            (Ok((changes, outcome)), Ok(_)) => {
+                for change in changes {
+                    index.apply(seq, change);
+                }
+                seq += 1;
+                Ok(outcome)
+            }
+        };
+        let _ = reply.send(answer);
+    }
+}
