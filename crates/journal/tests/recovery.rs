@@ -189,6 +189,6 @@ fn missing_records_between_snapshot_and_journal_refuse_to_open() {
     let (mut j, _) = open(&d.0, 9).expect("open");
     j.write(&[&[put("x")]]).expect("write"); // sequence 10
     drop(j);
-    let err = open(&d.0, 3).err().expect("must refuse");
+    let err = open(&d.0, 3).expect_err("must refuse");
     assert!(err.to_string().contains("records are missing"), "{err}");
 }
