@@ -376,7 +376,7 @@ impl Progress {
 
     fn tick(&self, rows: usize, pos: u64) {
         if let Some(bar) = &self.0 {
-            if rows % 65_536 == 0 {
+            if rows.is_multiple_of(65_536) {
                 bar.set_position(pos);
                 bar.set_message(format!("{rows} links"));
             }
