@@ -7,8 +7,9 @@ use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use duanlian_index::Index;
 use duanlian_link::{format_rfc3339, Domain};
-use duanlian_server::{Options, RuntimeShape};
+use duanlian_server::{Admin, AdminOptions, Options, RuntimeShape};
 use duanlian_snapshot::{Snapshot, SnapshotError};
+use duanlian_store::{DataDir, Store, StoreOptions};
 use import::Format;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,8 +34,14 @@ enum Command {
     /// Build, inspect and verify snapshot files.
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
-    /// Serve redirects.
+    /// Serve redirects, and the admin API.
     Serve(ServeArgs),
+    /// Fold a data directory's journal into a new snapshot (the server must not be running).
+    Compact {
+        /// The data directory.
+        #[arg(long, default_value = "duanlian-data")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -69,13 +76,36 @@ enum SnapshotCmd {
 
 #[derive(Args, Debug)]
 struct ServeArgs {
-    /// Snapshot to serve. Default is the built-in sample links (data/sample-links.csv).
+    /// Data directory (snapshot, journal, generated API key); enables the admin API's writes.
+    /// Default is ./duanlian-data, seeded with the built-in sample links on first start, unless
+    /// --snapshot is given without --data-dir, which serves that file read-only.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// A bulk snapshot: served read-only without --data-dir; with --data-dir, the seed of an
+    /// empty data directory.
     #[arg(long)]
     snapshot: Option<PathBuf>,
     /// Address of the redirect listener; port 0 picks a free port. Default is 127.0.0.1:8080.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: std::net::SocketAddr,
-    /// Worker threads. Default is the number of CPUs.
+    /// Address of the admin API; never the redirect port. Default is 127.0.0.1:8081.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    admin_listen: std::net::SocketAddr,
+    /// A link domain links may be created on (repeat for more; the first is the default).
+    /// Default is the domains of the loaded snapshot.
+    #[arg(long = "domain")]
+    domains: Vec<String>,
+    /// An accepted API key (repeatable; also DUANLIAN_API_KEYS, comma-separated). With none,
+    /// a key is generated into the data directory on first start.
+    #[arg(long = "api-key")]
+    api_keys: Vec<String>,
+    /// Largest admin request body, in bytes. Default is 8388608 (8 MiB).
+    #[arg(long, default_value_t = 8 << 20)]
+    max_body_bytes: usize,
+    /// Length of generated codes. Default is 7.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u8).range(4..=32))]
+    code_length: u8,
+    /// Worker threads for redirects. Default is the number of CPUs.
     #[arg(long)]
     threads: Option<usize>,
     /// Seconds a client may take to send a request head (also the idle keep-alive limit).
@@ -126,6 +156,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Snapshot(SnapshotCmd::Inspect { file }) => inspect(&file),
         Command::Snapshot(SnapshotCmd::Verify { file }) => verify(&file),
         Command::Serve(args) => serve(args),
+        Command::Compact { data_dir } => compact(&data_dir),
     }
 }
 
@@ -215,18 +246,62 @@ fn verify(path: &Path) -> Result<()> {
 
 fn serve(args: ServeArgs) -> Result<()> {
     let started = Instant::now();
-    let snapshot = match &args.snapshot {
-        Some(path) => open(path)?,
-        None => sample_snapshot().context("building the built-in sample links")?,
+    let (index, store, data_dir) = if let (Some(path), None) = (&args.snapshot, &args.data_dir) {
+        let snapshot = open(path)?;
+        tracing::info!(
+            snapshot = %path.display(),
+            links = snapshot.len(),
+            sequence = snapshot.header().sequence,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "snapshot loaded; serving it read-only (no --data-dir)"
+        );
+        (Arc::new(Index::new(Arc::new(snapshot))), None, None)
+    } else {
+        let path = args
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("duanlian-data"));
+        let dir =
+            DataDir::open(&path).with_context(|| format!("data directory {}", path.display()))?;
+        if !dir.has_snapshot() {
+            match (&args.snapshot, &args.data_dir) {
+                (Some(seed), _) => {
+                    dir.seed_from_file(seed).with_context(|| {
+                        format!("seeding {} from {}", path.display(), seed.display())
+                    })?;
+                    tracing::info!(seed = %seed.display(), "seeded the data directory");
+                }
+                // `duanlian serve` with no arguments: a first run shows working links.
+                (None, None) => {
+                    dir.seed_from_bytes(&sample_image()?)?;
+                    tracing::info!(dir = %path.display(), "seeded the data directory with the built-in sample links");
+                }
+                (None, Some(_)) => {}
+            }
+        }
+        let store = Store::open(dir, StoreOptions::default())
+            .with_context(|| format!("opening {}", path.display()))?;
+        let index = store.index().clone();
+        tracing::info!(
+            data_dir = %path.display(),
+            links_in_snapshot = index.snapshot().len(),
+            sequence = index.snapshot().header().sequence,
+            journal_records_replayed = store.replayed(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "data directory loaded"
+        );
+        (index, Some(Arc::new(store)), Some(path))
     };
-    tracing::info!(
-        snapshot = %args.snapshot.as_deref().map_or("built-in sample".into(), |p| p.display().to_string()),
-        links = snapshot.len(),
-        sequence = snapshot.header().sequence,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "snapshot loaded"
-    );
-    let index = Arc::new(Index::new(Arc::new(snapshot)));
+
+    let domains = link_domains(&args.domains, &index)?;
+    let api_keys = api_keys(&args.api_keys, data_dir.as_deref())?;
+    let admin_opts = AdminOptions {
+        domains,
+        api_keys,
+        max_body_bytes: args.max_body_bytes,
+        code_length: usize::from(args.code_length),
+        ..AdminOptions::default()
+    };
     let defaults = Options::default();
     let opts = Options {
         listen: args.listen,
@@ -237,16 +312,103 @@ fn serve(args: ServeArgs) -> Result<()> {
             Shape::MultiThread => RuntimeShape::MultiThread,
         },
     };
+    if args.admin_listen == args.listen && args.listen.port() != 0 {
+        return Err(anyhow!("--admin-listen must differ from --listen: the admin API never shares the redirect port"));
+    }
+    let admin = match store {
+        Some(store) => Admin::new(admin_opts, store),
+        None => Admin::read_only(admin_opts, index.clone()),
+    };
+    duanlian_server::spawn_admin(Arc::new(admin), args.admin_listen, &opts)
+        .with_context(|| format!("admin listener on {}", args.admin_listen))?;
     duanlian_server::run(index, &opts).with_context(|| format!("serving on {}", args.listen))
 }
 
-fn sample_snapshot() -> Result<Snapshot> {
+/// The configured link domains, or else the loaded snapshot's, in name order.
+fn link_domains(flags: &[String], index: &Index) -> Result<Vec<Domain>> {
+    let mut domains = Vec::new();
+    for d in flags {
+        let d = Domain::parse(d).map_err(|e| anyhow!("--domain {d}: {e}"))?;
+        if !domains.contains(&d) {
+            domains.push(d);
+        }
+    }
+    if domains.is_empty() {
+        let snapshot = index.snapshot();
+        let mut names: Vec<&str> = snapshot.domains().collect();
+        names.sort_unstable();
+        for n in names {
+            domains.push(Domain::parse(n).map_err(|e| anyhow!("snapshot domain {n}: {e}"))?);
+        }
+    }
+    Ok(domains)
+}
+
+/// API keys from flags and DUANLIAN_API_KEYS; with none, the data directory's generated key
+/// (made on first start, mode 0600).
+fn api_keys(flags: &[String], data_dir: Option<&Path>) -> Result<Vec<String>> {
+    let mut keys: Vec<String> = flags.iter().map(|k| k.trim().to_owned()).collect();
+    if let Ok(env) = std::env::var("DUANLIAN_API_KEYS") {
+        keys.extend(env.split(',').map(|k| k.trim().to_owned()));
+    }
+    keys.retain(|k| !k.is_empty());
+    if !keys.is_empty() {
+        return Ok(keys);
+    }
+    let Some(dir) = data_dir else {
+        tracing::warn!(
+            "no API key configured and no data directory: the admin API refuses every request"
+        );
+        return Ok(keys);
+    };
+    let path = dir.join("api-key");
+    match std::fs::read_to_string(&path) {
+        Ok(k) if !k.trim().is_empty() => {
+            tracing::info!(file = %path.display(), "admin API key loaded");
+            Ok(vec![k.trim().to_owned()])
+        }
+        _ => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let key = duanlian_store::random_token()?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("{}", path.display()))?;
+            f.write_all(format!("{key}\n").as_bytes())
+                .and_then(|()| f.sync_all())
+                .with_context(|| format!("{}", path.display()))?;
+            tracing::info!(file = %path.display(), "generated an admin API key; read it from this file");
+            Ok(vec![key])
+        }
+    }
+}
+
+fn compact(data_dir: &Path) -> Result<()> {
+    let dir = DataDir::open(data_dir)
+        .with_context(|| format!("data directory {}", data_dir.display()))?;
+    let report = duanlian_store::compact_offline(&dir)?;
+    println!(
+        "{}: snapshot at sequence {} with {} links; {} journal segments removed; {:.2}s",
+        data_dir.display(),
+        report.sequence,
+        report.links,
+        report.segments_removed,
+        report.elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The built-in sample links as a snapshot image.
+fn sample_image() -> Result<duanlian_snapshot::AlignedVec> {
     let dir = std::env::temp_dir().join(format!("duanlian-sample-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let csv = dir.join("sample-links.csv");
     std::fs::write(&csv, SAMPLE_CSV)?;
     let imported = import::import(&csv, Format::Csv, None);
     let _ = std::fs::remove_dir_all(&dir);
-    let bytes = imported?.table.to_bytes(0).map_err(|e| anyhow!("{e}"))?;
-    Snapshot::from_bytes(bytes).map_err(|e| anyhow!("{e}"))
+    imported?.table.to_bytes(0).map_err(|e| anyhow!("{e}"))
 }

@@ -33,7 +33,7 @@ pub use code::{Code, MAX_CODE_LEN};
 pub use domain::{host_key, Domain, HostBuf, MAX_DOMAIN_LEN};
 pub use error::LinkError;
 pub use time::format_rfc3339;
-pub use url::{parse_url, MAX_URL_LEN};
+pub use url::{merge_query, parse_url, url_host, MAX_URL_LEN};
 pub use validity::{State, Validity};
 
 /// The HTTP status a link answers with. Default is [`Redirect::Found`] (302).

@@ -48,6 +48,74 @@ pub fn parse_url(input: &str) -> Result<Box<str>, LinkError> {
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
+/// The host of a URL that passed [`parse_url`]: lowercase, without port or trailing dot.
+/// Used to refuse targets that point back at one of our own link domains (redirect loops).
+pub fn url_host(url: &str) -> Option<String> {
+    let rest = &url[url.find("://")? + 3..];
+    let auth = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let host = if auth.starts_with('[') {
+        &auth[..auth.find(']').map_or(auth.len(), |i| i + 1)]
+    } else {
+        auth.split(':').next().unwrap_or(auth)
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    Some(host.to_ascii_lowercase())
+}
+
+/// Appends a request's query string to a target URL for links that forward it: the target's
+/// own parameters stay unless the request has one of the same name, which then wins; the
+/// request's parameters follow in their order; a fragment stays last.
+pub fn merge_query(target: &[u8], request_query: &[u8]) -> Vec<u8> {
+    let frag_at = target
+        .iter()
+        .position(|&b| b == b'#')
+        .unwrap_or(target.len());
+    let (before_frag, fragment) = target.split_at(frag_at);
+    let (base, own) = match before_frag.iter().position(|&b| b == b'?') {
+        Some(q) => (&before_frag[..q], &before_frag[q + 1..]),
+        None => (before_frag, &b""[..]),
+    };
+    let name = |pair: &[u8]| -> Vec<u8> {
+        pair.split(|&b| b == b'=')
+            .next()
+            .unwrap_or_default()
+            .to_vec()
+    };
+    let requested: Vec<Vec<u8>> = request_query
+        .split(|&b| b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(name)
+        .collect();
+    let mut out = Vec::with_capacity(target.len() + request_query.len() + 1);
+    out.extend_from_slice(base);
+    out.push(b'?');
+    let mut first = true;
+    for pair in own.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+        if !requested.contains(&name(pair)) {
+            if !first {
+                out.push(b'&');
+            }
+            out.extend_from_slice(pair);
+            first = false;
+        }
+    }
+    for pair in request_query
+        .split(|&b| b == b'&')
+        .filter(|p| !p.is_empty())
+    {
+        if !first {
+            out.push(b'&');
+        }
+        out.extend_from_slice(pair);
+        first = false;
+    }
+    if first {
+        out.pop(); // nothing to append after all
+    }
+    out.extend_from_slice(fragment);
+    out
+}
+
 fn split_scheme(input: &str) -> Result<(&'static str, &str), LinkError> {
     let Some(colon) = input.find(':') else {
         return Err(LinkError::UrlNotAbsolute);
@@ -184,6 +252,41 @@ mod tests {
             parse_url("https://a.cn:80x/"),
             Err(LinkError::UrlHost(_))
         ));
+    }
+
+    #[test]
+    fn host_of_a_url() {
+        assert_eq!(
+            url_host("https://Go.Example.CN:8443/x").as_deref(),
+            Some("go.example.cn")
+        );
+        assert_eq!(url_host("http://a.cn.?q").as_deref(), Some("a.cn"));
+        assert_eq!(url_host("https://[::1]:80/").as_deref(), Some("[::1]"));
+    }
+
+    #[test]
+    fn query_merging() {
+        let m = |t: &str, q: &str| {
+            String::from_utf8(merge_query(t.as_bytes(), q.as_bytes())).expect("utf8")
+        };
+        assert_eq!(
+            m("https://a.cn/p", "utm_source=sms"),
+            "https://a.cn/p?utm_source=sms"
+        );
+        assert_eq!(
+            m("https://a.cn/p?x=1&utm_source=web", "utm_source=sms"),
+            "https://a.cn/p?x=1&utm_source=sms"
+        );
+        assert_eq!(
+            m("https://a.cn/p?x=1#top", "y=2&x=3"),
+            "https://a.cn/p?y=2&x=3#top"
+        );
+        assert_eq!(m("https://a.cn/p?x=1", "&&"), "https://a.cn/p?x=1");
+        assert_eq!(m("https://a.cn/p", "&"), "https://a.cn/p");
+        assert_eq!(
+            m("https://a.cn/p?flag", "other"),
+            "https://a.cn/p?flag&other"
+        );
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //! by [`respond`], a plain function of the request and the [`Index`], so it can be tested and
 //! benchmarked without sockets; [`run`] puts it behind hyper 1 on real listeners.
 //!
+//! The [`Admin`] API (JSON, API keys, problem+json errors) runs on a second listener and
+//! runtime ([`spawn_admin`]), so writes and their fsyncs never share a thread with redirects.
+//!
 //! ```no_run
 //! use duanlian_server::{run, Options};
 //! use std::sync::Arc;
@@ -16,10 +19,12 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod admin;
 mod listen;
 mod redirect;
 
-pub use listen::{run, serve_connection, Options, RuntimeShape};
+pub use admin::{Admin, AdminOptions};
+pub use listen::{run, serve_connection, spawn_admin, Options, RuntimeShape};
 pub use redirect::{respond, Body};
 
 pub use duanlian_index::Index;

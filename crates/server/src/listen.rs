@@ -1,4 +1,5 @@
 //! Listeners, runtimes and hyper connections.
+use crate::admin::Admin;
 use crate::redirect::respond;
 use duanlian_index::Index;
 use hyper::server::conn::http1;
@@ -11,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 /// How request handling is spread over threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,23 +91,75 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(ENOMEM | ENFILE | EMFILE | ENOBUFS))
 }
 
+/// The next connection. Errors never end the loop: running out of descriptors or memory pauses
+/// it briefly (so it neither spins nor dies), anything else concerns one connection only.
+async fn accept(listener: &TcpListener) -> TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                return stream;
+            }
+            Err(e) if is_resource_exhaustion(&e) => {
+                tracing::warn!(error = %e, "accept failed; pausing 100 ms");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 async fn accept_loop(listener: TcpListener, index: Arc<Index>, opts: Arc<Options>) {
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                if is_resource_exhaustion(&e) {
-                    tracing::warn!(error = %e, "accept failed; pausing 100 ms");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                // Anything else (a peer that reset before accept) concerns one connection only.
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+        let stream = accept(&listener).await;
         let (index, opts) = (index.clone(), opts.clone());
         tokio::spawn(async move { serve_connection(stream, index, &opts).await });
     }
+}
+
+async fn admin_loop(listener: TcpListener, admin: Arc<Admin>, opts: Arc<Options>) {
+    loop {
+        let stream = accept(&listener).await;
+        let (admin, opts) = (admin.clone(), opts.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(crate::admin::finish(admin.handle(req).await)) }
+            });
+            if let Err(e) = http(&opts)
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Starts the admin API on its own runtime and thread; returns the bound address.
+pub fn spawn_admin(
+    admin: Arc<Admin>,
+    listen: SocketAddr,
+    opts: &Options,
+) -> io::Result<SocketAddr> {
+    // Two workers: JSON handling for concurrent writers, and compaction's blocking work, must
+    // not queue behind each other; redirects never run here.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("duanlian-admin")
+        .enable_all()
+        .build()?;
+    let listener = {
+        let _guard = rt.enter();
+        bind(listen)?
+    };
+    let addr = listener.local_addr()?;
+    let opts = Arc::new(opts.clone());
+    std::thread::Builder::new()
+        .name("duanlian-admin".into())
+        .spawn(move || rt.block_on(admin_loop(listener, admin, opts)))?;
+    tracing::info!(%addr, "admin listener ready");
+    Ok(addr)
 }
 
 async fn shutdown_signal() {

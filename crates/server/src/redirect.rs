@@ -1,7 +1,7 @@
 //! The redirect answer, as a pure function of request and index.
 use bytes::Bytes;
 use duanlian_index::Index;
-use duanlian_link::{host_key, now_secs, Code, HostBuf, State};
+use duanlian_link::{host_key, merge_query, now_secs, Code, HostBuf, State};
 use http_body_util::Full;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, HOST, LOCATION};
 use hyper::{Method, Request, Response, StatusCode};
@@ -54,7 +54,14 @@ pub fn respond<B>(index: &Index, req: &Request<B>) -> Response<Body> {
                 State::Expired => return text(StatusCode::GONE, "this link has expired\n"),
             }
         }
-        let Ok(location) = HeaderValue::from_bytes(link.url) else {
+        let location = match req.uri().query() {
+            // Only a request with a query string pays for building a new URL.
+            Some(q) if link.forward_query && !q.is_empty() => {
+                HeaderValue::from_maybe_shared(Bytes::from(merge_query(link.url, q.as_bytes())))
+            }
+            _ => HeaderValue::from_bytes(link.url),
+        };
+        let Ok(location) = location else {
             // Unreachable for links that passed the link model; refuse rather than emit it.
             return text(StatusCode::INTERNAL_SERVER_ERROR, "invalid stored target\n");
         };
@@ -146,9 +153,8 @@ mod tests {
             302
         );
         assert_eq!(get(&ix, "HEAD", Some("go.example.cn"), "/ok").status(), 302);
-        assert_eq!(
-            get(&ix, "GET", Some("go.example.cn"), "/ok?utm=1").status(),
-            302
-        );
+        let q = get(&ix, "GET", Some("go.example.cn"), "/ok?utm=1");
+        assert_eq!(q.status(), 302);
+        assert_eq!(q.headers()[LOCATION], "https://t.example/ok?utm=1");
     }
 }

@@ -1,0 +1,285 @@
+//! Request bodies to store operations, naming every invalid field.
+use super::problem::{field, FieldError};
+use duanlian_link::{parse_url, url_host, Code, Domain, Redirect, Validity};
+use duanlian_store::{NewLink, Patch};
+use serde_json::{Map, Value};
+
+/// What the API needs to know to judge a link's fields.
+pub(crate) struct Rules<'a> {
+    pub(crate) domains: &'a [Domain],
+    pub(crate) default_code_length: usize,
+}
+
+const CREATE_FIELDS: &str =
+    "url, domain, code, code_length, redirect, expires_at, valid_since, forward_query";
+const PATCH_FIELDS: &str = "url, redirect, expires_at, valid_since, forward_query";
+pub(crate) const MIN_CODE_LENGTH: usize = 4;
+pub(crate) const MAX_CODE_LENGTH: usize = 32;
+
+/// Collects field errors, prefixed (`links[3].url`) inside a batch.
+struct Errors<'p> {
+    prefix: &'p str,
+    list: Vec<FieldError>,
+}
+
+impl Errors<'_> {
+    fn add(&mut self, name: &str, reason: impl std::fmt::Display) {
+        self.list
+            .push(field(format!("{}{name}", self.prefix), reason));
+    }
+}
+
+fn string<'v>(v: &'v Value, name: &str, errs: &mut Errors<'_>) -> Option<&'v str> {
+    match v {
+        Value::String(s) => Some(s),
+        _ => {
+            errs.add(name, "must be a string");
+            None
+        }
+    }
+}
+
+fn seconds(v: &Value, name: &str, errs: &mut Errors<'_>) -> Option<Option<i64>> {
+    match v {
+        Value::Null => Some(None),
+        Value::Number(n) => match n.as_i64() {
+            Some(s) => Some(Some(s)),
+            None => {
+                errs.add(name, "must be a whole number of UTC seconds");
+                None
+            }
+        },
+        _ => {
+            errs.add(name, "must be a whole number of UTC seconds, or null");
+            None
+        }
+    }
+}
+
+fn redirect(v: &Value, errs: &mut Errors<'_>) -> Option<Redirect> {
+    let parsed = v
+        .as_u64()
+        .and_then(|n| u16::try_from(n).ok())
+        .map(Redirect::from_status);
+    match parsed {
+        Some(Ok(r)) => Some(r),
+        _ => {
+            errs.add("redirect", "must be one of 301, 302, 307, 308");
+            None
+        }
+    }
+}
+
+fn boolean(v: &Value, name: &str, errs: &mut Errors<'_>) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        _ => {
+            errs.add(name, "must be true or false");
+            None
+        }
+    }
+}
+
+fn target(v: &Value, rules: &Rules<'_>, errs: &mut Errors<'_>) -> Option<Box<str>> {
+    let raw = string(v, "url", errs)?;
+    match parse_url(raw) {
+        Ok(url) => {
+            let host = url_host(&url);
+            if rules
+                .domains
+                .iter()
+                .any(|d| Some(d.as_str()) == host.as_deref())
+            {
+                errs.add(
+                    "url",
+                    "points at a link domain of this service (a redirect loop)",
+                );
+                return None;
+            }
+            Some(url)
+        }
+        Err(e) => {
+            errs.add("url", e);
+            None
+        }
+    }
+}
+
+/// Parses one link of a create request (`prefix` names its place in a batch).
+fn new_link(obj: &Map<String, Value>, rules: &Rules<'_>, errs: &mut Errors<'_>) -> Option<NewLink> {
+    let before = errs.list.len();
+    let (mut url, mut domain, mut code) = (None, None, None);
+    let mut code_length = rules.default_code_length;
+    let mut red = Redirect::default();
+    let (mut since, mut expires) = (None, None);
+    let mut forward_query = true;
+    for (k, v) in obj {
+        match k.as_str() {
+            "url" => url = target(v, rules, errs),
+            "domain" => {
+                if v.is_null() {
+                    continue;
+                }
+                if let Some(s) = string(v, "domain", errs) {
+                    match Domain::parse(s) {
+                        Ok(d) if rules.domains.contains(&d) => domain = Some(d),
+                        Ok(d) => errs.add(
+                            "domain",
+                            format!("{d} is not a link domain of this service (see GET /api/v1/domains)"),
+                        ),
+                        Err(e) => errs.add("domain", e),
+                    }
+                }
+            }
+            "code" => {
+                if v.is_null() {
+                    continue;
+                }
+                if let Some(s) = string(v, "code", errs) {
+                    match Code::parse(s) {
+                        Ok(c) => code = Some(c),
+                        Err(e) => errs.add("code", e),
+                    }
+                }
+            }
+            "code_length" => match v.as_u64() {
+                Some(n) if (MIN_CODE_LENGTH as u64..=MAX_CODE_LENGTH as u64).contains(&n) => {
+                    code_length = n as usize
+                }
+                _ => errs.add(
+                    "code_length",
+                    format!("must be a whole number from {MIN_CODE_LENGTH} to {MAX_CODE_LENGTH}"),
+                ),
+            },
+            "redirect" => red = redirect(v, errs).unwrap_or_default(),
+            "expires_at" => expires = seconds(v, k, errs).flatten(),
+            "valid_since" => since = seconds(v, k, errs).flatten(),
+            "forward_query" => forward_query = boolean(v, k, errs).unwrap_or(true),
+            other => errs.add(other, format!("unknown field (known: {CREATE_FIELDS})")),
+        }
+    }
+    if !obj.contains_key("url") {
+        errs.add("url", "is required");
+    }
+    let domain = match domain {
+        Some(d) => Some(d),
+        None if obj.get("domain").is_some_and(|v| !v.is_null()) => None,
+        None => match rules.domains.first() {
+            Some(d) => Some(d.clone()),
+            None => {
+                errs.add("domain", "no link domains are configured on this node");
+                None
+            }
+        },
+    };
+    let validity = match Validity::new(since, expires) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errs.add(e.field(), e);
+            None
+        }
+    };
+    if errs.list.len() > before {
+        return None;
+    }
+    Some(NewLink {
+        domain: domain?,
+        code,
+        code_length,
+        url: url?,
+        redirect: red,
+        validity: validity?,
+        forward_query,
+    })
+}
+
+fn object<'v>(v: &'v Value, what: &str) -> Result<&'v Map<String, Value>, Vec<FieldError>> {
+    v.as_object()
+        .ok_or_else(|| vec![field(what, "must be a JSON object")])
+}
+
+/// `POST /api/v1/links`.
+pub(crate) fn create(body: &Value, rules: &Rules<'_>) -> Result<NewLink, Vec<FieldError>> {
+    let obj = object(body, "body")?;
+    let mut errs = Errors {
+        prefix: "",
+        list: Vec::new(),
+    };
+    match new_link(obj, rules, &mut errs) {
+        Some(l) if errs.list.is_empty() => Ok(l),
+        _ => Err(errs.list),
+    }
+}
+
+/// The most links one batch request may create.
+pub(crate) const MAX_BATCH: usize = 10_000;
+
+/// `POST /api/v1/links/batch`: `{"links": [ ... ]}`.
+pub(crate) fn batch(body: &Value, rules: &Rules<'_>) -> Result<Vec<NewLink>, Vec<FieldError>> {
+    let obj = object(body, "body")?;
+    if let Some(k) = obj.keys().find(|k| *k != "links") {
+        return Err(vec![field(k.as_str(), "unknown field (known: links)")]);
+    }
+    let Some(list) = obj.get("links").and_then(Value::as_array) else {
+        return Err(vec![field("links", "is required, as an array of links")]);
+    };
+    if list.is_empty() || list.len() > MAX_BATCH {
+        return Err(vec![field(
+            "links",
+            format!("must hold 1 to {MAX_BATCH} links, not {}", list.len()),
+        )]);
+    }
+    let mut out = Vec::with_capacity(list.len());
+    let mut all = Vec::new();
+    for (i, item) in list.iter().enumerate() {
+        let prefix = format!("links[{i}].");
+        let mut errs = Errors {
+            prefix: &prefix,
+            list: Vec::new(),
+        };
+        match item.as_object() {
+            Some(obj) => {
+                if let Some(l) = new_link(obj, rules, &mut errs) {
+                    out.push(l);
+                }
+            }
+            None => errs.add("", "must be a JSON object"),
+        }
+        all.extend(errs.list);
+        // A batch with thousands of bad rows needs no thousands of messages.
+        if all.len() >= 100 {
+            break;
+        }
+    }
+    if all.is_empty() {
+        Ok(out)
+    } else {
+        Err(all)
+    }
+}
+
+/// `PATCH /api/v1/links/{domain}/{code}`.
+pub(crate) fn patch(body: &Value, rules: &Rules<'_>) -> Result<Patch, Vec<FieldError>> {
+    let obj = object(body, "body")?;
+    let mut errs = Errors {
+        prefix: "",
+        list: Vec::new(),
+    };
+    let mut p = Patch::default();
+    for (k, v) in obj {
+        match k.as_str() {
+            "url" => p.url = target(v, rules, &mut errs),
+            "redirect" => p.redirect = redirect(v, &mut errs),
+            "expires_at" => p.expires_at = seconds(v, k, &mut errs),
+            "valid_since" => p.valid_since = seconds(v, k, &mut errs),
+            "forward_query" => p.forward_query = boolean(v, k, &mut errs),
+            "domain" | "code" => errs.add(k, "cannot be changed; create a new link instead"),
+            other => errs.add(other, format!("unknown field (known: {PATCH_FIELDS})")),
+        }
+    }
+    if errs.list.is_empty() {
+        Ok(p)
+    } else {
+        Err(errs.list)
+    }
+}

@@ -1,0 +1,525 @@
+//! The admin API: JSON over HTTP/1.1 on its own listener, behind API keys.
+mod input;
+mod problem;
+
+use crate::Body;
+use bytes::Bytes;
+use duanlian_index::Index;
+use duanlian_link::{format_rfc3339, Code, Domain, Link};
+use duanlian_store::{Op, Outcome, Store, StoreError};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{
+    HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE,
+};
+use hyper::{Method, Request, Response, StatusCode};
+use input::Rules;
+use problem::{field, Problem};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// Admin API settings.
+#[derive(Debug, Clone)]
+pub struct AdminOptions {
+    /// The link domains links may be created on; the first is the default.
+    pub domains: Vec<Domain>,
+    /// Accepted API keys (`Authorization: Bearer KEY` or `X-Api-Key: KEY`). With none, every
+    /// request is refused.
+    pub api_keys: Vec<String>,
+    /// Largest request body accepted, in bytes. Default is 8 MiB (a full batch of 10,000 links).
+    pub max_body_bytes: usize,
+    /// Length of generated codes when a request does not say. Default is 7.
+    pub code_length: usize,
+    /// Scheme of the `short_url` in answers. Default is `https`.
+    pub short_url_scheme: String,
+}
+
+impl Default for AdminOptions {
+    fn default() -> Self {
+        AdminOptions {
+            domains: Vec::new(),
+            api_keys: Vec::new(),
+            max_body_bytes: 8 << 20,
+            code_length: 7,
+            short_url_scheme: "https".into(),
+        }
+    }
+}
+
+/// The admin API's state: the index it reads and, unless the node is read-only, the store it
+/// writes through.
+#[derive(Debug)]
+pub struct Admin {
+    opts: AdminOptions,
+    index: Arc<Index>,
+    store: Option<Arc<Store>>,
+}
+
+type Answer = Result<Response<Body>, Problem>;
+
+impl Admin {
+    /// A writable admin API over `store`.
+    pub fn new(opts: AdminOptions, store: Arc<Store>) -> Admin {
+        Admin {
+            opts,
+            index: store.index().clone(),
+            store: Some(store),
+        }
+    }
+
+    /// A read-only admin API (a node serving a bulk snapshot without a data directory).
+    pub fn read_only(opts: AdminOptions, index: Arc<Index>) -> Admin {
+        Admin {
+            opts,
+            index,
+            store: None,
+        }
+    }
+
+    /// Answers one admin request. Every failure is a problem+json answer, never a panic.
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        match self.route(req).await {
+            Ok(r) => r,
+            Err(p) => p.response(),
+        }
+    }
+
+    fn authorised(&self, req: &Request<Incoming>) -> bool {
+        let given = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .or_else(|| req.headers().get("x-api-key").map(|v| v.as_bytes()));
+        let Some(given) = given else { return false };
+        // Every key is compared in full, so timing tells nothing about which key or how much
+        // of it matched.
+        self.opts.api_keys.iter().fold(false, |ok, key| {
+            ok | constant_time_eq(key.as_bytes(), given)
+        })
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Answer {
+        let path = req.uri().path().to_owned();
+        let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+        let Some(rest) = segments.strip_prefix(&["api", "v1"]) else {
+            return Err(Problem::not_found(format!("no such endpoint: {path}")));
+        };
+        if !self.authorised(&req) {
+            return Err(Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Unauthorized",
+                "send an API key as 'Authorization: Bearer KEY' or 'X-Api-Key: KEY'",
+            ));
+        }
+        let method = req.method().clone();
+        match (rest, &method) {
+            (["domains"], &Method::GET) => Ok(self.domains()),
+            (["links"], &Method::GET) => self.list(req.uri().query().unwrap_or("")),
+            (["links"], &Method::POST) => self.create(req).await,
+            (["links", "batch"], &Method::POST) => self.batch(req).await,
+            (["links", domain, code], &Method::GET) => self.get(domain, code),
+            (["links", domain, code], &Method::PATCH) => self.patch(domain, code, req).await,
+            (["links", domain, code], &Method::DELETE) => self.delete(domain, code).await,
+            (["admin", "compact"], &Method::POST) => self.compact().await,
+            (
+                ["domains"]
+                | ["links"]
+                | ["links", "batch"]
+                | ["links", _, _]
+                | ["admin", "compact"],
+                _,
+            ) => Err(Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+                format!("{method} is not allowed on {path}"),
+            )),
+            _ => Err(Problem::not_found(format!("no such endpoint: {path}"))),
+        }
+    }
+
+    fn rules(&self) -> Rules<'_> {
+        Rules {
+            domains: &self.opts.domains,
+            default_code_length: self.opts.code_length,
+        }
+    }
+
+    fn store(&self) -> Result<&Store, Problem> {
+        self.store.as_deref().ok_or_else(|| {
+            Problem::new(
+                StatusCode::FORBIDDEN,
+                "read-only",
+                "Read-only node",
+                "this node serves a snapshot without a data directory; start it with --data-dir to accept writes",
+            )
+        })
+    }
+
+    fn link_json(&self, l: &Link) -> Value {
+        let now = duanlian_link::now_secs();
+        json!({
+            "domain": l.domain.as_str(),
+            "code": l.code.as_str(),
+            "short_url": format!("{}://{}/{}", self.opts.short_url_scheme, l.domain, l.code),
+            "url": &*l.url,
+            "redirect": l.redirect.status(),
+            "forward_query": l.forward_query,
+            "valid_since": l.validity.valid_since,
+            "expires_at": l.validity.expires_at,
+            "state": match l.validity.state_at(now) {
+                duanlian_link::State::Active => "active",
+                duanlian_link::State::Pending => "pending",
+                duanlian_link::State::Expired => "expired",
+            },
+            "created_at": l.created_at,
+            "created": format_rfc3339(l.created_at),
+        })
+    }
+
+    fn domains(&self) -> Response<Body> {
+        let list: Vec<Value> = self
+            .opts
+            .domains
+            .iter()
+            .enumerate()
+            .map(|(i, d)| json!({"domain": d.as_str(), "default": i == 0}))
+            .collect();
+        json_response(StatusCode::OK, &json!({ "domains": list }))
+    }
+
+    fn list(&self, query: &str) -> Answer {
+        let mut domain = None;
+        let mut limit = 100usize;
+        let mut cursor = None;
+        let mut errors = Vec::new();
+        for (k, v) in parse_query(query) {
+            match k.as_str() {
+                "domain" => match Domain::parse(&v) {
+                    Ok(d) => domain = Some(d),
+                    Err(e) => errors.push(field("domain", e)),
+                },
+                "limit" => match v.parse::<usize>() {
+                    Ok(n) if (1..=1000).contains(&n) => limit = n,
+                    _ => errors.push(field("limit", "must be a whole number from 1 to 1000")),
+                },
+                "cursor" => match v.split_once('/') {
+                    Some((d, c)) if !d.is_empty() && !c.is_empty() => {
+                        cursor = Some((d.to_owned(), c.to_owned()))
+                    }
+                    _ => errors.push(field("cursor", "is not a cursor from an earlier page")),
+                },
+                other => errors.push(field(
+                    other,
+                    "unknown parameter (known: domain, limit, cursor)",
+                )),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(Problem::invalid(errors));
+        }
+        let after = cursor.as_ref().map(|(d, c)| (d.as_str(), c.as_str()));
+        let mut links = self
+            .index
+            .list(domain.as_ref().map(|d| d.as_str()), after, limit + 1);
+        let next = if links.len() > limit {
+            links.truncate(limit);
+            links.last().map(|l| format!("{}/{}", l.domain, l.code))
+        } else {
+            None
+        };
+        let items: Vec<Value> = links.iter().map(|l| self.link_json(l)).collect();
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "links": items, "next_cursor": next }),
+        ))
+    }
+
+    fn key(domain: &str, code: &str) -> Result<(Domain, Code), Problem> {
+        let unknown = || Problem::not_found(format!("no link {domain}/{code}"));
+        Ok((
+            Domain::parse(domain).map_err(|_| unknown())?,
+            Code::parse(code).map_err(|_| unknown())?,
+        ))
+    }
+
+    fn get(&self, domain: &str, code: &str) -> Answer {
+        let (d, c) = Self::key(domain, code)?;
+        match self.index.get(d.as_str(), c.as_str()) {
+            Some(link) => Ok(json_response(StatusCode::OK, &self.link_json(&link))),
+            None => Err(Problem::not_found(format!("no link {d}/{c}"))),
+        }
+    }
+
+    async fn create(&self, req: Request<Incoming>) -> Answer {
+        let store = self.store()?;
+        let body = self.json_body(req).await?;
+        let new = input::create(&body, &self.rules()).map_err(Problem::invalid)?;
+        match store
+            .submit(Op::Create(vec![new]))
+            .await
+            .map_err(store_problem)?
+        {
+            Outcome::Created(links) => {
+                let link = links.first().ok_or_else(|| internal("no link created"))?;
+                let mut r = json_response(StatusCode::CREATED, &self.link_json(link));
+                if let Ok(loc) =
+                    HeaderValue::from_str(&format!("/api/v1/links/{}/{}", link.domain, link.code))
+                {
+                    r.headers_mut().insert(LOCATION, loc);
+                }
+                Ok(r)
+            }
+            _ => Err(internal("unexpected outcome")),
+        }
+    }
+
+    async fn batch(&self, req: Request<Incoming>) -> Answer {
+        let store = self.store()?;
+        let body = self.json_body(req).await?;
+        let new = input::batch(&body, &self.rules()).map_err(Problem::invalid)?;
+        match store.submit(Op::Create(new)).await.map_err(store_problem)? {
+            Outcome::Created(links) => {
+                let items: Vec<Value> = links.iter().map(|l| self.link_json(l)).collect();
+                Ok(json_response(
+                    StatusCode::CREATED,
+                    &json!({ "links": items }),
+                ))
+            }
+            _ => Err(internal("unexpected outcome")),
+        }
+    }
+
+    async fn patch(&self, domain: &str, code: &str, req: Request<Incoming>) -> Answer {
+        let store = self.store()?;
+        let (domain, code) = Self::key(domain, code)?;
+        let body = self.json_body(req).await?;
+        let patch = input::patch(&body, &self.rules()).map_err(Problem::invalid)?;
+        match store
+            .submit(Op::Update {
+                domain,
+                code,
+                patch,
+            })
+            .await
+            .map_err(store_problem)?
+        {
+            Outcome::Updated(link) => Ok(json_response(StatusCode::OK, &self.link_json(&link))),
+            _ => Err(internal("unexpected outcome")),
+        }
+    }
+
+    async fn delete(&self, domain: &str, code: &str) -> Answer {
+        let store = self.store()?;
+        let (domain, code) = Self::key(domain, code)?;
+        store
+            .submit(Op::Delete { domain, code })
+            .await
+            .map_err(store_problem)?;
+        let mut r = Response::new(Body::default());
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        Ok(r)
+    }
+
+    async fn compact(&self) -> Answer {
+        let store = self.store()?;
+        let report = store.compact().await.map_err(store_problem)?;
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "sequence": report.sequence,
+                "links": report.links,
+                "segments_removed": report.segments_removed,
+                "elapsed_ms": report.elapsed.as_millis() as u64,
+            }),
+        ))
+    }
+
+    async fn json_body(&self, req: Request<Incoming>) -> Result<Value, Problem> {
+        let limit = self.opts.max_body_bytes;
+        let too_large = || {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "Request body too large",
+                format!("the body limit is {limit} bytes"),
+            )
+        };
+        if let Some(ct) = req.headers().get(CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+            if !ct.starts_with("application/json") && !ct.ends_with("+json") {
+                return Err(Problem::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported-media-type",
+                    "Unsupported media type",
+                    format!("send the body as JSON with Content-Type: application/json (got {ct})"),
+                ));
+            }
+        }
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+        let bytes: Bytes = Limited::new(req.into_body(), limit)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    too_large()
+                } else {
+                    Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad-body",
+                        "Unreadable body",
+                        e.to_string(),
+                    )
+                }
+            })?
+            .to_bytes();
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                "Malformed JSON",
+                format!("the body is not valid JSON: {e}"),
+            )
+        })
+    }
+}
+
+fn store_problem(e: StoreError) -> Problem {
+    match &e {
+        StoreError::Conflict { .. } => Problem::new(
+            StatusCode::CONFLICT,
+            "code-taken",
+            "Code taken",
+            e.to_string(),
+        ),
+        StoreError::NotFound { .. } => Problem::not_found(e.to_string()),
+        StoreError::Invalid(le) => Problem::invalid(vec![field(le.field(), le)]),
+        StoreError::CodeSpaceExhausted(_) => Problem::new(
+            StatusCode::CONFLICT,
+            "code-space-exhausted",
+            "No free code",
+            e.to_string(),
+        ),
+        StoreError::Unavailable(_) | StoreError::Closed => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Writes unavailable",
+            e.to_string(),
+        ),
+        _ => internal(&e.to_string()),
+    }
+}
+
+fn internal(why: &str) -> Problem {
+    tracing::error!(error = why, "admin API internal error");
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "Internal error",
+        why.to_owned(),
+    )
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+    let mut r = Response::new(Body::new(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// `a=1&b=x%2Fy` into decoded pairs (`+` is a space, as in forms).
+fn parse_query(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let escaped = match b.get(i..i + 3) {
+            Some([b'%', h, l]) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
+                Some(hex_value(*h) << 4 | hex_value(*l))
+            }
+            _ => None,
+        };
+        match (escaped, b[i]) {
+            (Some(v), _) => {
+                out.push(v);
+                i += 3;
+            }
+            (None, b'+') => {
+                out.push(b' ');
+                i += 1;
+            }
+            (None, c) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_value(h: u8) -> u8 {
+    char::from(h).to_digit(16).unwrap_or(0) as u8
+}
+
+/// Adds `WWW-Authenticate` to 401 answers, as RFC 9110 asks.
+pub(crate) fn finish(mut r: Response<Body>) -> Response<Body> {
+    if r.status() == StatusCode::UNAUTHORIZED {
+        r.headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding() {
+        assert_eq!(
+            parse_query("domain=go.example.cn&cursor=a.cn%2Fx&limit=5&q=a+b&bad=%zz&end=%4"),
+            vec![
+                ("domain".into(), "go.example.cn".into()),
+                ("cursor".into(), "a.cn/x".into()),
+                ("limit".into(), "5".into()),
+                ("q".into(), "a b".into()),
+                ("bad".into(), "%zz".into()),
+                ("end".into(), "%4".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn key_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,92 @@
+//! RFC 9457 problem details: every admin API error is `application/problem+json`.
+use crate::Body;
+use bytes::Bytes;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
+use serde_json::{json, Value};
+
+/// One invalid input field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FieldError {
+    pub(crate) name: String,
+    pub(crate) reason: String,
+}
+
+pub(crate) fn field(name: impl Into<String>, reason: impl std::fmt::Display) -> FieldError {
+    FieldError {
+        name: name.into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// A problem to answer with.
+#[derive(Debug)]
+pub(crate) struct Problem {
+    status: StatusCode,
+    slug: &'static str,
+    title: &'static str,
+    detail: String,
+    fields: Vec<FieldError>,
+}
+
+impl Problem {
+    pub(crate) fn new(
+        status: StatusCode,
+        slug: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Problem {
+        Problem {
+            status,
+            slug,
+            title,
+            detail: detail.into(),
+            fields: Vec::new(),
+        }
+    }
+
+    pub(crate) fn invalid(fields: Vec<FieldError>) -> Problem {
+        let detail = fields
+            .iter()
+            .map(|f| format!("{}: {}", f.name, f.reason))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Problem {
+            fields,
+            ..Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-fields",
+                "Invalid fields",
+                detail,
+            )
+        }
+    }
+
+    pub(crate) fn not_found(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+    }
+
+    pub(crate) fn response(self) -> Response<Body> {
+        let mut body = json!({
+            "type": format!("/problems/{}", self.slug),
+            "title": self.title,
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        if !self.fields.is_empty() {
+            body["invalid_fields"] = Value::Array(
+                self.fields
+                    .iter()
+                    .map(|f| json!({"name": f.name, "reason": f.reason}))
+                    .collect(),
+            );
+        }
+        let mut r = Response::new(Body::new(Bytes::from(body.to_string())));
+        *r.status_mut() = self.status;
+        r.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        r
+    }
+}
