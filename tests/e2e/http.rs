@@ -202,7 +202,10 @@ fn header_read_timeout_disconnects_a_slow_client() {
 
 #[test]
 fn serve_without_arguments_uses_the_sample_links() {
-    let srv = Server::start(&[]);
+    // It makes ./duanlian-data: run it somewhere disposable.
+    let cwd = TempDir::new();
+    let srv = Server::start_in(Some(&cwd.0), &[]);
+    assert!(cwd.0.join("duanlian-data/snapshot.snap").exists());
     let r = srv.request("GET", "go.example.cn", "/duanlian");
     assert_eq!(r.status, 302);
     assert!(r

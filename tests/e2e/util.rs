@@ -75,18 +75,60 @@ pub(crate) fn build_snapshot(dir: &TempDir, csv: &str) -> PathBuf {
     output
 }
 
-/// A running `duanlian serve` on a free port; killed on drop.
+/// A running `duanlian serve` on free ports; killed on drop.
 pub(crate) struct Server {
     child: Child,
     pub(crate) port: u16,
+    pub(crate) admin_port: u16,
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// The port in a log line's `addr=127.0.0.1:PORT`.
+fn logged_port(line: &str) -> Option<u16> {
+    let at = line.find("addr=127.0.0.1:")?;
+    let rest = &line[at + "addr=127.0.0.1:".len()..];
+    rest.chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .ok()
 }
 
 impl Server {
-    /// Starts `duanlian serve --listen 127.0.0.1:0 ARGS...` and waits for its listener.
+    /// Starts `duanlian serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 ARGS...` and waits
+    /// until both listeners are up.
     pub(crate) fn start(args: &[&str]) -> Server {
-        let mut child = bin()
+        Server::start_in(None, args)
+    }
+
+    /// The same, with the server's working directory set to `cwd`.
+    pub(crate) fn start_in(cwd: Option<&Path>, args: &[&str]) -> Server {
+        Server::launch(cwd, &[], args)
+    }
+
+    /// The same, with extra environment variables.
+    pub(crate) fn start_env(env: &[(&str, &str)], args: &[&str]) -> Server {
+        Server::launch(None, env, args)
+    }
+
+    /// Stops the server (SIGKILL) and waits for it.
+    pub(crate) fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn launch(cwd: Option<&Path>, env: &[(&str, &str)], args: &[&str]) -> Server {
+        let mut cmd = bin();
+        if let Some(cwd) = cwd {
+            cmd.current_dir(cwd);
+        }
+        cmd.env_remove("DUANLIAN_API_KEYS");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(args)
             .env("DUANLIAN_LOG", "info")
             .stdout(Stdio::null())
@@ -95,20 +137,81 @@ impl Server {
             .expect("spawn duanlian serve");
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = BufReader::new(stderr).lines();
-        let port = loop {
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (mut port, mut admin_port) = (None, None);
+        while port.is_none() || admin_port.is_none() {
             let line = match lines.next() {
                 Some(Ok(l)) => l,
-                _ => panic!("server exited before listening: {:?}", child.wait()),
+                _ => panic!(
+                    "server exited before listening: {:?}\n{}",
+                    child.wait(),
+                    logs.lock().map(|l| l.join("\n")).unwrap_or_default()
+                ),
             };
-            if let Some(at) = line.find("addr=127.0.0.1:") {
-                let rest = &line[at + "addr=127.0.0.1:".len()..];
-                let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
-                break digits.parse().expect("port");
+            if line.contains("admin listener ready") {
+                admin_port = logged_port(&line);
+            } else if line.contains("redirect listener ready") {
+                port = logged_port(&line);
             }
-        };
+            if let Ok(mut l) = logs.lock() {
+                l.push(line);
+            }
+        }
         // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, port }
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Ok(mut l) = sink.lock() {
+                    l.push(line);
+                }
+            }
+        });
+        Server {
+            child,
+            port: port.unwrap_or_default(),
+            admin_port: admin_port.unwrap_or_default(),
+            logs,
+        }
+    }
+
+    /// Everything the server logged so far.
+    pub(crate) fn logs(&self) -> String {
+        self.logs.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
+    /// Kills the server with SIGKILL and waits for it.
+    pub(crate) fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// An admin API call with the given key; returns status and body.
+    pub(crate) fn api(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&str>,
+    ) -> Response {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n");
+        if let Some(k) = key {
+            req.push_str(&format!("Authorization: Bearer {k}\r\n"));
+        }
+        if let Some(b) = body {
+            req.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+                b.len()
+            ));
+        } else {
+            req.push_str("\r\n");
+        }
+        let mut c = TcpStream::connect(("127.0.0.1", self.admin_port)).expect("connect admin");
+        c.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        c.write_all(req.as_bytes()).expect("write");
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out);
+        Response::parse(&String::from_utf8_lossy(&out))
     }
 
     pub(crate) fn connect(&self) -> TcpStream {
