@@ -286,3 +286,75 @@ impl Response {
             .map(|(_, v)| v.as_str())
     }
 }
+
+/// One keep-alive connection that sends requests and reads exactly one response each.
+pub(crate) struct KeepAlive {
+    stream: BufReader<TcpStream>,
+}
+
+impl KeepAlive {
+    pub(crate) fn connect(port: u16) -> std::io::Result<KeepAlive> {
+        let s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.set_nodelay(true)?;
+        Ok(KeepAlive {
+            stream: BufReader::new(s),
+        })
+    }
+
+    /// Sends raw request bytes and reads one response (head and Content-Length body).
+    pub(crate) fn exchange(&mut self, request: &[u8]) -> std::io::Result<Response> {
+        self.stream.get_mut().write_all(request)?;
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            if self.stream.read_line(&mut line)? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "closed",
+                ));
+            }
+            let end = line == "\r\n";
+            head.push_str(&line);
+            if end {
+                break;
+            }
+        }
+        let mut r = Response::parse(&head);
+        let len: usize = r
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        self.stream.read_exact(&mut body)?;
+        r.body = String::from_utf8_lossy(&body).into_owned();
+        Ok(r)
+    }
+
+    pub(crate) fn get(&mut self, host: &str, path: &str) -> std::io::Result<Response> {
+        self.exchange(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+    }
+
+    pub(crate) fn post_json(
+        &mut self,
+        path: &str,
+        key: &str,
+        body: &str,
+    ) -> std::io::Result<Response> {
+        self.exchange(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+    }
+}
+
+/// A small random source for tests that need unpredictability (kill moments), seeded by std.
+pub(crate) fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}

@@ -1,0 +1,318 @@
+//! Durability through the real binary: kill -9 under concurrent writes, damaged journals,
+//! compaction under redirect load.
+use crate::util::{random_u64, s, KeepAlive, Server, TempDir};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "durability-key";
+
+fn start(data: &std::path::Path) -> Server {
+    Server::start(&[
+        "--data-dir",
+        s(data),
+        "--domain",
+        "go.example.cn",
+        "--api-key",
+        KEY,
+        "--threads",
+        "1",
+    ])
+}
+
+/// `DUANLIAN_CRASH_CYCLES=300 cargo test --release --test e2e crash` runs the long version.
+fn crash_cycles() -> usize {
+    std::env::var("DUANLIAN_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
+/// Every acknowledged create resolves after kill -9, and nothing resolves to a URL that was
+/// never asked for under its code.
+#[test]
+fn crash_safety_under_concurrent_creates() {
+    let dir = TempDir::new();
+    let data = dir.path("data");
+    // url -> Some(code) when a custom code was requested; every URL ever sent is here.
+    let sent: Arc<Mutex<HashMap<String, Option<String>>>> = Arc::default();
+    // code -> url for every 201.
+    let acked: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+    let cycles = crash_cycles();
+    let mut total_acked = 0;
+    for cycle in 0..cycles {
+        let srv = start(&data);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut clients = Vec::new();
+        for t in 0..8 {
+            let (sent, acked, stop, port) =
+                (sent.clone(), acked.clone(), stop.clone(), srv.admin_port);
+            clients.push(std::thread::spawn(move || {
+                let Ok(mut conn) = KeepAlive::connect(port) else {
+                    return;
+                };
+                for i in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let url = format!("https://crash.example/{cycle}/{t}/{i}");
+                    // Half the creates choose their code, half let the server generate one.
+                    let code = (i % 2 == 0).then(|| format!("c{cycle}t{t}n{i}"));
+                    sent.lock().expect("lock").insert(url.clone(), code.clone());
+                    let body = match &code {
+                        Some(c) => json!({"url": url, "code": c}),
+                        None => json!({"url": url}),
+                    };
+                    match conn.post_json("/api/v1/links", KEY, &body.to_string()) {
+                        Ok(r) if r.status == 201 => {
+                            let v: Value = serde_json::from_str(&r.body).expect("json");
+                            let code = v["code"].as_str().expect("code").to_owned();
+                            acked.lock().expect("lock").insert(code, url);
+                        }
+                        Ok(r) => panic!("unexpected answer {}: {}", r.status, r.body),
+                        Err(_) => return, // the server died under us
+                    }
+                }
+            }));
+        }
+        // Kill at a random moment while writes are in flight.
+        std::thread::sleep(Duration::from_millis(50 + random_u64() % 250));
+        srv.kill9();
+        stop.store(true, Ordering::Relaxed);
+        for c in clients {
+            c.join().expect("client");
+        }
+
+        let srv = start(&data);
+        let acked_now = acked.lock().expect("lock").clone();
+        assert!(
+            acked_now.len() > total_acked,
+            "cycle {cycle} acknowledged nothing"
+        );
+        total_acked = acked_now.len();
+        let mut conn = KeepAlive::connect(srv.port).expect("connect");
+        for (code, url) in &acked_now {
+            let r = conn
+                .get("go.example.cn", &format!("/{code}"))
+                .expect("redirect");
+            assert_eq!(r.status, 302, "cycle {cycle}: acknowledged {code} lost");
+            assert_eq!(
+                r.header("location"),
+                Some(url.as_str()),
+                "cycle {cycle}: {code}"
+            );
+        }
+        // Everything stored was asked for, under the code it was asked with.
+        let sent_now = sent.lock().expect("lock").clone();
+        let mut cursor: Option<String> = None;
+        let mut stored = 0;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/api/v1/links?limit=1000&cursor={c}"),
+                None => "/api/v1/links?limit=1000".into(),
+            };
+            let page: Value =
+                serde_json::from_str(&srv.api("GET", &path, Some(KEY), None).body).expect("json");
+            for l in page["links"].as_array().expect("links") {
+                let (code, url) = (
+                    l["code"].as_str().expect("code"),
+                    l["url"].as_str().expect("url"),
+                );
+                match sent_now.get(url) {
+                    Some(Some(asked)) => {
+                        assert_eq!(asked, code, "{url} stored under the wrong code")
+                    }
+                    Some(None) => {}
+                    None => panic!("{code} -> {url} was never sent"),
+                }
+                stored += 1;
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+        assert!(stored >= total_acked);
+        srv.kill9();
+        eprintln!(
+            "crash cycle {cycle}: {total_acked} acknowledged creates all present, {stored} stored"
+        );
+    }
+}
+
+/// The journal's only segment and the byte ranges of its records.
+fn records(data: &std::path::Path) -> (std::path::PathBuf, Vec<u8>, Vec<(usize, usize)>) {
+    let journal = data.join("journal");
+    let mut segs: Vec<_> = std::fs::read_dir(&journal)
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .collect();
+    segs.sort();
+    let seg = segs.pop().expect("a segment");
+    let bytes = std::fs::read(&seg).expect("read");
+    let mut ranges = Vec::new();
+    let mut off = 8;
+    while off + 20 <= bytes.len() {
+        let len = u32::from_le_bytes([bytes[off], bytes[off + 1], bytes[off + 2], bytes[off + 3]])
+            as usize;
+        ranges.push((off, off + 20 + len));
+        off += 20 + len;
+    }
+    (seg, bytes, ranges)
+}
+
+#[test]
+fn torn_and_corrupt_journals_at_start() {
+    let dir = TempDir::new();
+    let data = dir.path("data");
+    let srv = start(&data);
+    for code in ["one", "two", "three"] {
+        let r = srv.api(
+            "POST",
+            "/api/v1/links",
+            Some(KEY),
+            Some(&json!({"url": format!("https://j.example/{code}"), "code": code}).to_string()),
+        );
+        assert_eq!(r.status, 201);
+    }
+    srv.kill9();
+    let (seg, whole, ranges) = records(&data);
+    assert_eq!(ranges.len(), 3);
+    let (last_start, last_end) = ranges[2];
+    assert_eq!(last_end, whole.len());
+
+    // A write cut anywhere inside the last record: start-up cuts it off and serves the rest.
+    for cut in last_start..last_end {
+        std::fs::write(&seg, &whole[..cut]).expect("write");
+        let srv = start(&data);
+        assert_eq!(
+            srv.request("GET", "go.example.cn", "/two").status,
+            302,
+            "cut at {cut}"
+        );
+        assert_eq!(
+            srv.request("GET", "go.example.cn", "/three").status,
+            404,
+            "cut at {cut}"
+        );
+        if cut > last_start {
+            assert!(
+                srv.logs().contains("torn"),
+                "cut at {cut}: no log line about the torn write"
+            );
+        }
+        srv.kill9();
+        assert_eq!(
+            std::fs::metadata(&seg).expect("stat").len() as usize,
+            last_start
+        );
+    }
+
+    // Damage before the last record: start-up refuses, naming file and offset, and changes nothing.
+    for at in 0..last_start {
+        let mut bad = whole.clone();
+        bad[at] ^= 0x41;
+        std::fs::write(&seg, &bad).expect("write");
+        let o = crate::util::run(&[
+            "serve",
+            "--data-dir",
+            s(&data),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--api-key",
+            KEY,
+        ]);
+        let err = crate::util::stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "flip at {at}: {err}");
+        assert!(
+            err.contains(&seg.file_name().expect("name").to_string_lossy().to_string()),
+            "flip at {at}: {err}"
+        );
+        assert!(err.contains("offset"), "flip at {at}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(
+            std::fs::read(&seg).expect("read"),
+            bad,
+            "a refused start must not modify the journal"
+        );
+    }
+}
+
+#[test]
+fn compaction_under_redirect_load_fails_nothing() {
+    let dir = TempDir::new();
+    let data = dir.path("data");
+    let srv = start(&data);
+    let links: Vec<Value> = (0..500)
+        .map(|i| json!({"url": format!("https://load.example/{i}"), "code": format!("L{i}")}))
+        .collect();
+    let r = srv.api(
+        "POST",
+        "/api/v1/links/batch",
+        Some(KEY),
+        Some(&json!({ "links": links }).to_string()),
+    );
+    assert_eq!(r.status, 201);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, bad) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut load = Vec::new();
+    for t in 0..2u64 {
+        let (stop, ok, bad, port) = (stop.clone(), ok.clone(), bad.clone(), srv.port);
+        load.push(std::thread::spawn(move || {
+            let mut conn = KeepAlive::connect(port).expect("connect");
+            let mut i = t * 7919;
+            while !stop.load(Ordering::Relaxed) {
+                i = (i + 1) % 500;
+                match conn.get("go.example.cn", &format!("/L{i}")) {
+                    Ok(r)
+                        if r.status == 302
+                            && r.header("location")
+                                == Some(format!("https://load.example/{i}").as_str()) =>
+                    {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        bad.fetch_add(1, Ordering::Relaxed);
+                        conn = KeepAlive::connect(port).expect("reconnect");
+                    }
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    for round in 0..10 {
+        // New writes between compactions, so each one has something to fold.
+        let r = srv.api(
+            "POST",
+            "/api/v1/links",
+            Some(KEY),
+            Some(&json!({"url": format!("https://load.example/extra{round}")}).to_string()),
+        );
+        assert_eq!(r.status, 201);
+        let c = srv.api("POST", "/api/v1/admin/compact", Some(KEY), None);
+        assert_eq!(c.status, 200, "{}", c.body);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        l.join().expect("load thread");
+    }
+    let (ok, bad) = (ok.load(Ordering::Relaxed), bad.load(Ordering::Relaxed));
+    eprintln!(
+        "{ok} redirects during 10 compactions in {:?}, {bad} failures",
+        started.elapsed()
+    );
+    assert_eq!(bad, 0);
+    assert!(ok > 1000, "the load generator barely ran: {ok}");
+    srv.kill9();
+    let journal_files = std::fs::read_dir(data.join("journal")).expect("ls").count();
+    assert!(
+        journal_files <= 2,
+        "compaction left {journal_files} segments"
+    );
+}
