@@ -106,7 +106,7 @@ impl Index {
                     .get(key.as_bytes())
                     .map(|r| r.value().link.clone());
                 match slot {
-                    Some(Some(link)) => return f(Some(link_ref(&link))),
+                    Some(Some(link)) => return f(Some(LinkRef::from(&*link))),
                     Some(None) => return f(None),
                     None => {}
                 }
@@ -254,18 +254,6 @@ impl Index {
             }
         }
         out
-    }
-}
-
-fn link_ref(link: &Link) -> LinkRef<'_> {
-    LinkRef {
-        domain: link.domain.as_str(),
-        code: link.code.as_str().as_bytes(),
-        url: link.url.as_bytes(),
-        redirect: link.redirect,
-        validity: link.validity,
-        created_at: link.created_at,
-        forward_query: link.forward_query,
     }
 }
 

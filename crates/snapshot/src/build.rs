@@ -116,15 +116,7 @@ impl Builder {
 
     /// Adds a link. Duplicates are found by [`Builder::finish`], which reports them all at once.
     pub fn push(&mut self, link: &Link) -> Result<(), BuildError> {
-        self.push_ref(&LinkRef {
-            domain: link.domain.as_str(),
-            code: link.code.as_str().as_bytes(),
-            url: link.url.as_bytes(),
-            redirect: link.redirect,
-            validity: link.validity,
-            created_at: link.created_at,
-            forward_query: link.forward_query,
-        })
+        self.push_ref(&LinkRef::from(link))
     }
 
     /// Adds a link read from another snapshot (compaction), without copying it into a [`Link`].

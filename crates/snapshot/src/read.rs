@@ -60,6 +60,20 @@ pub struct LinkRef<'a> {
     pub forward_query: bool,
 }
 
+impl<'a> From<&'a duanlian_link::Link> for LinkRef<'a> {
+    fn from(link: &'a duanlian_link::Link) -> LinkRef<'a> {
+        LinkRef {
+            domain: link.domain.as_str(),
+            code: link.code.as_str().as_bytes(),
+            url: link.url.as_bytes(),
+            redirect: link.redirect,
+            validity: link.validity,
+            created_at: link.created_at,
+            forward_query: link.forward_query,
+        }
+    }
+}
+
 impl LinkRef<'_> {
     /// An owned [`duanlian_link::Link`]; `None` if the bytes break the link model (never in a
     /// snapshot that passed [`Snapshot::verify`], nor for links that came from a `Link`).
