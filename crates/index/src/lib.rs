@@ -34,6 +34,9 @@
 #![forbid(unsafe_code)]
 
 mod key;
+mod wheel;
+
+pub use wheel::{TimerHandle, Wheel};
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
