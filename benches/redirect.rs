@@ -58,6 +58,7 @@ fn links(n: usize, seed: u64) -> Vec<Link> {
             validity: Validity::ALWAYS,
             created_at: 1_700_000_000,
             forward_query: true,
+            expired_url: None,
         });
     }
     out
@@ -151,6 +152,7 @@ fn lookups(c: &mut Criterion) {
 fn redirect(c: &mut Criterion) {
     let all = links(100_000, 1);
     let index = Arc::new(Index::new(Arc::new(snapshot(&all))));
+    let redirector = Arc::new(duanlian_server::Redirector::new(index));
     let keys = sample(&all, 1024);
     let requests: Vec<Bytes> = keys
         .iter()
@@ -173,7 +175,7 @@ fn redirect(c: &mut Criterion) {
         let mut i = 0;
         b.iter(|| {
             i += 1;
-            black_box(duanlian_server::respond(&index, &reqs[i % reqs.len()]))
+            black_box(duanlian_server::respond(&redirector, &reqs[i % reqs.len()]))
         })
     });
 
@@ -186,9 +188,9 @@ fn redirect(c: &mut Criterion) {
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let (mut client, server) = tokio::io::duplex(64 * 1024);
-                let index = index.clone();
+                let redirector = redirector.clone();
                 let conn = tokio::spawn(async move {
-                    duanlian_server::serve_connection(server, index, &Options::default()).await
+                    duanlian_server::serve_connection(server, redirector, &Options::default()).await
                 });
                 let mut buf = vec![0u8; 64 * 1024];
                 let start = std::time::Instant::now();

@@ -37,6 +37,10 @@ const COLUMNS: &[&str] = &[
     "expires_at",
     "valid_since",
     "created_at",
+    "forward_query",
+    "expires_in",
+    "max_visits",
+    "expired_url",
 ];
 
 /// A row's fields before validation. Empty optional CSV cells are `None`.
@@ -50,6 +54,9 @@ struct RawRow<'a> {
     valid_since: Option<i64>,
     created_at: Option<i64>,
     forward_query: Option<bool>,
+    expires_in: Option<i64>,
+    max_visits: Option<u64>,
+    expired_url: Option<&'a str>,
 }
 
 /// A bad field: `field: reason`.
@@ -98,6 +105,19 @@ impl Converter {
                 .ok_or_else(|| field_err("domain", "missing, and no --default-domain given"))?,
         };
         let link_err = |e: duanlian_link::LinkError| field_err(e.field(), e);
+        let expires_at = match (row.expires_at, row.expires_in) {
+            (Some(_), Some(_)) => {
+                return Err(field_err(
+                    "expires_in",
+                    "give expires_at or expires_in, not both",
+                ))
+            }
+            (at, within) => at.or(within.map(|d| self.now.saturating_add(d))),
+        };
+        let expired_url = row
+            .expired_url
+            .map(|u| parse_url(u).map_err(|e| field_err("expired_url", e)))
+            .transpose()?;
         Ok(Link {
             domain,
             code: Code::parse(code).map_err(link_err)?,
@@ -106,9 +126,12 @@ impl Converter {
                 Some(s) => Redirect::from_status(s).map_err(link_err)?,
                 None => Redirect::default(),
             },
-            validity: Validity::new(row.valid_since, row.expires_at).map_err(link_err)?,
+            validity: Validity::new(row.valid_since, expires_at)
+                .and_then(|v| v.with_max_visits(row.max_visits))
+                .map_err(link_err)?,
             created_at: row.created_at.unwrap_or(self.now),
             forward_query: row.forward_query.unwrap_or(true),
+            expired_url,
         })
     }
 }
@@ -191,7 +214,7 @@ fn read_csv(path: &Path, input: impl Read, on_row: &mut OnRow<'_>) -> Result<()>
         .byte_headers()
         .map_err(|e| anyhow!("{name}:1: header: {}", csv_reason(&e)))?
         .clone();
-    let mut col: [Option<usize>; 8] = [None; 8];
+    let mut col: [Option<usize>; 11] = [None; 11];
     for (i, h) in headers.iter().enumerate() {
         let h = String::from_utf8_lossy(h);
         let h = h.trim().trim_start_matches('\u{feff}');
@@ -227,7 +250,7 @@ fn read_csv(path: &Path, input: impl Read, on_row: &mut OnRow<'_>) -> Result<()>
 
 fn csv_row<'a>(
     rec: &'a csv::ByteRecord,
-    col: &[Option<usize>; 8],
+    col: &[Option<usize>; 11],
 ) -> Result<RawRow<'a>, FieldError> {
     let cell = |k: usize| -> Result<Option<&'a str>, FieldError> {
         let Some(bytes) = col[k].and_then(|i| rec.get(i)) else {
@@ -249,6 +272,22 @@ fn csv_row<'a>(
             })
             .transpose()
     };
+    // Instants: UTC seconds or RFC 3339.
+    let instant = |k: usize| -> Result<Option<i64>, FieldError> {
+        cell(k)?
+            .map(|s| {
+                s.parse::<i64>()
+                    .ok()
+                    .or_else(|| duanlian_link::parse_rfc3339(s))
+                    .ok_or_else(|| {
+                        field_err(
+                            COLUMNS[k],
+                            format!("{s:?} is neither UTC seconds nor an RFC 3339 time"),
+                        )
+                    })
+            })
+            .transpose()
+    };
     Ok(RawRow {
         url: cell(0)?,
         code: cell(1)?,
@@ -263,8 +302,8 @@ fn csv_row<'a>(
                 })
             })
             .transpose()?,
-        expires_at: int(4)?,
-        valid_since: int(5)?,
+        expires_at: instant(4)?,
+        valid_since: instant(5)?,
         created_at: int(6)?,
         forward_query: cell(7)?
             .map(|s| match s.to_ascii_lowercase().as_str() {
@@ -276,6 +315,25 @@ fn csv_row<'a>(
                 )),
             })
             .transpose()?,
+        expires_in: cell(8)?
+            .map(|s| {
+                duanlian_link::parse_duration(s)
+                    .filter(|d| *d > 0)
+                    .ok_or_else(|| {
+                        field_err(
+                            "expires_in",
+                            format!("{s:?} is not a period such as 7d, 30d, 1y, 90m"),
+                        )
+                    })
+            })
+            .transpose()?,
+        max_visits: cell(9)?
+            .map(|s| {
+                s.parse::<u64>()
+                    .map_err(|_| field_err("max_visits", format!("{s:?} is not a whole number")))
+            })
+            .transpose()?,
+        expired_url: cell(10)?,
     })
 }
 
@@ -324,6 +382,12 @@ fn json_row(obj: &serde_json::Map<String, serde_json::Value>) -> Result<RawRow<'
                 .ok_or_else(|| field_err(k, "must be a whole number of UTC seconds"))
                 .map(Some)
         };
+        let instant = || {
+            v.as_i64()
+                .or_else(|| v.as_str().and_then(duanlian_link::parse_rfc3339))
+                .ok_or_else(|| field_err(k, "must be UTC seconds or an RFC 3339 time"))
+                .map(Some)
+        };
         match k.as_str() {
             "url" => row.url = Some(text()?),
             "code" => row.code = Some(text()?),
@@ -337,8 +401,28 @@ fn json_row(obj: &serde_json::Map<String, serde_json::Value>) -> Result<RawRow<'
                 row.redirect =
                     Some(status.ok_or_else(|| field_err(k, "is not one of 301, 302, 307, 308"))?);
             }
-            "expires_at" => row.expires_at = int()?,
-            "valid_since" => row.valid_since = int()?,
+            "expires_at" => row.expires_at = instant()?,
+            "valid_since" => row.valid_since = instant()?,
+            "expires_in" => {
+                let d = match v {
+                    Value::Number(n) => n.as_i64(),
+                    Value::String(s) => duanlian_link::parse_duration(s),
+                    _ => None,
+                };
+                row.expires_in = Some(d.filter(|d| *d > 0).ok_or_else(|| {
+                    field_err(
+                        k,
+                        "must be a period such as \"7d\", \"30d\", \"1y\", \"90m\", or seconds",
+                    )
+                })?);
+            }
+            "max_visits" => {
+                row.max_visits = Some(
+                    v.as_u64()
+                        .ok_or_else(|| field_err(k, "must be a whole number"))?,
+                )
+            }
+            "expired_url" => row.expired_url = Some(text()?),
             "created_at" => row.created_at = int()?,
             "forward_query" => {
                 row.forward_query = Some(

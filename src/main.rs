@@ -7,10 +7,11 @@ use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use duanlian_index::Index;
 use duanlian_link::{format_rfc3339, Domain};
-use duanlian_server::{Admin, AdminOptions, Options, RuntimeShape};
+use duanlian_server::{Admin, AdminOptions, DomainPolicy, Options, Redirector, RuntimeShape};
 use duanlian_snapshot::{Snapshot, SnapshotError};
 use duanlian_store::{DataDir, Store, StoreOptions};
 use import::Format;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +42,9 @@ enum Command {
         /// The data directory.
         #[arg(long, default_value = "duanlian-data")]
         data_dir: PathBuf,
+        /// Links expired longer ago than this are left out of the new snapshot. Default is 30d.
+        #[arg(long, default_value = "30d", value_parser = parse_period)]
+        expired_retention: i64,
     },
 }
 
@@ -105,6 +109,20 @@ struct ServeArgs {
     /// Length of generated codes. Default is 7.
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u8).range(4..=32))]
     code_length: u8,
+    /// Where expired links of a domain go instead of a 410 page: DOMAIN=URL (repeatable).
+    /// A link's own expired_url wins.
+    #[arg(long = "expired-url", value_name = "DOMAIN=URL")]
+    expired_urls: Vec<String>,
+    /// Where unknown codes of a domain go instead of a 404: DOMAIN=URL (repeatable).
+    #[arg(long = "not-found-url", value_name = "DOMAIN=URL")]
+    not_found_urls: Vec<String>,
+    /// Where `/` of a domain goes instead of a 404: DOMAIN=URL (repeatable).
+    #[arg(long = "root-url", value_name = "DOMAIN=URL")]
+    root_urls: Vec<String>,
+    /// How long an expired link keeps answering "expired" before it is purged (then 404, and
+    /// dropped at the next compaction): 30d, 12h, seconds... Default is 30d.
+    #[arg(long, default_value = "30d", value_parser = parse_period)]
+    expired_retention: i64,
     /// Worker threads for redirects. Default is the number of CPUs.
     #[arg(long)]
     threads: Option<usize>,
@@ -156,7 +174,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Snapshot(SnapshotCmd::Inspect { file }) => inspect(&file),
         Command::Snapshot(SnapshotCmd::Verify { file }) => verify(&file),
         Command::Serve(args) => serve(args),
-        Command::Compact { data_dir } => compact(&data_dir),
+        Command::Compact {
+            data_dir,
+            expired_retention,
+        } => compact(&data_dir, expired_retention),
     }
 }
 
@@ -279,8 +300,12 @@ fn serve(args: ServeArgs) -> Result<()> {
                 (None, Some(_)) => {}
             }
         }
-        let store = Store::open(dir, StoreOptions::default())
-            .with_context(|| format!("opening {}", path.display()))?;
+        let store_opts = StoreOptions {
+            retention: args.expired_retention,
+            ..StoreOptions::default()
+        };
+        let store =
+            Store::open(dir, store_opts).with_context(|| format!("opening {}", path.display()))?;
         let index = store.index().clone();
         tracing::info!(
             data_dir = %path.display(),
@@ -315,13 +340,52 @@ fn serve(args: ServeArgs) -> Result<()> {
     if args.admin_listen == args.listen && args.listen.port() != 0 {
         return Err(anyhow!("--admin-listen must differ from --listen: the admin API never shares the redirect port"));
     }
-    let admin = match store {
-        Some(store) => Admin::new(admin_opts, store),
+    let redirector = Redirector::new(index.clone())
+        .with_policies(domain_policies(&args)?)
+        .with_retention(args.expired_retention)
+        // Counting every visit only makes sense where the counts can be kept.
+        .with_visit_counting(store.is_some());
+    let admin = match &store {
+        Some(store) => Admin::new(admin_opts, store.clone()),
         None => Admin::read_only(admin_opts, index.clone()),
     };
     duanlian_server::spawn_admin(Arc::new(admin), args.admin_listen, &opts)
         .with_context(|| format!("admin listener on {}", args.admin_listen))?;
-    duanlian_server::run(index, &opts).with_context(|| format!("serving on {}", args.listen))
+    duanlian_server::run(Arc::new(redirector), &opts)
+        .with_context(|| format!("serving on {}", args.listen))?;
+    if let Some(store) = store {
+        store.shutdown();
+    }
+    Ok(())
+}
+
+fn parse_period(s: &str) -> Result<i64, String> {
+    duanlian_link::parse_duration(s)
+        .ok_or_else(|| format!("{s:?} is not a period such as 30d, 12h, 90m or seconds"))
+}
+
+/// `--expired-url`, `--not-found-url` and `--root-url`, grouped by domain.
+fn domain_policies(args: &ServeArgs) -> Result<HashMap<Domain, DomainPolicy>> {
+    type Slot = fn(&mut DomainPolicy) -> &mut Option<Box<str>>;
+    let mut out: HashMap<Domain, DomainPolicy> = HashMap::new();
+    let groups: [(&str, &[String], Slot); 3] = [
+        ("--expired-url", &args.expired_urls, |p| &mut p.expired_url),
+        ("--not-found-url", &args.not_found_urls, |p| {
+            &mut p.not_found_url
+        }),
+        ("--root-url", &args.root_urls, |p| &mut p.root_url),
+    ];
+    for (flag, values, slot) in groups {
+        for v in values {
+            let (d, u) = v
+                .split_once('=')
+                .ok_or_else(|| anyhow!("{flag} {v}: expected DOMAIN=URL"))?;
+            let domain = Domain::parse(d).map_err(|e| anyhow!("{flag} {v}: {e}"))?;
+            let url = duanlian_link::parse_url(u).map_err(|e| anyhow!("{flag} {v}: {e}"))?;
+            *slot(out.entry(domain).or_default()) = Some(url);
+        }
+    }
+    Ok(out)
 }
 
 /// The configured link domains, or else the loaded snapshot's, in name order.
@@ -387,10 +451,10 @@ fn api_keys(flags: &[String], data_dir: Option<&Path>) -> Result<Vec<String>> {
     }
 }
 
-fn compact(data_dir: &Path) -> Result<()> {
+fn compact(data_dir: &Path, retention: i64) -> Result<()> {
     let dir = DataDir::open(data_dir)
         .with_context(|| format!("data directory {}", data_dir.display()))?;
-    let report = duanlian_store::compact_offline(&dir)?;
+    let report = duanlian_store::compact_offline(&dir, retention)?;
     println!(
         "{}: snapshot at sequence {} with {} links; {} journal segments removed; {:.2}s",
         data_dir.display(),

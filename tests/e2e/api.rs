@@ -203,7 +203,7 @@ fn bad_targets_are_refused_naming_the_field() {
     assert_problem(
         &create(
             &srv,
-            json!({"url": "https://a.example/", "valid_since": 20, "expires_at": 10}),
+            json!({"url": "https://a.example/", "valid_since": 4_000_000_020i64, "expires_at": 4_000_000_010i64}),
         ),
         422,
         &["valid_since"],

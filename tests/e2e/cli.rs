@@ -45,7 +45,7 @@ fn build_inspect_verify_round_trip() {
     let i = run(&["snapshot", "inspect", s(&snap)]);
     assert!(i.status.success());
     let text = stdout(&i);
-    assert!(text.contains("format version  1"), "{text}");
+    assert!(text.contains("format version  2"), "{text}");
     assert!(text.contains("links           2"), "{text}");
     assert!(text.contains("sequence        0"), "{text}");
     assert!(
@@ -85,7 +85,7 @@ fn bad_rows_name_file_line_and_field() {
         ("c.csv", "domain,code,url\ngo.example.cn,x,\"https://a.example/\r\nSet-Cookie: a=b\"\n", "c.csv:2: url: url has a control character or white space at byte 18"),
         ("d.csv", "domain,code,url\nbad_domain,x,https://a.example/\n", "d.csv:2: domain: not a host name"),
         ("e.csv", "domain,code,url,redirect\ngo.example.cn,x,https://a.example/,303\n", "e.csv:2: redirect: redirect 303 is not one of 301, 302, 307, 308"),
-        ("f.csv", "domain,code,url,expires_at\ngo.example.cn,x,https://a.example/,tomorrow\n", "f.csv:2: expires_at: \"tomorrow\" is not a whole number"),
+        ("f.csv", "domain,code,url,expires_at\ngo.example.cn,x,https://a.example/,tomorrow\n", "f.csv:2: expires_at: \"tomorrow\" is neither UTC seconds nor an RFC 3339 time"),
         ("g.csv", "domain,code,url\ngo.example.cn,x\n", "g.csv:2: row: has 2 fields, the header has 3"),
         ("h.csv", "domain,code,link\ngo.example.cn,x,https://a.example/\n", "h.csv:1: header: unknown column \"link\""),
         ("i.csv", "domain,url\ngo.example.cn,https://a.example/\n", "i.csv:1: header: required column \"code\" is missing"),

@@ -6,13 +6,18 @@ use std::time::{Duration, Instant};
 const LONG: &str = "L234567890123456789012345678901234567890123456789012345678901234";
 
 fn csv() -> String {
+    // Expired a minute ago: past its expiry, well within the 30-day retention.
+    let gone = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        - 60;
     format!(
         "domain,code,url,redirect,expires_at,valid_since\n\
          go.example.cn,x7Kp2Qa,https://shop.example.com/item/42?utm_source=sms,,,\n\
          go.example.cn,perm,https://example.com/p,301,,\n\
          go.example.cn,keep,https://example.com/k,307,,\n\
          go.example.cn,{LONG},https://example.com/long,308,,\n\
-         go.example.cn,gone,https://example.com/old,,1000000000,\n\
+         go.example.cn,gone,https://example.com/old,,{gone},\n\
          go.example.cn,future,https://example.com/soon,,,4000000000\n\
          s.example.com,x7Kp2Qa,https://blog.example.com/,,,\n"
     )
@@ -211,7 +216,21 @@ fn serve_without_arguments_uses_the_sample_links() {
     assert!(r
         .header("location")
         .is_some_and(|l| l.starts_with("https://")));
-    assert_eq!(srv.request("GET", "s.example.com", "/expired").status, 410);
+    // Expired in 2023: long past the 30-day retention, so purged.
+    assert_eq!(
+        srv.request("GET", "s.example.com", "/old-campaign").status,
+        404
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            srv.request("GET", "go.example.cn", "/three-visits").status,
+            302
+        );
+    }
+    assert_eq!(
+        srv.request("GET", "go.example.cn", "/three-visits").status,
+        410
+    );
 }
 
 #[test]

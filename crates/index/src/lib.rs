@@ -22,6 +22,7 @@
 //!     validity: Validity::ALWAYS,
 //!     created_at: 1_700_000_000,
 //!     forward_query: true,
+//!     expired_url: None,
 //! };
 //! index.apply(1, Change::Put(link.clone()));
 //! let url = index.resolve("go.example.cn", "x7Kp2Qa", |l| l.map(|l| l.url.to_vec()));
@@ -34,8 +35,12 @@
 #![forbid(unsafe_code)]
 
 mod key;
+mod reap;
+mod visits;
 mod wheel;
 
+pub use reap::Reaped;
+pub use visits::Visits;
 pub use wheel::{TimerHandle, Wheel};
 
 use arc_swap::ArcSwap;
@@ -46,8 +51,8 @@ pub use duanlian_snapshot::{LinkRef, Snapshot};
 use key::{owned_key, KeyBuf};
 use std::collections::BTreeSet;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 #[derive(Debug, Clone)]
 struct Slot {
@@ -70,6 +75,19 @@ pub struct Index {
     // it. Changes update it and the map under its write lock, so a listing sees both agree.
     ordered: RwLock<BTreeSet<OrderedKey>>,
     applied: AtomicU64,
+    visits: Visits,
+    retention: AtomicI64,
+    reaper: Mutex<reap::Reaper>,
+    /// The snapshot whose positions the reaper's snapshot tokens refer to.
+    reaper_snapshot: Mutex<Option<Arc<Snapshot>>>,
+    purged_in_snapshot: AtomicU64,
+}
+
+/// Thirty days, in seconds: the default retention of expired links.
+pub const DEFAULT_RETENTION: i64 = 30 * 86_400;
+
+fn now_for_wheel() -> u64 {
+    duanlian_link::now_secs().max(0) as u64
 }
 
 impl Index {
@@ -82,6 +100,11 @@ impl Index {
             overlay_len: AtomicUsize::new(0),
             ordered: RwLock::new(BTreeSet::new()),
             applied: AtomicU64::new(applied),
+            visits: Visits::default(),
+            retention: AtomicI64::new(DEFAULT_RETENTION),
+            reaper: Mutex::new(reap::Reaper::new(duanlian_link::now_secs())),
+            reaper_snapshot: Mutex::new(None),
+            purged_in_snapshot: AtomicU64::new(0),
         }
     }
 
@@ -119,6 +142,55 @@ impl Index {
         f(snap.get(domain, code))
     }
 
+    /// Sets how long expired links are kept before the reaper frees them (seconds). Set it before
+    /// changes are applied: it is read when a link is scheduled.
+    pub fn set_retention(&self, seconds: i64) {
+        self.retention.store(seconds, Ordering::Relaxed);
+    }
+
+    /// The retention, in seconds.
+    pub fn retention(&self) -> i64 {
+        self.retention.load(Ordering::Relaxed)
+    }
+
+    /// Snapshot links past their retention since start (they leave at the next compaction).
+    pub fn purged_in_snapshot(&self) -> u64 {
+        self.purged_in_snapshot.load(Ordering::Relaxed)
+    }
+
+    /// Removes an overlay entry that expired, if it is still the one from change `seq`. If the
+    /// snapshot holds an older version of the key, a tombstone stays to keep that hidden.
+    fn purge_overlay(&self, seq: u64, domain: &str, code: &str) -> bool {
+        let Some(key) = KeyBuf::new(domain, code) else {
+            return false;
+        };
+        let mut ordered = self.ordered.write().unwrap_or_else(|p| p.into_inner());
+        if self.snapshot.load().get(domain, code).is_some() {
+            match self.overlay.get_mut(key.as_bytes()) {
+                Some(mut slot) if slot.seq == seq => {
+                    slot.link = None;
+                    true
+                }
+                _ => false,
+            }
+        } else if self
+            .overlay
+            .remove_if(key.as_bytes(), |_, slot| slot.seq == seq)
+            .is_some()
+        {
+            self.overlay_len.fetch_sub(1, Ordering::Release);
+            ordered.remove(&(domain.into(), code.into()));
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The visit counters.
+    pub fn visits(&self) -> &Visits {
+        &self.visits
+    }
+
     /// An owned copy of a link, for the admin API.
     pub fn get(&self, domain: &str, code: &str) -> Option<Link> {
         self.resolve(domain, code, |l| l.and_then(|l| l.to_link()))
@@ -136,8 +208,22 @@ impl Index {
         let ordered_key: OrderedKey = (domain.as_str().into(), code.as_str().into());
         let key = owned_key(domain, code);
         let link = match change {
-            Change::Put(link) => Some(Arc::new(link)),
-            Change::Delete { .. } => None,
+            Change::Put(link) => {
+                if let Some(expires_at) = link.validity.expires_at {
+                    self.schedule_overlay(
+                        seq,
+                        link.domain.as_str(),
+                        link.code.as_str(),
+                        expires_at,
+                    );
+                }
+                Some(Arc::new(link))
+            }
+            Change::Delete { domain, code } => {
+                // A link made later on the same key starts counting from zero.
+                self.visits.forget(domain.as_str(), code.as_str());
+                None
+            }
         };
         let mut ordered = self.ordered.write().unwrap_or_else(|p| p.into_inner());
         if self.overlay.insert(key, Slot { seq, link }).is_none() {
@@ -164,6 +250,7 @@ impl Index {
     /// Drops overlay entries from changes up to `seq`, once a snapshot that includes them has
     /// been swapped in. A later change to the same key keeps its entry.
     pub fn prune_through(&self, seq: u64) {
+        self.forget_scheduled_through(seq);
         let mut ordered = self.ordered.write().unwrap_or_else(|p| p.into_inner());
         ordered.retain(|(domain, code)| {
             let Some(key) = KeyBuf::new(domain, code) else {
@@ -285,6 +372,7 @@ mod tests {
             validity: Validity::ALWAYS,
             created_at: 0,
             forward_query: true,
+            expired_url: None,
         }
     }
 
@@ -380,6 +468,67 @@ mod tests {
         index.apply(1, Change::Put(link("a.b", "c", "https://x/1")));
         assert_eq!(url_of(&index, "a", "b.c"), None);
         assert_eq!(url_of(&index, "a.b", "c").as_deref(), Some("https://x/1"));
+    }
+
+    #[test]
+    fn reaper_frees_only_what_passed_its_retention() {
+        let now = duanlian_link::now_secs();
+        let expiring = |code: &str, expires_at: i64| Link {
+            validity: Validity::new(None, Some(expires_at)).expect("window"),
+            ..link("a.cn", code, &format!("https://x/{code}"))
+        };
+        let index = Index::new(snapshot(&[link("a.cn", "shadowed", "https://snap/")], 0));
+        index.set_retention(100);
+        index.apply(1, Change::Put(expiring("soon", now + 10)));
+        index.apply(2, Change::Put(expiring("shadowed", now + 10)));
+        index.apply(3, Change::Put(expiring("later", now + 1_000)));
+        index.apply(4, Change::Put(expiring("replaced", now + 10)));
+        index.apply(5, Change::Put(link("a.cn", "replaced", "https://x/new")));
+        index.visits().hit("a.cn", "soon", None);
+        assert_eq!(
+            index.reap(now + 109),
+            Reaped::default(),
+            "nothing before expiry + retention"
+        );
+        let reaped = index.reap(now + 110);
+        assert_eq!(reaped.overlay, 2, "soon, and shadowed (as a tombstone)");
+        assert_eq!(index.visits().count("a.cn", "soon"), 0);
+        assert_eq!(url_of(&index, "a.cn", "soon"), None);
+        assert_eq!(
+            url_of(&index, "a.cn", "shadowed"),
+            None,
+            "the older snapshot version stays hidden"
+        );
+        assert_eq!(
+            url_of(&index, "a.cn", "replaced").as_deref(),
+            Some("https://x/new"),
+            "a newer change survives"
+        );
+        assert_eq!(
+            url_of(&index, "a.cn", "later").as_deref(),
+            Some("https://x/later")
+        );
+        assert_eq!(index.overlay_len(), 3, "shadowed, later, replaced");
+        assert_eq!(index.reap(now + 1_100).overlay, 1);
+    }
+
+    #[test]
+    fn snapshot_links_are_scheduled_from_their_entries() {
+        let now = duanlian_link::now_secs();
+        let mut links = vec![link("a.cn", "keep", "https://k/")];
+        for i in 0..10 {
+            links.push(Link {
+                validity: Validity::new(None, Some(now + i)).expect("window"),
+                ..link("a.cn", &format!("e{i}"), "https://e/")
+            });
+        }
+        let index = Index::new(snapshot(&links, 0));
+        index.set_retention(0);
+        assert_eq!(index.schedule_snapshot(), 10);
+        index.visits().hit("a.cn", "e3", None);
+        assert_eq!(index.reap(now + 4).snapshot, 5);
+        assert_eq!(index.visits().count("a.cn", "e3"), 0);
+        assert_eq!(index.purged_in_snapshot(), 5);
     }
 
     #[test]

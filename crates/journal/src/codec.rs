@@ -7,6 +7,7 @@
 //! key     := domain_len:u8 domain code_len:u8 code
 //! put     := url_len:u16 url redirect:u8 flags:u8 created_at:i64
 //!            [valid_since:i64 if flags&1] [expires_at:i64 if flags&2]
+//!            [extras if flags&8]  (see duanlian_link::encode_extras)
 //!            (flags&4: the link does not forward the query string)
 //! ```
 //! Integers are little-endian. New kinds of change get new tags; a tag this build does not
@@ -18,6 +19,7 @@ const DELETE: u8 = 2;
 const HAS_VALID_SINCE: u8 = 1;
 const HAS_EXPIRES_AT: u8 = 2;
 const NO_FORWARD_QUERY: u8 = 4;
+const HAS_EXTRAS: u8 = 8;
 
 pub(crate) fn encode(changes: &[Change], out: &mut Vec<u8>) {
     out.extend_from_slice(&(changes.len() as u32).to_le_bytes());
@@ -39,6 +41,11 @@ pub(crate) fn encode(changes: &[Change], out: &mut Vec<u8>) {
                 if !l.forward_query {
                     flags |= NO_FORWARD_QUERY;
                 }
+                let expired_url = l.expired_url.as_deref().map(str::as_bytes);
+                let extras = duanlian_link::has_extras(l.validity.max_visits, expired_url);
+                if extras {
+                    flags |= HAS_EXTRAS;
+                }
                 out.push(flags);
                 out.extend_from_slice(&l.created_at.to_le_bytes());
                 for t in [l.validity.valid_since, l.validity.expires_at]
@@ -46,6 +53,9 @@ pub(crate) fn encode(changes: &[Change], out: &mut Vec<u8>) {
                     .flatten()
                 {
                     out.extend_from_slice(&t.to_le_bytes());
+                }
+                if extras {
+                    duanlian_link::encode_extras(l.validity.max_visits, expired_url, out);
                 }
             }
             Change::Delete { domain, code } => {
@@ -130,7 +140,8 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Vec<Change>, String> {
                 }
                 let redirect = Redirect::from_u8(r.u8()?).ok_or("unknown redirect kind")?;
                 let flags = r.u8()?;
-                if flags & !(HAS_VALID_SINCE | HAS_EXPIRES_AT | NO_FORWARD_QUERY) != 0 {
+                if flags & !(HAS_VALID_SINCE | HAS_EXPIRES_AT | NO_FORWARD_QUERY | HAS_EXTRAS) != 0
+                {
                     return Err(format!("unknown flags {flags:#x}"));
                 }
                 let created_at = r.i64()?;
@@ -144,14 +155,34 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Vec<Change>, String> {
                 } else {
                     None
                 };
+                let extras = if flags & HAS_EXTRAS != 0 {
+                    let (extras, used) = duanlian_link::decode_extras(r.0)?;
+                    extras.check().map_err(|e| e.to_string())?;
+                    let extras = (extras.max_visits, extras.expired_url.map(<[u8]>::to_vec));
+                    r.take(used)?;
+                    extras
+                } else {
+                    (None, None)
+                };
+                let validity = Validity::new(valid_since, expires_at)
+                    .and_then(|v| v.with_max_visits(extras.0))
+                    .map_err(|e| e.to_string())?;
                 Change::Put(Link {
                     domain,
                     code,
                     url,
                     redirect,
-                    validity: Validity::new(valid_since, expires_at).map_err(|e| e.to_string())?,
+                    validity,
                     created_at,
                     forward_query: flags & NO_FORWARD_QUERY == 0,
+                    expired_url: match extras.1 {
+                        Some(u) => Some(
+                            String::from_utf8(u)
+                                .map_err(|_| "expired_url is not UTF-8")?
+                                .into(),
+                        ),
+                        None => None,
+                    },
                 })
             }
             DELETE => Change::Delete { domain, code },
@@ -177,6 +208,7 @@ mod tests {
             validity,
             created_at: 1_700_000_000,
             forward_query,
+            expired_url: None,
         })
     }
 
@@ -186,6 +218,17 @@ mod tests {
             put("a", Validity::ALWAYS, true),
             put("b", Validity::new(Some(5), Some(9)).expect("window"), false),
             put("c", Validity::new(None, Some(9)).expect("window"), true),
+            Change::Put(Link {
+                expired_url: Some("https://e.example/sorry".into()),
+                ..match put(
+                    "d",
+                    Validity::ALWAYS.with_max_visits(Some(3)).expect("cap"),
+                    true,
+                ) {
+                    Change::Put(l) => l,
+                    Change::Delete { .. } => unreachable!(),
+                }
+            }),
             Change::Delete {
                 domain: Domain::parse("s.example.com").expect("domain"),
                 code: Code::parse("zz").expect("code"),

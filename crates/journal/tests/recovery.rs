@@ -28,6 +28,7 @@ fn put(code: &str) -> Change {
         validity: Validity::ALWAYS,
         created_at: 1_700_000_000,
         forward_query: true,
+        expired_url: None,
     })
 }
 

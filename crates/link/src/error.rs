@@ -31,6 +31,10 @@ pub enum LinkError {
     Redirect(u16),
     /// `valid_since` is not before `expires_at`.
     ValidityOrder,
+    /// `max_visits` is 0.
+    MaxVisitsZero,
+    /// The expired-link target is not a valid URL.
+    ExpiredUrl(Box<LinkError>),
 }
 
 impl LinkError {
@@ -49,6 +53,8 @@ impl LinkError {
             | LinkError::UrlHost(_) => "url",
             LinkError::Redirect(_) => "redirect",
             LinkError::ValidityOrder => "valid_since",
+            LinkError::MaxVisitsZero => "max_visits",
+            LinkError::ExpiredUrl(_) => "expired_url",
         }
     }
 }
@@ -89,6 +95,8 @@ impl fmt::Display for LinkError {
                 write!(f, "redirect {s} is not one of 301, 302, 307, 308")
             }
             LinkError::ValidityOrder => f.write_str("valid_since must be before expires_at"),
+            LinkError::MaxVisitsZero => f.write_str("max_visits must be at least 1"),
+            LinkError::ExpiredUrl(e) => write!(f, "expired_url: {e}"),
         }
     }
 }

@@ -12,9 +12,10 @@
 //!     code: Code::parse("x7Kp2Qa")?,
 //!     url: duanlian_link::parse_url("https://shop.example.com/item/42?utm_source=sms")?,
 //!     redirect: Redirect::Found,
-//!     validity: Validity { valid_since: None, expires_at: Some(2_000_000_000) },
+//!     validity: Validity::new(None, Some(2_000_000_000))?.with_max_visits(Some(1000))?,
 //!     created_at: 1_700_000_000,
 //!     forward_query: true,
+//!     expired_url: None,
 //! };
 //! assert_eq!(link.domain.as_str(), "go.example.cn");
 //! assert!(link.validity.state_at(1_900_000_000).is_active());
@@ -25,6 +26,7 @@
 mod code;
 mod domain;
 mod error;
+mod extras;
 mod time;
 mod url;
 mod validity;
@@ -32,6 +34,7 @@ mod validity;
 pub use code::{Code, MAX_CODE_LEN};
 pub use domain::{host_key, Domain, HostBuf, MAX_DOMAIN_LEN};
 pub use error::LinkError;
+pub use extras::{decode_extras, encode_extras, has_extras, Extras};
 pub use time::{format_rfc3339, parse_duration, parse_rfc3339};
 pub use url::{merge_query, parse_url, url_host, MAX_URL_LEN};
 pub use validity::{State, Validity};
@@ -117,6 +120,8 @@ pub struct Link {
     /// Whether a redirect carries the request's query string over to the target (merged with
     /// the target's own, the request's parameters winning on a clash). Default is true.
     pub forward_query: bool,
+    /// Where an expired link sends visitors instead of answering 410.
+    pub expired_url: Option<Box<str>>,
 }
 
 /// One change to the link set, as a change feed (the journal, later a cluster) delivers it.

@@ -8,6 +8,8 @@ pub struct Validity {
     pub valid_since: Option<i64>,
     /// From this instant on the link answers "expired".
     pub expires_at: Option<i64>,
+    /// After this many counted visits the link answers "expired". Never 0.
+    pub max_visits: Option<u64>,
 }
 
 /// What a link is at one instant.
@@ -33,6 +35,7 @@ impl Validity {
     pub const ALWAYS: Validity = Validity {
         valid_since: None,
         expires_at: None,
+        max_visits: None,
     };
 
     /// Checks that the window is not empty.
@@ -45,13 +48,31 @@ impl Validity {
         Ok(Validity {
             valid_since,
             expires_at,
+            max_visits: None,
         })
     }
 
-    /// Whether either bound is set, so callers can skip reading the clock for permanent links.
+    /// Adds a visit cap; 0 is refused (a link that can never redirect is a mistake).
+    pub fn with_max_visits(self, max_visits: Option<u64>) -> Result<Validity, LinkError> {
+        if max_visits == Some(0) {
+            return Err(LinkError::MaxVisitsZero);
+        }
+        Ok(Validity { max_visits, ..self })
+    }
+
+    /// Whether either time bound is set, so callers can skip reading the clock for permanent
+    /// links.
     #[inline]
     pub fn is_bounded(&self) -> bool {
         self.valid_since.is_some() || self.expires_at.is_some()
+    }
+
+    /// Whether the link is past its expiry plus `retention` seconds: from then on it is purged
+    /// and answers as if it never existed.
+    #[inline]
+    pub fn is_purged_at(&self, now: i64, retention: i64) -> bool {
+        self.expires_at
+            .is_some_and(|e| now >= e.saturating_add(retention))
     }
 
     /// The state at `now` (UTC seconds). Decided from the link's own fields alone, so it is exact

@@ -9,12 +9,12 @@
 //! runtime ([`spawn_admin`]), so writes and their fsyncs never share a thread with redirects.
 //!
 //! ```no_run
-//! use duanlian_server::{run, Options};
+//! use duanlian_server::{run, Options, Redirector};
 //! use std::sync::Arc;
 //!
 //! let index = Arc::new(duanlian_index::Index::empty());
 //! let opts = Options { listen: "127.0.0.1:8080".parse()?, ..Options::default() };
-//! run(index, &opts)?; // until SIGINT or SIGTERM
+//! run(Arc::new(Redirector::new(index)), &opts)?; // until SIGINT or SIGTERM
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![forbid(unsafe_code)]
@@ -25,6 +25,6 @@ mod redirect;
 
 pub use admin::{Admin, AdminOptions};
 pub use listen::{run, serve_connection, spawn_admin, Options, RuntimeShape};
-pub use redirect::{respond, Body};
+pub use redirect::{respond, Body, DomainPolicy, Redirector, DEFAULT_RETENTION};
 
 pub use duanlian_index::Index;

@@ -1,7 +1,6 @@
 //! Listeners, runtimes and hyper connections.
 use crate::admin::Admin;
-use crate::redirect::respond;
-use duanlian_index::Index;
+use crate::redirect::{respond, Redirector};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -59,11 +58,11 @@ fn http(opts: &Options) -> http1::Builder {
 
 /// Serves one connection (any byte stream) until it closes. Used by [`run`], and by benches
 /// that feed request bytes in-process.
-pub async fn serve_connection<I>(io: I, index: Arc<Index>, opts: &Options)
+pub async fn serve_connection<I>(io: I, redirector: Arc<Redirector>, opts: &Options)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| ready(Ok::<_, Infallible>(respond(&index, &req))));
+    let service = service_fn(move |req| ready(Ok::<_, Infallible>(respond(&redirector, &req))));
     if let Err(e) = http(opts).serve_connection(TokioIo::new(io), service).await {
         tracing::debug!(error = %e, "connection ended with an error");
     }
@@ -109,11 +108,11 @@ async fn accept(listener: &TcpListener) -> TcpStream {
     }
 }
 
-async fn accept_loop(listener: TcpListener, index: Arc<Index>, opts: Arc<Options>) {
+async fn accept_loop(listener: TcpListener, redirector: Arc<Redirector>, opts: Arc<Options>) {
     loop {
         let stream = accept(&listener).await;
-        let (index, opts) = (index.clone(), opts.clone());
-        tokio::spawn(async move { serve_connection(stream, index, &opts).await });
+        let (redirector, opts) = (redirector.clone(), opts.clone());
+        tokio::spawn(async move { serve_connection(stream, redirector, &opts).await });
     }
 }
 
@@ -183,7 +182,7 @@ fn current_thread() -> io::Result<tokio::runtime::Runtime> {
 
 /// Binds the listener(s) and serves redirects until SIGINT or SIGTERM. Bind errors are returned
 /// before any request is served.
-pub fn run(index: Arc<Index>, opts: &Options) -> io::Result<()> {
+pub fn run(redirector: Arc<Redirector>, opts: &Options) -> io::Result<()> {
     let threads = opts.threads.max(1);
     match opts.shape {
         RuntimeShape::PerCore => {
@@ -210,14 +209,14 @@ pub fn run(index: Arc<Index>, opts: &Options) -> io::Result<()> {
                 return Ok(());
             };
             for (i, (rt, listener)) in workers.enumerate() {
-                let (index, opts) = (index.clone(), opts.clone());
+                let (redirector, opts) = (redirector.clone(), opts.clone());
                 std::thread::Builder::new()
                     .name(format!("duanlian-w{}", i + 1))
-                    .spawn(move || rt.block_on(accept_loop(listener, index, opts)))?;
+                    .spawn(move || rt.block_on(accept_loop(listener, redirector, opts)))?;
             }
             main_rt.block_on(async move {
                 tokio::select! {
-                    _ = accept_loop(main_listener, index, opts) => {}
+                    _ = accept_loop(main_listener, redirector, opts) => {}
                     _ = shutdown_signal() => {}
                 }
             });
@@ -238,7 +237,7 @@ pub fn run(index: Arc<Index>, opts: &Options) -> io::Result<()> {
                 ..opts.clone()
             });
             rt.block_on(async move {
-                let accept = tokio::spawn(accept_loop(listener, index, opts));
+                let accept = tokio::spawn(accept_loop(listener, redirector, opts));
                 shutdown_signal().await;
                 accept.abort();
             });

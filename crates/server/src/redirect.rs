@@ -1,28 +1,181 @@
-//! The redirect answer, as a pure function of request and index.
+//! The redirect answer, as a pure function of request and state.
 use bytes::Bytes;
-use duanlian_index::Index;
-use duanlian_link::{host_key, merge_query, now_secs, Code, HostBuf, State};
+use duanlian_index::{Index, LinkRef};
+use duanlian_link::{host_key, merge_query, now_secs, Code, Domain, HostBuf, State};
 use http_body_util::Full;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, HOST, LOCATION};
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, HOST, LOCATION};
 use hyper::{Method, Request, Response, StatusCode};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The response body type of every answer.
 pub type Body = Full<Bytes>;
 
 const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+const HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
+
+/// What an expired link answers when it has nowhere to send the visitor.
+const EXPIRED_PAGE: &str = r#"<!doctype html>
+<html lang="en"><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>Link expired · 链接已过期</title>
+<body style="font-family:system-ui,sans-serif;max-width:32em;margin:4em auto;padding:0 1em;color:#333">
+<h1>This link has expired</h1><p>链接已过期。</p>
+<p>The short link you followed is no longer valid. Ask whoever shared it for a new one.</p>
+<p>您访问的短链接已失效，请联系分享者获取新的链接。</p></body></html>
+"#;
+
+pub use duanlian_index::DEFAULT_RETENTION;
+
+/// Where a link domain sends visitors it has no live link for. Each is a 302 target.
+#[derive(Debug, Clone, Default)]
+pub struct DomainPolicy {
+    /// For expired links without an `expired_url` of their own (instead of 410).
+    pub expired_url: Option<Box<str>>,
+    /// For unknown codes (instead of 404).
+    pub not_found_url: Option<Box<str>>,
+    /// For `/` (instead of 404).
+    pub root_url: Option<Box<str>>,
+}
+
+#[derive(Debug, Default)]
+struct Policy {
+    expired: Option<HeaderValue>,
+    not_found: Option<HeaderValue>,
+    root: Option<HeaderValue>,
+}
+
+/// Everything the redirect listener consults: the index, per-domain fallbacks, retention,
+/// whether visits are counted, and the clock.
+pub struct Redirector {
+    index: Arc<Index>,
+    policies: HashMap<Box<str>, Policy>,
+    retention: i64,
+    count_visits: bool,
+    clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+}
+
+impl std::fmt::Debug for Redirector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redirector")
+            .field("retention", &self.retention)
+            .field("count_visits", &self.count_visits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Redirector {
+    /// Redirects from `index`: no fallbacks, [`DEFAULT_RETENTION`], visits not counted (except
+    /// for links with a visit cap, which must count to enforce it).
+    pub fn new(index: Arc<Index>) -> Redirector {
+        Redirector {
+            index,
+            policies: HashMap::new(),
+            retention: DEFAULT_RETENTION,
+            count_visits: false,
+            clock: Arc::new(now_secs),
+        }
+    }
+
+    /// Replaces the clock (UTC seconds) validity is judged by; for tests.
+    pub fn with_clock(mut self, clock: impl Fn() -> i64 + Send + Sync + 'static) -> Redirector {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Sets the per-domain fallbacks. Their URLs must have passed [`duanlian_link::parse_url`].
+    pub fn with_policies(mut self, policies: HashMap<Domain, DomainPolicy>) -> Redirector {
+        let value = |u: &Option<Box<str>>| u.as_deref().and_then(|u| HeaderValue::from_str(u).ok());
+        self.policies = policies
+            .into_iter()
+            .map(|(d, p)| {
+                let policy = Policy {
+                    expired: value(&p.expired_url),
+                    not_found: value(&p.not_found_url),
+                    root: value(&p.root_url),
+                };
+                (d.as_str().into(), policy)
+            })
+            .collect();
+        self
+    }
+
+    /// Sets how long, in seconds, an expired link answers "expired" before it is purged.
+    pub fn with_retention(mut self, seconds: i64) -> Redirector {
+        self.retention = seconds;
+        self
+    }
+
+    /// Counts every redirected GET (visit counts in the admin API, statistics).
+    pub fn with_visit_counting(mut self, on: bool) -> Redirector {
+        self.count_visits = on;
+        self
+    }
+
+    /// The index.
+    pub fn index(&self) -> &Arc<Index> {
+        &self.index
+    }
+
+    fn policy(&self, domain: &str) -> Option<&Policy> {
+        if self.policies.is_empty() {
+            None
+        } else {
+            self.policies.get(domain)
+        }
+    }
+
+    fn not_found(&self, domain: &str) -> Response<Body> {
+        match self.policy(domain).and_then(|p| p.not_found.clone()) {
+            Some(to) => found(to),
+            None => not_found(),
+        }
+    }
+
+    fn expired(&self, domain: &str, link: &LinkRef<'_>) -> Response<Body> {
+        let own = link
+            .expired_url
+            .and_then(|u| HeaderValue::from_bytes(u).ok());
+        match own.or_else(|| self.policy(domain).and_then(|p| p.expired.clone())) {
+            Some(to) => found(to),
+            None => {
+                let mut r = Response::new(Full::new(Bytes::from_static(EXPIRED_PAGE.as_bytes())));
+                *r.status_mut() = StatusCode::GONE;
+                r.headers_mut().insert(CONTENT_TYPE, HTML);
+                r
+            }
+        }
+    }
+}
+
+fn found(to: HeaderValue) -> Response<Body> {
+    let mut r = Response::new(Body::default());
+    *r.status_mut() = StatusCode::FOUND;
+    r.headers_mut().insert(LOCATION, to);
+    // Fallbacks change as links come and go: keep them out of shared caches.
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
 
 /// Answers one request on the redirect listener.
 ///
-/// Never panics and never allocates for a redirect beyond the response itself; every failure
-/// is a status code.
-pub fn respond<B>(index: &Index, req: &Request<B>) -> Response<Body> {
-    // hyper writes no body for HEAD (but keeps Content-Length), so HEAD needs no case of its own.
-    if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-        r.headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return r;
-    }
+/// Never panics and never allocates for a redirect beyond the response itself (and the merged
+/// URL when a query string is forwarded); every failure is a status code. Validity is decided
+/// here on every request from the link's own fields and the clock: before `valid_since` 404;
+/// from `expires_at`, or once `max_visits` GETs have redirected, "expired" (410, or the link's or
+/// its domain's `expired_url`); after the retention 404. Only GETs count as visits.
+pub fn respond<B>(r: &Redirector, req: &Request<B>) -> Response<Body> {
+    let is_get = match *req.method() {
+        Method::GET => true,
+        // hyper writes no body for HEAD (but keeps Content-Length).
+        Method::HEAD => false,
+        _ => {
+            let mut res = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            res.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return res;
+        }
+    };
     // HTTP/1.1 requires Host; an absolute-form request line carries it in the URI instead.
     let host = match req.headers().get(HOST) {
         Some(h) => h.as_bytes(),
@@ -38,21 +191,46 @@ pub fn respond<B>(index: &Index, req: &Request<B>) -> Response<Body> {
     let Some(code) = req.uri().path().strip_prefix('/') else {
         return text(StatusCode::BAD_REQUEST, "bad request target\n");
     };
+    if code.is_empty() {
+        return match r.policy(domain).and_then(|p| p.root.clone()) {
+            Some(to) => found(to),
+            None => not_found(),
+        };
+    }
     // A trailing slash, a second segment or a stray character can never name a link.
     if !Code::is_valid(code.as_bytes()) {
-        return not_found();
+        return r.not_found(domain);
     }
-    index.resolve(domain, code, |link| {
+    r.index.resolve(domain, code, |link| {
         let Some(link) = link else {
-            return not_found();
+            return r.not_found(domain);
         };
         // Permanent links skip the clock; bounded ones are decided here, on every read.
         if link.validity.is_bounded() {
-            match link.validity.state_at(now_secs()) {
-                State::Active => {}
-                State::Pending => return not_found(),
-                State::Expired => return text(StatusCode::GONE, "this link has expired\n"),
+            let now = (r.clock)();
+            if link.validity.is_purged_at(now, r.retention) {
+                return r.not_found(domain);
             }
+            match link.validity.state_at(now) {
+                State::Active => {}
+                State::Pending => return r.not_found(domain),
+                State::Expired => return r.expired(domain, &link),
+            }
+        }
+        let visits = r.index.visits();
+        let used_up = match link.validity.max_visits {
+            // A GET takes one of the capped visits or finds none left; a HEAD only looks.
+            Some(cap) if is_get => !visits.hit(domain, code, Some(cap)),
+            Some(cap) => visits.count(domain, code) >= cap,
+            None => {
+                if is_get && r.count_visits {
+                    visits.hit(domain, code, None);
+                }
+                false
+            }
+        };
+        if used_up {
+            return r.expired(domain, &link);
         }
         let location = match req.uri().query() {
             // Only a request with a query string pays for building a new URL.
@@ -65,10 +243,11 @@ pub fn respond<B>(index: &Index, req: &Request<B>) -> Response<Body> {
             // Unreachable for links that passed the link model; refuse rather than emit it.
             return text(StatusCode::INTERNAL_SERVER_ERROR, "invalid stored target\n");
         };
-        let mut r = Response::new(Body::default());
-        *r.status_mut() = StatusCode::from_u16(link.redirect.status()).unwrap_or(StatusCode::FOUND);
-        r.headers_mut().insert(LOCATION, location);
-        r
+        let mut res = Response::new(Body::default());
+        *res.status_mut() =
+            StatusCode::from_u16(link.redirect.status()).unwrap_or(StatusCode::FOUND);
+        res.headers_mut().insert(LOCATION, location);
+        res
     })
 }
 
@@ -87,13 +266,15 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
 mod tests {
     use super::*;
     use duanlian_index::Change;
-    use duanlian_link::{parse_url, Domain, Link, Redirect, Validity};
+    use duanlian_link::{parse_url, Link, Redirect, Validity};
 
-    fn index() -> Index {
+    fn redirector() -> Redirector {
         let index = Index::empty();
-        let put = |code: &str, redirect, validity| {
+        let mut seq = 0;
+        let mut put = |code: &str, redirect, validity, expired_url: Option<&str>| {
+            seq += 1;
             index.apply(
-                1,
+                seq,
                 Change::Put(Link {
                     domain: Domain::parse("go.example.cn").expect("domain"),
                     code: Code::parse(code).expect("code"),
@@ -102,59 +283,145 @@ mod tests {
                     validity,
                     created_at: 0,
                     forward_query: true,
+                    expired_url: expired_url.map(Into::into),
                 }),
             )
         };
-        put("ok", Redirect::Found, Validity::ALWAYS);
-        put("perm", Redirect::Permanent, Validity::ALWAYS);
+        let now = now_secs();
+        put("ok", Redirect::Found, Validity::ALWAYS, None);
+        put("perm", Redirect::Permanent, Validity::ALWAYS, None);
         put(
             "old",
             Redirect::Found,
-            Validity::new(None, Some(1)).expect("window"),
+            Validity::new(None, Some(now - 5)).expect("window"),
+            None,
+        );
+        put(
+            "moved",
+            Redirect::Found,
+            Validity::new(None, Some(now - 5)).expect("window"),
+            Some("https://sorry.example/"),
+        );
+        put(
+            "purged",
+            Redirect::Found,
+            Validity::new(None, Some(now - 100)).expect("window"),
+            None,
         );
         put(
             "later",
             Redirect::Found,
             Validity::new(Some(i64::MAX - 1), None).expect("window"),
+            None,
         );
-        index
+        put(
+            "twice",
+            Redirect::Found,
+            Validity::ALWAYS.with_max_visits(Some(2)).expect("cap"),
+            None,
+        );
+        let policy = DomainPolicy {
+            expired_url: None,
+            not_found_url: Some("https://go.example.cn.example/missing".into()),
+            root_url: Some("https://www.example.cn/".into()),
+        };
+        Redirector::new(Arc::new(index))
+            .with_retention(60)
+            .with_policies(HashMap::from([(
+                Domain::parse("go.example.cn").expect("d"),
+                policy,
+            )]))
     }
 
-    fn get(index: &Index, method: &str, host: Option<&str>, uri: &str) -> Response<Body> {
+    fn get(r: &Redirector, method: &str, host: Option<&str>, uri: &str) -> Response<Body> {
         let mut b = Request::builder().method(method).uri(uri);
         if let Some(h) = host {
             b = b.header(HOST, h);
         }
-        respond(index, &b.body(()).expect("request"))
+        respond(r, &b.body(()).expect("request"))
+    }
+
+    fn location(res: &Response<Body>) -> Option<&str> {
+        res.headers().get(LOCATION).and_then(|v| v.to_str().ok())
     }
 
     #[test]
     fn statuses() {
-        let ix = index();
-        let r = get(&ix, "GET", Some("Go.Example.CN:80"), "/ok");
-        assert_eq!(r.status(), 302);
-        assert_eq!(r.headers()[LOCATION], "https://t.example/ok");
+        let r = redirector();
+        let res = get(&r, "GET", Some("Go.Example.CN:80"), "/ok");
+        assert_eq!(res.status(), 302);
+        assert_eq!(location(&res), Some("https://t.example/ok"));
+        assert_eq!(get(&r, "GET", Some("go.example.cn"), "/perm").status(), 308);
+        assert_eq!(get(&r, "POST", Some("go.example.cn"), "/ok").status(), 405);
+        assert_eq!(get(&r, "GET", None, "/ok").status(), 400);
         assert_eq!(
-            get(&ix, "GET", Some("go.example.cn"), "/perm").status(),
-            308
-        );
-        assert_eq!(get(&ix, "GET", Some("go.example.cn"), "/old").status(), 410);
-        assert_eq!(
-            get(&ix, "GET", Some("go.example.cn"), "/later").status(),
-            404
-        );
-        assert_eq!(get(&ix, "GET", Some("go.example.cn"), "/ok/").status(), 404);
-        assert_eq!(get(&ix, "GET", Some("go.example.cn"), "/").status(), 404);
-        assert_eq!(get(&ix, "GET", Some("other.cn"), "/ok").status(), 404);
-        assert_eq!(get(&ix, "POST", Some("go.example.cn"), "/ok").status(), 405);
-        assert_eq!(get(&ix, "GET", None, "/ok").status(), 400);
-        assert_eq!(
-            get(&ix, "GET", None, "http://go.example.cn/ok").status(),
+            get(&r, "GET", None, "http://go.example.cn/ok").status(),
             302
         );
-        assert_eq!(get(&ix, "HEAD", Some("go.example.cn"), "/ok").status(), 302);
-        let q = get(&ix, "GET", Some("go.example.cn"), "/ok?utm=1");
-        assert_eq!(q.status(), 302);
-        assert_eq!(q.headers()[LOCATION], "https://t.example/ok?utm=1");
+        assert_eq!(get(&r, "HEAD", Some("go.example.cn"), "/ok").status(), 302);
+        let q = get(&r, "GET", Some("go.example.cn"), "/ok?utm=1");
+        assert_eq!(location(&q), Some("https://t.example/ok?utm=1"));
+        assert_eq!(get(&r, "GET", Some("other.cn"), "/ok").status(), 404);
+    }
+
+    #[test]
+    fn validity_and_fallbacks() {
+        let r = redirector();
+        let old = get(&r, "GET", Some("go.example.cn"), "/old");
+        assert_eq!(old.status(), 410);
+        assert_eq!(old.headers()[CONTENT_TYPE], HTML);
+        let moved = get(&r, "GET", Some("go.example.cn"), "/moved");
+        assert_eq!(
+            (moved.status().as_u16(), location(&moved)),
+            (302, Some("https://sorry.example/"))
+        );
+        // Past the retention, an expired link is gone: the domain's not-found target.
+        let purged = get(&r, "GET", Some("go.example.cn"), "/purged");
+        assert_eq!(
+            location(&purged),
+            Some("https://go.example.cn.example/missing")
+        );
+        let later = get(&r, "GET", Some("go.example.cn"), "/later");
+        assert_eq!(
+            location(&later),
+            Some("https://go.example.cn.example/missing")
+        );
+        let root = get(&r, "GET", Some("go.example.cn"), "/");
+        assert_eq!(location(&root), Some("https://www.example.cn/"));
+        assert_eq!(
+            get(&r, "GET", Some("go.example.cn"), "/ok/").status(),
+            302,
+            "not-found fallback"
+        );
+        assert_eq!(get(&r, "GET", Some("s.example.com"), "/").status(), 404);
+    }
+
+    #[test]
+    fn visit_caps_count_gets_only() {
+        let r = redirector();
+        assert_eq!(
+            get(&r, "HEAD", Some("go.example.cn"), "/twice").status(),
+            302
+        );
+        assert_eq!(
+            get(&r, "GET", Some("go.example.cn"), "/twice").status(),
+            302
+        );
+        assert_eq!(
+            get(&r, "GET", Some("go.example.cn"), "/twice").status(),
+            302
+        );
+        assert_eq!(
+            get(&r, "GET", Some("go.example.cn"), "/twice").status(),
+            410
+        );
+        assert_eq!(
+            get(&r, "HEAD", Some("go.example.cn"), "/twice").status(),
+            410
+        );
+        assert_eq!(r.index().visits().count("go.example.cn", "twice"), 2);
+        // Without counting switched on, uncapped links are not counted.
+        get(&r, "GET", Some("go.example.cn"), "/ok");
+        assert_eq!(r.index().visits().count("go.example.cn", "ok"), 0);
     }
 }

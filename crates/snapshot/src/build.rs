@@ -14,7 +14,10 @@ pub(crate) const HAS_VALID_SINCE: u16 = 1;
 pub(crate) const HAS_EXPIRES_AT: u16 = 2;
 /// The link does not forward the request's query string (absent: it does, the default).
 pub(crate) const NO_FORWARD_QUERY: u16 = 4;
-pub(crate) const KNOWN_FLAGS: u16 = HAS_VALID_SINCE | HAS_EXPIRES_AT | NO_FORWARD_QUERY;
+/// Optional fields follow the URL in `strings` ([`duanlian_link::encode_extras`]); version 2.
+pub(crate) const HAS_EXTRAS: u16 = 8;
+pub(crate) const KNOWN_FLAGS: u16 =
+    HAS_VALID_SINCE | HAS_EXPIRES_AT | NO_FORWARD_QUERY | HAS_EXTRAS;
 
 /// The archived root: an open-addressing table with linear probing.
 ///
@@ -33,7 +36,8 @@ pub(crate) struct TableData {
 }
 
 /// One link, fixed size. `strings[str_off..]` holds `code_len` bytes of code, then `url_len`
-/// bytes of URL. Absent validity bounds are flagged rather than given sentinel values.
+/// bytes of URL, then (flag `HAS_EXTRAS`) the optional fields. Absent validity bounds are
+/// flagged rather than given sentinel values.
 #[derive(rkyv::Archive, rkyv::Serialize, Debug, Clone, Copy)]
 pub(crate) struct Entry {
     pub(crate) str_off: u64,
@@ -145,6 +149,10 @@ impl Builder {
         if !link.forward_query {
             flags |= NO_FORWARD_QUERY;
         }
+        let extras = duanlian_link::has_extras(link.validity.max_visits, link.expired_url);
+        if extras {
+            flags |= HAS_EXTRAS;
+        }
         self.entries.push(Entry {
             str_off: self.strings.len() as u64,
             domain,
@@ -159,6 +167,13 @@ impl Builder {
         });
         self.strings.extend_from_slice(link.code);
         self.strings.extend_from_slice(link.url);
+        if extras {
+            duanlian_link::encode_extras(
+                link.validity.max_visits,
+                link.expired_url,
+                &mut self.strings,
+            );
+        }
         Ok(())
     }
 

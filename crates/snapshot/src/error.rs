@@ -72,7 +72,8 @@ impl fmt::Display for SnapshotError {
             SnapshotError::BadMagic => f.write_str("bad magic: not a duanlian snapshot"),
             SnapshotError::UnsupportedVersion(v) => write!(
                 f,
-                "unsupported format version {v} (this build reads version {})",
+                "unsupported format version {v} (this build reads versions {} to {})",
+                crate::MIN_FORMAT_VERSION,
                 crate::FORMAT_VERSION
             ),
             SnapshotError::HeaderChecksum { stored, actual } => write!(

@@ -3,7 +3,7 @@
 //! ```text
 //! offset size field
 //!      0    8 magic            b"DUANLIAN"
-//!      8    4 format_version   u32 LE, this crate writes FORMAT_VERSION
+//!      8    4 format_version   u32 LE, this crate writes FORMAT_VERSION, reads 1 and 2
 //!     12    4 rkyv_format      u32 LE, RKYV_FORMAT bits of the archive's primitive layout
 //!     16    4 header_len       u32 LE, 64: where the archive starts (16-byte aligned)
 //!     20    4 flags            u32 LE, 0 (reserved)
@@ -20,7 +20,10 @@ use crate::SnapshotError;
 pub const MAGIC: [u8; 8] = *b"DUANLIAN";
 /// The format version this crate reads and writes. Bumped whenever the header, the table
 /// layout, the key hash or rkyv's primitive format changes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this crate still reads. Version 1 is version 2 without the
+/// optional-fields flag; both share one table layout.
+pub const MIN_FORMAT_VERSION: u32 = 1;
 /// Header size; the archive starts right after it, 16-byte aligned.
 pub const HEADER_LEN: usize = 64;
 
@@ -94,7 +97,7 @@ impl Header {
             return Err(SnapshotError::BadMagic);
         }
         let format_version = u32_at(bytes, 8);
-        if format_version != FORMAT_VERSION {
+        if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&format_version) {
             return Err(SnapshotError::UnsupportedVersion(format_version));
         }
         let stored = u32_at(bytes, 60);

@@ -21,6 +21,7 @@
 //!     validity: Validity::ALWAYS,
 //!     created_at: 1_700_000_000,
 //!     forward_query: true,
+//!     expired_url: None,
 //! })?;
 //! let snap = Snapshot::from_bytes(b.finish()?.to_bytes(0)?)?;
 //! let hit = snap.get("go.example.cn", "x7Kp2Qa").expect("present");
@@ -38,6 +39,6 @@ mod read;
 
 pub use build::{write_atomic, Builder, Duplicate, Table};
 pub use error::{BuildError, SnapshotError};
-pub use format::{Header, FORMAT_VERSION, HEADER_LEN, MAGIC, RKYV_FORMAT};
+pub use format::{Header, FORMAT_VERSION, HEADER_LEN, MAGIC, MIN_FORMAT_VERSION, RKYV_FORMAT};
 pub use read::{Iter, LinkRef, Snapshot, VerifyReport};
 pub use rkyv::util::AlignedVec;

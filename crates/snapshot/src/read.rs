@@ -1,6 +1,6 @@
 //! Opening a snapshot and reading links out of it in place.
 use crate::build::{
-    ArchivedEntry, ArchivedTableData, HAS_EXPIRES_AT, HAS_VALID_SINCE, KNOWN_FLAGS,
+    ArchivedEntry, ArchivedTableData, HAS_EXPIRES_AT, HAS_EXTRAS, HAS_VALID_SINCE, KNOWN_FLAGS,
     NO_FORWARD_QUERY,
 };
 use crate::format::{Header, HEADER_LEN};
@@ -58,6 +58,8 @@ pub struct LinkRef<'a> {
     pub created_at: i64,
     /// Whether the request's query string is carried over to the target.
     pub forward_query: bool,
+    /// Where an expired link sends visitors instead of answering 410.
+    pub expired_url: Option<&'a [u8]>,
 }
 
 impl<'a> From<&'a duanlian_link::Link> for LinkRef<'a> {
@@ -70,6 +72,7 @@ impl<'a> From<&'a duanlian_link::Link> for LinkRef<'a> {
             validity: link.validity,
             created_at: link.created_at,
             forward_query: link.forward_query,
+            expired_url: link.expired_url.as_deref().map(str::as_bytes),
         }
     }
 }
@@ -86,6 +89,10 @@ impl LinkRef<'_> {
             validity: self.validity,
             created_at: self.created_at,
             forward_query: self.forward_query,
+            expired_url: match self.expired_url {
+                Some(u) => Some(std::str::from_utf8(u).ok()?.into()),
+                None => None,
+            },
         })
     }
 }
@@ -243,6 +250,22 @@ impl Snapshot {
         None
     }
 
+    /// `(position, expires_at)` of every link with an expiry, read from the fixed-size entries
+    /// only (no strings), so scheduling millions of them is cheap.
+    pub fn expiries(&self) -> impl Iterator<Item = (usize, i64)> + '_ {
+        self.table()
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.flags.to_native() & HAS_EXPIRES_AT != 0)
+            .map(|(i, e)| (i, e.expires_at.to_native()))
+    }
+
+    /// The link at a position of [`Snapshot::iter`] order.
+    pub fn link_at(&self, position: usize) -> Option<LinkRef<'_>> {
+        self.entry(self.table(), position)
+    }
+
     /// Every link, in `(domain, code)` order.
     pub fn iter(&self) -> Iter<'_> {
         Iter {
@@ -282,6 +305,13 @@ impl Snapshot {
         let url_end = code_end + usize::from(e.url_len.to_native());
         let strings = t.strings.as_slice();
         let flags = e.flags.to_native();
+        let extras = if flags & HAS_EXTRAS != 0 {
+            duanlian_link::decode_extras(strings.get(url_end..)?)
+                .ok()?
+                .0
+        } else {
+            duanlian_link::Extras::default()
+        };
         Some(LinkRef {
             domain: t.domains.get(usize::from(e.domain.to_native()))?.as_str(),
             code: strings.get(off..code_end)?,
@@ -290,9 +320,11 @@ impl Snapshot {
             validity: Validity {
                 valid_since: (flags & HAS_VALID_SINCE != 0).then(|| e.valid_since.to_native()),
                 expires_at: (flags & HAS_EXPIRES_AT != 0).then(|| e.expires_at.to_native()),
+                max_visits: extras.max_visits,
             },
             created_at: e.created_at.to_native(),
             forward_query: flags & NO_FORWARD_QUERY == 0,
+            expired_url: extras.expired_url,
         })
     }
 
@@ -313,8 +345,21 @@ impl Snapshot {
             if Redirect::from_u8(e.redirect).is_none() {
                 return Err(bad(i, format!("unknown redirect kind {}", e.redirect)));
             }
-            if e.flags.to_native() & !KNOWN_FLAGS != 0 {
-                return Err(bad(i, format!("unknown flags {:#x}", e.flags.to_native())));
+            let flags = e.flags.to_native();
+            if flags & !KNOWN_FLAGS != 0
+                || (self.header.format_version < 2 && flags & HAS_EXTRAS != 0)
+            {
+                return Err(bad(i, format!("unknown flags {flags:#x}")));
+            }
+            if flags & HAS_EXTRAS != 0 {
+                let extras = duanlian_link::Extras {
+                    max_visits: link.validity.max_visits,
+                    expired_url: link.expired_url,
+                };
+                if !duanlian_link::has_extras(extras.max_visits, extras.expired_url) {
+                    return Err(bad(i, "unreadable optional fields".into()));
+                }
+                extras.check().map_err(|e| bad(i, e.to_string()))?;
             }
             let code = std::str::from_utf8(link.code)
                 .ok()

@@ -14,6 +14,7 @@ fn link(domain: &str, code: &str, url: &str) -> Link {
         validity: Validity::ALWAYS,
         created_at: 1_700_000_000,
         forward_query: true,
+        expired_url: None,
     }
 }
 

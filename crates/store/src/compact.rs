@@ -1,7 +1,7 @@
 //! Folding the journal into a new snapshot.
 use crate::{DataDir, Store, StoreError};
 use duanlian_journal::{Journal, Options as JournalOptions};
-use duanlian_link::{Change, Link};
+use duanlian_link::{now_secs, Change, Link};
 use duanlian_snapshot::{Builder, Snapshot, Table};
 use std::collections::HashMap;
 use std::path::Path;
@@ -22,7 +22,14 @@ pub struct CompactReport {
 }
 
 /// The snapshot `base` with the journal's records in `(base's sequence, through]` applied.
-fn fold(base: &Snapshot, journal_dir: &Path, through: u64) -> Result<Table, StoreError> {
+/// Links past `expires_at + retention` at `now` are purged: left out.
+fn fold(
+    base: &Snapshot,
+    journal_dir: &Path,
+    through: u64,
+    now: i64,
+    retention: i64,
+) -> Result<Table, StoreError> {
     // Latest state per key; keys are `domain/code`, which is unambiguous (neither has a '/').
     let mut latest: HashMap<Vec<u8>, Option<Link>> = HashMap::new();
     let key = |d: &str, c: &[u8]| {
@@ -53,12 +60,16 @@ fn fold(base: &Snapshot, journal_dir: &Path, through: u64) -> Result<Table, Stor
         scratch.extend_from_slice(link.domain.as_bytes());
         scratch.push(b'/');
         scratch.extend_from_slice(link.code);
-        if !latest.contains_key(&scratch) {
+        if !latest.contains_key(&scratch) && !link.validity.is_purged_at(now, retention) {
             b.push_ref(&link)
                 .map_err(|e| StoreError::Build(e.to_string()))?;
         }
     }
-    for link in latest.values().flatten() {
+    for link in latest
+        .values()
+        .flatten()
+        .filter(|l| !l.validity.is_purged_at(now, retention))
+    {
         b.push(link).map_err(|e| StoreError::Build(e.to_string()))?;
     }
     b.finish().map_err(|e| StoreError::Build(e.to_string()))
@@ -91,8 +102,9 @@ impl Store {
             });
         }
         let (journal_dir, snapshot_path) = (self.dir.journal_dir(), self.dir.snapshot_path());
+        let retention = self.retention;
         let snapshot = tokio::task::spawn_blocking(move || {
-            let table = fold(&base, &journal_dir, through)?;
+            let table = fold(&base, &journal_dir, through, now_secs(), retention)?;
             publish(&snapshot_path, &table, through)
         })
         .await
@@ -100,6 +112,9 @@ impl Store {
         let links = snapshot.len();
         self.index().swap_snapshot(Arc::new(snapshot));
         self.index().prune_through(through);
+        let index = self.index().clone();
+        // The new snapshot's positions differ: reschedule its expiring links, off this task.
+        tokio::task::spawn_blocking(move || index.schedule_snapshot());
         let segments_removed = self.remove_through(through).await?;
         Ok(CompactReport {
             sequence: through,
@@ -111,7 +126,7 @@ impl Store {
 }
 
 /// Compacts a data directory that no server has open (`duanlian compact`).
-pub fn compact_offline(dir: &DataDir) -> Result<CompactReport, StoreError> {
+pub fn compact_offline(dir: &DataDir, retention: i64) -> Result<CompactReport, StoreError> {
     let started = Instant::now();
     let base = if dir.has_snapshot() {
         Snapshot::open(dir.snapshot_path())?
@@ -138,7 +153,7 @@ pub fn compact_offline(dir: &DataDir) -> Result<CompactReport, StoreError> {
             elapsed: started.elapsed(),
         });
     }
-    let table = fold(&base, &dir.journal_dir(), through)?;
+    let table = fold(&base, &dir.journal_dir(), through, now_secs(), retention)?;
     let snapshot = publish(&dir.snapshot_path(), &table, through)?;
     Ok(CompactReport {
         sequence: through,

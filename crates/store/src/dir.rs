@@ -50,6 +50,11 @@ impl DataDir {
         self.path.join("journal")
     }
 
+    /// Where visit counts are saved.
+    pub fn visits_path(&self) -> PathBuf {
+        self.path.join("visits.bin")
+    }
+
     /// Whether a snapshot has been written here yet.
     pub fn has_snapshot(&self) -> bool {
         self.snapshot_path().exists()

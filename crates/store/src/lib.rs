@@ -26,6 +26,7 @@
 //!         redirect: Redirect::Found,
 //!         validity: Validity::ALWAYS,
 //!         forward_query: true,
+//!         expired_url: None,
 //!     }]))
 //!     .await?;
 //! if let Outcome::Created(links) = created {
@@ -39,6 +40,7 @@ mod compact;
 mod dir;
 mod error;
 mod random;
+mod visits_file;
 mod writer;
 
 pub use compact::{compact_offline, CompactReport};

@@ -6,6 +6,7 @@ use duanlian_journal::{Journal, Options as JournalOptions};
 use duanlian_link::{now_secs, Change, Code, Domain, Link, Redirect, Validity};
 use duanlian_snapshot::{Builder, Snapshot};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use tokio::sync::oneshot;
@@ -17,6 +18,11 @@ pub struct StoreOptions {
     pub segment_bytes: u64,
     /// The most requests one group commit takes. Default is 4096.
     pub max_group: usize,
+    /// Seconds an expired link is kept (answering "expired") before it is purged from memory and
+    /// from the next snapshot. Default is 30 days.
+    pub retention: i64,
+    /// How often visit counts are saved. Default is 2 s.
+    pub save_every: std::time::Duration,
 }
 
 impl Default for StoreOptions {
@@ -24,6 +30,8 @@ impl Default for StoreOptions {
         StoreOptions {
             segment_bytes: JournalOptions::default().segment_bytes,
             max_group: 4096,
+            retention: duanlian_index::DEFAULT_RETENTION,
+            save_every: std::time::Duration::from_secs(2),
         }
     }
 }
@@ -45,6 +53,8 @@ pub struct NewLink {
     pub validity: Validity,
     /// Whether the request's query string is forwarded.
     pub forward_query: bool,
+    /// Where the link sends visitors once expired.
+    pub expired_url: Option<Box<str>>,
 }
 
 /// Fields a PATCH may change; `None` leaves a field as it is. For the validity bounds,
@@ -61,6 +71,10 @@ pub struct Patch {
     pub expires_at: Option<Option<i64>>,
     /// New query forwarding.
     pub forward_query: Option<bool>,
+    /// New visit cap (`Some(None)` removes it).
+    pub max_visits: Option<Option<u64>>,
+    /// New expired-link target (`Some(None)` removes it).
+    pub expired_url: Option<Option<Box<str>>>,
 }
 
 /// A write request.
@@ -113,7 +127,9 @@ pub struct Store {
     pub(crate) dir: DataDir,
     pub(crate) compaction: tokio::sync::Mutex<()>,
     writer: Option<JoinHandle<()>>,
+    maintenance: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
     replayed: u64,
+    pub(crate) retention: i64,
 }
 
 impl Store {
@@ -131,6 +147,10 @@ impl Store {
         let snapshot = Snapshot::open(&snap_path)?;
         let after = snapshot.header().sequence;
         let index = Arc::new(Index::new(Arc::new(snapshot)));
+        index.set_retention(opts.retention);
+        for (key, count) in crate::visits_file::load(&dir.visits_path())? {
+            index.visits().set(&key, count);
+        }
         let mut replayed = 0;
         let journal = Journal::open(
             &dir.journal_dir(),
@@ -151,14 +171,45 @@ impl Store {
             .name("duanlian-journal".into())
             .spawn(move || writer(rx, journal, writer_index, opts.max_group))
             .map_err(io_err(dir.path()))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let maintenance = {
+            let (index, stop, path, every) = (
+                index.clone(),
+                stop.clone(),
+                dir.visits_path(),
+                opts.save_every,
+            );
+            std::thread::Builder::new()
+                .name("duanlian-maint".into())
+                .spawn(move || maintain(&index, &stop, &path, every))
+                .map_err(io_err(dir.path()))?
+        };
         Ok(Store {
             tx: Some(tx),
             index,
             dir,
             compaction: tokio::sync::Mutex::new(()),
             writer: Some(writer),
+            maintenance: Some((stop, maintenance)),
             replayed,
+            retention: opts.retention,
         })
+    }
+
+    /// Saves the visit counts now (also done every few seconds, and by [`Store::shutdown`]).
+    pub fn save_visits(&self) -> Result<(), StoreError> {
+        save_visits(&self.index, &self.dir.visits_path())
+    }
+
+    /// Stops background work and saves what it keeps in memory. Writes already acknowledged are
+    /// on disk regardless; this only concerns visit counts.
+    pub fn shutdown(&self) {
+        if let Some((stop, _)) = &self.maintenance {
+            stop.store(true, Ordering::Relaxed);
+        }
+        if let Err(e) = self.save_visits() {
+            tracing::error!(error = %e, "saving visit counts at shutdown failed");
+        }
     }
 
     /// The index this store writes into.
@@ -202,8 +253,50 @@ impl Store {
     }
 }
 
+fn save_visits(index: &Index, path: &std::path::Path) -> Result<(), StoreError> {
+    match index.visits().take_changed() {
+        Some(counts) => crate::visits_file::save(path, &counts),
+        None => Ok(()),
+    }
+}
+
+/// The background loop: schedule the snapshot's expiring links once, then every second free
+/// what passed its retention, and save visit counts when they changed.
+fn maintain(
+    index: &Index,
+    stop: &AtomicBool,
+    visits: &std::path::Path,
+    save_every: std::time::Duration,
+) {
+    let scheduled = index.schedule_snapshot();
+    tracing::debug!(links = scheduled, "scheduled the snapshot's expiring links");
+    let mut last_save = std::time::Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(250).min(save_every));
+        let reaped = index.reap(now_secs());
+        if reaped.overlay + reaped.snapshot > 0 {
+            tracing::debug!(
+                overlay = reaped.overlay,
+                snapshot = reaped.snapshot,
+                "purged expired links"
+            );
+        }
+        if last_save.elapsed() >= save_every {
+            last_save = std::time::Instant::now();
+            if let Err(e) = save_visits(index, visits) {
+                tracing::warn!(error = %e, "saving visit counts failed; will retry");
+            }
+        }
+    }
+}
+
 impl Drop for Store {
     fn drop(&mut self) {
+        if let Some((stop, handle)) = self.maintenance.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = handle.join();
+        }
+        let _ = self.save_visits();
         // Closing the channel lets the writer finish what it has and exit.
         self.tx = None;
         if let Some(w) = self.writer.take() {
@@ -279,6 +372,7 @@ fn plan(op: Op, pending: &mut Pending<'_>, now: i64) -> Result<(Vec<Change>, Out
                     validity: n.validity,
                     created_at: now,
                     forward_query: n.forward_query,
+                    expired_url: n.expired_url,
                 };
                 let key = (link.domain.clone(), link.code.clone());
                 pending.state.insert(key.clone(), Some(link.clone()));
@@ -308,10 +402,14 @@ fn plan(op: Op, pending: &mut Pending<'_>, now: i64) -> Result<(Vec<Change>, Out
             if let Some(f) = patch.forward_query {
                 link.forward_query = f;
             }
+            if let Some(u) = patch.expired_url {
+                link.expired_url = u;
+            }
             link.validity = Validity::new(
                 patch.valid_since.unwrap_or(link.validity.valid_since),
                 patch.expires_at.unwrap_or(link.validity.expires_at),
             )
+            .and_then(|v| v.with_max_visits(patch.max_visits.unwrap_or(link.validity.max_visits)))
             .map_err(StoreError::Invalid)?;
             pending.state.insert((domain, code), Some(link.clone()));
             Ok((vec![Change::Put(link.clone())], Outcome::Updated(link)))

@@ -35,6 +35,7 @@ fn new(code: Option<&str>, url: &str) -> NewLink {
         redirect: Redirect::Found,
         validity: Validity::ALWAYS,
         forward_query: true,
+        expired_url: None,
     }
 }
 
@@ -226,7 +227,7 @@ fn compaction_folds_the_journal_and_keeps_every_link() {
     )])))
     .expect("create");
     drop(store);
-    let report = compact_offline(&DataDir::open(&d.0).expect("dir")).expect("offline");
+    let report = compact_offline(&DataDir::open(&d.0).expect("dir"), 30 * 86_400).expect("offline");
     assert_eq!((report.sequence, report.links), (53, 51));
     let store = open(&d);
     assert_eq!(

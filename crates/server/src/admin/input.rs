@@ -1,6 +1,8 @@
 //! Request bodies to store operations, naming every invalid field.
 use super::problem::{field, FieldError};
-use duanlian_link::{parse_url, url_host, Code, Domain, Redirect, Validity};
+use duanlian_link::{
+    now_secs, parse_duration, parse_rfc3339, parse_url, url_host, Code, Domain, Redirect, Validity,
+};
 use duanlian_store::{NewLink, Patch};
 use serde_json::{Map, Value};
 
@@ -10,9 +12,9 @@ pub(crate) struct Rules<'a> {
     pub(crate) default_code_length: usize,
 }
 
-const CREATE_FIELDS: &str =
-    "url, domain, code, code_length, redirect, expires_at, valid_since, forward_query";
-const PATCH_FIELDS: &str = "url, redirect, expires_at, valid_since, forward_query";
+const CREATE_FIELDS: &str = "url, domain, code, code_length, redirect, expires_at, expires_in, valid_since, max_visits, expired_url, forward_query";
+const PATCH_FIELDS: &str =
+    "url, redirect, expires_at, expires_in, valid_since, max_visits, expired_url, forward_query";
 pub(crate) const MIN_CODE_LENGTH: usize = 4;
 pub(crate) const MAX_CODE_LENGTH: usize = 32;
 
@@ -39,20 +41,88 @@ fn string<'v>(v: &'v Value, name: &str, errs: &mut Errors<'_>) -> Option<&'v str
     }
 }
 
-fn seconds(v: &Value, name: &str, errs: &mut Errors<'_>) -> Option<Option<i64>> {
+/// An instant: UTC seconds, an RFC 3339 string (`2026-12-01T00:00:00+08:00`), a date, or null.
+fn instant(v: &Value, name: &str, errs: &mut Errors<'_>) -> Option<Option<i64>> {
+    let parsed = match v {
+        Value::Null => return Some(None),
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => parse_rfc3339(s),
+        _ => None,
+    };
+    if parsed.is_none() {
+        errs.add(
+            name,
+            "must be UTC seconds or an RFC 3339 time such as 2026-12-01T00:00:00Z, or null",
+        );
+    }
+    parsed.map(Some)
+}
+
+/// A validity period: `"1d"`, `"7d"`, `"30d"`, `"1y"`, `"90m"`, seconds, or null (permanent).
+fn period(v: &Value, name: &str, errs: &mut Errors<'_>) -> Option<Option<i64>> {
+    let parsed = match v {
+        Value::Null => return Some(None),
+        Value::Number(n) => n.as_i64().filter(|s| *s > 0),
+        Value::String(s) => parse_duration(s).filter(|s| *s > 0),
+        _ => None,
+    };
+    if parsed.is_none() {
+        errs.add(name, "must be a period such as \"1d\", \"7d\", \"30d\", \"1y\", \"90m\", a number of seconds, or null");
+    }
+    parsed.map(Some)
+}
+
+fn visits_cap(v: &Value, errs: &mut Errors<'_>) -> Option<Option<u64>> {
     match v {
         Value::Null => Some(None),
-        Value::Number(n) => match n.as_i64() {
-            Some(s) => Some(Some(s)),
-            None => {
-                errs.add(name, "must be a whole number of UTC seconds");
+        _ => match v.as_u64() {
+            Some(n) if n > 0 => Some(Some(n)),
+            _ => {
+                errs.add(
+                    "max_visits",
+                    "must be a whole number of at least 1, or null",
+                );
                 None
             }
         },
-        _ => {
-            errs.add(name, "must be a whole number of UTC seconds, or null");
+    }
+}
+
+fn expired_target(v: &Value, errs: &mut Errors<'_>) -> Option<Option<Box<str>>> {
+    if v.is_null() {
+        return Some(None);
+    }
+    let raw = string(v, "expired_url", errs)?;
+    match parse_url(raw) {
+        Ok(u) => Some(Some(u)),
+        Err(e) => {
+            errs.add("expired_url", e);
             None
         }
+    }
+}
+
+/// The expiry from `expires_at` and `expires_in`, which contradict each other when both are
+/// given; an explicit instant in the past is refused too.
+fn expiry(
+    at: Option<Option<i64>>,
+    within: Option<Option<i64>>,
+    now: i64,
+    errs: &mut Errors<'_>,
+) -> Option<Option<i64>> {
+    match (at, within) {
+        (Some(Some(_)), Some(Some(_))) => {
+            errs.add("expires_at", "give expires_at or expires_in, not both");
+            errs.add("expires_in", "give expires_at or expires_in, not both");
+            None
+        }
+        (Some(Some(t)), _) if t < now => {
+            errs.add("expires_at", "is in the past");
+            None
+        }
+        (Some(t), _) => Some(t),
+        (None, Some(d)) => Some(d.map(|d| now.saturating_add(d))),
+        (None, None) => None,
     }
 }
 
@@ -108,10 +178,11 @@ fn target(v: &Value, rules: &Rules<'_>, errs: &mut Errors<'_>) -> Option<Box<str
 /// Parses one link of a create request (`prefix` names its place in a batch).
 fn new_link(obj: &Map<String, Value>, rules: &Rules<'_>, errs: &mut Errors<'_>) -> Option<NewLink> {
     let before = errs.list.len();
+    let now = now_secs();
     let (mut url, mut domain, mut code) = (None, None, None);
     let mut code_length = rules.default_code_length;
     let mut red = Redirect::default();
-    let (mut since, mut expires) = (None, None);
+    let (mut since, mut at, mut within, mut cap, mut expired_url) = (None, None, None, None, None);
     let mut forward_query = true;
     for (k, v) in obj {
         match k.as_str() {
@@ -152,8 +223,11 @@ fn new_link(obj: &Map<String, Value>, rules: &Rules<'_>, errs: &mut Errors<'_>) 
                 ),
             },
             "redirect" => red = redirect(v, errs).unwrap_or_default(),
-            "expires_at" => expires = seconds(v, k, errs).flatten(),
-            "valid_since" => since = seconds(v, k, errs).flatten(),
+            "expires_at" => at = instant(v, k, errs),
+            "expires_in" => within = period(v, k, errs),
+            "valid_since" => since = instant(v, k, errs).flatten(),
+            "max_visits" => cap = visits_cap(v, errs).flatten(),
+            "expired_url" => expired_url = expired_target(v, errs).flatten(),
             "forward_query" => forward_query = boolean(v, k, errs).unwrap_or(true),
             other => errs.add(other, format!("unknown field (known: {CREATE_FIELDS})")),
         }
@@ -172,7 +246,8 @@ fn new_link(obj: &Map<String, Value>, rules: &Rules<'_>, errs: &mut Errors<'_>) 
             }
         },
     };
-    let validity = match Validity::new(since, expires) {
+    let expires = expiry(at, within, now, errs).flatten();
+    let validity = match Validity::new(since, expires).and_then(|v| v.with_max_visits(cap)) {
         Ok(v) => Some(v),
         Err(e) => {
             errs.add(e.field(), e);
@@ -190,6 +265,7 @@ fn new_link(obj: &Map<String, Value>, rules: &Rules<'_>, errs: &mut Errors<'_>) 
         redirect: red,
         validity: validity?,
         forward_query,
+        expired_url,
     })
 }
 
@@ -266,17 +342,22 @@ pub(crate) fn patch(body: &Value, rules: &Rules<'_>) -> Result<Patch, Vec<FieldE
         list: Vec::new(),
     };
     let mut p = Patch::default();
+    let (mut at, mut within) = (None, None);
     for (k, v) in obj {
         match k.as_str() {
             "url" => p.url = target(v, rules, &mut errs),
             "redirect" => p.redirect = redirect(v, &mut errs),
-            "expires_at" => p.expires_at = seconds(v, k, &mut errs),
-            "valid_since" => p.valid_since = seconds(v, k, &mut errs),
+            "expires_at" => at = instant(v, k, &mut errs),
+            "expires_in" => within = period(v, k, &mut errs),
+            "valid_since" => p.valid_since = instant(v, k, &mut errs),
+            "max_visits" => p.max_visits = visits_cap(v, &mut errs),
+            "expired_url" => p.expired_url = expired_target(v, &mut errs),
             "forward_query" => p.forward_query = boolean(v, k, &mut errs),
             "domain" | "code" => errs.add(k, "cannot be changed; create a new link instead"),
             other => errs.add(other, format!("unknown field (known: {PATCH_FIELDS})")),
         }
     }
+    p.expires_at = expiry(at, within, now_secs(), &mut errs);
     if errs.list.is_empty() {
         Ok(p)
     } else {

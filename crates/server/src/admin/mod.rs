@@ -168,6 +168,10 @@ impl Admin {
             "forward_query": l.forward_query,
             "valid_since": l.validity.valid_since,
             "expires_at": l.validity.expires_at,
+            "expires": l.validity.expires_at.map(format_rfc3339),
+            "max_visits": l.validity.max_visits,
+            "expired_url": l.expired_url.as_deref(),
+            "visits": self.index.visits().count(l.domain.as_str(), l.code.as_str()),
             "state": match l.validity.state_at(now) {
                 duanlian_link::State::Active => "active",
                 duanlian_link::State::Pending => "pending",
