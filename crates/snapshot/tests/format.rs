@@ -88,6 +88,9 @@ fn assert_has(snap: &Snapshot, links: &[Link]) {
         assert_eq!(got.redirect, l.redirect);
         assert_eq!(got.validity, l.validity);
         assert_eq!(got.created_at, l.created_at);
+        assert_eq!(got.forward_query, l.forward_query);
+        assert_eq!(got.expired_url, l.expired_url.as_deref().map(str::as_bytes));
+        assert_eq!(got.to_link().as_ref(), Some(l));
     }
 }
 
@@ -187,7 +190,7 @@ fn duplicates_are_all_reported() {
 
 #[test]
 fn every_single_byte_flip_is_detected() {
-    let good = image(&golden_links(), 5, 3);
+    let good = image(&golden_v2_links(), 5, 3);
     for at in 0..good.len() {
         for mask in [0x01u8, 0x80, 0xff] {
             let mut bad = good.to_vec();
@@ -225,10 +228,15 @@ fn malformed_files_get_typed_errors() {
     magic[0] = b'X';
     assert_eq!(reopen(&magic).err(), Some(SnapshotError::BadMagic));
     let mut version = good.to_vec();
-    version[8] = 2;
+    version[8] = 3;
     assert_eq!(
         reopen(&version).err(),
-        Some(SnapshotError::UnsupportedVersion(2))
+        Some(SnapshotError::UnsupportedVersion(3))
+    );
+    version[8] = 0;
+    assert_eq!(
+        reopen(&version).err(),
+        Some(SnapshotError::UnsupportedVersion(0))
     );
     let mut count = good.to_vec();
     count[24] ^= 1;
@@ -264,26 +272,65 @@ fn invalid_archive_behind_a_valid_checksum_is_rejected() {
     );
 }
 
-fn golden_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/golden/snapshot-v1.snap")
+fn golden_path(version: u32) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../../data/golden/snapshot-v{version}.snap"))
+}
+
+/// Version 2 added optional fields (visit cap, expired-link target) behind an entry flag.
+fn golden_v2_links() -> Vec<Link> {
+    let mut v = golden_links();
+    v.push(Link {
+        validity: Validity::new(Some(1_700_000_000), Some(1_900_000_000))
+            .and_then(|v| v.with_max_visits(Some(500)))
+            .expect("validity"),
+        expired_url: Some("https://sorry.example/ended?from=short".into()),
+        ..link("go.example.cn", "capped", "https://d.example/")
+    });
+    v.push(Link {
+        validity: Validity::ALWAYS.with_max_visits(Some(1)).expect("cap"),
+        ..link("s.example.com", "once", "https://e.example/")
+    });
+    v
 }
 
 #[test]
 fn golden_v1_file_keeps_opening() {
-    let snap = Snapshot::open(golden_path()).expect("the committed version-1 snapshot must open");
+    let snap = Snapshot::open(golden_path(1)).expect("the committed version-1 snapshot must open");
     assert_eq!(snap.header().format_version, 1);
     assert_eq!(snap.header().sequence, 77);
     assert_has(&snap, &golden_links());
     snap.verify().expect("verify");
 }
 
-/// Regenerates the golden file. Only for a new format version: the committed file is the proof
-/// that version 1 stays readable. `cargo test -p duanlian-snapshot -- --ignored write_golden`
+#[test]
+fn golden_v2_file_keeps_opening() {
+    let snap = Snapshot::open(golden_path(2)).expect("the committed version-2 snapshot must open");
+    assert_eq!(snap.header().format_version, 2);
+    assert_eq!(snap.header().sequence, 78);
+    assert_has(&snap, &golden_v2_links());
+    let capped = snap.get("go.example.cn", "capped").expect("capped");
+    assert_eq!(capped.validity.max_visits, Some(500));
+    assert_eq!(
+        capped.expired_url,
+        Some(&b"https://sorry.example/ended?from=short"[..])
+    );
+    snap.verify().expect("verify");
+}
+
+/// Writes the golden file of the current format version. Only for a new version: committed
+/// files are the proof that old versions stay readable, and are never rewritten.
+/// `cargo test -p duanlian-snapshot -- --ignored write_golden`
 #[test]
 #[ignore]
 fn write_golden() {
-    duanlian_snapshot::write_atomic(&golden_path(), &image(&golden_links(), 42, 77))
-        .expect("write");
+    let path = golden_path(duanlian_snapshot::FORMAT_VERSION);
+    assert!(
+        !path.exists(),
+        "{} exists: golden files are never rewritten",
+        path.display()
+    );
+    duanlian_snapshot::write_atomic(&path, &image(&golden_v2_links(), 42, 78)).expect("write");
 }
 
 #[test]
