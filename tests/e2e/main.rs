@@ -4,3 +4,4 @@ mod cli;
 mod durability;
 mod http;
 mod util;
+mod validity;

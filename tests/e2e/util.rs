@@ -179,6 +179,14 @@ impl Server {
         self.logs.lock().map(|l| l.join("\n")).unwrap_or_default()
     }
 
+    /// Sends SIGTERM and waits for the server to exit; returns whether it exited 0.
+    pub(crate) fn terminate(mut self) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
     /// Kills the server with SIGKILL and waits for it.
     pub(crate) fn kill9(mut self) {
         let _ = self.child.kill();
