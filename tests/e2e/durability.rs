@@ -333,3 +333,74 @@ fn compaction_under_redirect_load_fails_nothing() {
         "compaction left {journal_files} segments"
     );
 }
+
+/// A failed journal write (here: the disk is full) answers 503 and stops all writes, and never
+/// reports an unknown outcome as success; redirects go on, and a restart keeps every 201.
+#[test]
+fn a_failed_journal_write_stops_writes_with_503() {
+    let dir = TempDir::new();
+    let mnt = dir.path("tiny");
+    std::fs::create_dir_all(&mnt).expect("mkdir");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=512k", "tmpfs", s(&mnt)])
+        .status()
+        .is_ok_and(|st| st.success());
+    assert!(
+        mounted,
+        "this test mounts a small tmpfs and needs root (CI runs as root)"
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let data = mnt.join("data");
+    let srv = start(&data);
+    let mut acked = Vec::new();
+    let mut first_failure = None;
+    for i in 0..400 {
+        let url = format!("https://full.example/{i}/{}", "x".repeat(3000));
+        let r = srv.api(
+            "POST",
+            "/api/v1/links",
+            Some(KEY),
+            Some(&json!({"url": url, "code": format!("f{i}")}).to_string()),
+        );
+        match r.status {
+            201 => acked.push((format!("f{i}"), url)),
+            503 => {
+                first_failure = Some(r);
+                break;
+            }
+            other => panic!("unexpected {other}: {}", r.body),
+        }
+    }
+    let failure = first_failure.expect("the disk never filled up");
+    assert_eq!(
+        failure.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert!(acked.len() > 10, "only {} creates fit", acked.len());
+    // Every later write is refused too, even a tiny one that would fit.
+    let later = srv.api(
+        "POST",
+        "/api/v1/links",
+        Some(KEY),
+        Some(r#"{"url":"https://a/","code":"tiny"}"#),
+    );
+    assert_eq!(later.status, 503, "{}", later.body);
+    let del = srv.api("DELETE", "/api/v1/links/go.example.cn/f0", Some(KEY), None);
+    assert_eq!(del.status, 503);
+    // Reads and redirects go on.
+    assert_eq!(srv.request("GET", "go.example.cn", "/f1").status, 302);
+    srv.kill9();
+    // The restart cuts whatever partial record the failed write left, and keeps every 201.
+    let srv = start(&data);
+    for (code, url) in &acked {
+        let r = srv.request("GET", "go.example.cn", &format!("/{code}"));
+        assert_eq!(r.header("location"), Some(url.as_str()), "{code}");
+    }
+    srv.kill9();
+}
