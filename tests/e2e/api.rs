@@ -692,3 +692,47 @@ fn links_survive_restart_and_compaction() {
     let srv = server(&dir, &[]);
     assert_eq!(srv.request("GET", "go.example.cn", "/after").status, 302);
 }
+
+#[test]
+fn a_bulk_snapshot_seeds_an_empty_data_directory() {
+    let dir = TempDir::new();
+    let snap = build_snapshot(
+        &dir,
+        "domain,code,url\ngo.example.cn,bulk1,https://bulk.example/1\n",
+    );
+    let data = dir.path("data");
+    let srv = Server::start(&[
+        "--data-dir",
+        s(&data),
+        "--snapshot",
+        s(&snap),
+        "--api-key",
+        KEY,
+    ]);
+    assert_eq!(srv.request("GET", "go.example.cn", "/bulk1").status, 302);
+    assert_eq!(
+        create(
+            &srv,
+            json!({"url": "https://new.example/", "code": "fresh"})
+        )
+        .status,
+        201
+    );
+    srv.kill9();
+    // The seed is only for an empty directory: a later start keeps what was written since.
+    let other = build_snapshot(
+        &dir,
+        "domain,code,url\ngo.example.cn,other,https://other.example/\n",
+    );
+    let srv = Server::start(&[
+        "--data-dir",
+        s(&data),
+        "--snapshot",
+        s(&other),
+        "--api-key",
+        KEY,
+    ]);
+    assert_eq!(srv.request("GET", "go.example.cn", "/bulk1").status, 302);
+    assert_eq!(srv.request("GET", "go.example.cn", "/fresh").status, 302);
+    assert_eq!(srv.request("GET", "go.example.cn", "/other").status, 404);
+}
