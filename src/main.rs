@@ -267,6 +267,13 @@ fn verify(path: &Path) -> Result<()> {
 
 fn serve(args: ServeArgs) -> Result<()> {
     let started = Instant::now();
+    // Flags first: a mistake in them must not leave a data directory behind.
+    let policies = domain_policies(&args)?;
+    if args.admin_listen == args.listen && args.listen.port() != 0 {
+        return Err(anyhow!(
+            "--admin-listen must differ from --listen: the admin API never shares the redirect port"
+        ));
+    }
     let (index, store, data_dir) = if let (Some(path), None) = (&args.snapshot, &args.data_dir) {
         let snapshot = open(path)?;
         tracing::info!(
@@ -337,11 +344,8 @@ fn serve(args: ServeArgs) -> Result<()> {
             Shape::MultiThread => RuntimeShape::MultiThread,
         },
     };
-    if args.admin_listen == args.listen && args.listen.port() != 0 {
-        return Err(anyhow!("--admin-listen must differ from --listen: the admin API never shares the redirect port"));
-    }
     let redirector = Redirector::new(index.clone())
-        .with_policies(domain_policies(&args)?)
+        .with_policies(policies)
         .with_retention(args.expired_retention)
         // Counting every visit only makes sense where the counts can be kept.
         .with_visit_counting(store.is_some());
