@@ -306,13 +306,20 @@ fn domain_fallbacks_for_unknown_codes_and_the_root() {
         404
     );
     assert_eq!(srv.request("GET", "s.example.com", "/").status, 404);
+    let unused = dir.path("unused");
     let bad = crate::util::run(&[
         "serve",
+        "--data-dir",
+        s(&unused),
         "--not-found-url",
         "go.example.cn",
         "--listen",
         "127.0.0.1:0",
     ]);
+    assert!(
+        !unused.exists(),
+        "a flag error must not create the data directory"
+    );
     assert!(
         crate::util::stderr(&bad).contains("expected DOMAIN=URL"),
         "{}",
