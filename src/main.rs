@@ -198,16 +198,12 @@ fn build(
         .map(|d| Domain::parse(d).map_err(|e| anyhow!("--default-domain: {e}")))
         .transpose()?;
     let imported = import::import(input, format, default_domain)?;
-    let bytes = imported
-        .table
-        .to_bytes(0)
-        .map_err(|e| anyhow!("{}: {e}", output.display()))?;
-    duanlian_snapshot::write_atomic(output, &bytes)?;
+    let size = imported.table.write(output, 0)?;
     eprintln!(
         "wrote {} ({} links, {} bytes) in {:.2}s",
         output.display(),
         imported.rows,
-        bytes.len(),
+        size,
         started.elapsed().as_secs_f64()
     );
     Ok(())

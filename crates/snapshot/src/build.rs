@@ -6,7 +6,7 @@ use duanlian_link::Link;
 use rkyv::util::AlignedVec;
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Seek, Write};
 use std::path::Path;
 
 /// Validity bounds present on an [`Entry`].
@@ -188,22 +188,45 @@ impl Builder {
         for (r, &id) in by_name.iter().enumerate() {
             rank[id] = r as u32;
         }
-        let mut order: Vec<u32> = (0..n as u32).collect();
-        order.sort_unstable_by(|&a, &b| {
-            let (ea, eb) = (&self.entries[a as usize], &self.entries[b as usize]);
-            rank[usize::from(ea.domain)]
-                .cmp(&rank[usize::from(eb.domain)])
-                .then_with(|| self.key(ea).1.cmp(self.key(eb).1))
+        // Sort keys that decide almost every comparison without touching the strings: the domain's
+        // rank, then the code's first 14 bytes (codes never contain a zero byte, so zero padding
+        // sorts a shorter code before its extensions, as byte order does).
+        let prefix = |e: &Entry| -> u128 {
+            let code = self.key(e).1;
+            let mut k = u128::from(rank[usize::from(e.domain)]) << 112;
+            for (i, &b) in code.iter().take(14).enumerate() {
+                k |= u128::from(b) << (104 - 8 * i);
+            }
+            k
+        };
+        // The key hash is computed here too, while the strings are read in order: laying out the
+        // slots later then needs no string at all.
+        let mut keyed: Vec<(u128, u64, u32)> = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let (domain, code) = self.key(e);
+                (prefix(e), key_hash(self.seed, domain, code), i as u32)
+            })
+            .collect();
+        keyed.sort_unstable_by(|&(ka, _, a), &(kb, _, b)| {
+            ka.cmp(&kb)
+                .then_with(|| {
+                    let (ea, eb) = (&self.entries[a as usize], &self.entries[b as usize]);
+                    self.key(ea).1.cmp(self.key(eb).1)
+                })
                 .then(a.cmp(&b))
         });
         let mut dups = Vec::new();
         let mut first = 0;
-        for w in 1..order.len() {
+        for w in 1..keyed.len() {
             let (prev, cur) = (
-                &self.entries[order[w - 1] as usize],
-                &self.entries[order[w] as usize],
+                &self.entries[keyed[w - 1].2 as usize],
+                &self.entries[keyed[w].2 as usize],
             );
-            if self.key(prev) != self.key(cur) {
+            // Different sort keys are different links; only equal keys need the strings.
+            if keyed[w - 1].0 != keyed[w].0 || self.key(prev) != self.key(cur) {
                 first = w;
                 continue;
             }
@@ -211,22 +234,23 @@ impl Builder {
             dups.push(Duplicate {
                 domain: String::from_utf8_lossy(domain).into_owned(),
                 code: String::from_utf8_lossy(code).into_owned(),
-                first: order[first] as usize,
-                repeat: order[w] as usize,
+                first: keyed[first].2 as usize,
+                repeat: keyed[w].2 as usize,
             });
         }
         if !dups.is_empty() {
             dups.sort_unstable_by_key(|d| d.repeat);
             return Err(BuildError::Duplicates(dups));
         }
-        let entries: Vec<Entry> = order.iter().map(|&i| self.entries[i as usize]).collect();
+        let entries: Vec<Entry> = keyed
+            .iter()
+            .map(|&(_, _, i)| self.entries[i as usize])
+            .collect();
 
         // Load factor 1/2: a miss ends within about two slots, which share a cache line.
         let nslots = (n * 2).max(8);
         let mut slots = vec![0u64; nslots];
-        for (i, e) in entries.iter().enumerate() {
-            let (domain, code) = self.key(e);
-            let h = key_hash(self.seed, domain, code);
+        for (i, &(_, h, _)) in keyed.iter().enumerate() {
             let mut s = slot_of(h, nslots);
             while slots[s] != 0 {
                 s += 1;
@@ -236,6 +260,7 @@ impl Builder {
             }
             slots[s] = (h >> 32) << 32 | (i as u64 + 1);
         }
+        drop(keyed);
         Ok(Table {
             data: TableData {
                 seed: self.seed,
@@ -303,10 +328,77 @@ impl Table {
     }
 }
 
+impl Table {
+    /// Writes the snapshot file to `path` without holding the whole image in memory: the
+    /// archive streams into a temporary file (its checksum computed on the way), the header goes
+    /// in last, then the file is published as by [`write_atomic`]. Returns the file's size.
+    pub fn write(&self, path: &Path, sequence: u64) -> Result<u64, SnapshotError> {
+        let mut size = 0;
+        publish(path, |file| {
+            file.write_all(&[0u8; HEADER_LEN])?;
+            let sink = ChecksumWriter {
+                inner: std::io::BufWriter::with_capacity(1 << 20, &mut *file),
+                crc: 0,
+                len: 0,
+            };
+            // Positions start after the header, exactly as in `to_bytes`, so the bytes are the same.
+            let writer = rkyv::ser::writer::IoWriter::with_pos(sink, HEADER_LEN);
+            let writer = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&self.data, writer)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let mut sink = writer.into_inner();
+            sink.inner.flush()?;
+            let (crc, len) = (sink.crc, sink.len);
+            drop(sink);
+            let header = Header {
+                format_version: FORMAT_VERSION,
+                rkyv_format: RKYV_FORMAT,
+                link_count: self.data.entries.len() as u64,
+                sequence,
+                payload_len: len,
+                built_at: duanlian_link::now_secs(),
+                payload_crc32c: crc,
+            };
+            file.seek(std::io::SeekFrom::Start(0))?;
+            file.write_all(&header.encode())?;
+            size = HEADER_LEN as u64 + len;
+            Ok(())
+        })?;
+        Ok(size)
+    }
+}
+
+/// Passes bytes through, keeping their CRC32C and count.
+struct ChecksumWriter<W> {
+    inner: W,
+    crc: u32,
+    len: u64,
+}
+
+impl<W: Write> Write for ChecksumWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Publishes `bytes` at `path` so that readers see either the old file or the whole new one:
 /// write a temporary file beside it, fsync it, rename it over `path`, fsync the directory.
 /// A published snapshot is never modified in place, which is what makes mapping it safe.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SnapshotError> {
+    publish(path, |f| f.write_all(bytes))
+}
+
+/// The temp-file, fsync, rename, fsync-directory discipline around `fill`.
+fn publish(
+    path: &Path,
+    fill: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<(), SnapshotError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| SnapshotError::Io { path, source }
@@ -323,8 +415,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SnapshotError> {
     tmp_name.push(format!(".tmp.{}", std::process::id()));
     let tmp = dir.join(tmp_name);
     let result = (|| {
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
+        let mut f = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(io(&tmp))?;
+        fill(&mut f).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
         drop(f);
         fs::rename(&tmp, path).map_err(io(path))?;

@@ -76,10 +76,7 @@ fn fold(
 }
 
 fn publish(path: &Path, table: &Table, through: u64) -> Result<Snapshot, StoreError> {
-    let bytes = table
-        .to_bytes(through)
-        .map_err(|e| StoreError::Build(e.to_string()))?;
-    duanlian_snapshot::write_atomic(path, &bytes)?;
+    table.write(path, through)?;
     Ok(Snapshot::open(path)?)
 }
 
