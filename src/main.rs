@@ -271,7 +271,10 @@ fn serve(args: ServeArgs) -> Result<()> {
         ));
     }
     let (index, store, data_dir) = if let (Some(path), None) = (&args.snapshot, &args.data_dir) {
-        let snapshot = open(path)?;
+        let snapshot = Snapshot::open_deferred(path).map_err(|e| match e {
+            SnapshotError::Io { .. } => anyhow!(e),
+            other => anyhow!("{}: {other}", path.display()),
+        })?;
         tracing::info!(
             snapshot = %path.display(),
             links = snapshot.len(),
@@ -340,6 +343,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             Shape::MultiThread => RuntimeShape::MultiThread,
         },
     };
+    verify_in_background(&index);
     let redirector = Redirector::new(index.clone())
         .with_policies(policies)
         .with_retention(args.expired_retention)
@@ -357,6 +361,37 @@ fn serve(args: ServeArgs) -> Result<()> {
         store.shutdown();
     }
     Ok(())
+}
+
+/// The snapshot was opened with its structure checked but its checksum not yet (reading every
+/// page of a multi-gigabyte file would delay the first redirect): check it now, beside serving.
+/// A mismatch means the file rotted on disk; serving wrong targets is worse than not serving,
+/// so the process stops with an error for the operator (and the load balancer) to see.
+fn verify_in_background(index: &Arc<Index>) {
+    let snapshot = index.snapshot();
+    let spawned = std::thread::Builder::new()
+        .name("duanlian-verify".into())
+        .spawn(move || {
+            let started = Instant::now();
+            match snapshot.verify_checksum() {
+                Ok(()) => tracing::info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "snapshot checksum verified"
+                ),
+                Err(e) => {
+                    let file = snapshot
+                        .path()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default();
+                    tracing::error!(%file, error = %e, "snapshot failed its checksum; stopping");
+                    eprintln!("duanlian: error: {file}: {e}");
+                    std::process::exit(1);
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "could not start the snapshot checksum thread");
+    }
 }
 
 fn parse_period(s: &str) -> Result<i64, String> {

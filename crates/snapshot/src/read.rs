@@ -133,43 +133,93 @@ impl Snapshot {
         // modified in place, so the mapped bytes stay as they are for the mapping's lifetime.
         #[allow(unsafe_code)]
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        let mut snap = Snapshot::check(Backing::Mapped(map))?;
+        let mut snap = Snapshot::check(Backing::Mapped(map), true)?;
         snap.path = Some(path.to_path_buf());
         Ok(snap)
     }
 
-    /// Validates a whole snapshot image held in memory (for tests, benches and built-in data).
-    pub fn from_bytes(bytes: AlignedVec) -> Result<Snapshot, SnapshotError> {
-        Snapshot::check(Backing::Owned(bytes))
+    /// Like [`Snapshot::open`], but leaves the payload checksum for
+    /// [`Snapshot::verify_checksum`], so a server can answer within milliseconds of start even
+    /// for a file of gigabytes (the checksum pass reads every page). Everything that memory
+    /// safety rests on — header, lengths, rkyv validation, table shape — is still checked here;
+    /// the checksum only guards the data against corruption at rest.
+    pub fn open_deferred(path: impl AsRef<Path>) -> Result<Snapshot, SnapshotError> {
+        let path = path.as_ref();
+        let io = |source| SnapshotError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(io)?;
+        if file.metadata().map_err(io)?.len() == 0 {
+            return Err(SnapshotError::Empty);
+        }
+        // SAFETY: as in `open`: the file contract on `Snapshot::open`.
+        #[allow(unsafe_code)]
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        let mut snap = Snapshot::check(Backing::Mapped(map), false)?;
+        snap.path = Some(path.to_path_buf());
+        Ok(snap)
     }
 
-    fn check(backing: Backing) -> Result<Snapshot, SnapshotError> {
+    /// Recomputes the payload checksum and compares it with the header's.
+    pub fn verify_checksum(&self) -> Result<(), SnapshotError> {
+        let actual = crc32c::crc32c(&self.backing.bytes()[HEADER_LEN..]);
+        if actual == self.header.payload_crc32c {
+            Ok(())
+        } else {
+            Err(SnapshotError::PayloadChecksum {
+                stored: self.header.payload_crc32c,
+                actual,
+            })
+        }
+    }
+
+    /// Validates a whole snapshot image held in memory (for tests, benches and built-in data).
+    pub fn from_bytes(bytes: AlignedVec) -> Result<Snapshot, SnapshotError> {
+        Snapshot::check(Backing::Owned(bytes), true)
+    }
+
+    fn check(backing: Backing, checksum: bool) -> Result<Snapshot, SnapshotError> {
         let bytes = backing.bytes();
         let header = Header::decode(bytes, bytes.len() as u64)?;
         let payload = &bytes[HEADER_LEN..];
-        let actual = crc32c::crc32c(payload);
-        if actual != header.payload_crc32c {
-            return Err(SnapshotError::PayloadChecksum {
+        let checksum_error = || {
+            let actual = crc32c::crc32c(payload);
+            (actual != header.payload_crc32c).then_some(SnapshotError::PayloadChecksum {
                 stored: header.payload_crc32c,
                 actual,
-            });
+            })
+        };
+        if checksum {
+            if let Some(e) = checksum_error() {
+                return Err(e);
+            }
         }
+        // With the checksum deferred, a structural failure is reported as the checksum
+        // mismatch it almost always is: the more useful diagnosis, and it costs nothing now.
+        let structural = |e: SnapshotError| {
+            if checksum {
+                e
+            } else {
+                checksum_error().unwrap_or(e)
+            }
+        };
         let table = rkyv::access::<ArchivedTableData, rkyv::rancor::Error>(payload)
-            .map_err(|e| SnapshotError::InvalidArchive(e.to_string()))?;
+            .map_err(|e| structural(SnapshotError::InvalidArchive(e.to_string())))?;
         if table.entries.len() as u64 != header.link_count {
-            return Err(SnapshotError::Inconsistent(format!(
+            return Err(structural(SnapshotError::Inconsistent(format!(
                 "header says {} links, the table has {}",
                 header.link_count,
                 table.entries.len()
-            )));
+            ))));
         }
         // Lookups stop at an empty slot: there must be at least one.
         if table.slots.len() <= table.entries.len() {
-            return Err(SnapshotError::Inconsistent(format!(
+            return Err(structural(SnapshotError::Inconsistent(format!(
                 "{} slots for {} links",
                 table.slots.len(),
                 table.entries.len()
-            )));
+            ))));
         }
         Ok(Snapshot {
             backing,

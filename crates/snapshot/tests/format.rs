@@ -384,3 +384,35 @@ fn streaming_write_produces_the_same_archive() {
     assert_has(&snap, &golden_v2_links());
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+#[test]
+fn deferred_open_checks_structure_now_and_the_checksum_later() {
+    let dir = std::env::temp_dir().join(format!("dl-deferred-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let path = dir.join("d.snap");
+    let good = image(&golden_v2_links(), 3, 0);
+    std::fs::write(&path, &good).expect("write");
+    let snap = Snapshot::open_deferred(&path).expect("open");
+    assert!(snap.verify_checksum().is_ok());
+    // A flipped payload byte passes the structural checks but not the checksum.
+    let mut bad = good.to_vec();
+    let at = bad.len() - 200;
+    bad[at] ^= 0x20;
+    let other = dir.join("bad.snap");
+    std::fs::write(&other, &bad).expect("write");
+    if let Ok(snap) = Snapshot::open_deferred(&other) {
+        assert!(matches!(
+            snap.verify_checksum(),
+            Err(SnapshotError::PayloadChecksum { .. })
+        ));
+    }
+    // Structural damage is still refused at once.
+    let mut magic = good.to_vec();
+    magic[0] = b'Y';
+    std::fs::write(&other, &magic).expect("write");
+    assert_eq!(
+        Snapshot::open_deferred(&other).err(),
+        Some(SnapshotError::BadMagic)
+    );
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}

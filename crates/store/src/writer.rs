@@ -144,7 +144,8 @@ impl Store {
                 .map_err(|e| StoreError::Build(e.to_string()))?;
             duanlian_snapshot::write_atomic(&snap_path, &bytes)?;
         }
-        let snapshot = Snapshot::open(&snap_path)?;
+        // The checksum is the caller's to verify (in the background; see `Snapshot::open_deferred`).
+        let snapshot = Snapshot::open_deferred(&snap_path)?;
         let after = snapshot.header().sequence;
         let index = Arc::new(Index::new(Arc::new(snapshot)));
         index.set_retention(opts.retention);
