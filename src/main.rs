@@ -38,6 +38,16 @@ enum Command {
     /// Serve redirects, and the admin API.
     Serve(ServeArgs),
     /// Fold a data directory's journal into a new snapshot (the server must not be running).
+    /// The benchmark floor: the same server answering one fixed 302 without any lookup.
+    #[command(hide = true)]
+    BenchFloor {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Worker threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
     Compact {
         /// The data directory.
         #[arg(long, default_value = "duanlian-data")]
@@ -174,6 +184,18 @@ fn run(cli: Cli) -> Result<()> {
         Command::Snapshot(SnapshotCmd::Inspect { file }) => inspect(&file),
         Command::Snapshot(SnapshotCmd::Verify { file }) => verify(&file),
         Command::Serve(args) => serve(args),
+        Command::BenchFloor { listen, threads } => {
+            let location = hyper::header::HeaderValue::from_static(
+                "https://shop.example.com/item/123456789?utm_source=sms&utm_campaign=c123",
+            );
+            let opts = Options {
+                listen,
+                threads,
+                ..Options::default()
+            };
+            duanlian_server::run(Arc::new(duanlian_server::FixedRedirect(location)), &opts)
+                .with_context(|| format!("serving on {listen}"))
+        }
         Command::Compact {
             data_dir,
             expired_retention,

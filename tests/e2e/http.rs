@@ -250,3 +250,37 @@ fn multi_thread_runtime_answers_the_same() {
         assert!(srv.pid() > 0);
     }
 }
+
+#[test]
+fn the_benchmark_floor_answers_one_fixed_redirect() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let mut child = crate::util::bin()
+        .args(["bench-floor", "--listen", &format!("127.0.0.1:{port}")])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let started = Instant::now();
+    let answer = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(mut c) => {
+                c.write_all(b"GET /anything HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .expect("write");
+                let mut out = String::new();
+                let _ = c.read_to_string(&mut out);
+                break out;
+            }
+            Err(_) if started.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("floor server did not come up: {e}"),
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let r = Response::parse(&answer);
+    assert_eq!(r.status, 302);
+    assert!(r.header("location").is_some());
+}

@@ -24,7 +24,9 @@ mod listen;
 mod redirect;
 
 pub use admin::{Admin, AdminOptions};
-pub use listen::{run, serve_connection, spawn_admin, Options, RuntimeShape};
+pub use listen::{
+    run, serve_connection, spawn_admin, Answer, FixedRedirect, Options, RuntimeShape,
+};
 pub use redirect::{respond, Body, DomainPolicy, Redirector, DEFAULT_RETENTION};
 
 pub use duanlian_index::Index;

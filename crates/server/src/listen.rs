@@ -1,8 +1,9 @@
 //! Listeners, runtimes and hyper connections.
 use crate::admin::Admin;
-use crate::redirect::{respond, Redirector};
+use crate::redirect::{respond, Body, Redirector};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::future::ready;
@@ -21,6 +22,36 @@ pub enum RuntimeShape {
     PerCore,
     /// One multi-thread tokio runtime with a shared listener.
     MultiThread,
+}
+
+/// What the redirect listener answers with. [`Redirector`] is the real thing; [`FixedRedirect`]
+/// is the benchmark floor: the same server, no lookup. Generic (not `dyn`) so the real path pays
+/// nothing for the seam.
+pub trait Answer: Send + Sync + 'static {
+    /// The response to one request.
+    fn answer<B>(&self, req: &Request<B>) -> Response<Body>;
+}
+
+impl Answer for Redirector {
+    #[inline]
+    fn answer<B>(&self, req: &Request<B>) -> Response<Body> {
+        respond(self, req)
+    }
+}
+
+/// Answers every request with the same `302`: the cost of the server around the lookup.
+#[derive(Debug, Clone)]
+pub struct FixedRedirect(pub hyper::header::HeaderValue);
+
+impl Answer for FixedRedirect {
+    #[inline]
+    fn answer<B>(&self, _req: &Request<B>) -> Response<Body> {
+        let mut r = Response::new(Body::default());
+        *r.status_mut() = hyper::StatusCode::FOUND;
+        r.headers_mut()
+            .insert(hyper::header::LOCATION, self.0.clone());
+        r
+    }
 }
 
 /// Redirect listener settings.
@@ -58,11 +89,12 @@ fn http(opts: &Options) -> http1::Builder {
 
 /// Serves one connection (any byte stream) until it closes. Used by [`run`], and by benches
 /// that feed request bytes in-process.
-pub async fn serve_connection<I>(io: I, redirector: Arc<Redirector>, opts: &Options)
+pub async fn serve_connection<I, A>(io: I, redirector: Arc<A>, opts: &Options)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    A: Answer,
 {
-    let service = service_fn(move |req| ready(Ok::<_, Infallible>(respond(&redirector, &req))));
+    let service = service_fn(move |req| ready(Ok::<_, Infallible>(redirector.answer(&req))));
     if let Err(e) = http(opts).serve_connection(TokioIo::new(io), service).await {
         tracing::debug!(error = %e, "connection ended with an error");
     }
@@ -108,7 +140,7 @@ async fn accept(listener: &TcpListener) -> TcpStream {
     }
 }
 
-async fn accept_loop(listener: TcpListener, redirector: Arc<Redirector>, opts: Arc<Options>) {
+async fn accept_loop<A: Answer>(listener: TcpListener, redirector: Arc<A>, opts: Arc<Options>) {
     loop {
         let stream = accept(&listener).await;
         let (redirector, opts) = (redirector.clone(), opts.clone());
@@ -182,7 +214,7 @@ fn current_thread() -> io::Result<tokio::runtime::Runtime> {
 
 /// Binds the listener(s) and serves redirects until SIGINT or SIGTERM. Bind errors are returned
 /// before any request is served.
-pub fn run(redirector: Arc<Redirector>, opts: &Options) -> io::Result<()> {
+pub fn run<A: Answer>(redirector: Arc<A>, opts: &Options) -> io::Result<()> {
     let threads = opts.threads.max(1);
     match opts.shape {
         RuntimeShape::PerCore => {
