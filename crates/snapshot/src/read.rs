@@ -288,7 +288,9 @@ impl Snapshot {
             }
             if v >> 32 == tag {
                 let link = self.entry(t, (v as u32).wrapping_sub(1) as usize)?;
-                if link.code == code.as_bytes() && link.domain == domain {
+                if short_eq(link.code, code.as_bytes())
+                    && short_eq(link.domain.as_bytes(), domain.as_bytes())
+                {
                     return Some(link);
                 }
             }
@@ -466,6 +468,32 @@ impl Snapshot {
     }
 }
 
+/// Equality for the short strings of a lookup (codes of ~7 bytes, domains of ~15), compared
+/// eight bytes at a time: a libc `memcmp` call costs more than the comparison for these
+/// lengths, and showed up as a fifth of the redirect path's user time in a profile.
+#[inline(always)]
+fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let word = |s: &[u8]| {
+        let mut w = [0u8; 8];
+        w[..s.len()].copy_from_slice(s);
+        u64::from_le_bytes(w)
+    };
+    let (mut ca, mut cb) = (a.chunks(8), b.chunks(8));
+    loop {
+        match (ca.next(), cb.next()) {
+            (Some(x), Some(y)) => {
+                if word(x) != word(y) {
+                    return false;
+                }
+            }
+            _ => return true,
+        }
+    }
+}
+
 /// Iterator over a snapshot's links; see [`Snapshot::iter`].
 #[derive(Debug)]
 pub struct Iter<'a> {
@@ -488,5 +516,30 @@ impl<'a> Iterator for Iter<'a> {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_eq;
+
+    #[test]
+    fn short_eq_is_byte_equality() {
+        let cases: [&[u8]; 7] = [
+            b"",
+            b"a",
+            b"x7Kp2Qa",
+            b"x7Kp2Qb",
+            b"go.example.cn",
+            b"go.example.co",
+            b"12345678",
+        ];
+        for a in cases {
+            for b in cases {
+                assert_eq!(short_eq(a, b), a == b, "{a:?} {b:?}");
+            }
+        }
+        assert!(!short_eq(b"12345678a", b"12345678b"));
+        assert!(short_eq(&[7u8; 64], &[7u8; 64]));
     }
 }
