@@ -120,7 +120,7 @@ impl Converter {
             .transpose()?;
         Ok(Link {
             domain,
-            code: Code::parse(code).map_err(link_err)?,
+            code: Code::parse_new(code).map_err(link_err)?,
             url: parse_url(url).map_err(link_err)?,
             redirect: match row.redirect {
                 Some(s) => Redirect::from_status(s).map_err(link_err)?,

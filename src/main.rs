@@ -7,7 +7,9 @@ use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use duanlian_index::Index;
 use duanlian_link::{format_rfc3339, Domain};
-use duanlian_server::{Admin, AdminOptions, DomainPolicy, Options, Redirector, RuntimeShape};
+use duanlian_server::{
+    Admin, AdminOptions, DomainPolicy, Health, Options, Redirector, RuntimeShape,
+};
 use duanlian_snapshot::{Snapshot, SnapshotError};
 use duanlian_store::{DataDir, Store, StoreOptions};
 use import::Format;
@@ -36,7 +38,7 @@ enum Command {
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
     /// Serve redirects, and the admin API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Fold a data directory's journal into a new snapshot (the server must not be running).
     /// The benchmark floor: the same server answering one fixed 302 without any lookup.
     #[command(hide = true)]
@@ -140,6 +142,19 @@ struct ServeArgs {
     /// Default is 30.
     #[arg(long, default_value_t = 30)]
     header_read_timeout: u64,
+    /// Largest request head in bytes; larger ones get 431. Default is 16384.
+    #[arg(long, default_value_t = 16 << 10)]
+    max_header_bytes: usize,
+    /// Connections served at once; more wait in the listen backlog. Default is 65536.
+    #[arg(long, default_value_t = 65_536)]
+    max_connections: usize,
+    /// After SIGTERM/SIGINT, seconds to keep accepting while /readyz answers 503, so load
+    /// balancers move away first. Default is 5.
+    #[arg(long, default_value_t = 5)]
+    drain_delay: u64,
+    /// Seconds in-flight requests get to finish after the drain delay. Default is 30.
+    #[arg(long, default_value_t = 30)]
+    shutdown_timeout: u64,
     /// Runtime layout: one current-thread runtime per thread with SO_REUSEPORT (per-core), or
     /// one work-stealing runtime (multi-thread). Default is per-core.
     #[arg(long, value_enum, default_value_t = Shape::PerCore)]
@@ -183,7 +198,7 @@ fn run(cli: Cli) -> Result<()> {
         }) => build(&input, &output, default_domain.as_deref(), format),
         Command::Snapshot(SnapshotCmd::Inspect { file }) => inspect(&file),
         Command::Snapshot(SnapshotCmd::Verify { file }) => verify(&file),
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::BenchFloor { listen, threads } => {
             let location = hyper::header::HeaderValue::from_static(
                 "https://shop.example.com/item/123456789?utm_source=sms&utm_campaign=c123",
@@ -193,7 +208,8 @@ fn run(cli: Cli) -> Result<()> {
                 threads,
                 ..Options::default()
             };
-            duanlian_server::run(Arc::new(duanlian_server::FixedRedirect(location)), &opts)
+            let floor = Arc::new(duanlian_server::FixedRedirect(location));
+            duanlian_server::run(floor, &opts, Arc::default())
                 .with_context(|| format!("serving on {listen}"))
         }
         Command::Compact {
@@ -360,13 +376,19 @@ fn serve(args: ServeArgs) -> Result<()> {
         listen: args.listen,
         threads: args.threads.unwrap_or(defaults.threads),
         header_read_timeout: Duration::from_secs(args.header_read_timeout),
+        max_header_bytes: args.max_header_bytes,
+        max_connections: args.max_connections,
+        drain_delay: Duration::from_secs(args.drain_delay),
+        shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
         shape: match args.runtime {
             Shape::PerCore => RuntimeShape::PerCore,
             Shape::MultiThread => RuntimeShape::MultiThread,
         },
     };
     verify_in_background(&index);
+    let health = Arc::new(Health::default());
     let redirector = Redirector::new(index.clone())
+        .with_health(health.clone())
         .with_policies(policies)
         .with_retention(args.expired_retention)
         // Counting every visit only makes sense where the counts can be kept.
@@ -377,7 +399,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     };
     duanlian_server::spawn_admin(Arc::new(admin), args.admin_listen, &opts)
         .with_context(|| format!("admin listener on {}", args.admin_listen))?;
-    duanlian_server::run(Arc::new(redirector), &opts)
+    duanlian_server::run(Arc::new(redirector), &opts, health)
         .with_context(|| format!("serving on {}", args.listen))?;
     if let Some(store) = store {
         store.shutdown();

@@ -3,5 +3,6 @@ mod api;
 mod cli;
 mod durability;
 mod http;
+mod ops;
 mod util;
 mod validity;

@@ -187,6 +187,25 @@ impl Server {
         self.child.wait().map(|s| s.success()).unwrap_or(false)
     }
 
+    /// Sends SIGTERM without waiting.
+    pub(crate) fn signal_term(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Waits for the process to exit (up to `limit`); its exit code, if it exited.
+    pub(crate) fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let started = std::time::Instant::now();
+        while started.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Kills the server with SIGKILL and waits for it.
     pub(crate) fn kill9(mut self) {
         let _ = self.child.kill();

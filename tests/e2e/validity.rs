@@ -157,7 +157,7 @@ fn a_visit_cap_holds_exactly_under_racing_clients() {
 #[test]
 fn visit_counts_survive_restarts() {
     let dir = TempDir::new();
-    let srv = server(&dir, &[]);
+    let srv = server(&dir, &["--drain-delay", "0"]);
     create(
         &srv,
         json!({"url": "https://a.example/c", "code": "counted"}),

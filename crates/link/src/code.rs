@@ -4,6 +4,9 @@ use std::fmt;
 /// The longest code accepted, in characters.
 pub const MAX_CODE_LEN: usize = 64;
 
+/// Paths the redirect listener answers itself; no link may take them as its code.
+pub const RESERVED_CODES: &[&str] = &["healthz", "readyz", "livez", "metrics"];
+
 /// A short-link code: 1 to 64 characters of `[A-Za-z0-9_-]`, compared case-sensitively.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Code(Box<str>);
@@ -13,6 +16,15 @@ impl Code {
     pub fn parse(s: &str) -> Result<Code, LinkError> {
         check(s.as_bytes())?;
         Ok(Code(s.into()))
+    }
+
+    /// Validates a code for a new link: as [`Code::parse`], and not one of [`RESERVED_CODES`].
+    pub fn parse_new(s: &str) -> Result<Code, LinkError> {
+        let code = Code::parse(s)?;
+        if RESERVED_CODES.contains(&s) {
+            return Err(LinkError::CodeReserved(s.to_owned()));
+        }
+        Ok(code)
     }
 
     /// Whether raw request bytes could be a code; the request path uses this without allocating.
@@ -84,5 +96,21 @@ mod tests {
         assert_eq!(Code::parse("短链"), Err(LinkError::CodeChar('短')));
         assert!(!Code::is_valid(b"a b"));
         assert!(Code::is_valid(b"Ab9"));
+    }
+
+    #[test]
+    fn reserved_codes_are_refused_for_new_links_only() {
+        assert_eq!(
+            Code::parse_new("healthz"),
+            Err(LinkError::CodeReserved("healthz".into()))
+        );
+        assert!(
+            Code::parse("healthz").is_ok(),
+            "old data with such a code still reads"
+        );
+        assert!(
+            Code::parse_new("Healthz").is_ok(),
+            "codes are case-sensitive"
+        );
     }
 }

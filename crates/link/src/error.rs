@@ -9,6 +9,8 @@ pub enum LinkError {
     CodeTooLong(usize),
     /// The code has a character outside `[A-Za-z0-9_-]`.
     CodeChar(char),
+    /// The code is a path the service answers itself.
+    CodeReserved(String),
     /// The domain is empty.
     DomainEmpty,
     /// The domain is longer than [`crate::MAX_DOMAIN_LEN`].
@@ -41,7 +43,10 @@ impl LinkError {
     /// The input field the error is about: `code`, `domain`, `url`, `redirect` or `valid_since`.
     pub fn field(&self) -> &'static str {
         match self {
-            LinkError::CodeEmpty | LinkError::CodeTooLong(_) | LinkError::CodeChar(_) => "code",
+            LinkError::CodeEmpty
+            | LinkError::CodeTooLong(_)
+            | LinkError::CodeChar(_)
+            | LinkError::CodeReserved(_) => "code",
             LinkError::DomainEmpty | LinkError::DomainTooLong(_) | LinkError::DomainSyntax(_) => {
                 "domain"
             }
@@ -72,6 +77,9 @@ impl fmt::Display for LinkError {
                 f,
                 "code has {c:?}; only letters, digits, '_' and '-' are allowed"
             ),
+            LinkError::CodeReserved(c) => {
+                write!(f, "code {c:?} is reserved for the service's own endpoints")
+            }
             LinkError::DomainEmpty => f.write_str("domain is empty"),
             LinkError::DomainTooLong(n) => write!(
                 f,

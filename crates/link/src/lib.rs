@@ -31,7 +31,7 @@ mod time;
 mod url;
 mod validity;
 
-pub use code::{Code, MAX_CODE_LEN};
+pub use code::{Code, MAX_CODE_LEN, RESERVED_CODES};
 pub use domain::{host_key, Domain, HostBuf, MAX_DOMAIN_LEN};
 pub use error::LinkError;
 pub use extras::{decode_extras, encode_extras, has_extras, Extras};

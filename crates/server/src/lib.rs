@@ -9,12 +9,14 @@
 //! runtime ([`spawn_admin`]), so writes and their fsyncs never share a thread with redirects.
 //!
 //! ```no_run
-//! use duanlian_server::{run, Options, Redirector};
+//! use duanlian_server::{run, Health, Options, Redirector};
 //! use std::sync::Arc;
 //!
 //! let index = Arc::new(duanlian_index::Index::empty());
 //! let opts = Options { listen: "127.0.0.1:8080".parse()?, ..Options::default() };
-//! run(Arc::new(Redirector::new(index)), &opts)?; // until SIGINT or SIGTERM
+//! let health = Arc::new(Health::default());
+//! let redirector = Redirector::new(index).with_health(health.clone());
+//! run(Arc::new(redirector), &opts, health)?; // until SIGINT or SIGTERM, then drains
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![forbid(unsafe_code)]
@@ -25,7 +27,7 @@ mod redirect;
 
 pub use admin::{Admin, AdminOptions};
 pub use listen::{
-    run, serve_connection, spawn_admin, Answer, FixedRedirect, Options, RuntimeShape,
+    run, serve_connection, spawn_admin, Answer, FixedRedirect, Health, Options, RuntimeShape,
 };
 pub use redirect::{respond, Body, DomainPolicy, Redirector, DEFAULT_RETENTION};
 

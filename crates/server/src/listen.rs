@@ -9,10 +9,12 @@ use std::convert::Infallible;
 use std::future::ready;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{watch, Semaphore};
 
 /// How request handling is spread over threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +56,36 @@ impl Answer for FixedRedirect {
     }
 }
 
+/// Liveness and readiness, shared by the listeners, the health endpoints and shutdown.
+#[derive(Debug, Default)]
+pub struct Health {
+    ready: AtomicBool,
+    draining: AtomicBool,
+    connections: AtomicUsize,
+}
+
+impl Health {
+    /// Marks the node ready (listeners up, data loaded) or not.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// Whether a load balancer should send traffic here: ready and not draining.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+
+    /// Starts a shutdown: readiness turns false at once.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Open connections on the redirect listener.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+}
+
 /// Redirect listener settings.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -62,8 +94,19 @@ pub struct Options {
     /// Worker threads. Default is the number of CPUs.
     pub threads: usize,
     /// How long a client may take to send a complete request head, including the wait for the
-    /// next request on an idle keep-alive connection. Default is 30 s.
+    /// next request on an idle keep-alive connection (hyper runs one timer for both). Default
+    /// is 30 s.
     pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers); larger ones get 431. Default is 16 KiB.
+    pub max_header_bytes: usize,
+    /// Connections served at once; further ones wait in the listen backlog. Default is 65,536.
+    pub max_connections: usize,
+    /// After SIGTERM or SIGINT: how long to keep accepting while `/readyz` says 503, so load
+    /// balancers stop sending first. Default is 5 s.
+    pub drain_delay: Duration,
+    /// After the drain delay: how long in-flight requests get to finish before the process
+    /// exits anyway. Default is 30 s.
+    pub shutdown_timeout: Duration,
     /// Runtime layout. Default is [`RuntimeShape::PerCore`].
     pub shape: RuntimeShape,
 }
@@ -74,6 +117,10 @@ impl Default for Options {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             header_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 16 << 10,
+            max_connections: 65_536,
+            drain_delay: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(30),
             shape: RuntimeShape::PerCore,
         }
     }
@@ -83,12 +130,13 @@ fn http(opts: &Options) -> http1::Builder {
     let mut b = http1::Builder::new();
     b.timer(TokioTimer::new())
         .header_read_timeout(opts.header_read_timeout)
+        .max_header_size(opts.max_header_bytes)
         .keep_alive(true);
     b
 }
 
-/// Serves one connection (any byte stream) until it closes. Used by [`run`], and by benches
-/// that feed request bytes in-process.
+/// Serves one connection (any byte stream) until it closes. Used by benches that feed request
+/// bytes in-process; [`run`] adds graceful shutdown around the same thing.
 pub async fn serve_connection<I, A>(io: I, redirector: Arc<A>, opts: &Options)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -140,11 +188,70 @@ async fn accept(listener: &TcpListener) -> TcpStream {
     }
 }
 
-async fn accept_loop<A: Answer>(listener: TcpListener, redirector: Arc<A>, opts: Arc<Options>) {
+/// What every redirect runtime shares.
+struct Shared<A> {
+    answer: Arc<A>,
+    opts: Options,
+    health: Arc<Health>,
+    permits: Arc<Semaphore>,
+    stop: watch::Receiver<bool>,
+}
+
+async fn accept_loop<A: Answer>(listener: TcpListener, shared: Arc<Shared<A>>) {
+    let mut stop = shared.stop.clone();
     loop {
-        let stream = accept(&listener).await;
-        let (redirector, opts) = (redirector.clone(), opts.clone());
-        tokio::spawn(async move { serve_connection(stream, redirector, &opts).await });
+        // At the connection limit, stop accepting: new clients wait in the backlog.
+        let permit = tokio::select! {
+            p = shared.permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = stopped(&mut stop) => return,
+        };
+        let stream = tokio::select! {
+            s = accept(&listener) => s,
+            _ = stopped(&mut stop) => return,
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            shared.health.connections.fetch_add(1, Ordering::AcqRel);
+            serve_until_stopped(stream, &shared).await;
+            shared.health.connections.fetch_sub(1, Ordering::AcqRel);
+            drop(permit);
+        });
+    }
+}
+
+/// Serves a connection; on shutdown, lets the request in flight finish and closes it.
+async fn serve_until_stopped<A: Answer>(stream: TcpStream, shared: &Shared<A>) {
+    let answer = shared.answer.clone();
+    let service = service_fn(move |req| ready(Ok::<_, Infallible>(answer.answer(&req))));
+    let builder = http(&shared.opts);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    let mut stop = shared.stop.clone();
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Resolves once shutdown has begun (the guard `wait_for` returns is dropped here, so callers
+/// can hold this across awaits in `Send` tasks).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Waits until every connection is closed, or the shutdown deadline.
+async fn connections_closed(health: &Health, deadline: Instant) {
+    while health.connections() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -212,16 +319,27 @@ fn current_thread() -> io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Binds the listener(s) and serves redirects until SIGINT or SIGTERM. Bind errors are returned
-/// before any request is served.
-pub fn run<A: Answer>(redirector: Arc<A>, opts: &Options) -> io::Result<()> {
+/// Binds the listener(s), marks `health` ready and serves until SIGINT or SIGTERM, then shuts
+/// down gracefully: readiness turns false at once, connections are still accepted for the drain
+/// delay, then accepting stops, requests in flight finish, idle keep-alive connections close,
+/// and this returns (at the latest after the shutdown timeout). Bind errors are returned before
+/// any request is served.
+pub fn run<A: Answer>(answer: Arc<A>, opts: &Options, health: Arc<Health>) -> io::Result<()> {
     let threads = opts.threads.max(1);
-    match opts.shape {
+    let (stop_tx, stop) = watch::channel(false);
+    let mut shared = Shared {
+        answer,
+        opts: opts.clone(),
+        health: health.clone(),
+        permits: Arc::new(Semaphore::new(opts.max_connections.max(1))),
+        stop,
+    };
+    let (main_rt, main_listener, workers) = match opts.shape {
         RuntimeShape::PerCore => {
             // Bind every listener on this thread first, so a bad address fails the start and
             // port 0 resolves once, to the port all the others then share.
             let mut addr = opts.listen;
-            let mut workers = Vec::with_capacity(threads);
+            let mut bound = Vec::with_capacity(threads);
             for _ in 0..threads {
                 let rt = current_thread()?;
                 let listener = {
@@ -229,29 +347,15 @@ pub fn run<A: Answer>(redirector: Arc<A>, opts: &Options) -> io::Result<()> {
                     bind(addr)?
                 };
                 addr = listener.local_addr()?;
-                workers.push((rt, listener));
+                bound.push((rt, listener));
             }
             tracing::info!(%addr, threads, shape = "per-core", "redirect listener ready");
-            let opts = Arc::new(Options {
-                listen: addr,
-                ..opts.clone()
-            });
-            let mut workers = workers.into_iter();
-            let Some((main_rt, main_listener)) = workers.next() else {
+            shared.opts.listen = addr;
+            let mut bound = bound.into_iter();
+            let Some((rt, listener)) = bound.next() else {
                 return Ok(());
             };
-            for (i, (rt, listener)) in workers.enumerate() {
-                let (redirector, opts) = (redirector.clone(), opts.clone());
-                std::thread::Builder::new()
-                    .name(format!("duanlian-w{}", i + 1))
-                    .spawn(move || rt.block_on(accept_loop(listener, redirector, opts)))?;
-            }
-            main_rt.block_on(async move {
-                tokio::select! {
-                    _ = accept_loop(main_listener, redirector, opts) => {}
-                    _ = shutdown_signal() => {}
-                }
-            });
+            (rt, listener, bound.collect::<Vec<_>>())
         }
         RuntimeShape::MultiThread => {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -264,17 +368,55 @@ pub fn run<A: Answer>(redirector: Arc<A>, opts: &Options) -> io::Result<()> {
             };
             let addr = listener.local_addr()?;
             tracing::info!(%addr, threads, shape = "multi-thread", "redirect listener ready");
-            let opts = Arc::new(Options {
-                listen: addr,
-                ..opts.clone()
-            });
-            rt.block_on(async move {
-                let accept = tokio::spawn(accept_loop(listener, redirector, opts));
-                shutdown_signal().await;
-                accept.abort();
-            });
+            shared.opts.listen = addr;
+            (rt, listener, Vec::new())
         }
+    };
+    let shared = Arc::new(shared);
+    let deadline_after_drain = opts.shutdown_timeout;
+    let mut handles = Vec::new();
+    for (i, (rt, listener)) in workers.into_iter().enumerate() {
+        let shared = shared.clone();
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("duanlian-w{}", i + 1))
+                .spawn(move || {
+                    rt.block_on(async {
+                        accept_loop(listener, shared.clone()).await;
+                        // This runtime's connections live only while it runs: wait for them.
+                        connections_closed(&shared.health, Instant::now() + deadline_after_drain)
+                            .await;
+                    })
+                })?,
+        );
     }
-    tracing::info!("shutting down");
+    health.set_ready(true);
+    let drain = opts.drain_delay;
+    main_rt.block_on(async {
+        let accepting = tokio::spawn(accept_loop(main_listener, shared.clone()));
+        shutdown_signal().await;
+        health.start_draining();
+        tracing::info!(
+            drain_ms = drain.as_millis() as u64,
+            connections = health.connections(),
+            "shutting down: /readyz is 503; still accepting during the drain delay"
+        );
+        tokio::time::sleep(drain).await;
+        let _ = stop_tx.send(true);
+        let _ = accepting.await;
+        let deadline = Instant::now() + deadline_after_drain;
+        connections_closed(&health, deadline).await;
+        let left = health.connections();
+        if left > 0 {
+            tracing::warn!(
+                connections = left,
+                "shutdown timeout: closing connections still open"
+            );
+        }
+    });
+    for h in handles {
+        let _ = h.join();
+    }
+    tracing::info!("redirect listener stopped");
     Ok(())
 }

@@ -51,6 +51,7 @@ pub struct Redirector {
     policies: HashMap<Box<str>, Policy>,
     retention: i64,
     count_visits: bool,
+    health: Arc<crate::Health>,
     /// A test clock; `None` reads the system clock directly (one vDSO call, no indirection).
     clock: Option<Arc<dyn Fn() -> i64 + Send + Sync>>,
 }
@@ -73,8 +74,16 @@ impl Redirector {
             policies: HashMap::new(),
             retention: DEFAULT_RETENTION,
             count_visits: false,
+            health: Arc::default(),
             clock: None,
         }
+    }
+
+    /// Shares the health state `/readyz` reports (the one [`crate::run`] marks ready and
+    /// draining).
+    pub fn with_health(mut self, health: Arc<crate::Health>) -> Redirector {
+        self.health = health;
+        self
     }
 
     /// Replaces the clock (UTC seconds) validity is judged by; for tests.
@@ -177,6 +186,13 @@ pub fn respond<B>(r: &Redirector, req: &Request<B>) -> Response<Body> {
             return res;
         }
     };
+    // The service's own endpoints answer on any Host (load balancers probe by address).
+    match req.uri().path() {
+        "/healthz" | "/livez" => return text(StatusCode::OK, "ok\n"),
+        "/readyz" if r.health.is_ready() => return text(StatusCode::OK, "ready\n"),
+        "/readyz" => return text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        _ => {}
+    }
     // HTTP/1.1 requires Host; an absolute-form request line carries it in the URI instead.
     let host = match req.headers().get(HOST) {
         Some(h) => h.as_bytes(),

@@ -430,7 +430,10 @@ fn plan(op: Op, pending: &mut Pending<'_>, now: i64) -> Result<(Vec<Change>, Out
 
 fn generate(pending: &Pending<'_>, domain: &Domain, len: usize) -> Result<Code, StoreError> {
     for _ in 0..GENERATE_TRIES {
-        let code = Code::parse(&random_code(len)?).map_err(StoreError::Invalid)?;
+        // A generated code could, once in 62^7, spell a reserved path: draw again.
+        let Ok(code) = Code::parse_new(&random_code(len)?) else {
+            continue;
+        };
         if !pending.taken(domain, &code) {
             return Ok(code);
         }

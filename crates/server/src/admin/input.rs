@@ -207,7 +207,7 @@ fn new_link(obj: &Map<String, Value>, rules: &Rules<'_>, errs: &mut Errors<'_>) 
                     continue;
                 }
                 if let Some(s) = string(v, "code", errs) {
-                    match Code::parse(s) {
+                    match Code::parse_new(s) {
                         Ok(c) => code = Some(c),
                         Err(e) => errs.add("code", e),
                     }

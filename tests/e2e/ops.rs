@@ -1,0 +1,231 @@
+//! What a redirect tier behind a load balancer needs: health, graceful shutdown, limits.
+use crate::util::{build_snapshot, s, Response, Server, TempDir};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+fn snapshot(dir: &TempDir) -> std::path::PathBuf {
+    build_snapshot(
+        dir,
+        "domain,code,url\ngo.example.cn,x7Kp2Qa,https://shop.example.com/42\n",
+    )
+}
+
+#[test]
+fn health_endpoints_answer_on_any_host() {
+    let dir = TempDir::new();
+    let srv = Server::start(&["--snapshot", s(&snapshot(&dir)), "--threads", "1"]);
+    for host in ["10.0.0.7", "go.example.cn", "anything"] {
+        assert_eq!(srv.request("GET", host, "/healthz").status, 200);
+        assert_eq!(srv.request("GET", host, "/livez").status, 200);
+        let ready = srv.request("GET", host, "/readyz");
+        assert_eq!((ready.status, ready.body.as_str()), (200, "ready\n"));
+    }
+    assert_eq!(srv.request("HEAD", "x", "/readyz").status, 200);
+    assert_eq!(srv.request("GET", "go.example.cn", "/metrics").status, 404);
+}
+
+#[test]
+fn reserved_codes_cannot_be_taken() {
+    let dir = TempDir::new();
+    let input = dir.file("r.csv", b"domain,code,url\ngo.example.cn,ok,https://a.example/\ngo.example.cn,readyz,https://a.example/\n");
+    let o = crate::util::run(&[
+        "snapshot",
+        "build",
+        "--input",
+        s(&input),
+        "--output",
+        s(&dir.path("r.snap")),
+    ]);
+    assert!(
+        crate::util::stderr(&o).contains("r.csv:3: code: code \"readyz\" is reserved"),
+        "{}",
+        crate::util::stderr(&o)
+    );
+    let srv = Server::start(&[
+        "--data-dir",
+        s(&dir.path("data")),
+        "--domain",
+        "go.example.cn",
+        "--api-key",
+        "k",
+    ]);
+    for code in ["healthz", "readyz", "livez", "metrics"] {
+        let r = srv.api(
+            "POST",
+            "/api/v1/links",
+            Some("k"),
+            Some(&format!(
+                r#"{{"url":"https://a.example/","code":"{code}"}}"#
+            )),
+        );
+        assert_eq!(r.status, 422, "{code}: {}", r.body);
+        assert!(r.body.contains("reserved"), "{}", r.body);
+    }
+}
+
+#[test]
+fn sigterm_drains_then_finishes_in_flight_requests_and_exits_cleanly() {
+    let dir = TempDir::new();
+    let mut srv = Server::start(&[
+        "--snapshot",
+        s(&snapshot(&dir)),
+        "--threads",
+        "2",
+        "--drain-delay",
+        "2",
+        "--shutdown-timeout",
+        "10",
+    ]);
+    // An idle keep-alive connection, and one with a request half sent.
+    let mut idle = srv.connect();
+    idle.write_all(b"GET /x7Kp2Qa HTTP/1.1\r\nHost: go.example.cn\r\n\r\n")
+        .expect("write");
+    let mut buf = [0u8; 512];
+    let n = idle.read(&mut buf).expect("first answer");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 302"));
+    let mut half = srv.connect();
+    half.write_all(b"GET /x7Kp2Qa HTTP/1.1\r\nHost: go.exa")
+        .expect("write");
+    std::thread::sleep(Duration::from_millis(100));
+
+    let started = Instant::now();
+    srv.signal_term();
+    // At once: not ready, yet still serving (the load balancer is moving away meanwhile).
+    let readyz = loop {
+        let r = srv.request("GET", "x", "/readyz");
+        if r.status == 503 || started.elapsed() > Duration::from_secs(2) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(readyz.status, 503);
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "readyz took {:?} to turn",
+        started.elapsed()
+    );
+    assert_eq!(
+        srv.request("GET", "go.example.cn", "/x7Kp2Qa").status,
+        302,
+        "still serving while draining"
+    );
+
+    // After the drain delay: the idle connection is closed...
+    let n = idle.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the idle keep-alive connection must be closed");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "closed before the drain delay ended"
+    );
+    // ...and the request in flight still gets its answer.
+    half.write_all(b"mple.cn\r\n\r\n")
+        .expect("finish the request");
+    let mut out = String::new();
+    let _ = half.read_to_string(&mut out);
+    assert!(
+        out.starts_with("HTTP/1.1 302"),
+        "in-flight request lost: {out:?}"
+    );
+    assert_eq!(
+        srv.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "exit code after SIGTERM"
+    );
+    assert!(
+        TcpStream::connect(("127.0.0.1", srv.port)).is_err(),
+        "nothing listens after exit"
+    );
+    assert!(
+        srv.logs().contains("redirect listener stopped"),
+        "{}",
+        srv.logs()
+    );
+}
+
+#[test]
+fn oversized_headers_get_431() {
+    let dir = TempDir::new();
+    let srv = Server::start(&[
+        "--snapshot",
+        s(&snapshot(&dir)),
+        "--max-header-bytes",
+        "8192",
+    ]);
+    let big = format!(
+        "GET /x7Kp2Qa HTTP/1.1\r\nHost: go.example.cn\r\nX-Junk: {}\r\n\r\n",
+        "a".repeat(10_000)
+    );
+    let r = Response::parse(&srv.raw(big.as_bytes()));
+    assert_eq!(r.status, 431);
+    assert_eq!(srv.request("GET", "go.example.cn", "/x7Kp2Qa").status, 302);
+}
+
+#[test]
+fn a_client_dripping_header_bytes_is_disconnected() {
+    let dir = TempDir::new();
+    let srv = Server::start(&[
+        "--snapshot",
+        s(&snapshot(&dir)),
+        "--header-read-timeout",
+        "2",
+    ]);
+    let mut c = srv.connect();
+    let started = Instant::now();
+    let mut closed = false;
+    for b in b"GET /x7Kp2Qa HTTP/1.1\r\nHost: go.example.cn\r\n\r\n" {
+        if c.write_all(&[*b]).is_err() {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(400));
+        if started.elapsed() > Duration::from_secs(6) {
+            break;
+        }
+    }
+    if !closed {
+        let mut buf = [0u8; 256];
+        let n = c.read(&mut buf).unwrap_or(0);
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(8));
+}
+
+#[test]
+fn the_connection_limit_queues_new_clients() {
+    let dir = TempDir::new();
+    let srv = Server::start(&[
+        "--snapshot",
+        s(&snapshot(&dir)),
+        "--threads",
+        "1",
+        "--max-connections",
+        "2",
+    ]);
+    let req = b"GET /x7Kp2Qa HTTP/1.1\r\nHost: go.example.cn\r\n\r\n";
+    let mut buf = [0u8; 512];
+    let mut first = srv.connect();
+    let mut second = srv.connect();
+    for c in [&mut first, &mut second] {
+        c.write_all(req).expect("write");
+        assert!(c.read(&mut buf).expect("answer") > 0);
+    }
+    // A third client connects (the kernel's backlog) but is not served while two are open...
+    let mut third = srv.connect();
+    third
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .expect("timeout");
+    third.write_all(req).expect("write");
+    assert!(
+        third.read(&mut buf).is_err(),
+        "served beyond the connection limit"
+    );
+    // ...until one of them leaves.
+    drop(first);
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let n = third.read(&mut buf).expect("served after a slot freed");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 302"));
+}
