@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use duanlian_index::Index;
 use duanlian_link::{format_rfc3339, Domain};
 use duanlian_server::{
-    Admin, AdminOptions, DomainPolicy, Health, Options, Redirector, RuntimeShape,
+    Admin, AdminOptions, DomainPolicy, Health, Metrics, Options, Redirector, RuntimeShape,
 };
 use duanlian_snapshot::{Snapshot, SnapshotError};
 use duanlian_store::{DataDir, Store, StoreOptions};
@@ -301,6 +301,7 @@ fn verify(path: &Path) -> Result<()> {
 
 fn serve(args: ServeArgs) -> Result<()> {
     let started = Instant::now();
+    let metrics = Arc::new(Metrics::new());
     // Flags first: a mistake in them must not leave a data directory behind.
     let policies = domain_policies(&args)?;
     if args.admin_listen == args.listen && args.listen.port() != 0 {
@@ -344,8 +345,12 @@ fn serve(args: ServeArgs) -> Result<()> {
                 (None, Some(_)) => {}
             }
         }
+        let observer = metrics.clone();
         let store_opts = StoreOptions {
             retention: args.expired_retention,
+            on_commit: Some(duanlian_store::CommitObserver(Arc::new(move |took| {
+                observer.observe_fsync(took)
+            }))),
             ..StoreOptions::default()
         };
         let store =
@@ -389,6 +394,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     let health = Arc::new(Health::default());
     let redirector = Redirector::new(index.clone())
         .with_health(health.clone())
+        .with_metrics(metrics.clone())
         .with_policies(policies)
         .with_retention(args.expired_retention)
         // Counting every visit only makes sense where the counts can be kept.
@@ -396,7 +402,8 @@ fn serve(args: ServeArgs) -> Result<()> {
     let admin = match &store {
         Some(store) => Admin::new(admin_opts, store.clone()),
         None => Admin::read_only(admin_opts, index.clone()),
-    };
+    }
+    .with_metrics(metrics, health.clone());
     duanlian_server::spawn_admin(Arc::new(admin), args.admin_listen, &opts)
         .with_context(|| format!("admin listener on {}", args.admin_listen))?;
     duanlian_server::run(Arc::new(redirector), &opts, health)

@@ -229,3 +229,55 @@ fn the_connection_limit_queues_new_clients() {
     let n = third.read(&mut buf).expect("served after a slot freed");
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 302"));
 }
+
+#[test]
+fn metrics_in_prometheus_text_format() {
+    let dir = TempDir::new();
+    let srv = Server::start(&[
+        "--data-dir",
+        s(&dir.path("data")),
+        "--snapshot",
+        s(&snapshot(&dir)),
+        "--domain",
+        "go.example.cn",
+        "--api-key",
+        "k",
+    ]);
+    for _ in 0..3 {
+        assert_eq!(srv.request("GET", "go.example.cn", "/x7Kp2Qa").status, 302);
+    }
+    assert_eq!(srv.request("GET", "go.example.cn", "/missing").status, 404);
+    assert_eq!(srv.request("POST", "go.example.cn", "/x7Kp2Qa").status, 405);
+    let created = srv.api(
+        "POST",
+        "/api/v1/links",
+        Some("k"),
+        Some(r#"{"url":"https://a.example/","code":"new1"}"#),
+    );
+    assert_eq!(created.status, 201);
+    // No API key needed: Prometheus scrapes without one.
+    let m = srv.api("GET", "/metrics", None, None);
+    assert_eq!(m.status, 200);
+    assert!(m
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("text/plain")));
+    for line in [
+        "duanlian_requests_total{outcome=\"redirect\"} 3",
+        "duanlian_requests_total{outcome=\"not_found\"} 1",
+        "duanlian_requests_total{outcome=\"bad_request\"} 1",
+        "duanlian_links{layer=\"snapshot\"} 1",
+        "duanlian_links{layer=\"overlay\"} 1",
+        "duanlian_journal_fsync_seconds_count 1",
+        "duanlian_snapshot_sequence 0",
+    ] {
+        assert!(m.body.contains(line), "missing {line:?} in:\n{}", m.body);
+    }
+    for name in [
+        "duanlian_redirect_latency_seconds_bucket",
+        "duanlian_open_connections",
+        "duanlian_journal_bytes",
+        "duanlian_snapshot_age_seconds",
+    ] {
+        assert!(m.body.contains(name), "missing {name} in:\n{}", m.body);
+    }
+}

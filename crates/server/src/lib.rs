@@ -23,12 +23,14 @@
 
 mod admin;
 mod listen;
+mod metrics;
 mod redirect;
 
 pub use admin::{Admin, AdminOptions};
 pub use listen::{
     run, serve_connection, spawn_admin, Answer, FixedRedirect, Health, Options, RuntimeShape,
 };
+pub use metrics::Metrics;
 pub use redirect::{respond, Body, DomainPolicy, Redirector, DEFAULT_RETENTION};
 
 pub use duanlian_index::Index;

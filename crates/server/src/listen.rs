@@ -37,7 +37,16 @@ pub trait Answer: Send + Sync + 'static {
 impl Answer for Redirector {
     #[inline]
     fn answer<B>(&self, req: &Request<B>) -> Response<Body> {
-        respond(self, req)
+        let Some(metrics) = self.metrics() else {
+            return respond(self, req);
+        };
+        let started = metrics.sample().then(Instant::now);
+        let res = respond(self, req);
+        metrics.record(res.status().as_u16());
+        if let Some(t) = started {
+            metrics.observe_latency(t.elapsed());
+        }
+        res
     }
 }
 

@@ -52,6 +52,7 @@ pub struct Redirector {
     retention: i64,
     count_visits: bool,
     health: Arc<crate::Health>,
+    metrics: Option<Arc<crate::Metrics>>,
     /// A test clock; `None` reads the system clock directly (one vDSO call, no indirection).
     clock: Option<Arc<dyn Fn() -> i64 + Send + Sync>>,
 }
@@ -75,6 +76,7 @@ impl Redirector {
             retention: DEFAULT_RETENTION,
             count_visits: false,
             health: Arc::default(),
+            metrics: None,
             clock: None,
         }
     }
@@ -84,6 +86,17 @@ impl Redirector {
     pub fn with_health(mut self, health: Arc<crate::Health>) -> Redirector {
         self.health = health;
         self
+    }
+
+    /// Counts answers and samples latency into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::Metrics>) -> Redirector {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The metrics, if recorded.
+    pub(crate) fn metrics(&self) -> Option<&crate::Metrics> {
+        self.metrics.as_deref()
     }
 
     /// Replaces the clock (UTC seconds) validity is judged by; for tests.

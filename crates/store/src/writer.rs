@@ -23,6 +23,18 @@ pub struct StoreOptions {
     pub retention: i64,
     /// How often visit counts are saved. Default is 2 s.
     pub save_every: std::time::Duration,
+    /// Told how long each group write and fdatasync took (for metrics). Default is none.
+    pub on_commit: Option<CommitObserver>,
+}
+
+/// A callback for the duration of each journal group commit.
+#[derive(Clone)]
+pub struct CommitObserver(pub Arc<dyn Fn(std::time::Duration) + Send + Sync>);
+
+impl std::fmt::Debug for CommitObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommitObserver")
+    }
 }
 
 impl Default for StoreOptions {
@@ -32,6 +44,7 @@ impl Default for StoreOptions {
             max_group: 4096,
             retention: duanlian_index::DEFAULT_RETENTION,
             save_every: std::time::Duration::from_secs(2),
+            on_commit: None,
         }
     }
 }
@@ -170,7 +183,7 @@ impl Store {
         let writer_index = index.clone();
         let writer = std::thread::Builder::new()
             .name("duanlian-journal".into())
-            .spawn(move || writer(rx, journal, writer_index, opts.max_group))
+            .spawn(move || writer(rx, journal, writer_index, opts.max_group, opts.on_commit))
             .map_err(io_err(dir.path()))?;
         let stop = Arc::new(AtomicBool::new(false));
         let maintenance = {
@@ -221,6 +234,18 @@ impl Store {
     /// The data directory.
     pub fn dir(&self) -> &DataDir {
         &self.dir
+    }
+
+    /// Bytes in the journal's segment files.
+    pub fn journal_bytes(&self) -> u64 {
+        std::fs::read_dir(self.dir.journal_dir())
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
     }
 
     /// Journal records replayed at open.
@@ -441,7 +466,13 @@ fn generate(pending: &Pending<'_>, domain: &Domain, len: usize) -> Result<Code, 
     Err(StoreError::CodeSpaceExhausted(len))
 }
 
-fn writer(rx: mpsc::Receiver<Job>, mut journal: Journal, index: Arc<Index>, max_group: usize) {
+fn writer(
+    rx: mpsc::Receiver<Job>,
+    mut journal: Journal,
+    index: Arc<Index>,
+    max_group: usize,
+    on_commit: Option<CommitObserver>,
+) {
     let mut deferred: Option<Job> = None;
     loop {
         let first = match deferred.take() {
@@ -475,11 +506,16 @@ fn writer(rx: mpsc::Receiver<Job>, mut journal: Journal, index: Arc<Index>, max_
                 Err(_) => break,
             }
         }
-        commit(&mut journal, &index, group);
+        commit(&mut journal, &index, group, on_commit.as_ref());
     }
 }
 
-fn commit(journal: &mut Journal, index: &Index, group: Vec<(Op, Reply<Outcome>)>) {
+fn commit(
+    journal: &mut Journal,
+    index: &Index,
+    group: Vec<(Op, Reply<Outcome>)>,
+    on_commit: Option<&CommitObserver>,
+) {
     let now = now_secs();
     let mut pending = Pending {
         index,
@@ -496,7 +532,12 @@ fn commit(journal: &mut Journal, index: &Index, group: Vec<(Op, Reply<Outcome>)>
     let written = if records.is_empty() {
         Ok(0)
     } else {
-        journal.write(&records)
+        let started = std::time::Instant::now();
+        let written = journal.write(&records);
+        if let Some(observe) = on_commit {
+            (observe.0)(started.elapsed());
+        }
+        written
     };
     let mut seq = match &written {
         Ok(last) => last + 1 - records.len() as u64,

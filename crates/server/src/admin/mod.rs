@@ -53,6 +53,7 @@ pub struct Admin {
     opts: AdminOptions,
     index: Arc<Index>,
     store: Option<Arc<Store>>,
+    metrics: Option<(Arc<crate::Metrics>, Arc<crate::Health>)>,
 }
 
 type Answer = Result<Response<Body>, Problem>;
@@ -64,6 +65,7 @@ impl Admin {
             opts,
             index: store.index().clone(),
             store: Some(store),
+            metrics: None,
         }
     }
 
@@ -73,7 +75,19 @@ impl Admin {
             opts,
             index,
             store: None,
+            metrics: None,
         }
+    }
+
+    /// Serves `metrics` at `/metrics` (no API key: Prometheus scrapes without one; keep the
+    /// admin listener on an internal address).
+    pub fn with_metrics(
+        mut self,
+        metrics: Arc<crate::Metrics>,
+        health: Arc<crate::Health>,
+    ) -> Admin {
+        self.metrics = Some((metrics, health));
+        self
     }
 
     /// Answers one admin request. Every failure is a problem+json answer, never a panic.
@@ -100,6 +114,22 @@ impl Admin {
 
     async fn route(&self, req: Request<Incoming>) -> Answer {
         let path = req.uri().path().to_owned();
+        if path == "/metrics" {
+            let Some((metrics, health)) = &self.metrics else {
+                return Err(Problem::not_found("metrics are not enabled"));
+            };
+            let journal = self.store.as_ref().map(|s| s.journal_bytes());
+            let mut r = Response::new(Body::new(Bytes::from(metrics.render(
+                &self.index,
+                health,
+                journal,
+            ))));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            return Ok(r);
+        }
         let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
         let Some(rest) = segments.strip_prefix(&["api", "v1"]) else {
             return Err(Problem::not_found(format!("no such endpoint: {path}")));

@@ -1,0 +1,192 @@
+//! Prometheus metrics, served as text on the admin listener at `/metrics`.
+//!
+//! The redirect path only bumps a pre-created atomic counter per answer and, for one request in
+//! 64, observes its latency; everything else (links, snapshot, journal, connections) is read
+//! when Prometheus scrapes.
+use crate::Health;
+use duanlian_index::Index;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::cell::Cell;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Layer {
+    layer: &'static str,
+}
+
+/// All of duanlian's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    redirect: Counter,
+    not_found: Counter,
+    expired: Counter,
+    bad_request: Counter,
+    health: Counter,
+    latency: Histogram,
+    links: Family<Layer, Gauge>,
+    snapshot_sequence: Gauge,
+    snapshot_age: Gauge,
+    journal_bytes: Gauge,
+    fsync: Histogram,
+    connections: Gauge,
+    visit_counters: Gauge,
+    purged_in_snapshot: Gauge,
+}
+
+thread_local! {
+    static SAMPLE: Cell<u32> = const { Cell::new(0) };
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("duanlian");
+        let requests = Family::<Outcome, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests on the redirect listener, by outcome",
+            requests.clone(),
+        );
+        let counter = |outcome| requests.get_or_create(&Outcome { outcome }).clone();
+        let latency = Histogram::new(exponential_buckets(1e-7, 2.0, 18));
+        registry.register(
+            "redirect_latency_seconds",
+            "Time to answer a request once its head is parsed (one request in 64 is sampled)",
+            latency.clone(),
+        );
+        let links = Family::<Layer, Gauge>::default();
+        registry.register(
+            "links",
+            "Links held, by layer (overlay counts tombstones)",
+            links.clone(),
+        );
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let snapshot_sequence = gauge(
+            &mut registry,
+            "snapshot_sequence",
+            "Change-feed sequence number the current snapshot includes",
+        );
+        let snapshot_age = gauge(
+            &mut registry,
+            "snapshot_age_seconds",
+            "Seconds since the current snapshot was built",
+        );
+        let journal_bytes = gauge(&mut registry, "journal_bytes", "Bytes in journal segments");
+        let connections = gauge(
+            &mut registry,
+            "open_connections",
+            "Open connections on the redirect listener",
+        );
+        let visit_counters = gauge(
+            &mut registry,
+            "visit_counters",
+            "Links with a visit counter",
+        );
+        let purged_in_snapshot = gauge(
+            &mut registry,
+            "purged_snapshot_links",
+            "Snapshot links past their retention, left for the next compaction",
+        );
+        let fsync = Histogram::new(exponential_buckets(1e-5, 2.0, 16));
+        registry.register(
+            "journal_fsync_seconds",
+            "Duration of each journal group write and fdatasync",
+            fsync.clone(),
+        );
+        Metrics {
+            redirect: counter("redirect"),
+            not_found: counter("not_found"),
+            expired: counter("expired"),
+            bad_request: counter("bad_request"),
+            health: counter("health"),
+            registry,
+            latency,
+            links,
+            snapshot_sequence,
+            snapshot_age,
+            journal_bytes,
+            fsync,
+            connections,
+            visit_counters,
+            purged_in_snapshot,
+        }
+    }
+
+    /// Counts one answer by its status.
+    #[inline]
+    pub(crate) fn record(&self, status: u16) {
+        match status {
+            301 | 302 | 307 | 308 => &self.redirect,
+            404 => &self.not_found,
+            410 => &self.expired,
+            200 | 503 => &self.health,
+            _ => &self.bad_request,
+        }
+        .inc();
+    }
+
+    /// Whether this request's latency should be observed (one in 64, per thread: no shared
+    /// state and no clock read for the other 63).
+    #[inline]
+    pub(crate) fn sample(&self) -> bool {
+        SAMPLE.with(|c| {
+            let n = c.get().wrapping_add(1);
+            c.set(n);
+            n % 64 == 0
+        })
+    }
+
+    pub(crate) fn observe_latency(&self, took: Duration) {
+        self.latency.observe(took.as_secs_f64());
+    }
+
+    /// Observes one journal group commit (the store calls this).
+    pub fn observe_fsync(&self, took: Duration) {
+        self.fsync.observe(took.as_secs_f64());
+    }
+
+    /// The text exposition, with gauges read from the live state.
+    pub fn render(&self, index: &Index, health: &Health, journal_bytes: Option<u64>) -> String {
+        let snap = index.snapshot();
+        self.links
+            .get_or_create(&Layer { layer: "snapshot" })
+            .set(snap.len() as i64);
+        self.links
+            .get_or_create(&Layer { layer: "overlay" })
+            .set(index.overlay_len() as i64);
+        self.snapshot_sequence.set(snap.header().sequence as i64);
+        self.snapshot_age
+            .set(duanlian_link::now_secs() - snap.header().built_at);
+        self.journal_bytes.set(journal_bytes.unwrap_or(0) as i64);
+        self.connections.set(health.connections() as i64);
+        self.visit_counters.set(index.visits().len() as i64);
+        self.purged_in_snapshot
+            .set(index.purged_in_snapshot() as i64);
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
