@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use duanlian_index::Index;
 use duanlian_link::{format_rfc3339, Domain};
 use duanlian_server::{
-    Admin, AdminOptions, DomainPolicy, Health, Metrics, Options, Redirector, RuntimeShape,
+    Admin, AdminOptions, DomainPolicy, Health, Metrics, Options, Redirector, Reloader, RuntimeShape,
 };
 use duanlian_snapshot::{Snapshot, SnapshotError};
 use duanlian_store::{DataDir, Store, StoreOptions};
@@ -399,9 +399,15 @@ fn serve(args: ServeArgs) -> Result<()> {
         .with_retention(args.expired_retention)
         // Counting every visit only makes sense where the counts can be kept.
         .with_visit_counting(store.is_some());
-    let admin = match &store {
-        Some(store) => Admin::new(admin_opts, store.clone()),
-        None => Admin::read_only(admin_opts, index.clone()),
+    let admin = match (&store, &args.snapshot) {
+        (Some(store), _) => Admin::new(admin_opts, store.clone()),
+        (None, Some(path)) => {
+            let reloader =
+                Arc::new(Reloader::new(index.clone(), path.clone()).with_metrics(metrics.clone()));
+            reload_on_sighup(reloader.clone());
+            Admin::read_only(admin_opts, index.clone()).with_reloader(reloader)
+        }
+        (None, None) => Admin::read_only(admin_opts, index.clone()),
     }
     .with_metrics(metrics, health.clone());
     duanlian_server::spawn_admin(Arc::new(admin), args.admin_listen, &opts)
@@ -412,6 +418,35 @@ fn serve(args: ServeArgs) -> Result<()> {
         store.shutdown();
     }
     Ok(())
+}
+
+/// SIGHUP reloads the configured snapshot (validated first; a bad file changes nothing).
+fn reload_on_sighup(reloader: Arc<Reloader>) {
+    let spawned = std::thread::Builder::new()
+        .name("duanlian-sighup".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return tracing::error!(error = %e, "no SIGHUP handling"),
+            };
+            rt.block_on(async move {
+                use tokio::signal::unix::{signal, SignalKind};
+                let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                    return tracing::error!("could not listen for SIGHUP");
+                };
+                while hup.recv().await.is_some() {
+                    let r = reloader.clone();
+                    // The outcome is logged and counted by the reloader itself.
+                    let _ = tokio::task::spawn_blocking(move || r.reload_configured()).await;
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "could not start the SIGHUP thread");
+    }
 }
 
 /// The snapshot was opened with its structure checked but its checksum not yet (reading every

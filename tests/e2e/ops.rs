@@ -281,3 +281,156 @@ fn metrics_in_prometheus_text_format() {
         assert!(m.body.contains(name), "missing {name} in:\n{}", m.body);
     }
 }
+
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Snapshot files the process still has mapped.
+fn mapped_snapshots(pid: u32) -> std::collections::BTreeSet<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(".snap"))
+        .filter_map(|l| l.split_whitespace().nth(5).map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn a_hundred_reloads_under_load_fail_nothing_and_leak_nothing() {
+    let dir = TempDir::new();
+    let a = crate::util::build_snapshot_named(&dir, "a", "domain,code,url\ngo.example.cn,shared,https://a.example/\ngo.example.cn,only-a,https://a.example/only\n");
+    let b = crate::util::build_snapshot_named(&dir, "b", "domain,code,url\ngo.example.cn,shared,https://b.example/\ngo.example.cn,only-b,https://b.example/only\n");
+    let srv = Server::start(&["--snapshot", s(&a), "--api-key", "k", "--threads", "2"]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, port) = (stop.clone(), srv.port);
+            std::thread::spawn(move || {
+                let mut c = crate::util::KeepAlive::connect(port).expect("connect");
+                let (mut ok, mut bad) = (0u64, 0u64);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match c.get("go.example.cn", "/shared") {
+                        Ok(r) if r.status == 302 => ok += 1,
+                        _ => bad += 1,
+                    }
+                }
+                (ok, bad)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let (fds_before, pid) = (fds(srv.pid()), srv.pid());
+    for i in 0..100 {
+        let file = if i % 2 == 0 { &b } else { &a };
+        let r = srv.api(
+            "POST",
+            "/api/v1/admin/snapshot",
+            Some("k"),
+            Some(&format!(r#"{{"path":"{}"}}"#, s(file))),
+        );
+        assert_eq!(r.status, 200, "reload {i}: {}", r.body);
+    }
+    // The last reload loaded `a`; a bad file changes nothing and says why.
+    let bad = dir.file(
+        "bad.snap",
+        b"DUANLIAN but not really a snapshot at all .....................",
+    );
+    let r = srv.api(
+        "POST",
+        "/api/v1/admin/snapshot",
+        Some("k"),
+        Some(&format!(r#"{{"path":"{}"}}"#, s(&bad))),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.body.contains("bad.snap") || r.body.contains("header") || r.body.contains("truncated"),
+        "{}",
+        r.body
+    );
+    let missing = srv.api(
+        "POST",
+        "/api/v1/admin/snapshot",
+        Some("k"),
+        Some(r#"{"path":"/nonexistent.snap"}"#),
+    );
+    assert_eq!(missing.status, 422);
+    assert_eq!(srv.request("GET", "go.example.cn", "/only-a").status, 302);
+    assert_eq!(srv.request("GET", "go.example.cn", "/only-b").status, 404);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load
+        .into_iter()
+        .map(|t| t.join().expect("load"))
+        .fold((0, 0), |x, y| (x.0 + y.0, x.1 + y.1));
+    assert_eq!(failed, 0, "{failed} failed requests during reloads");
+    assert!(ok > 500, "the load barely ran: {ok}");
+    // Old mappings are released once no request uses them, and no descriptor is left behind.
+    std::thread::sleep(Duration::from_millis(200));
+    let mapped = mapped_snapshots(pid);
+    assert_eq!(mapped.len(), 1, "still mapped: {mapped:?}");
+    assert!(mapped.iter().all(|m| m.ends_with("a.snap")), "{mapped:?}");
+    assert!(
+        fds(pid) <= fds_before,
+        "descriptors grew from {fds_before} to {}",
+        fds(pid)
+    );
+    let metrics = srv.api("GET", "/metrics", None, None).body;
+    assert!(
+        metrics.contains("duanlian_snapshot_reloads_total{outcome=\"ok\"} 100"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("duanlian_snapshot_reloads_total{outcome=\"error\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn sighup_reloads_the_configured_file() {
+    let dir = TempDir::new();
+    let served = crate::util::build_snapshot_named(
+        &dir,
+        "served",
+        "domain,code,url\ngo.example.cn,first,https://a.example/\n",
+    );
+    let srv = Server::start(&["--snapshot", s(&served), "--api-key", "k"]);
+    assert_eq!(srv.request("GET", "go.example.cn", "/second").status, 404);
+    // Publish the new version the safe way: build beside it, rename over it.
+    let next = crate::util::build_snapshot_named(
+        &dir,
+        "next",
+        "domain,code,url\ngo.example.cn,second,https://b.example/\n",
+    );
+    std::fs::rename(&next, &served).expect("rename");
+    let _ = std::process::Command::new("kill")
+        .args(["-HUP", &srv.pid().to_string()])
+        .status();
+    let started = Instant::now();
+    while srv.request("GET", "go.example.cn", "/second").status != 302 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "SIGHUP did not reload"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(srv.request("GET", "go.example.cn", "/first").status, 404);
+    assert!(srv.logs().contains("snapshot reloaded"), "{}", srv.logs());
+    // A data-directory node manages its own snapshot.
+    let dd = Server::start(&[
+        "--data-dir",
+        s(&dir.path("data")),
+        "--domain",
+        "go.example.cn",
+        "--api-key",
+        "k",
+    ]);
+    let r = dd.api(
+        "POST",
+        "/api/v1/admin/snapshot",
+        Some("k"),
+        Some(&format!(r#"{{"path":"{}"}}"#, s(&served))),
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+}

@@ -59,6 +59,22 @@ pub(crate) fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
+/// Builds `NAME.snap` from CSV text with the real binary.
+pub(crate) fn build_snapshot_named(dir: &TempDir, name: &str, csv: &str) -> PathBuf {
+    let input = dir.file(&format!("{name}.csv"), csv.as_bytes());
+    let output = dir.path(&format!("{name}.snap"));
+    let o = run(&[
+        "snapshot",
+        "build",
+        "--input",
+        s(&input),
+        "--output",
+        s(&output),
+    ]);
+    assert!(o.status.success(), "build failed: {}", stderr(&o));
+    output
+}
+
 /// Builds a snapshot from CSV text with the real binary.
 pub(crate) fn build_snapshot(dir: &TempDir, csv: &str) -> PathBuf {
     let input = dir.file("links.csv", csv.as_bytes());

@@ -25,6 +25,7 @@ mod admin;
 mod listen;
 mod metrics;
 mod redirect;
+mod reload;
 
 pub use admin::{Admin, AdminOptions};
 pub use listen::{
@@ -32,5 +33,6 @@ pub use listen::{
 };
 pub use metrics::Metrics;
 pub use redirect::{respond, Body, DomainPolicy, Redirector, DEFAULT_RETENTION};
+pub use reload::{Reloaded, Reloader};
 
 pub use duanlian_index::Index;

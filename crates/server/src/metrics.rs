@@ -42,6 +42,7 @@ pub struct Metrics {
     connections: Gauge,
     visit_counters: Gauge,
     purged_in_snapshot: Gauge,
+    reloads: Family<Outcome, Counter>,
 }
 
 thread_local! {
@@ -114,7 +115,14 @@ impl Metrics {
             "Duration of each journal group write and fdatasync",
             fsync.clone(),
         );
+        let reloads = Family::<Outcome, Counter>::default();
+        registry.register(
+            "snapshot_reloads",
+            "Snapshot reloads, by result (ok, error)",
+            reloads.clone(),
+        );
         Metrics {
+            reloads,
             redirect: counter("redirect"),
             not_found: counter("not_found"),
             expired: counter("expired"),
@@ -159,6 +167,11 @@ impl Metrics {
 
     pub(crate) fn observe_latency(&self, took: Duration) {
         self.latency.observe(took.as_secs_f64());
+    }
+
+    pub(crate) fn record_reload(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.reloads.get_or_create(&Outcome { outcome }).inc();
     }
 
     /// Observes one journal group commit (the store calls this).

@@ -54,6 +54,7 @@ pub struct Admin {
     index: Arc<Index>,
     store: Option<Arc<Store>>,
     metrics: Option<(Arc<crate::Metrics>, Arc<crate::Health>)>,
+    reloader: Option<Arc<crate::Reloader>>,
 }
 
 type Answer = Result<Response<Body>, Problem>;
@@ -66,6 +67,7 @@ impl Admin {
             index: store.index().clone(),
             store: Some(store),
             metrics: None,
+            reloader: None,
         }
     }
 
@@ -76,7 +78,14 @@ impl Admin {
             index,
             store: None,
             metrics: None,
+            reloader: None,
         }
+    }
+
+    /// Enables `POST /api/v1/admin/snapshot` (nodes serving a bulk snapshot read-only).
+    pub fn with_reloader(mut self, reloader: Arc<crate::Reloader>) -> Admin {
+        self.reloader = Some(reloader);
+        self
     }
 
     /// Serves `metrics` at `/metrics` (no API key: Prometheus scrapes without one; keep the
@@ -152,12 +161,14 @@ impl Admin {
             (["links", domain, code], &Method::PATCH) => self.patch(domain, code, req).await,
             (["links", domain, code], &Method::DELETE) => self.delete(domain, code).await,
             (["admin", "compact"], &Method::POST) => self.compact().await,
+            (["admin", "snapshot"], &Method::POST) => self.reload(req).await,
             (
                 ["domains"]
                 | ["links"]
                 | ["links", "batch"]
                 | ["links", _, _]
-                | ["admin", "compact"],
+                | ["admin", "compact"]
+                | ["admin", "snapshot"],
                 _,
             ) => Err(Problem::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -368,6 +379,41 @@ impl Admin {
                 "elapsed_ms": report.elapsed.as_millis() as u64,
             }),
         ))
+    }
+
+    async fn reload(&self, req: Request<Incoming>) -> Answer {
+        let Some(reloader) = self.reloader.clone() else {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "snapshot-managed",
+                "Snapshot managed by the data directory",
+                "this node's snapshot is written by compaction in its data directory; loading a bulk snapshot applies to nodes started with --snapshot and no --data-dir",
+            ));
+        };
+        let body = self.json_body(req).await?;
+        let path = match body.as_object().map(|o| (o.get("path"), o.len())) {
+            Some((Some(Value::String(p)), 1)) => std::path::PathBuf::from(p),
+            _ => {
+                return Err(Problem::invalid(vec![field(
+                    "path",
+                    "send {\"path\": \"/path/to/file.snap\"} and nothing else",
+                )]))
+            }
+        };
+        let result = tokio::task::spawn_blocking(move || reloader.reload(&path))
+            .await
+            .map_err(|e| internal(&e.to_string()))?;
+        match result {
+            Ok(r) => Ok(json_response(
+                StatusCode::OK,
+                &json!({
+                    "path": r.path.display().to_string(),
+                    "links": r.links,
+                    "elapsed_ms": r.elapsed.as_millis() as u64,
+                }),
+            )),
+            Err(e) => Err(Problem::invalid(vec![field("path", e)])),
+        }
     }
 
     async fn json_body(&self, req: Request<Incoming>) -> Result<Value, Problem> {
