@@ -76,7 +76,7 @@ fn main() {
     let admin_port: u16 = loop {
         let line = lines.next().expect("server exited").expect("log line");
         if line.contains("admin listener ready") {
-            let at = line.find("addr=127.0.0.1:").expect("addr") + "addr=127.0.0.1:".len();
+            let at = line.find("127.0.0.1:").expect("addr") + "127.0.0.1:".len();
             break line[at..]
                 .chars()
                 .take_while(char::is_ascii_digit)

@@ -28,8 +28,19 @@ const SAMPLE_CSV: &str = include_str!("../data/sample-links.csv");
     about = "短链 duanlian: a fast short-link redirect service"
 )]
 struct Cli {
+    /// Log format: text (human-readable), json (one object a line), or auto: text on a
+    /// terminal, JSON otherwise. Default is auto. The level comes from DUANLIAN_LOG.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Auto,
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -169,23 +180,27 @@ enum Shape {
 
 fn main() {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     if let Err(e) = run(cli) {
         eprintln!("duanlian: error: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let level = std::env::var("DUANLIAN_LOG")
         .ok()
         .and_then(|l| l.parse::<tracing::Level>().ok())
         .unwrap_or(tracing::Level::INFO);
-    tracing_subscriber::fmt()
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Auto if !terminal => builder.json().init(),
+        LogFormat::Text | LogFormat::Auto => builder.with_ansi(terminal).init(),
+    }
 }
 
 fn run(cli: Cli) -> Result<()> {

@@ -434,3 +434,27 @@ fn sighup_reloads_the_configured_file() {
     );
     assert_eq!(r.status, 409, "{}", r.body);
 }
+
+#[test]
+fn logs_are_json_when_not_on_a_terminal_and_text_on_request() {
+    let dir = TempDir::new();
+    let snap = snapshot(&dir);
+    let srv = Server::start(&["--snapshot", s(&snap)]);
+    let first = srv.logs().lines().next().unwrap_or_default().to_owned();
+    let v: serde_json::Value =
+        serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first}"));
+    assert_eq!(v["level"], "INFO");
+    assert!(
+        v["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("snapshot loaded")),
+        "{v}"
+    );
+    assert_eq!(v["fields"]["links"], 1, "start-up says what was loaded");
+    let text = Server::start(&["--snapshot", s(&snap), "--log-format", "text"]);
+    let line = text.logs().lines().next().unwrap_or_default().to_owned();
+    assert!(
+        line.contains("INFO") && line.contains("snapshot loaded") && !line.starts_with('{'),
+        "{line}"
+    );
+}

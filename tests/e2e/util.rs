@@ -99,10 +99,10 @@ pub(crate) struct Server {
     logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
-/// The port in a log line's `addr=127.0.0.1:PORT`.
+/// The port in a log line's listen address (`127.0.0.1:PORT`, in text or JSON logs).
 fn logged_port(line: &str) -> Option<u16> {
-    let at = line.find("addr=127.0.0.1:")?;
-    let rest = &line[at + "addr=127.0.0.1:".len()..];
+    let at = line.find("127.0.0.1:")?;
+    let rest = &line[at + "127.0.0.1:".len()..];
     rest.chars()
         .take_while(|c| c.is_ascii_digit())
         .collect::<String>()
