@@ -1,6 +1,7 @@
 //! `duanlian`: build, check and serve short-link snapshots.
 #![forbid(unsafe_code)]
 
+mod config;
 mod import;
 
 use anyhow::{anyhow, Context, Result};
@@ -50,6 +51,9 @@ enum Command {
     Snapshot(SnapshotCmd),
     /// Serve redirects, and the admin API.
     Serve(Box<ServeArgs>),
+    /// Check configuration files.
+    #[command(subcommand)]
+    Config(ConfigCmd),
     /// Fold a data directory's journal into a new snapshot (the server must not be running).
     /// The benchmark floor: the same server answering one fixed 302 without any lookup.
     #[command(hide = true)]
@@ -68,6 +72,16 @@ enum Command {
         /// Links expired longer ago than this are left out of the new snapshot. Default is 30d.
         #[arg(long, default_value = "30d", value_parser = parse_period)]
         expired_retention: i64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    /// Validate a TOML configuration file and print the settings `serve` would use with it
+    /// (environment variables and flags given here are applied on top, as in `serve`).
+    Check {
+        /// The file.
+        file: PathBuf,
     },
 }
 
@@ -102,35 +116,39 @@ enum SnapshotCmd {
 }
 
 #[derive(Args, Debug)]
-struct ServeArgs {
+pub(crate) struct ServeArgs {
+    /// A TOML configuration file; environment variables (DUANLIAN_...) override it, flags
+    /// override both. See `duanlian config check`.
+    #[arg(long, env = "DUANLIAN_CONFIG")]
+    config: Option<PathBuf>,
     /// Data directory (snapshot, journal, generated API key); enables the admin API's writes.
     /// Default is ./duanlian-data, seeded with the built-in sample links on first start, unless
     /// --snapshot is given without --data-dir, which serves that file read-only.
-    #[arg(long)]
+    #[arg(env = "DUANLIAN_DATA_DIR", long)]
     data_dir: Option<PathBuf>,
     /// A bulk snapshot: served read-only without --data-dir; with --data-dir, the seed of an
     /// empty data directory.
-    #[arg(long)]
+    #[arg(env = "DUANLIAN_SNAPSHOT", long)]
     snapshot: Option<PathBuf>,
     /// Address of the redirect listener; port 0 picks a free port. Default is 127.0.0.1:8080.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(env = "DUANLIAN_LISTEN", long, default_value = "127.0.0.1:8080")]
     listen: std::net::SocketAddr,
     /// Address of the admin API; never the redirect port. Default is 127.0.0.1:8081.
-    #[arg(long, default_value = "127.0.0.1:8081")]
+    #[arg(env = "DUANLIAN_ADMIN_LISTEN", long, default_value = "127.0.0.1:8081")]
     admin_listen: std::net::SocketAddr,
     /// A link domain links may be created on (repeat for more; the first is the default).
     /// Default is the domains of the loaded snapshot.
-    #[arg(long = "domain")]
+    #[arg(env = "DUANLIAN_DOMAINS", value_delimiter = ',', long = "domain")]
     domains: Vec<String>,
     /// An accepted API key (repeatable; also DUANLIAN_API_KEYS, comma-separated). With none,
     /// a key is generated into the data directory on first start.
-    #[arg(long = "api-key")]
+    #[arg(env = "DUANLIAN_API_KEYS", value_delimiter = ',', long = "api-key")]
     api_keys: Vec<String>,
     /// Largest admin request body, in bytes. Default is 8388608 (8 MiB).
-    #[arg(long, default_value_t = 8 << 20)]
+    #[arg(env = "DUANLIAN_MAX_BODY_BYTES", long, default_value_t = 8 << 20)]
     max_body_bytes: usize,
     /// Length of generated codes. Default is 7.
-    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u8).range(4..=32))]
+    #[arg(env = "DUANLIAN_CODE_LENGTH", long, default_value_t = 7, value_parser = clap::value_parser!(u8).range(4..=32))]
     code_length: u8,
     /// Where expired links of a domain go instead of a 410 page: DOMAIN=URL (repeatable).
     /// A link's own expired_url wins.
@@ -144,44 +162,49 @@ struct ServeArgs {
     root_urls: Vec<String>,
     /// How long an expired link keeps answering "expired" before it is purged (then 404, and
     /// dropped at the next compaction): 30d, 12h, seconds... Default is 30d.
-    #[arg(long, default_value = "30d", value_parser = parse_period)]
+    #[arg(env = "DUANLIAN_EXPIRED_RETENTION", long, default_value = "30d", value_parser = parse_period)]
     expired_retention: i64,
     /// Worker threads for redirects. Default is the number of CPUs.
-    #[arg(long)]
+    #[arg(env = "DUANLIAN_THREADS", long)]
     threads: Option<usize>,
     /// Seconds a client may take to send a request head (also the idle keep-alive limit).
     /// Default is 30.
-    #[arg(long, default_value_t = 30)]
+    #[arg(env = "DUANLIAN_HEADER_READ_TIMEOUT", long, default_value_t = 30)]
     header_read_timeout: u64,
     /// Largest request head in bytes; larger ones get 431. Default is 16384.
-    #[arg(long, default_value_t = 16 << 10)]
+    #[arg(env = "DUANLIAN_MAX_HEADER_BYTES", long, default_value_t = 16 << 10)]
     max_header_bytes: usize,
     /// Connections served at once; more wait in the listen backlog. Default is 65536.
-    #[arg(long, default_value_t = 65_536)]
+    #[arg(env = "DUANLIAN_MAX_CONNECTIONS", long, default_value_t = 65_536)]
     max_connections: usize,
     /// After SIGTERM/SIGINT, seconds to keep accepting while /readyz answers 503, so load
     /// balancers move away first. Default is 5.
-    #[arg(long, default_value_t = 5)]
+    #[arg(env = "DUANLIAN_DRAIN_DELAY", long, default_value_t = 5)]
     drain_delay: u64,
     /// Seconds in-flight requests get to finish after the drain delay. Default is 30.
-    #[arg(long, default_value_t = 30)]
+    #[arg(env = "DUANLIAN_SHUTDOWN_TIMEOUT", long, default_value_t = 30)]
     shutdown_timeout: u64,
     /// Runtime layout: one current-thread runtime per thread with SO_REUSEPORT (per-core), or
     /// one work-stealing runtime (multi-thread). Default is per-core.
-    #[arg(long, value_enum, default_value_t = Shape::PerCore)]
+    #[arg(env = "DUANLIAN_RUNTIME", long, value_enum, default_value_t = Shape::PerCore)]
     runtime: Shape,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Shape {
+pub(crate) enum Shape {
     PerCore,
     MultiThread,
 }
 
 fn main() {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     init_logging(cli.log_format);
-    if let Err(e) = run(cli) {
+    if let Err(e) = run(cli, &matches) {
         eprintln!("duanlian: error: {e:#}");
         std::process::exit(1);
     }
@@ -203,7 +226,7 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
     match cli.command {
         Command::Snapshot(SnapshotCmd::Build {
             input,
@@ -213,7 +236,16 @@ fn run(cli: Cli) -> Result<()> {
         }) => build(&input, &output, default_domain.as_deref(), format),
         Command::Snapshot(SnapshotCmd::Inspect { file }) => inspect(&file),
         Command::Snapshot(SnapshotCmd::Verify { file }) => verify(&file),
-        Command::Serve(args) => serve(*args),
+        Command::Serve(mut args) => {
+            if let (Some(path), Some(m)) =
+                (args.config.clone(), matches.subcommand_matches("serve"))
+            {
+                config::apply(config::read(&path)?, &mut args, m)
+                    .map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
+            }
+            serve(*args)
+        }
+        Command::Config(ConfigCmd::Check { file }) => config_check(&file),
         Command::BenchFloor { listen, threads } => {
             let location = hyper::header::HeaderValue::from_static(
                 "https://shop.example.com/item/123456789?utm_source=sms&utm_campaign=c123",
@@ -495,7 +527,28 @@ fn verify_in_background(index: &Arc<Index>) {
     }
 }
 
-fn parse_period(s: &str) -> Result<i64, String> {
+fn config_check(file: &Path) -> Result<()> {
+    use clap::{CommandFactory, FromArgMatches};
+    let m = Cli::command().try_get_matches_from(["duanlian", "serve"])?;
+    let Command::Serve(mut args) = Cli::from_arg_matches(&m)?.command else {
+        return Err(anyhow!("internal: serve arguments"));
+    };
+    let serve = m
+        .subcommand_matches("serve")
+        .ok_or_else(|| anyhow!("internal: serve matches"))?;
+    config::apply(config::read(file)?, &mut args, serve)
+        .map_err(|e| anyhow!("{}: {e:#}", file.display()))?;
+    // The checks `serve` makes before it starts anything.
+    domain_policies(&args).map_err(|e| anyhow!("{}: {e:#}", file.display()))?;
+    for d in &args.domains {
+        Domain::parse(d).map_err(|e| anyhow!("{}: domains: {d}: {e}", file.display()))?;
+    }
+    print!("{}", config::describe(&args));
+    println!("# {}: ok", file.display());
+    Ok(())
+}
+
+pub(crate) fn parse_period(s: &str) -> Result<i64, String> {
     duanlian_link::parse_duration(s)
         .ok_or_else(|| format!("{s:?} is not a period such as 30d, 12h, 90m or seconds"))
 }
@@ -547,10 +600,9 @@ fn link_domains(flags: &[String], index: &Index) -> Result<Vec<Domain>> {
 /// API keys from flags and DUANLIAN_API_KEYS; with none, the data directory's generated key
 /// (made on first start, mode 0600).
 fn api_keys(flags: &[String], data_dir: Option<&Path>) -> Result<Vec<String>> {
+    // Flags, else DUANLIAN_API_KEYS (comma-separated), else the configuration file: clap and
+    // `config::apply` have already picked the layer.
     let mut keys: Vec<String> = flags.iter().map(|k| k.trim().to_owned()).collect();
-    if let Ok(env) = std::env::var("DUANLIAN_API_KEYS") {
-        keys.extend(env.split(',').map(|k| k.trim().to_owned()));
-    }
     keys.retain(|k| !k.is_empty());
     if !keys.is_empty() {
         return Ok(keys);

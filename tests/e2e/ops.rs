@@ -458,3 +458,103 @@ fn logs_are_json_when_not_on_a_terminal_and_text_on_request() {
         "{line}"
     );
 }
+
+#[test]
+fn configuration_file_then_environment_then_flags() {
+    let dir = TempDir::new();
+    let data = dir.path("data");
+    let conf = dir.file(
+        "duanlian.toml",
+        format!(
+            "data_dir = \"{}\"\ndomains = [\"go.example.cn\", \"s.example.com\"]\napi_keys = [\"from-file\"]\ncode_length = 9\n\
+             drain_delay = 0\n\n[domain.\"go.example.cn\"]\nnot_found_url = \"https://www.example.cn/404\"\n",
+            s(&data)
+        )
+        .as_bytes(),
+    );
+    let create = |srv: &Server| {
+        let r = srv.api(
+            "POST",
+            "/api/v1/links",
+            Some("from-file"),
+            Some(r#"{"url":"https://a.example/"}"#),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        let v: serde_json::Value = serde_json::from_str(&r.body).expect("json");
+        v["code"].as_str().map_or(0, str::len)
+    };
+    let srv = Server::start(&["--config", s(&conf)]);
+    assert_eq!(create(&srv), 9, "the file's code_length");
+    let miss = srv.request("GET", "go.example.cn", "/nope");
+    assert_eq!(
+        miss.header("location"),
+        Some("https://www.example.cn/404"),
+        "the file's domain section"
+    );
+    srv.kill9();
+    let env = Server::start_env(&[("DUANLIAN_CODE_LENGTH", "11")], &["--config", s(&conf)]);
+    assert_eq!(create(&env), 11, "the environment beats the file");
+    env.kill9();
+    let flag = Server::start_env(
+        &[("DUANLIAN_CODE_LENGTH", "11")],
+        &["--config", s(&conf), "--code-length", "12"],
+    );
+    assert_eq!(create(&flag), 12, "a flag beats both");
+}
+
+#[test]
+fn config_check_validates_and_prints_the_effective_settings() {
+    let dir = TempDir::new();
+    let good = dir.file("good.toml", b"listen = \"0.0.0.0:80\"\ndomains = [\"go.example.cn\"]\nexpired_retention = \"7d\"\nruntime = \"multi-thread\"\n");
+    let o = crate::util::run(&["config", "check", s(&good)]);
+    assert!(o.status.success(), "{}", crate::util::stderr(&o));
+    let out = crate::util::stdout(&o);
+    for line in [
+        "listen = 0.0.0.0:80",
+        "admin_listen = 127.0.0.1:8081",
+        "expired_retention = 604800s",
+        "runtime = MultiThread",
+        "good.toml: ok",
+    ] {
+        assert!(out.contains(line), "{line} in:\n{out}");
+    }
+    let cases: [(&str, &[u8], &str); 5] = [
+        (
+            "unknown.toml",
+            b"listen = \"0.0.0.0:80\"\nlisten_port = 80\n",
+            "unknown field `listen_port`",
+        ),
+        ("type.toml", b"threads = \"two\"\n", "threads"),
+        (
+            "period.toml",
+            b"expired_retention = \"a while\"\n",
+            "expired_retention",
+        ),
+        (
+            "url.toml",
+            b"[domain.\"go.example.cn\"]\nroot_url = \"javascript:x\"\n",
+            "--root-url",
+        ),
+        ("syntax.toml", b"listen = \n", "syntax.toml"),
+    ];
+    for (name, text, expect) in cases {
+        let f = dir.file(name, text);
+        let o = crate::util::run(&["config", "check", s(&f)]);
+        let err = crate::util::stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{name}: {err}");
+        assert!(
+            err.contains(expect) && err.contains(name),
+            "{name}: expected {expect:?} in {err}"
+        );
+        // serve refuses the same file the same way, before touching anything.
+        let o = crate::util::run(&[
+            "serve",
+            "--config",
+            s(&f),
+            "--data-dir",
+            s(&dir.path("never")),
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{name}");
+        assert!(!dir.path("never").exists());
+    }
+}

@@ -1,0 +1,163 @@
+//! The TOML configuration file of `duanlian serve`, the lowest of three layers: file, then
+//! environment variables (`DUANLIAN_...`), then flags. Unknown keys are errors.
+use crate::{ServeArgs, Shape};
+use anyhow::{anyhow, Context, Result};
+use clap::parser::ValueSource;
+use clap::ArgMatches;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The file's shape; every key optional. Names match the flags, with `_` for `-`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    data_dir: Option<PathBuf>,
+    snapshot: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+    domains: Option<Vec<String>>,
+    api_keys: Option<Vec<String>>,
+    max_body_bytes: Option<usize>,
+    code_length: Option<u8>,
+    expired_retention: Option<String>,
+    threads: Option<usize>,
+    header_read_timeout: Option<u64>,
+    max_header_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    drain_delay: Option<u64>,
+    shutdown_timeout: Option<u64>,
+    runtime: Option<String>,
+    /// Per link domain: `[domain."go.example.cn"]` with `expired_url`, `not_found_url`, `root_url`.
+    #[serde(default)]
+    domain: BTreeMap<String, DomainSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DomainSection {
+    expired_url: Option<String>,
+    not_found_url: Option<String>,
+    root_url: Option<String>,
+}
+
+pub(crate) fn read(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
+/// Fills every setting that neither a flag nor an environment variable gave from the file.
+pub(crate) fn apply(file: FileConfig, args: &mut ServeArgs, m: &ArgMatches) -> Result<()> {
+    let unset = |id: &str| {
+        !matches!(
+            m.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        )
+    };
+    macro_rules! take {
+        ($($field:ident),*) => {$(
+            if let Some(v) = file.$field {
+                if unset(stringify!($field)) {
+                    args.$field = v.into();
+                }
+            }
+        )*};
+    }
+    take!(
+        listen,
+        admin_listen,
+        max_body_bytes,
+        header_read_timeout,
+        max_header_bytes
+    );
+    take!(
+        max_connections,
+        drain_delay,
+        shutdown_timeout,
+        domains,
+        api_keys
+    );
+    if let Some(v) = file.data_dir.filter(|_| unset("data_dir")) {
+        args.data_dir = Some(v);
+    }
+    if let Some(v) = file.snapshot.filter(|_| unset("snapshot")) {
+        args.snapshot = Some(v);
+    }
+    if let Some(v) = file.threads.filter(|_| unset("threads")) {
+        args.threads = Some(v);
+    }
+    if let Some(v) = file.code_length.filter(|_| unset("code_length")) {
+        if !(4..=32).contains(&v) {
+            return Err(anyhow!("code_length: {v} is not from 4 to 32"));
+        }
+        args.code_length = v;
+    }
+    if let Some(v) = file
+        .expired_retention
+        .filter(|_| unset("expired_retention"))
+    {
+        args.expired_retention =
+            crate::parse_period(&v).map_err(|e| anyhow!("expired_retention: {e}"))?;
+    }
+    if let Some(v) = file.runtime.filter(|_| unset("runtime")) {
+        args.runtime = <Shape as clap::ValueEnum>::from_str(&v, false)
+            .map_err(|_| anyhow!("runtime: {v:?} is not per-core or multi-thread"))?;
+    }
+    // Domain sections add to the per-domain flags; a flag for the same domain and field wins
+    // because it comes later when the policies are built.
+    for (domain, section) in file.domain {
+        let add = |list: &mut Vec<String>, url: Option<String>| {
+            if let Some(u) = url {
+                list.insert(0, format!("{domain}={u}"));
+            }
+        };
+        add(&mut args.expired_urls, section.expired_url);
+        add(&mut args.not_found_urls, section.not_found_url);
+        add(&mut args.root_urls, section.root_url);
+    }
+    Ok(())
+}
+
+/// The effective settings, one `key = value` a line (API keys masked).
+pub(crate) fn describe(args: &ServeArgs) -> String {
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k} = {v}\n"));
+    let opt = |p: &Option<PathBuf>| {
+        p.as_ref()
+            .map_or("(none)".into(), |p| p.display().to_string())
+    };
+    line("data_dir", opt(&args.data_dir));
+    line("snapshot", opt(&args.snapshot));
+    line("listen", args.listen.to_string());
+    line("admin_listen", args.admin_listen.to_string());
+    line("domains", format!("{:?}", args.domains));
+    line("api_keys", format!("{} configured", args.api_keys.len()));
+    line("max_body_bytes", args.max_body_bytes.to_string());
+    line("code_length", args.code_length.to_string());
+    line("expired_retention", format!("{}s", args.expired_retention));
+    line(
+        "threads",
+        args.threads
+            .map_or("(number of CPUs)".into(), |t| t.to_string()),
+    );
+    line(
+        "header_read_timeout",
+        format!("{}s", args.header_read_timeout),
+    );
+    line("max_header_bytes", args.max_header_bytes.to_string());
+    line("max_connections", args.max_connections.to_string());
+    line("drain_delay", format!("{}s", args.drain_delay));
+    line("shutdown_timeout", format!("{}s", args.shutdown_timeout));
+    line("runtime", format!("{:?}", args.runtime));
+    for (k, v) in [
+        ("expired_url", &args.expired_urls),
+        ("not_found_url", &args.not_found_urls),
+        ("root_url", &args.root_urls),
+    ] {
+        for e in v {
+            line(k, e.clone());
+        }
+    }
+    out
+}
