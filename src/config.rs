@@ -29,6 +29,8 @@ pub(crate) struct FileConfig {
     drain_delay: Option<u64>,
     shutdown_timeout: Option<u64>,
     runtime: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
+    access_log: Option<bool>,
     /// Per link domain: `[domain."go.example.cn"]` with `expired_url`, `not_found_url`, `root_url`.
     #[serde(default)]
     domain: BTreeMap<String, DomainSection>,
@@ -78,6 +80,7 @@ pub(crate) fn apply(file: FileConfig, args: &mut ServeArgs, m: &ArgMatches) -> R
         domains,
         api_keys
     );
+    take!(trusted_proxies, access_log);
     if let Some(v) = file.data_dir.filter(|_| unset("data_dir")) {
         args.data_dir = Some(v);
     }
@@ -150,6 +153,8 @@ pub(crate) fn describe(args: &ServeArgs) -> String {
     line("drain_delay", format!("{}s", args.drain_delay));
     line("shutdown_timeout", format!("{}s", args.shutdown_timeout));
     line("runtime", format!("{:?}", args.runtime));
+    line("trusted_proxies", format!("{:?}", args.trusted_proxies));
+    line("access_log", args.access_log.to_string());
     for (k, v) in [
         ("expired_url", &args.expired_urls),
         ("not_found_url", &args.not_found_urls),

@@ -184,6 +184,18 @@ pub(crate) struct ServeArgs {
     /// Seconds in-flight requests get to finish after the drain delay. Default is 30.
     #[arg(env = "DUANLIAN_SHUTDOWN_TIMEOUT", long, default_value_t = 30)]
     shutdown_timeout: u64,
+    /// A proxy (address or CIDR range) whose X-Forwarded-For and X-Forwarded-Proto are believed;
+    /// repeatable. Anyone else's forwarding headers are ignored. Default is none.
+    #[arg(
+        env = "DUANLIAN_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        long = "trusted-proxy"
+    )]
+    trusted_proxies: Vec<String>,
+    /// Log every request on the redirect listener (target "access", with the client address).
+    /// Default is off.
+    #[arg(env = "DUANLIAN_ACCESS_LOG", long)]
+    access_log: bool,
     /// Runtime layout: one current-thread runtime per thread with SO_REUSEPORT (per-core), or
     /// one work-stealing runtime (multi-thread). Default is per-core.
     #[arg(env = "DUANLIAN_RUNTIME", long, value_enum, default_value_t = Shape::PerCore)]
@@ -351,6 +363,8 @@ fn serve(args: ServeArgs) -> Result<()> {
     let metrics = Arc::new(Metrics::new());
     // Flags first: a mistake in them must not leave a data directory behind.
     let policies = domain_policies(&args)?;
+    let proxies = duanlian_server::TrustedProxies::parse(&args.trusted_proxies)
+        .map_err(|e| anyhow!("--trusted-proxy: {e}"))?;
     if args.admin_listen == args.listen && args.listen.port() != 0 {
         return Err(anyhow!(
             "--admin-listen must differ from --listen: the admin API never shares the redirect port"
@@ -446,6 +460,11 @@ fn serve(args: ServeArgs) -> Result<()> {
         .with_retention(args.expired_retention)
         // Counting every visit only makes sense where the counts can be kept.
         .with_visit_counting(store.is_some());
+    let redirector = if args.access_log {
+        redirector.with_access_log(proxies)
+    } else {
+        redirector
+    };
     let admin = match (&store, &args.snapshot) {
         (Some(store), _) => Admin::new(admin_opts, store.clone()),
         (None, Some(path)) => {

@@ -558,3 +558,79 @@ fn config_check_validates_and_prints_the_effective_settings() {
         assert!(!dir.path("never").exists());
     }
 }
+
+#[test]
+fn forwarded_headers_are_believed_from_trusted_proxies_only() {
+    let dir = TempDir::new();
+    let snap = snapshot(&dir);
+    let req = "GET /x7Kp2Qa HTTP/1.1\r\nHost: go.example.cn\r\nX-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n";
+    let access = |srv: &Server| -> serde_json::Value {
+        let started = Instant::now();
+        loop {
+            if let Some(line) = srv
+                .logs()
+                .lines()
+                .find(|l| l.contains("\"target\":\"access\""))
+            {
+                return serde_json::from_str(line).expect("json");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "no access log line:\n{}",
+                srv.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let trusted = Server::start(&[
+        "--snapshot",
+        s(&snap),
+        "--access-log",
+        "--trusted-proxy",
+        "127.0.0.0/8",
+    ]);
+    assert!(Response::parse(&trusted.raw(req.as_bytes())).status == 302);
+    let line = access(&trusted);
+    assert_eq!(
+        (
+            line["fields"]["client"].as_str(),
+            line["fields"]["proto"].as_str()
+        ),
+        (Some("203.0.113.7"), Some("https")),
+        "{line}"
+    );
+    let untrusted = Server::start(&[
+        "--snapshot",
+        s(&snap),
+        "--access-log",
+        "--trusted-proxy",
+        "10.0.0.0/8",
+    ]);
+    assert!(Response::parse(&untrusted.raw(req.as_bytes())).status == 302);
+    let line = access(&untrusted);
+    assert_eq!(
+        (
+            line["fields"]["client"].as_str(),
+            line["fields"]["proto"].as_str()
+        ),
+        (Some("127.0.0.1"), Some("http")),
+        "{line}"
+    );
+    // No access log unless asked for.
+    let quiet = Server::start(&["--snapshot", s(&snap)]);
+    quiet.raw(req.as_bytes());
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!quiet.logs().contains("\"target\":\"access\""));
+    let bad = crate::util::run(&[
+        "serve",
+        "--snapshot",
+        s(&snap),
+        "--trusted-proxy",
+        "not-an-ip",
+    ]);
+    assert!(
+        crate::util::stderr(&bad).contains("--trusted-proxy"),
+        "{}",
+        crate::util::stderr(&bad)
+    );
+}

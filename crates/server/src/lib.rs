@@ -24,6 +24,7 @@
 mod admin;
 mod listen;
 mod metrics;
+mod proxy;
 mod redirect;
 mod reload;
 
@@ -32,6 +33,7 @@ pub use listen::{
     run, serve_connection, spawn_admin, Answer, FixedRedirect, Health, Options, RuntimeShape,
 };
 pub use metrics::Metrics;
+pub use proxy::TrustedProxies;
 pub use redirect::{respond, Body, DomainPolicy, Redirector, DEFAULT_RETENTION};
 pub use reload::{Reloaded, Reloader};
 

@@ -30,21 +30,36 @@ pub enum RuntimeShape {
 /// is the benchmark floor: the same server, no lookup. Generic (not `dyn`) so the real path pays
 /// nothing for the seam.
 pub trait Answer: Send + Sync + 'static {
-    /// The response to one request.
-    fn answer<B>(&self, req: &Request<B>) -> Response<Body>;
+    /// The response to one request from `peer` (unknown for in-process connections).
+    fn answer<B>(&self, req: &Request<B>, peer: Option<SocketAddr>) -> Response<Body>;
 }
 
 impl Answer for Redirector {
     #[inline]
-    fn answer<B>(&self, req: &Request<B>) -> Response<Body> {
-        let Some(metrics) = self.metrics() else {
-            return respond(self, req);
+    fn answer<B>(&self, req: &Request<B>, peer: Option<SocketAddr>) -> Response<Body> {
+        let res = match self.metrics() {
+            None => respond(self, req),
+            Some(metrics) => {
+                let started = metrics.sample().then(Instant::now);
+                let res = respond(self, req);
+                metrics.record(res.status().as_u16());
+                if let Some(t) = started {
+                    metrics.observe_latency(t.elapsed());
+                }
+                res
+            }
         };
-        let started = metrics.sample().then(Instant::now);
-        let res = respond(self, req);
-        metrics.record(res.status().as_u16());
-        if let Some(t) = started {
-            metrics.observe_latency(t.elapsed());
+        if let (Some(proxies), Some(peer)) = (self.access_log(), peer) {
+            tracing::info!(
+                target: "access",
+                client = %proxies.client(peer, req.headers()),
+                proto = proxies.proto(peer, req.headers()),
+                peer = %peer,
+                method = %req.method(),
+                host = req.headers().get(hyper::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or(""),
+                path = req.uri().path(),
+                status = res.status().as_u16(),
+            );
         }
         res
     }
@@ -56,7 +71,7 @@ pub struct FixedRedirect(pub hyper::header::HeaderValue);
 
 impl Answer for FixedRedirect {
     #[inline]
-    fn answer<B>(&self, _req: &Request<B>) -> Response<Body> {
+    fn answer<B>(&self, _req: &Request<B>, _peer: Option<SocketAddr>) -> Response<Body> {
         let mut r = Response::new(Body::default());
         *r.status_mut() = hyper::StatusCode::FOUND;
         r.headers_mut()
@@ -151,7 +166,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     A: Answer,
 {
-    let service = service_fn(move |req| ready(Ok::<_, Infallible>(redirector.answer(&req))));
+    let service = service_fn(move |req| ready(Ok::<_, Infallible>(redirector.answer(&req, None))));
     if let Err(e) = http(opts).serve_connection(TokioIo::new(io), service).await {
         tracing::debug!(error = %e, "connection ended with an error");
     }
@@ -234,7 +249,8 @@ async fn accept_loop<A: Answer>(listener: TcpListener, shared: Arc<Shared<A>>) {
 /// Serves a connection; on shutdown, lets the request in flight finish and closes it.
 async fn serve_until_stopped<A: Answer>(stream: TcpStream, shared: &Shared<A>) {
     let answer = shared.answer.clone();
-    let service = service_fn(move |req| ready(Ok::<_, Infallible>(answer.answer(&req))));
+    let peer = stream.peer_addr().ok();
+    let service = service_fn(move |req| ready(Ok::<_, Infallible>(answer.answer(&req, peer))));
     let builder = http(&shared.opts);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     let mut conn = std::pin::pin!(conn);

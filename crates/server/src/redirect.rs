@@ -53,6 +53,7 @@ pub struct Redirector {
     count_visits: bool,
     health: Arc<crate::Health>,
     metrics: Option<Arc<crate::Metrics>>,
+    access_log: Option<crate::TrustedProxies>,
     /// A test clock; `None` reads the system clock directly (one vDSO call, no indirection).
     clock: Option<Arc<dyn Fn() -> i64 + Send + Sync>>,
 }
@@ -77,6 +78,7 @@ impl Redirector {
             count_visits: false,
             health: Arc::default(),
             metrics: None,
+            access_log: None,
             clock: None,
         }
     }
@@ -92,6 +94,18 @@ impl Redirector {
     pub fn with_metrics(mut self, metrics: Arc<crate::Metrics>) -> Redirector {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// Logs every request (target `access`) with the client address as `proxies` determine it.
+    /// Off by default: a redirect tier's request volume rarely belongs in its logs.
+    pub fn with_access_log(mut self, proxies: crate::TrustedProxies) -> Redirector {
+        self.access_log = Some(proxies);
+        self
+    }
+
+    /// The access log's proxy list, when the access log is on.
+    pub(crate) fn access_log(&self) -> Option<&crate::TrustedProxies> {
+        self.access_log.as_ref()
     }
 
     /// The metrics, if recorded.
