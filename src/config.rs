@@ -24,6 +24,7 @@ pub(crate) struct FileConfig {
     expired_retention: Option<String>,
     threads: Option<usize>,
     header_read_timeout: Option<u64>,
+    keep_alive_timeout: Option<u64>,
     max_header_bytes: Option<usize>,
     max_connections: Option<usize>,
     drain_delay: Option<u64>,
@@ -80,7 +81,7 @@ pub(crate) fn apply(file: FileConfig, args: &mut ServeArgs, m: &ArgMatches) -> R
         domains,
         api_keys
     );
-    take!(trusted_proxies, access_log);
+    take!(trusted_proxies, access_log, keep_alive_timeout);
     if let Some(v) = file.data_dir.filter(|_| unset("data_dir")) {
         args.data_dir = Some(v);
     }
@@ -147,6 +148,10 @@ pub(crate) fn describe(args: &ServeArgs) -> String {
     line(
         "header_read_timeout",
         format!("{}s", args.header_read_timeout),
+    );
+    line(
+        "keep_alive_timeout",
+        format!("{}s", args.keep_alive_timeout),
     );
     line("max_header_bytes", args.max_header_bytes.to_string());
     line("max_connections", args.max_connections.to_string());

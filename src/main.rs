@@ -167,10 +167,13 @@ pub(crate) struct ServeArgs {
     /// Worker threads for redirects. Default is the number of CPUs.
     #[arg(env = "DUANLIAN_THREADS", long)]
     threads: Option<usize>,
-    /// Seconds a client may take to send a request head (also the idle keep-alive limit).
-    /// Default is 30.
+    /// Seconds a client may take to send a request head once it has started one. Default is 30.
     #[arg(env = "DUANLIAN_HEADER_READ_TIMEOUT", long, default_value_t = 30)]
     header_read_timeout: u64,
+    /// Seconds an idle keep-alive connection stays open; keep it above the load balancer's idle
+    /// timeout (60 s on common ones). Default is 75.
+    #[arg(env = "DUANLIAN_KEEP_ALIVE_TIMEOUT", long, default_value_t = 75)]
+    keep_alive_timeout: u64,
     /// Largest request head in bytes; larger ones get 431. Default is 16384.
     #[arg(env = "DUANLIAN_MAX_HEADER_BYTES", long, default_value_t = 16 << 10)]
     max_header_bytes: usize,
@@ -442,6 +445,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         listen: args.listen,
         threads: args.threads.unwrap_or(defaults.threads),
         header_read_timeout: Duration::from_secs(args.header_read_timeout),
+        keep_alive_timeout: Duration::from_secs(args.keep_alive_timeout),
         max_header_bytes: args.max_header_bytes,
         max_connections: args.max_connections,
         drain_delay: Duration::from_secs(args.drain_delay),

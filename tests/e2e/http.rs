@@ -182,6 +182,8 @@ fn header_read_timeout_disconnects_a_slow_client() {
         "1",
         "--header-read-timeout",
         "1",
+        "--keep-alive-timeout",
+        "3",
     ]);
     let mut c = srv.connect();
     c.write_all(b"GET /x7Kp2Qa HTTP/1.1\r\nHo").expect("write");
@@ -196,13 +198,25 @@ fn header_read_timeout_disconnects_a_slow_client() {
     );
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
-    // An idle keep-alive connection is held to the same limit.
+    // An idle keep-alive connection outlives the header timeout, and closes at the keep-alive
+    // timeout.
     let mut idle = srv.connect();
-    idle.write_all(b"GET /x7Kp2Qa HTTP/1.1\r\nHost: go.example.cn\r\n\r\n")
-        .expect("write");
-    let mut all = Vec::new();
-    let _ = idle.read_to_end(&mut all);
-    assert!(String::from_utf8_lossy(&all).starts_with("HTTP/1.1 302"));
+    let req = b"GET /x7Kp2Qa HTTP/1.1\r\nHost: go.example.cn\r\n\r\n";
+    idle.write_all(req).expect("write");
+    assert!(idle.read(&mut buf).expect("first answer") > 0);
+    std::thread::sleep(Duration::from_millis(1800));
+    idle.write_all(req)
+        .expect("still open past the header timeout");
+    let n = idle.read(&mut buf).expect("second answer");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 302"));
+    let idle_since = Instant::now();
+    let n = idle.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "closed when idle");
+    let waited = idle_since.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(8),
+        "closed after {waited:?}"
+    );
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::future::ready;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -117,10 +117,13 @@ pub struct Options {
     pub listen: SocketAddr,
     /// Worker threads. Default is the number of CPUs.
     pub threads: usize,
-    /// How long a client may take to send a complete request head, including the wait for the
-    /// next request on an idle keep-alive connection (hyper runs one timer for both). Default
-    /// is 30 s.
+    /// How long a client may take to send a complete request head once it has started one.
+    /// A client that sends nothing, or a byte now and then, is disconnected. Default is 30 s.
     pub header_read_timeout: Duration,
+    /// How long an idle keep-alive connection stays open. Longer than the idle timeouts of
+    /// common load balancers (60 s), so they never reuse a connection this end is closing.
+    /// Default is 75 s.
+    pub keep_alive_timeout: Duration,
     /// Largest request head (request line and headers); larger ones get 431. Default is 16 KiB.
     pub max_header_bytes: usize,
     /// Connections served at once; further ones wait in the listen backlog. Default is 65,536.
@@ -141,6 +144,7 @@ impl Default for Options {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             header_read_timeout: Duration::from_secs(30),
+            keep_alive_timeout: Duration::from_secs(75),
             max_header_bytes: 16 << 10,
             max_connections: 65_536,
             drain_delay: Duration::from_secs(5),
@@ -247,12 +251,22 @@ async fn accept_loop<A: Answer>(listener: TcpListener, shared: Arc<Shared<A>>) {
 }
 
 /// Serves a connection; on shutdown, lets the request in flight finish and closes it.
+///
+/// hyper's own header timer also runs while a keep-alive connection waits for its next
+/// request, so one setting could not be both short (against slow clients) and longer than a
+/// load balancer's idle timeout. Here hyper's timer is off and a watchdog keeps the two apart.
 async fn serve_until_stopped<A: Answer>(stream: TcpStream, shared: &Shared<A>) {
     let answer = shared.answer.clone();
     let peer = stream.peer_addr().ok();
     let service = service_fn(move |req| ready(Ok::<_, Infallible>(answer.answer(&req, peer))));
-    let builder = http(&shared.opts);
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let mut builder = http(&shared.opts);
+    builder.header_read_timeout(None);
+    let clock = Arc::new(ConnClock::default());
+    let io = Watched {
+        inner: stream,
+        clock: clock.clone(),
+    };
+    let conn = builder.serve_connection(TokioIo::new(io), service);
     let mut conn = std::pin::pin!(conn);
     let mut stop = shared.stop.clone();
     let result = tokio::select! {
@@ -261,9 +275,127 @@ async fn serve_until_stopped<A: Answer>(stream: TcpStream, shared: &Shared<A>) {
             conn.as_mut().graceful_shutdown();
             conn.await
         }
+        why = clock.watch(&shared.opts) => {
+            tracing::debug!(reason = why, "closing connection");
+            return;
+        }
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// What a connection is doing, in whole seconds of its watchdog: cheap to update on every read
+/// and write (relaxed atomics, no clock reads).
+#[derive(Debug, Default)]
+struct ConnClock {
+    /// Seconds since the connection opened, advanced by the watchdog.
+    tick: AtomicU64,
+    /// Tick at which the current phase began.
+    since: AtomicU64,
+    /// Whether a request head has started arriving since the last response was written.
+    in_head: AtomicBool,
+}
+
+impl ConnClock {
+    fn read(&self, n: usize) {
+        if n > 0 && !self.in_head.load(Ordering::Relaxed) {
+            self.in_head.store(true, Ordering::Relaxed);
+            self.since
+                .store(self.tick.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+
+    fn wrote(&self, n: usize) {
+        if n > 0 {
+            self.in_head.store(false, Ordering::Relaxed);
+            self.since
+                .store(self.tick.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+
+    /// Resolves when the connection has idled or dawdled too long; names which.
+    async fn watch(&self, opts: &Options) -> &'static str {
+        let head = opts.header_read_timeout.as_secs().max(1);
+        let idle = opts.keep_alive_timeout.as_secs().max(1);
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let now = self.tick.fetch_add(1, Ordering::Relaxed) + 1;
+            let elapsed = now - self.since.load(Ordering::Relaxed);
+            if self.in_head.load(Ordering::Relaxed) {
+                if elapsed >= head {
+                    return "header read timeout";
+                }
+            } else if elapsed >= idle {
+                return "keep-alive timeout";
+            }
+        }
+    }
+}
+
+/// A stream that tells its [`ConnClock`] about reads and writes.
+struct Watched<T> {
+    inner: T,
+    clock: Arc<ConnClock>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.clock.read(n);
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &r {
+            self.clock.wrote(*n);
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let std::task::Poll::Ready(Ok(n)) = &r {
+            self.clock.wrote(*n);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
