@@ -634,3 +634,59 @@ fn forwarded_headers_are_believed_from_trusted_proxies_only() {
         crate::util::stderr(&bad)
     );
 }
+
+#[test]
+fn running_out_of_descriptors_pauses_accepting_and_recovers() {
+    let dir = TempDir::new();
+    let snap = snapshot(&dir);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let log = dir.path("serve.log");
+    let cmd = format!(
+        "ulimit -n 40 && exec {} serve --snapshot {} --listen 127.0.0.1:{port} --admin-listen 127.0.0.1:0 --threads 1 --log-format text 2>{}",
+        env!("CARGO_BIN_EXE_duanlian"),
+        s(&snap),
+        s(&log)
+    );
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", &cmd])
+        .spawn()
+        .expect("spawn");
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Far more connections than descriptors: the accept loop hits EMFILE.
+    let flood: Vec<TcpStream> = (0..80)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(child.try_wait().expect("wait").is_none(), "the server died");
+    drop(flood);
+    // Once descriptors are free again, it serves.
+    let started = Instant::now();
+    let answer = loop {
+        let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        c.write_all(b"GET /x7Kp2Qa HTTP/1.1\r\nHost: go.example.cn\r\nConnection: close\r\n\r\n")
+            .expect("write");
+        let mut out = String::new();
+        let _ = c.read_to_string(&mut out);
+        if out.starts_with("HTTP/1.1 302") || started.elapsed() > Duration::from_secs(10) {
+            break out;
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(answer.starts_with("HTTP/1.1 302"), "{answer:?}");
+    let logs = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(logs.contains("accept failed; pausing"), "{logs}");
+}
