@@ -75,20 +75,9 @@ pub(crate) fn build_snapshot_named(dir: &TempDir, name: &str, csv: &str) -> Path
     output
 }
 
-/// Builds a snapshot from CSV text with the real binary.
+/// Builds `links.snap` from CSV text with the real binary.
 pub(crate) fn build_snapshot(dir: &TempDir, csv: &str) -> PathBuf {
-    let input = dir.file("links.csv", csv.as_bytes());
-    let output = dir.path("links.snap");
-    let o = run(&[
-        "snapshot",
-        "build",
-        "--input",
-        s(&input),
-        "--output",
-        s(&output),
-    ]);
-    assert!(o.status.success(), "build failed: {}", stderr(&o));
-    output
+    build_snapshot_named(dir, "links", csv)
 }
 
 /// A running `duanlian serve` on free ports; killed on drop.
