@@ -736,3 +736,60 @@ fn a_bulk_snapshot_seeds_an_empty_data_directory() {
     assert_eq!(srv.request("GET", "go.example.cn", "/fresh").status, 302);
     assert_eq!(srv.request("GET", "go.example.cn", "/other").status, 404);
 }
+
+#[test]
+fn qr_codes_of_short_links() {
+    let dir = TempDir::new();
+    let srv = server(&dir, &[]);
+    assert_eq!(
+        create(&srv, json!({"url": "https://a.example/", "code": "qr1"})).status,
+        201
+    );
+    let svg = srv.api(
+        "GET",
+        "/api/v1/links/go.example.cn/qr1/qr.svg",
+        Some(KEY),
+        None,
+    );
+    assert_eq!(svg.status, 200);
+    assert_eq!(svg.header("content-type"), Some("image/svg+xml"));
+    assert!(
+        svg.body.contains("<svg") && svg.body.contains("</svg>"),
+        "{}",
+        svg.body
+    );
+    let png = srv.api(
+        "GET",
+        "/api/v1/links/go.example.cn/qr1/qr.png",
+        Some(KEY),
+        None,
+    );
+    assert_eq!(png.status, 200);
+    assert_eq!(png.header("content-type"), Some("image/png"));
+    assert!(png.body.contains("PNG") && png.body.contains("IHDR"));
+    assert_problem(
+        &srv.api(
+            "GET",
+            "/api/v1/links/go.example.cn/nope/qr.svg",
+            Some(KEY),
+            None,
+        ),
+        404,
+        &[],
+    );
+    assert_problem(
+        &srv.api("GET", "/api/v1/links/go.example.cn/qr1/qr.svg", None, None),
+        401,
+        &[],
+    );
+    assert_problem(
+        &srv.api(
+            "GET",
+            "/api/v1/links/go.example.cn/qr1/qr.gif",
+            Some(KEY),
+            None,
+        ),
+        404,
+        &[],
+    );
+}

@@ -1,6 +1,7 @@
 //! The admin API: JSON over HTTP/1.1 on its own listener, behind API keys.
 mod input;
 mod problem;
+mod qr;
 
 use crate::Body;
 use bytes::Bytes;
@@ -158,6 +159,9 @@ impl Admin {
             (["links"], &Method::POST) => self.create(req).await,
             (["links", "batch"], &Method::POST) => self.batch(req).await,
             (["links", domain, code], &Method::GET) => self.get(domain, code),
+            (["links", domain, code, image @ ("qr.svg" | "qr.png")], &Method::GET) => {
+                self.qr(domain, code, image)
+            }
             (["links", domain, code], &Method::PATCH) => self.patch(domain, code, req).await,
             (["links", domain, code], &Method::DELETE) => self.delete(domain, code).await,
             (["admin", "compact"], &Method::POST) => self.compact().await,
@@ -295,6 +299,30 @@ impl Admin {
             Some(link) => Ok(json_response(StatusCode::OK, &self.link_json(&link))),
             None => Err(Problem::not_found(format!("no link {d}/{c}"))),
         }
+    }
+
+    /// The short link as a QR code.
+    fn qr(&self, domain: &str, code: &str, image: &str) -> Answer {
+        let (d, c) = Self::key(domain, code)?;
+        if !self.index.contains(d.as_str(), c.as_str()) {
+            return Err(Problem::not_found(format!("no link {d}/{c}")));
+        }
+        let url = format!("{}://{d}/{c}", self.opts.short_url_scheme);
+        let (body, kind) = if image == "qr.svg" {
+            (
+                Bytes::from(qr::svg(&url).map_err(|e| internal(&e))?),
+                "image/svg+xml",
+            )
+        } else {
+            (
+                Bytes::from(qr::png(&url).map_err(|e| internal(&e))?),
+                "image/png",
+            )
+        };
+        let mut r = Response::new(Body::new(body));
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(kind));
+        Ok(r)
     }
 
     async fn create(&self, req: Request<Incoming>) -> Answer {
