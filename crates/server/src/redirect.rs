@@ -284,7 +284,8 @@ pub fn respond<B>(r: &Redirector, req: &Request<B>) -> Response<Body> {
             Some(q) if link.forward_query && !q.is_empty() => {
                 HeaderValue::from_maybe_shared(Bytes::from(merge_query(link.url, q.as_bytes())))
             }
-            _ => HeaderValue::from_bytes(link.url),
+            // A slice of the snapshot's mapping: validated, not copied.
+            _ => HeaderValue::from_maybe_shared(link.url_bytes()),
         };
         let Ok(location) = location else {
             // Unreachable for links that passed the link model; refuse rather than emit it.

@@ -40,5 +40,5 @@ mod read;
 pub use build::{write_atomic, Builder, Duplicate, Table};
 pub use error::{BuildError, SnapshotError};
 pub use format::{Header, FORMAT_VERSION, HEADER_LEN, MAGIC, MIN_FORMAT_VERSION, RKYV_FORMAT};
-pub use read::{Iter, LinkRef, Snapshot, VerifyReport};
+pub use read::{Iter, LinkRef, SharedImage, Snapshot, VerifyReport};
 pub use rkyv::util::AlignedVec;

@@ -11,19 +11,51 @@ use rkyv::util::AlignedVec;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-enum Backing {
-    Mapped(memmap2::Mmap),
-    Owned(AlignedVec),
-}
+/// The file image, owning the mapping (or the buffer): immutable, cheap to clone, and able to
+/// hand out slices (a URL for a `Location` header) without copying.
+struct Backing(bytes::Bytes);
 
 impl Backing {
+    fn mapped(map: memmap2::Mmap) -> Backing {
+        Backing(bytes::Bytes::from_owner(map))
+    }
+
+    fn owned(v: AlignedVec) -> Backing {
+        Backing(bytes::Bytes::from_owner(OwnedImage(v)))
+    }
+
     fn bytes(&self) -> &[u8] {
-        match self {
-            Backing::Mapped(m) => m,
-            Backing::Owned(v) => v,
-        }
+        &self.0
     }
 }
+
+/// `AlignedVec` as a `Bytes` owner.
+struct OwnedImage(AlignedVec);
+
+impl AsRef<[u8]> for OwnedImage {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// A link's view of the image it was read from; see [`LinkRef::url_bytes`].
+#[derive(Clone, Copy)]
+pub struct SharedImage<'a>(&'a bytes::Bytes);
+
+impl std::fmt::Debug for SharedImage<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SharedImage({} bytes)", self.0.len())
+    }
+}
+
+impl PartialEq for SharedImage<'_> {
+    /// Where the bytes live is not part of a link's value.
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for SharedImage<'_> {}
 
 /// An open, validated snapshot. Lookups read the mapped bytes directly; nothing is parsed.
 pub struct Snapshot {
@@ -60,6 +92,8 @@ pub struct LinkRef<'a> {
     pub forward_query: bool,
     /// Where an expired link sends visitors instead of answering 410.
     pub expired_url: Option<&'a [u8]>,
+    /// The snapshot image the link was read from, if any.
+    pub image: Option<SharedImage<'a>>,
 }
 
 impl<'a> From<&'a duanlian_link::Link> for LinkRef<'a> {
@@ -73,11 +107,28 @@ impl<'a> From<&'a duanlian_link::Link> for LinkRef<'a> {
             created_at: link.created_at,
             forward_query: link.forward_query,
             expired_url: link.expired_url.as_deref().map(str::as_bytes),
+            image: None,
         }
     }
 }
 
 impl LinkRef<'_> {
+    /// The target URL as shared bytes: a slice of the snapshot image (no copy, no allocation)
+    /// when the link came from one, else a copy.
+    pub fn url_bytes(&self) -> bytes::Bytes {
+        if let Some(SharedImage(image)) = self.image {
+            let base = image.as_ptr() as usize;
+            let start = (self.url.as_ptr() as usize).wrapping_sub(base);
+            if let Some(end) = start
+                .checked_add(self.url.len())
+                .filter(|&e| e <= image.len())
+            {
+                return image.slice(start..end);
+            }
+        }
+        bytes::Bytes::copy_from_slice(self.url)
+    }
+
     /// An owned [`duanlian_link::Link`]; `None` if the bytes break the link model (never in a
     /// snapshot that passed [`Snapshot::verify`], nor for links that came from a `Link`).
     pub fn to_link(&self) -> Option<duanlian_link::Link> {
@@ -133,7 +184,7 @@ impl Snapshot {
         // modified in place, so the mapped bytes stay as they are for the mapping's lifetime.
         #[allow(unsafe_code)]
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        let mut snap = Snapshot::check(Backing::Mapped(map), true)?;
+        let mut snap = Snapshot::check(Backing::mapped(map), true)?;
         snap.path = Some(path.to_path_buf());
         Ok(snap)
     }
@@ -156,7 +207,7 @@ impl Snapshot {
         // SAFETY: as in `open`: the file contract on `Snapshot::open`.
         #[allow(unsafe_code)]
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        let mut snap = Snapshot::check(Backing::Mapped(map), false)?;
+        let mut snap = Snapshot::check(Backing::mapped(map), false)?;
         snap.path = Some(path.to_path_buf());
         Ok(snap)
     }
@@ -176,7 +227,7 @@ impl Snapshot {
 
     /// Validates a whole snapshot image held in memory (for tests, benches and built-in data).
     pub fn from_bytes(bytes: AlignedVec) -> Result<Snapshot, SnapshotError> {
-        Snapshot::check(Backing::Owned(bytes), true)
+        Snapshot::check(Backing::owned(bytes), true)
     }
 
     fn check(backing: Backing, checksum: bool) -> Result<Snapshot, SnapshotError> {
@@ -377,6 +428,7 @@ impl Snapshot {
             created_at: e.created_at.to_native(),
             forward_query: flags & NO_FORWARD_QUERY == 0,
             expired_url: extras.expired_url,
+            image: Some(SharedImage(&self.backing.0)),
         })
     }
 

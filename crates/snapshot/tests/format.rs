@@ -416,3 +416,19 @@ fn deferred_open_checks_structure_now_and_the_checksum_later() {
     );
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+#[test]
+fn url_bytes_of_a_snapshot_link_share_its_image() {
+    let links = golden_links();
+    let snap = Snapshot::from_bytes(image(&links, 4, 0)).expect("open");
+    let hit = snap.get("go.example.cn", "x7Kp2Qa").expect("present");
+    let shared = hit.url_bytes();
+    assert_eq!(&shared[..], hit.url);
+    assert_eq!(
+        shared.as_ptr(),
+        hit.url.as_ptr(),
+        "a slice of the image, not a copy"
+    );
+    let owned = duanlian_snapshot::LinkRef::from(&links[0]);
+    assert_eq!(&owned.url_bytes()[..], links[0].url.as_bytes());
+}
