@@ -151,6 +151,23 @@ pub(crate) fn import(
 ) -> Result<Imported> {
     let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    import_from(
+        &path.display().to_string(),
+        file,
+        size,
+        format,
+        default_domain,
+    )
+}
+
+/// Reads links from `input` (of about `size` bytes), naming it `name` in every error.
+pub(crate) fn import_from(
+    name: &str,
+    input: impl Read,
+    size: u64,
+    format: Format,
+    default_domain: Option<Domain>,
+) -> Result<Imported> {
     let progress = Progress::new(size);
     let mut conv = Converter {
         default_domain,
@@ -160,7 +177,6 @@ pub(crate) fn import(
     let mut builder = Builder::new();
     // About 100 bytes a row in typical files; a rough reservation saves most regrowth.
     builder.reserve((size / 100) as usize, 80);
-    let name = path.display();
     let mut lines: Vec<u64> = Vec::new();
     let mut on_row = |line: u64, row: Result<RawRow<'_>, FieldError>, pos: u64| -> Result<()> {
         let link = row
@@ -173,10 +189,10 @@ pub(crate) fn import(
         progress.tick(lines.len(), pos);
         Ok(())
     };
-    let reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let reader = std::io::BufReader::with_capacity(1 << 20, input);
     match format {
-        Format::Csv => read_csv(path, reader, &mut on_row)?,
-        Format::Jsonl => read_jsonl(path, reader, &mut on_row)?,
+        Format::Csv => read_csv(name, reader, &mut on_row)?,
+        Format::Jsonl => read_jsonl(name, reader, &mut on_row)?,
     }
     progress.finish();
     let rows = lines.len();
@@ -201,8 +217,7 @@ pub(crate) fn import(
 
 type OnRow<'r> = dyn FnMut(u64, Result<RawRow<'_>, FieldError>, u64) -> Result<()> + 'r;
 
-fn read_csv(path: &Path, input: impl Read, on_row: &mut OnRow<'_>) -> Result<()> {
-    let name = path.display();
+fn read_csv(name: &str, input: impl Read, on_row: &mut OnRow<'_>) -> Result<()> {
     // Records end at '\n' only: with the default CRLF handling csv reports the line before the
     // real one for CRLF files. The '\r' then left on the last cell goes with the cell trimming.
     let mut rdr = csv::ReaderBuilder::new()
@@ -349,11 +364,10 @@ fn csv_reason(e: &csv::Error) -> String {
     }
 }
 
-fn read_jsonl(path: &Path, input: impl BufRead, on_row: &mut OnRow<'_>) -> Result<()> {
-    let name = path.display();
+fn read_jsonl(name: &str, input: impl BufRead, on_row: &mut OnRow<'_>) -> Result<()> {
     let (mut line_no, mut pos) = (0u64, 0u64);
     for line in input.split(b'\n') {
-        let line = line.with_context(|| format!("{name}"))?;
+        let line = line.with_context(|| name.to_string())?;
         line_no += 1;
         pos += line.len() as u64 + 1;
         if line.iter().all(u8::is_ascii_whitespace) {

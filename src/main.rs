@@ -311,10 +311,15 @@ fn build(
 
 /// Opens a snapshot, naming the file in every error.
 fn open(path: &Path) -> Result<Snapshot> {
-    Snapshot::open(path).map_err(|e| match e {
+    Snapshot::open(path).map_err(|e| named(path, e))
+}
+
+/// A snapshot error that names its file (I/O errors already do).
+fn named(path: &Path, e: SnapshotError) -> anyhow::Error {
+    match e {
         SnapshotError::Io { .. } => anyhow!(e),
         other => anyhow!("{}: {other}", path.display()),
-    })
+    }
 }
 
 fn inspect(path: &Path) -> Result<()> {
@@ -374,10 +379,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         ));
     }
     let (index, store, data_dir) = if let (Some(path), None) = (&args.snapshot, &args.data_dir) {
-        let snapshot = Snapshot::open_deferred(path).map_err(|e| match e {
-            SnapshotError::Io { .. } => anyhow!(e),
-            other => anyhow!("{}: {other}", path.display()),
-        })?;
+        let snapshot = Snapshot::open_deferred(path).map_err(|e| named(path, e))?;
         tracing::info!(
             snapshot = %path.display(),
             links = snapshot.len(),
@@ -679,11 +681,13 @@ fn compact(data_dir: &Path, retention: i64) -> Result<()> {
 
 /// The built-in sample links as a snapshot image.
 fn sample_image() -> Result<duanlian_snapshot::AlignedVec> {
-    let dir = std::env::temp_dir().join(format!("duanlian-sample-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let csv = dir.join("sample-links.csv");
-    std::fs::write(&csv, SAMPLE_CSV)?;
-    let imported = import::import(&csv, Format::Csv, None);
-    let _ = std::fs::remove_dir_all(&dir);
-    imported?.table.to_bytes(0).map_err(|e| anyhow!("{e}"))
+    let input = SAMPLE_CSV.as_bytes();
+    let imported = import::import_from(
+        "data/sample-links.csv",
+        input,
+        input.len() as u64,
+        Format::Csv,
+        None,
+    )?;
+    imported.table.to_bytes(0).map_err(|e| anyhow!("{e}"))
 }
