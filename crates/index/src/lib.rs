@@ -86,10 +86,6 @@ pub struct Index {
 /// Thirty days, in seconds: the default retention of expired links.
 pub const DEFAULT_RETENTION: i64 = 30 * 86_400;
 
-fn now_for_wheel() -> u64 {
-    duanlian_link::now_secs().max(0) as u64
-}
-
 impl Index {
     /// An index over `snapshot` with an empty overlay.
     pub fn new(snapshot: Arc<Snapshot>) -> Index {

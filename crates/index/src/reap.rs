@@ -7,6 +7,18 @@ use crate::wheel::Wheel;
 use crate::Index;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+
+/// The wheel counts unsigned seconds; instants before 1970 are simply due.
+fn wheel_time(secs: i64) -> u64 {
+    secs.max(0) as u64
+}
+
+/// A poisoned lock only means another thread panicked mid-update of reaper bookkeeping, which
+/// stays usable: the worst case is a link freed a little late.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Snapshot positions are scheduled with this bit set; overlay links by sequence number.
 const SNAPSHOT_TOKEN: u64 = 1 << 63;
@@ -21,7 +33,7 @@ pub(crate) struct Reaper {
 impl Reaper {
     pub(crate) fn new(now: i64) -> Reaper {
         Reaper {
-            wheel: Wheel::new(now.max(0) as u64),
+            wheel: Wheel::new(wheel_time(now)),
             overlay: HashMap::new(),
         }
     }
@@ -39,8 +51,8 @@ pub struct Reaped {
 impl Index {
     pub(crate) fn schedule_overlay(&self, seq: u64, domain: &str, code: &str, expires_at: i64) {
         let purge_at = expires_at.saturating_add(self.retention());
-        let mut r = self.reaper.lock().unwrap_or_else(|p| p.into_inner());
-        r.wheel.insert(seq, purge_at.max(0) as u64);
+        let mut r = lock(&self.reaper);
+        r.wheel.insert(seq, wheel_time(purge_at));
         r.overlay
             .insert(seq, (domain.into(), code.into(), purge_at));
     }
@@ -48,7 +60,7 @@ impl Index {
     /// Forgets scheduled overlay links up to `seq`: a compacted snapshot now holds them, and
     /// [`Index::schedule_snapshot`] schedules them from there.
     pub(crate) fn forget_scheduled_through(&self, seq: u64) {
-        let mut r = self.reaper.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = lock(&self.reaper);
         r.overlay.retain(|&s, _| s > seq);
     }
 
@@ -58,63 +70,51 @@ impl Index {
     pub fn schedule_snapshot(&self) -> usize {
         let snap = self.snapshot();
         let retention = self.retention();
-        let now = crate::now_for_wheel();
+        let now = wheel_time(duanlian_link::now_secs());
         let mut wheel = Wheel::with_capacity(now, snap.len() / 4);
         let mut n = 0;
         for (pos, expires_at) in snap.expiries() {
             wheel.insert(
                 SNAPSHOT_TOKEN | pos as u64,
-                expires_at.saturating_add(retention).max(0) as u64,
+                wheel_time(expires_at.saturating_add(retention)),
             );
             n += 1;
         }
-        let mut r = self.reaper.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = lock(&self.reaper);
         for (&seq, &(_, _, purge_at)) in &r.overlay {
-            wheel.insert(seq, purge_at.max(0) as u64);
+            wheel.insert(seq, wheel_time(purge_at));
         }
         r.wheel = wheel;
-        *self
-            .reaper_snapshot
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(snap);
+        *lock(&self.reaper_snapshot) = Some(snap);
         n
     }
 
-    /// Frees what has passed its retention by `now` (UTC seconds). Works in chunks, so writers
-    /// and listings never wait long behind it; the redirect path never waits at all.
+    /// Frees what has passed its retention by `now` (UTC seconds). Locks are taken per link, so
+    /// writers and listings never wait long behind it; the redirect path never waits at all.
     pub fn reap(&self, now: i64) -> Reaped {
         let mut due = Vec::new();
         {
-            let mut r = self.reaper.lock().unwrap_or_else(|p| p.into_inner());
-            r.wheel.advance(now.max(0) as u64, &mut due);
+            let mut r = lock(&self.reaper);
+            r.wheel.advance(wheel_time(now), &mut due);
         }
         let mut done = Reaped::default();
-        let scheduled = self
-            .reaper_snapshot
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        for chunk in due.chunks(4096) {
-            for &token in chunk {
-                if token & SNAPSHOT_TOKEN != 0 {
-                    let pos = (token & !SNAPSHOT_TOKEN) as usize;
-                    if let Some(link) = scheduled.as_ref().and_then(|s| s.link_at(pos)) {
-                        if let Ok(code) = std::str::from_utf8(link.code) {
-                            self.visits().forget(link.domain, code);
-                        }
-                        done.snapshot += 1;
+        let scheduled = lock(&self.reaper_snapshot).clone();
+        for token in due {
+            if token & SNAPSHOT_TOKEN != 0 {
+                let pos = (token & !SNAPSHOT_TOKEN) as usize;
+                if let Some(link) = scheduled.as_ref().and_then(|s| s.link_at(pos)) {
+                    if let Ok(code) = std::str::from_utf8(link.code) {
+                        self.visits().forget(link.domain, code);
                     }
-                    continue;
+                    done.snapshot += 1;
                 }
-                let key = {
-                    let mut r = self.reaper.lock().unwrap_or_else(|p| p.into_inner());
-                    r.overlay.remove(&token)
-                };
-                if let Some((domain, code, _)) = key {
-                    if self.purge_overlay(token, &domain, &code) {
-                        self.visits().forget(&domain, &code);
-                        done.overlay += 1;
-                    }
+                continue;
+            }
+            let key = lock(&self.reaper).overlay.remove(&token);
+            if let Some((domain, code, _)) = key {
+                if self.purge_overlay(token, &domain, &code) {
+                    self.visits().forget(&domain, &code);
+                    done.overlay += 1;
                 }
             }
         }
