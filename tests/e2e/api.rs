@@ -5,21 +5,7 @@ use serde_json::{json, Value};
 const KEY: &str = "test-key-1";
 
 fn server(dir: &TempDir, extra: &[&str]) -> Server {
-    let data = dir.path("data");
-    let mut args = vec![
-        "--data-dir",
-        s(&data),
-        "--domain",
-        "go.example.cn",
-        "--domain",
-        "s.example.com",
-        "--api-key",
-        KEY,
-        "--threads",
-        "1",
-    ];
-    args.extend_from_slice(extra);
-    Server::start(&args)
+    Server::data_node(&dir.path("data"), KEY, extra)
 }
 
 fn body(r: &Response) -> Value {

@@ -10,16 +10,7 @@ use std::time::{Duration, Instant};
 const KEY: &str = "durability-key";
 
 fn start(data: &std::path::Path) -> Server {
-    Server::start(&[
-        "--data-dir",
-        s(data),
-        "--domain",
-        "go.example.cn",
-        "--api-key",
-        KEY,
-        "--threads",
-        "1",
-    ])
+    Server::data_node(data, KEY, &[])
 }
 
 /// `DUANLIAN_CRASH_CYCLES=300 cargo test --release --test e2e crash` runs the long version.

@@ -106,6 +106,25 @@ impl Server {
         Server::start_in(None, args)
     }
 
+    /// A writable node on data directory `data`, with link domains go.example.cn (the default)
+    /// and s.example.com, API key `key`, one redirect thread, and `extra` flags.
+    pub(crate) fn data_node(data: &Path, key: &str, extra: &[&str]) -> Server {
+        let mut args = vec![
+            "--data-dir",
+            s(data),
+            "--domain",
+            "go.example.cn",
+            "--domain",
+            "s.example.com",
+            "--api-key",
+            key,
+            "--threads",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        Server::start(&args)
+    }
+
     /// The same, with the server's working directory set to `cwd`.
     pub(crate) fn start_in(cwd: Option<&Path>, args: &[&str]) -> Server {
         Server::launch(cwd, &[], args)

@@ -7,18 +7,7 @@ use std::time::{Duration, Instant};
 const KEY: &str = "validity-key";
 
 fn server(dir: &TempDir, extra: &[&str]) -> Server {
-    let data = dir.path("data");
-    let mut args = vec![
-        "--data-dir",
-        s(&data),
-        "--domain",
-        "go.example.cn",
-        "--domain",
-        "s.example.com",
-    ];
-    args.extend_from_slice(&["--api-key", KEY, "--threads", "1"]);
-    args.extend_from_slice(extra);
-    Server::start(&args)
+    Server::data_node(&dir.path("data"), KEY, extra)
 }
 
 fn create(srv: &Server, v: Value) -> Value {
