@@ -86,6 +86,11 @@ impl Visits {
         )
     }
 
+    /// Marks the counts as changed again (a save that took them failed).
+    pub fn mark_changed(&self) {
+        self.dirty.store(true, Ordering::Relaxed);
+    }
+
     /// Links with a counter.
     pub fn len(&self) -> usize {
         self.counts.len()
@@ -133,5 +138,8 @@ mod tests {
         assert_eq!(v.count("a.cn", "x"), 0);
         v.set(b"a.cn/y", 9);
         assert_eq!(v.count("a.cn", "y"), 9);
+        // A failed save hands the changes back.
+        v.mark_changed();
+        assert!(v.take_changed().is_some());
     }
 }

@@ -280,14 +280,20 @@ impl Store {
 }
 
 fn save_visits(index: &Index, path: &std::path::Path) -> Result<(), StoreError> {
-    match index.visits().take_changed() {
-        Some(counts) => crate::visits_file::save(path, &counts),
-        None => Ok(()),
+    let Some(counts) = index.visits().take_changed() else {
+        return Ok(());
+    };
+    let saved = crate::visits_file::save(path, &counts);
+    if saved.is_err() {
+        // Not saved: the next round must try again even if no visit comes in meanwhile.
+        index.visits().mark_changed();
     }
+    saved
 }
 
-/// The background loop: schedule the snapshot's expiring links once, then every second free
-/// what passed its retention, and save visit counts when they changed.
+/// The background loop: schedule the snapshot's expiring links once, then, waking every quarter
+/// second (so a stop is noticed promptly), free what passed its retention and, every
+/// `save_every`, save visit counts if they changed.
 fn maintain(
     index: &Index,
     stop: &AtomicBool,
