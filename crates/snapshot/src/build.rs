@@ -298,6 +298,19 @@ impl Table {
         self.data.entries.is_empty()
     }
 
+    /// The header for an archive of this table.
+    fn header(&self, sequence: u64, payload_len: u64, payload_crc32c: u32) -> Header {
+        Header {
+            format_version: FORMAT_VERSION,
+            rkyv_format: RKYV_FORMAT,
+            link_count: self.data.entries.len() as u64,
+            sequence,
+            payload_len,
+            built_at: duanlian_link::now_secs(),
+            payload_crc32c,
+        }
+    }
+
     /// The whole file image: header plus archive. `sequence` is the last change-feed sequence
     /// number the table includes (0 for a bulk load).
     pub fn to_bytes(&self, sequence: u64) -> Result<AlignedVec, BuildError> {
@@ -314,15 +327,7 @@ impl Table {
         let mut buf = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&self.data, buf)
             .map_err(|e| BuildError::Archive(e.to_string()))?;
         let payload = &buf[HEADER_LEN..];
-        let header = Header {
-            format_version: FORMAT_VERSION,
-            rkyv_format: RKYV_FORMAT,
-            link_count: self.data.entries.len() as u64,
-            sequence,
-            payload_len: payload.len() as u64,
-            built_at: duanlian_link::now_secs(),
-            payload_crc32c: crc32c::crc32c(payload),
-        };
+        let header = self.header(sequence, payload.len() as u64, crc32c::crc32c(payload));
         buf[..HEADER_LEN].copy_from_slice(&header.encode());
         Ok(buf)
     }
@@ -349,15 +354,7 @@ impl Table {
             sink.inner.flush()?;
             let (crc, len) = (sink.crc, sink.len);
             drop(sink);
-            let header = Header {
-                format_version: FORMAT_VERSION,
-                rkyv_format: RKYV_FORMAT,
-                link_count: self.data.entries.len() as u64,
-                sequence,
-                payload_len: len,
-                built_at: duanlian_link::now_secs(),
-                payload_crc32c: crc,
-            };
+            let header = self.header(sequence, len, crc);
             file.seek(std::io::SeekFrom::Start(0))?;
             file.write_all(&header.encode())?;
             size = HEADER_LEN as u64 + len;
