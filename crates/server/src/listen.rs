@@ -154,10 +154,12 @@ impl Default for Options {
     }
 }
 
-fn http(opts: &Options) -> http1::Builder {
+/// hyper's connection settings. `header_timeout` is hyper's own timer, which also runs while a
+/// keep-alive connection waits; redirect connections pass `None` and use their watchdog.
+fn http(opts: &Options, header_timeout: Option<Duration>) -> http1::Builder {
     let mut b = http1::Builder::new();
     b.timer(TokioTimer::new())
-        .header_read_timeout(opts.header_read_timeout)
+        .header_read_timeout(header_timeout)
         .max_header_size(opts.max_header_bytes)
         .keep_alive(true);
     b
@@ -171,7 +173,8 @@ where
     A: Answer,
 {
     let service = service_fn(move |req| ready(Ok::<_, Infallible>(redirector.answer(&req, None))));
-    if let Err(e) = http(opts).serve_connection(TokioIo::new(io), service).await {
+    let http = http(opts, Some(opts.header_read_timeout));
+    if let Err(e) = http.serve_connection(TokioIo::new(io), service).await {
         tracing::debug!(error = %e, "connection ended with an error");
     }
 }
@@ -259,8 +262,7 @@ async fn serve_until_stopped<A: Answer>(stream: TcpStream, shared: &Shared<A>) {
     let answer = shared.answer.clone();
     let peer = stream.peer_addr().ok();
     let service = service_fn(move |req| ready(Ok::<_, Infallible>(answer.answer(&req, peer))));
-    let mut builder = http(&shared.opts);
-    builder.header_read_timeout(None);
+    let builder = http(&shared.opts, None);
     let clock = Arc::new(ConnClock::default());
     let io = Watched {
         inner: stream,
@@ -421,7 +423,7 @@ async fn admin_loop(listener: TcpListener, admin: Arc<Admin>, opts: Arc<Options>
                 let admin = admin.clone();
                 async move { Ok::<_, Infallible>(crate::admin::finish(admin.handle(req).await)) }
             });
-            if let Err(e) = http(&opts)
+            if let Err(e) = http(&opts, Some(opts.header_read_timeout))
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {
