@@ -179,44 +179,58 @@ fn redirect(c: &mut Criterion) {
         })
     });
 
-    // Request bytes in, response bytes out, through hyper on one keep-alive connection.
+    // Request bytes in, response bytes out, through hyper on one keep-alive connection; once
+    // without and once with metrics, whose recording must not show.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    g.bench_function("in_process_http1", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let (mut client, server) = tokio::io::duplex(64 * 1024);
-                let redirector = redirector.clone();
-                let conn = tokio::spawn(async move {
-                    duanlian_server::serve_connection(server, redirector, &Options::default()).await
-                });
-                let mut buf = vec![0u8; 64 * 1024];
-                let start = std::time::Instant::now();
-                for i in 0..iters as usize {
-                    client
-                        .write_all(&requests[i % requests.len()])
-                        .await
-                        .expect("write");
-                    // Every answer is a 302 with an empty body: read up to the end of the head.
-                    let mut got = 0;
-                    loop {
-                        got += client.read(&mut buf[got..]).await.expect("read");
-                        if buf[..got].ends_with(b"\r\n\r\n") {
-                            break;
-                        }
-                    }
-                    debug_assert!(buf.starts_with(b"HTTP/1.1 302"));
-                }
-                let took = start.elapsed();
-                drop(client);
-                let _ = conn.await;
-                took
-            })
-        })
-    });
+    let with_metrics = Arc::new(
+        duanlian_server::Redirector::new(redirector.index().clone())
+            .with_metrics(Arc::new(duanlian_server::Metrics::new())),
+    );
+    for (name, redirector) in [
+        ("in_process_http1", &redirector),
+        ("in_process_http1_metrics", &with_metrics),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| rt.block_on(exchange(redirector.clone(), &requests, iters)))
+        });
+    }
     g.finish();
+}
+
+/// `iters` request/response exchanges on one in-memory connection; the time they took.
+async fn exchange(
+    redirector: Arc<duanlian_server::Redirector>,
+    requests: &[Bytes],
+    iters: u64,
+) -> std::time::Duration {
+    let (mut client, server) = tokio::io::duplex(64 * 1024);
+    let conn = tokio::spawn(async move {
+        duanlian_server::serve_connection(server, redirector, &Options::default()).await
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    let start = std::time::Instant::now();
+    for i in 0..iters as usize {
+        client
+            .write_all(&requests[i % requests.len()])
+            .await
+            .expect("write");
+        // Every answer is a 302 with an empty body: read up to the end of the head.
+        let mut got = 0;
+        loop {
+            got += client.read(&mut buf[got..]).await.expect("read");
+            if buf[..got].ends_with(b"\r\n\r\n") {
+                break;
+            }
+        }
+        debug_assert!(buf.starts_with(b"HTTP/1.1 302"));
+    }
+    let took = start.elapsed();
+    drop(client);
+    let _ = conn.await;
+    took
 }
 
 criterion_group!(benches, lookups, redirect);

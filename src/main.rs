@@ -127,7 +127,8 @@ pub(crate) struct ServeArgs {
     #[arg(env = "DUANLIAN_DATA_DIR", long)]
     data_dir: Option<PathBuf>,
     /// A bulk snapshot: served read-only without --data-dir; with --data-dir, the seed of an
-    /// empty data directory.
+    /// empty data directory. Either way SIGHUP loads it again (links written through the API
+    /// stay on top).
     #[arg(env = "DUANLIAN_SNAPSHOT", long)]
     snapshot: Option<PathBuf>,
     /// Address of the redirect listener; port 0 picks a free port. Default is 127.0.0.1:8080.
@@ -471,17 +472,27 @@ fn serve(args: ServeArgs) -> Result<()> {
     } else {
         redirector
     };
-    let admin = match (&store, &args.snapshot) {
-        (Some(store), _) => Admin::new(admin_opts, store.clone()),
-        (None, Some(path)) => {
-            let reloader =
-                Arc::new(Reloader::new(index.clone(), path.clone()).with_metrics(metrics.clone()));
-            reload_on_sighup(reloader.clone());
-            Admin::read_only(admin_opts, index.clone()).with_reloader(reloader)
-        }
-        (None, None) => Admin::read_only(admin_opts, index.clone()),
+    let (admin, reloader) = match &store {
+        Some(store) => (
+            Admin::new(admin_opts, store.clone()),
+            Reloader::for_store(store.clone()),
+        ),
+        None => (
+            Admin::read_only(admin_opts, index.clone()),
+            Reloader::new(index.clone()),
+        ),
+    };
+    let mut reloader = reloader.with_metrics(metrics.clone());
+    if let Some(path) = &args.snapshot {
+        reloader = reloader.with_configured(path.clone());
     }
-    .with_metrics(metrics, health.clone());
+    let reloader = Arc::new(reloader);
+    if reloader.configured().is_some() {
+        reload_on_sighup(reloader.clone());
+    }
+    let admin = admin
+        .with_reloader(reloader)
+        .with_metrics(metrics, health.clone());
     duanlian_server::spawn_admin(Arc::new(admin), args.admin_listen, &opts)
         .with_context(|| format!("admin listener on {}", args.admin_listen))?;
     duanlian_server::run(Arc::new(redirector), &opts, health)
@@ -510,9 +521,10 @@ fn reload_on_sighup(reloader: Arc<Reloader>) {
                     return tracing::error!("could not listen for SIGHUP");
                 };
                 while hup.recv().await.is_some() {
-                    let r = reloader.clone();
-                    // The outcome is logged and counted by the reloader itself.
-                    let _ = tokio::task::spawn_blocking(move || r.reload_configured()).await;
+                    if let Some(path) = reloader.configured() {
+                        // The outcome is logged and counted by the reloader itself.
+                        let _ = reloader.reload(path).await;
+                    }
                 }
             });
         });

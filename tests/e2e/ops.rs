@@ -417,22 +417,143 @@ fn sighup_reloads_the_configured_file() {
     }
     assert_eq!(srv.request("GET", "go.example.cn", "/first").status, 404);
     assert!(srv.logs().contains("snapshot reloaded"), "{}", srv.logs());
-    // A data-directory node manages its own snapshot.
-    let dd = Server::start(&[
-        "--data-dir",
-        s(&dir.path("data")),
-        "--domain",
-        "go.example.cn",
-        "--api-key",
-        "k",
-    ]);
-    let r = dd.api(
+}
+
+/// Where each link of the data-directory test should send visitors (None: 404).
+fn assert_targets(srv: &Server, want: &[(&str, Option<&str>)]) {
+    for (code, url) in want {
+        let r = srv.request("GET", "go.example.cn", &format!("/{code}"));
+        match url {
+            Some(url) => {
+                assert_eq!(r.status, 302, "{code}: {}", r.body);
+                assert_eq!(r.header("location"), Some(*url), "{code}");
+            }
+            None => assert_eq!(r.status, 404, "{code}"),
+        }
+    }
+}
+
+#[test]
+fn a_data_directory_takes_new_bulk_files_with_api_writes_on_top() {
+    let dir = TempDir::new();
+    let data = dir.path("data");
+    let configured = crate::util::build_snapshot_named(
+        &dir,
+        "bulk",
+        "domain,code,url\n\
+         go.example.cn,old,https://bulk1.example/old\n\
+         go.example.cn,both,https://bulk1.example/both\n\
+         go.example.cn,patched,https://bulk1.example/patched\n\
+         go.example.cn,gone,https://bulk1.example/gone\n",
+    );
+    let mut srv = Server::data_node(&data, "k", &["--snapshot", s(&configured)]);
+    let create = |srv: &Server, code: &str| {
+        let body = format!(r#"{{"url":"https://api.example/{code}","code":"{code}"}}"#);
+        let r = srv.api("POST", "/api/v1/links", Some("k"), Some(&body));
+        assert_eq!(r.status, 201, "{}", r.body);
+    };
+    // API writes on both sides of a compaction: in the snapshot, and only in the journal.
+    create(&srv, "compacted");
+    let r = srv.api("POST", "/api/v1/admin/compact", Some("k"), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    create(&srv, "fresh");
+    let r = srv.api(
+        "PATCH",
+        "/api/v1/links/go.example.cn/patched",
+        Some("k"),
+        Some(r#"{"url":"https://api.example/patched"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = srv.api(
+        "DELETE",
+        "/api/v1/links/go.example.cn/gone",
+        Some("k"),
+        None,
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+
+    // A new bulk file that also names the codes the API wrote: the API's versions win.
+    let second = crate::util::build_snapshot_named(
+        &dir,
+        "second",
+        "domain,code,url\n\
+         go.example.cn,both,https://bulk2.example/both\n\
+         go.example.cn,new,https://bulk2.example/new\n\
+         go.example.cn,fresh,https://bulk2.example/fresh\n\
+         go.example.cn,compacted,https://bulk2.example/compacted\n\
+         go.example.cn,patched,https://bulk2.example/patched\n\
+         go.example.cn,gone,https://bulk2.example/gone\n",
+    );
+    let r = srv.api(
         "POST",
         "/api/v1/admin/snapshot",
         Some("k"),
-        Some(&format!(r#"{{"path":"{}"}}"#, s(&served))),
+        Some(&format!(r#"{{"path":"{}"}}"#, s(&second))),
     );
-    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains(r#""links":5"#), "{}", r.body);
+    let after_second = [
+        ("old", None),
+        ("both", Some("https://bulk2.example/both")),
+        ("new", Some("https://bulk2.example/new")),
+        ("fresh", Some("https://api.example/fresh")),
+        ("compacted", Some("https://api.example/compacted")),
+        ("patched", Some("https://api.example/patched")),
+        // Its delete was not compacted yet, so it applies to the new file too.
+        ("gone", None),
+    ];
+    assert_targets(&srv, &after_second);
+
+    // A bad file changes nothing and says why.
+    let bad = dir.file("bad.snap", b"DUANLIAN but not a snapshot");
+    let r = srv.api(
+        "POST",
+        "/api/v1/admin/snapshot",
+        Some("k"),
+        Some(&format!(r#"{{"path":"{}"}}"#, s(&bad))),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_targets(&srv, &after_second);
+
+    // The bulk load is durable: a hard kill and a restart serve the same links.
+    srv.stop();
+    let mut srv = Server::data_node(&data, "k", &["--snapshot", s(&configured)]);
+    assert_targets(&srv, &after_second);
+
+    // SIGHUP loads the configured path again, after a new build was renamed over it.
+    let third = crate::util::build_snapshot_named(
+        &dir,
+        "third",
+        "domain,code,url\ngo.example.cn,hup,https://bulk3.example/hup\n",
+    );
+    std::fs::rename(&third, &configured).expect("rename");
+    let _ = std::process::Command::new("kill")
+        .args(["-HUP", &srv.pid().to_string()])
+        .status();
+    let started = Instant::now();
+    while srv.request("GET", "go.example.cn", "/hup").status != 302 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "SIGHUP did not load"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_targets(
+        &srv,
+        &[
+            ("both", None),
+            ("new", None),
+            ("fresh", Some("https://api.example/fresh")),
+            ("compacted", Some("https://api.example/compacted")),
+            ("patched", Some("https://api.example/patched")),
+        ],
+    );
+    let metrics = srv.api("GET", "/metrics", None, None).body;
+    assert!(
+        metrics.contains("duanlian_snapshot_reloads_total{outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+    srv.stop();
 }
 
 #[test]

@@ -35,6 +35,6 @@ pub use listen::{
 pub use metrics::Metrics;
 pub use proxy::TrustedProxies;
 pub use redirect::{respond, Body, DomainPolicy, Redirector, DEFAULT_RETENTION};
-pub use reload::{Reloaded, Reloader};
+pub use reload::{ReloadError, Reloaded, Reloader};
 
 pub use duanlian_index::Index;

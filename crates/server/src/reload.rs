@@ -1,6 +1,7 @@
 //! Replacing a served bulk snapshot while traffic flows.
 use duanlian_index::{Index, Snapshot};
 use duanlian_snapshot::SnapshotError;
+use duanlian_store::{Store, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,32 +9,86 @@ use std::time::{Duration, Instant};
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reloaded {
-    /// The file now served.
+    /// The file loaded.
     pub path: PathBuf,
-    /// Its links.
+    /// Links served now: the file's, plus on a data directory those written through the API.
     pub links: usize,
     /// How long validation and the swap took.
     pub elapsed: Duration,
 }
 
-/// Loads snapshots into a running index: the new file is fully validated (checksum included)
-/// before one atomic swap; the overlay stays on top; requests that hold the old snapshot finish
-/// on it, and its mapping is released when the last of them is done.
+/// Why a reload changed nothing.
+#[derive(Debug)]
+pub enum ReloadError {
+    /// The file is missing, damaged or not a snapshot.
+    Snapshot(SnapshotError),
+    /// The data directory could not take it (writes unavailable, disk full, ...).
+    Store(StoreError),
+}
+
+impl ReloadError {
+    /// Whether the file itself is at fault (rather than the node).
+    pub fn is_bad_file(&self) -> bool {
+        matches!(
+            self,
+            ReloadError::Snapshot(_) | ReloadError::Store(StoreError::Snapshot(_))
+        )
+    }
+}
+
+impl std::fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReloadError::Snapshot(e) => e.fmt(f),
+            ReloadError::Store(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ReloadError {}
+
+/// Where a loaded file goes.
+#[derive(Debug)]
+enum Target {
+    /// A read-only node: the file replaces the served snapshot.
+    Index(Arc<Index>),
+    /// A data directory: the file replaces its bulk links, API writes stay on top.
+    Store(Arc<Store>),
+}
+
+/// Loads snapshots into a running node: the new file is fully validated (checksum included)
+/// before one atomic swap; requests that hold the old snapshot finish on it, and its mapping
+/// is released when the last of them is done.
 #[derive(Debug)]
 pub struct Reloader {
-    index: Arc<Index>,
-    configured: PathBuf,
+    target: Target,
+    configured: Option<PathBuf>,
     metrics: Option<Arc<crate::Metrics>>,
 }
 
 impl Reloader {
-    /// A reloader for `index`, whose SIGHUP reloads re-read `configured`.
-    pub fn new(index: Arc<Index>, configured: PathBuf) -> Reloader {
+    /// A reloader for a read-only node serving `index`.
+    pub fn new(index: Arc<Index>) -> Reloader {
         Reloader {
-            index,
-            configured,
+            target: Target::Index(index),
+            configured: None,
             metrics: None,
         }
+    }
+
+    /// A reloader for a node with a data directory.
+    pub fn for_store(store: Arc<Store>) -> Reloader {
+        Reloader {
+            target: Target::Store(store),
+            configured: None,
+            metrics: None,
+        }
+    }
+
+    /// The file SIGHUP reloads.
+    pub fn with_configured(mut self, path: PathBuf) -> Reloader {
+        self.configured = Some(path);
+        self
     }
 
     /// Counts reloads and failures into `metrics`.
@@ -42,22 +97,42 @@ impl Reloader {
         self
     }
 
-    /// Reloads the configured file (SIGHUP).
-    pub fn reload_configured(&self) -> Result<Reloaded, SnapshotError> {
-        self.reload(&self.configured)
+    /// The file SIGHUP reloads, if one was configured.
+    pub fn configured(&self) -> Option<&Path> {
+        self.configured.as_deref()
     }
 
     /// Validates `path` completely, then swaps it in. On any error nothing changes.
-    pub fn reload(&self, path: &Path) -> Result<Reloaded, SnapshotError> {
+    pub async fn reload(&self, path: &Path) -> Result<Reloaded, ReloadError> {
         let started = Instant::now();
-        let result = Snapshot::open(path).map(|snap| {
-            let links = snap.len();
-            self.index.swap_snapshot(Arc::new(snap));
-            Reloaded {
-                path: path.to_path_buf(),
-                links,
-                elapsed: started.elapsed(),
+        let result = match &self.target {
+            Target::Index(index) => {
+                let (index, owned) = (index.clone(), path.to_path_buf());
+                tokio::task::spawn_blocking(move || {
+                    let snap = Snapshot::open(&owned)?;
+                    let links = snap.len();
+                    index.swap_snapshot(Arc::new(snap));
+                    Ok(links)
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    Err(SnapshotError::Io {
+                        path: path.to_path_buf(),
+                        source: std::io::Error::other(format!("reload task failed: {e}")),
+                    })
+                })
+                .map_err(ReloadError::Snapshot)
             }
+            Target::Store(store) => store
+                .load_bulk(path)
+                .await
+                .map(|r| r.links)
+                .map_err(ReloadError::Store),
+        };
+        let result = result.map(|links| Reloaded {
+            path: path.to_path_buf(),
+            links,
+            elapsed: started.elapsed(),
         });
         if let Some(m) = &self.metrics {
             m.record_reload(result.is_ok());

@@ -16,8 +16,11 @@ pub(crate) const HAS_EXPIRES_AT: u16 = 2;
 pub(crate) const NO_FORWARD_QUERY: u16 = 4;
 /// Optional fields follow the URL in `strings` ([`duanlian_link::encode_extras`]); version 2.
 pub(crate) const HAS_EXTRAS: u16 = 8;
+/// The link was last written through the admin API, so loading a new bulk file into a data
+/// directory keeps it on top instead of replacing it; version 3.
+pub(crate) const FROM_API: u16 = 16;
 pub(crate) const KNOWN_FLAGS: u16 =
-    HAS_VALID_SINCE | HAS_EXPIRES_AT | NO_FORWARD_QUERY | HAS_EXTRAS;
+    HAS_VALID_SINCE | HAS_EXPIRES_AT | NO_FORWARD_QUERY | HAS_EXTRAS | FROM_API;
 
 /// The archived root: an open-addressing table with linear probing.
 ///
@@ -123,6 +126,14 @@ impl Builder {
         self.push_ref(&LinkRef::from(link))
     }
 
+    /// Adds a link written through the admin API ([`LinkRef::from_api`]).
+    pub fn push_api(&mut self, link: &Link) -> Result<(), BuildError> {
+        self.push_ref(&LinkRef {
+            from_api: true,
+            ..LinkRef::from(link)
+        })
+    }
+
     /// Adds a link read from another snapshot (compaction), without copying it into a [`Link`].
     /// The parts must already satisfy the link model, as they do in any snapshot.
     pub fn push_ref(&mut self, link: &LinkRef<'_>) -> Result<(), BuildError> {
@@ -152,6 +163,9 @@ impl Builder {
         let extras = duanlian_link::has_extras(link.validity.max_visits, link.expired_url);
         if extras {
             flags |= HAS_EXTRAS;
+        }
+        if link.from_api {
+            flags |= FROM_API;
         }
         self.entries.push(Entry {
             str_off: self.strings.len() as u64,

@@ -1,7 +1,7 @@
 //! Opening a snapshot and reading links out of it in place.
 use crate::build::{
-    ArchivedEntry, ArchivedTableData, HAS_EXPIRES_AT, HAS_EXTRAS, HAS_VALID_SINCE, KNOWN_FLAGS,
-    NO_FORWARD_QUERY,
+    ArchivedEntry, ArchivedTableData, FROM_API, HAS_EXPIRES_AT, HAS_EXTRAS, HAS_VALID_SINCE,
+    KNOWN_FLAGS, NO_FORWARD_QUERY,
 };
 use crate::format::{Header, HEADER_LEN};
 use crate::hash::{key_hash, slot_of};
@@ -92,6 +92,9 @@ pub struct LinkRef<'a> {
     pub forward_query: bool,
     /// Where an expired link sends visitors instead of answering 410.
     pub expired_url: Option<&'a [u8]>,
+    /// Whether the link was last written through the admin API rather than loaded in bulk:
+    /// loading a new bulk file into a data directory replaces bulk links and keeps these.
+    pub from_api: bool,
     /// The snapshot image the link was read from, if any.
     pub image: Option<SharedImage<'a>>,
 }
@@ -107,6 +110,7 @@ impl<'a> From<&'a duanlian_link::Link> for LinkRef<'a> {
             created_at: link.created_at,
             forward_query: link.forward_query,
             expired_url: link.expired_url.as_deref().map(str::as_bytes),
+            from_api: false,
             image: None,
         }
     }
@@ -428,6 +432,7 @@ impl Snapshot {
             created_at: e.created_at.to_native(),
             forward_query: flags & NO_FORWARD_QUERY == 0,
             expired_url: extras.expired_url,
+            from_api: flags & FROM_API != 0,
             image: Some(SharedImage(&self.backing.0)),
         })
     }
@@ -452,6 +457,7 @@ impl Snapshot {
             let flags = e.flags.to_native();
             if flags & !KNOWN_FLAGS != 0
                 || (self.header.format_version < 2 && flags & HAS_EXTRAS != 0)
+                || (self.header.format_version < 3 && flags & FROM_API != 0)
             {
                 return Err(bad(i, format!("unknown flags {flags:#x}")));
             }

@@ -228,10 +228,10 @@ fn malformed_files_get_typed_errors() {
     magic[0] = b'X';
     assert_eq!(reopen(&magic).err(), Some(SnapshotError::BadMagic));
     let mut version = good.to_vec();
-    version[8] = 3;
+    version[8] = 4;
     assert_eq!(
         reopen(&version).err(),
-        Some(SnapshotError::UnsupportedVersion(3))
+        Some(SnapshotError::UnsupportedVersion(4))
     );
     version[8] = 0;
     assert_eq!(
@@ -294,6 +294,17 @@ fn golden_v2_links() -> Vec<Link> {
     v
 }
 
+/// Version 3 marks links written through the admin API.
+fn golden_v3_image() -> AlignedVec {
+    let mut b = Builder::with_seed(42);
+    for l in golden_v2_links() {
+        b.push(&l).expect("push");
+    }
+    b.push_api(&link("go.example.cn", "viaApi", "https://f.example/"))
+        .expect("push_api");
+    b.finish().expect("finish").to_bytes(79).expect("to_bytes")
+}
+
 #[test]
 fn golden_v1_file_keeps_opening() {
     let snap = Snapshot::open(golden_path(1)).expect("the committed version-1 snapshot must open");
@@ -318,6 +329,37 @@ fn golden_v2_file_keeps_opening() {
     snap.verify().expect("verify");
 }
 
+#[test]
+fn golden_v3_file_keeps_opening() {
+    let snap = Snapshot::open(golden_path(3)).expect("the committed version-3 snapshot must open");
+    assert_eq!(snap.header().format_version, 3);
+    assert_eq!(snap.header().sequence, 79);
+    let mut links = golden_v2_links();
+    links.push(link("go.example.cn", "viaApi", "https://f.example/"));
+    assert_has(&snap, &links);
+    assert!(snap
+        .iter()
+        .filter(|l| l.code != b"viaApi")
+        .all(|l| !l.from_api));
+    assert!(
+        snap.get("go.example.cn", "viaApi")
+            .expect("viaApi")
+            .from_api
+    );
+    snap.verify().expect("verify");
+}
+
+#[test]
+fn the_api_flag_is_refused_in_older_versions() {
+    let mut bytes = golden_v3_image().to_vec();
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[..60]);
+    bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+    let snap = reopen(&bytes).expect("structure is the same");
+    let err = snap.verify().expect_err("version 2 has no API flag");
+    assert!(err.to_string().contains("unknown flags"), "{err}");
+}
+
 /// Writes the golden file of the current format version. Only for a new version: committed
 /// files are the proof that old versions stay readable, and are never rewritten.
 /// `cargo test -p duanlian-snapshot -- --ignored write_golden`
@@ -330,7 +372,7 @@ fn write_golden() {
         "{} exists: golden files are never rewritten",
         path.display()
     );
-    duanlian_snapshot::write_atomic(&path, &image(&golden_v2_links(), 42, 78)).expect("write");
+    duanlian_snapshot::write_atomic(&path, &golden_v3_image()).expect("write");
 }
 
 #[test]

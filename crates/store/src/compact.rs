@@ -2,8 +2,8 @@
 use crate::{DataDir, Store, StoreError};
 use duanlian_journal::{Journal, Options as JournalOptions};
 use duanlian_link::{now_secs, Change, Link};
-use duanlian_snapshot::{Builder, Snapshot, Table};
-use std::collections::HashMap;
+use duanlian_snapshot::{Builder, LinkRef, Snapshot, Table};
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,10 +21,13 @@ pub struct CompactReport {
     pub elapsed: Duration,
 }
 
-/// The snapshot `base` with the journal's records in `(base's sequence, through]` applied.
+/// The links of a new snapshot: `base` with the journal's records in `(base's sequence,
+/// through]` applied. With `bulk`, the links `base` had from a bulk load are replaced by that
+/// file's, while links written through the API (flagged in `base`, or in the journal) stay on top.
 /// Links past `expires_at + retention` at `now` are purged: left out.
 fn fold(
     base: &Snapshot,
+    bulk: Option<&Snapshot>,
     journal_dir: &Path,
     through: u64,
     now: i64,
@@ -32,13 +35,6 @@ fn fold(
 ) -> Result<Table, StoreError> {
     // Latest state per key; keys are `domain/code`, which is unambiguous (neither has a '/').
     let mut latest: HashMap<Vec<u8>, Option<Link>> = HashMap::new();
-    let key = |d: &str, c: &[u8]| {
-        let mut k = Vec::with_capacity(d.len() + 1 + c.len());
-        k.extend_from_slice(d.as_bytes());
-        k.push(b'/');
-        k.extend_from_slice(c);
-        k
-    };
     duanlian_journal::read(journal_dir, base.header().sequence, through, |record| {
         for change in record.changes {
             match change {
@@ -52,27 +48,50 @@ fn fold(
             }
         }
     })?;
+    let build = |e: duanlian_snapshot::BuildError| StoreError::Build(e.to_string());
+    let live = |l: &LinkRef<'_>| !l.validity.is_purged_at(now, retention);
     let mut b = Builder::new();
-    b.reserve(base.len() + latest.len(), 80);
-    let mut scratch = Vec::new();
+    b.reserve(
+        base.len() + bulk.map_or(0, Snapshot::len) + latest.len(),
+        80,
+    );
+    let mut api_keys = HashSet::new();
     for link in base.iter() {
-        scratch.clear();
-        scratch.extend_from_slice(link.domain.as_bytes());
-        scratch.push(b'/');
-        scratch.extend_from_slice(link.code);
-        if !latest.contains_key(&scratch) && !link.validity.is_purged_at(now, retention) {
-            b.push_ref(&link)
-                .map_err(|e| StoreError::Build(e.to_string()))?;
+        if bulk.is_some() && !link.from_api {
+            continue;
+        }
+        let k = key(link.domain, link.code);
+        if !latest.contains_key(&k) && live(&link) {
+            b.push_ref(&link).map_err(build)?;
+            if bulk.is_some() {
+                api_keys.insert(k);
+            }
         }
     }
-    for link in latest
-        .values()
-        .flatten()
-        .filter(|l| !l.validity.is_purged_at(now, retention))
-    {
-        b.push(link).map_err(|e| StoreError::Build(e.to_string()))?;
+    for link in bulk.iter().flat_map(|s| s.iter()) {
+        let k = key(link.domain, link.code);
+        if !api_keys.contains(&k) && !latest.contains_key(&k) && live(&link) {
+            b.push_ref(&LinkRef {
+                from_api: false,
+                ..link
+            })
+            .map_err(build)?;
+        }
     }
-    b.finish().map_err(|e| StoreError::Build(e.to_string()))
+    for link in latest.values().flatten() {
+        if live(&LinkRef::from(link)) {
+            b.push_api(link).map_err(build)?;
+        }
+    }
+    b.finish().map_err(build)
+}
+
+fn key(domain: &str, code: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(domain.len() + 1 + code.len());
+    k.extend_from_slice(domain.as_bytes());
+    k.push(b'/');
+    k.extend_from_slice(code);
+    k
 }
 
 fn publish(path: &Path, table: &Table, through: u64) -> Result<Snapshot, StoreError> {
@@ -86,11 +105,32 @@ impl Store {
     /// its segment, and readers move to the new snapshot in one atomic swap, with the overlay
     /// (which holds the same links) covering them until then.
     pub async fn compact(&self) -> Result<CompactReport, StoreError> {
+        self.fold_in(None).await
+    }
+
+    /// Makes the bulk snapshot at `path` this data directory's bulk links: checked completely
+    /// (checksum and every link) first, then folded with everything written through the API
+    /// exactly like a compaction, so the result is as durable as any compacted snapshot.
+    /// Links created or changed through the API stay on top of the file's; deletes that are
+    /// not compacted yet apply to it too. A file that fails its checks changes nothing.
+    pub async fn load_bulk(&self, path: &Path) -> Result<CompactReport, StoreError> {
+        let path = path.to_path_buf();
+        let bulk = tokio::task::spawn_blocking(move || {
+            let snap = Snapshot::open(&path)?;
+            snap.verify()?;
+            Ok::<_, StoreError>(snap)
+        })
+        .await
+        .map_err(|e| StoreError::Build(format!("bulk check task failed: {e}")))??;
+        self.fold_in(Some(Arc::new(bulk))).await
+    }
+
+    async fn fold_in(&self, bulk: Option<Arc<Snapshot>>) -> Result<CompactReport, StoreError> {
         let started = Instant::now();
         let _one_at_a_time = self.compaction.lock().await;
         let through = self.rotate().await?;
         let base = self.index().snapshot();
-        if through <= base.header().sequence {
+        if through <= base.header().sequence && bulk.is_none() {
             return Ok(CompactReport {
                 sequence: base.header().sequence,
                 links: base.len(),
@@ -101,7 +141,14 @@ impl Store {
         let (journal_dir, snapshot_path) = (self.dir.journal_dir(), self.dir.snapshot_path());
         let retention = self.retention;
         let snapshot = tokio::task::spawn_blocking(move || {
-            let table = fold(&base, &journal_dir, through, now_secs(), retention)?;
+            let table = fold(
+                &base,
+                bulk.as_deref(),
+                &journal_dir,
+                through,
+                now_secs(),
+                retention,
+            )?;
             publish(&snapshot_path, &table, through)
         })
         .await
@@ -150,7 +197,14 @@ pub fn compact_offline(dir: &DataDir, retention: i64) -> Result<CompactReport, S
             elapsed: started.elapsed(),
         });
     }
-    let table = fold(&base, &dir.journal_dir(), through, now_secs(), retention)?;
+    let table = fold(
+        &base,
+        None,
+        &dir.journal_dir(),
+        through,
+        now_secs(),
+        retention,
+    )?;
     let snapshot = publish(&dir.snapshot_path(), &table, through)?;
     Ok(CompactReport {
         sequence: through,

@@ -83,7 +83,7 @@ impl Admin {
         }
     }
 
-    /// Enables `POST /api/v1/admin/snapshot` (nodes serving a bulk snapshot read-only).
+    /// Enables `POST /api/v1/admin/snapshot`, loading a bulk snapshot.
     pub fn with_reloader(mut self, reloader: Arc<crate::Reloader>) -> Admin {
         self.reloader = Some(reloader);
         self
@@ -413,9 +413,9 @@ impl Admin {
         let Some(reloader) = self.reloader.clone() else {
             return Err(Problem::new(
                 StatusCode::CONFLICT,
-                "snapshot-managed",
-                "Snapshot managed by the data directory",
-                "this node's snapshot is written by compaction in its data directory; loading a bulk snapshot applies to nodes started with --snapshot and no --data-dir",
+                "no-reload",
+                "Snapshot loading not enabled",
+                "this node serves its built-in links only; start it with --data-dir or --snapshot",
             ));
         };
         let body = self.json_body(req).await?;
@@ -428,10 +428,7 @@ impl Admin {
                 )]))
             }
         };
-        let result = tokio::task::spawn_blocking(move || reloader.reload(&path))
-            .await
-            .map_err(|e| internal(&e.to_string()))?;
-        match result {
+        match reloader.reload(&path).await {
             Ok(r) => Ok(json_response(
                 StatusCode::OK,
                 &json!({
@@ -440,7 +437,9 @@ impl Admin {
                     "elapsed_ms": r.elapsed.as_millis() as u64,
                 }),
             )),
-            Err(e) => Err(Problem::invalid(vec![field("path", e)])),
+            Err(e) if e.is_bad_file() => Err(Problem::invalid(vec![field("path", e)])),
+            Err(crate::ReloadError::Store(e)) => Err(store_problem(e)),
+            Err(e) => Err(internal(&e.to_string())),
         }
     }
 
