@@ -32,6 +32,8 @@ pub(crate) struct FileConfig {
     runtime: Option<String>,
     trusted_proxies: Option<Vec<String>>,
     access_log: Option<bool>,
+    no_stats: Option<bool>,
+    clicks_queue: Option<u32>,
     /// Per link domain: `[domain."go.example.cn"]` with `expired_url`, `not_found_url`, `root_url`.
     #[serde(default)]
     domain: BTreeMap<String, DomainSection>,
@@ -81,7 +83,13 @@ pub(crate) fn apply(file: FileConfig, args: &mut ServeArgs, m: &ArgMatches) -> R
         domains,
         api_keys
     );
-    take!(trusted_proxies, access_log, keep_alive_timeout);
+    take!(trusted_proxies, access_log, keep_alive_timeout, no_stats);
+    if let Some(v) = file.clicks_queue.filter(|_| unset("clicks_queue")) {
+        if v == 0 {
+            return Err(anyhow!("clicks_queue: must be at least 1"));
+        }
+        args.clicks_queue = v;
+    }
     if let Some(v) = file.data_dir.filter(|_| unset("data_dir")) {
         args.data_dir = Some(v);
     }
@@ -160,6 +168,8 @@ pub(crate) fn describe(args: &ServeArgs) -> String {
     line("runtime", format!("{:?}", args.runtime));
     line("trusted_proxies", format!("{:?}", args.trusted_proxies));
     line("access_log", args.access_log.to_string());
+    line("no_stats", args.no_stats.to_string());
+    line("clicks_queue", args.clicks_queue.to_string());
     for (k, v) in [
         ("expired_url", &args.expired_urls),
         ("not_found_url", &args.not_found_urls),

@@ -1,6 +1,7 @@
 //! `duanlian`: build, check and serve short-link snapshots.
 #![forbid(unsafe_code)]
 
+mod clicks;
 mod config;
 mod import;
 
@@ -54,7 +55,9 @@ enum Command {
     /// Check configuration files.
     #[command(subcommand)]
     Config(ConfigCmd),
-    /// Fold a data directory's journal into a new snapshot (the server must not be running).
+    /// Visit statistics: the click log.
+    #[command(subcommand)]
+    Clicks(ClicksCmd),
     /// The benchmark floor: the same server answering one fixed 302 without any lookup.
     #[command(hide = true)]
     BenchFloor {
@@ -65,6 +68,7 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+    /// Fold a data directory's journal into a new snapshot (the server must not be running).
     Compact {
         /// The data directory.
         #[arg(long, default_value = "duanlian-data")]
@@ -73,6 +77,13 @@ enum Command {
         #[arg(long, default_value = "30d", value_parser = parse_period)]
         expired_retention: i64,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClicksCmd {
+    /// Write the recorded click events (one per redirected GET, bots included) for analytics
+    /// tools. Safe while the server runs.
+    Export(clicks::ExportArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -200,6 +211,18 @@ pub(crate) struct ServeArgs {
     /// Default is off.
     #[arg(env = "DUANLIAN_ACCESS_LOG", long)]
     access_log: bool,
+    /// Record no click events and keep no visit statistics. Default is to keep them whenever
+    /// there is a data directory (in its clicks/ folder).
+    #[arg(env = "DUANLIAN_NO_STATS", long)]
+    no_stats: bool,
+    /// Click events queued for the click-log writer before new ones are dropped (and counted in
+    /// duanlian_clicks_total{outcome="dropped"}). Default is 65536.
+    #[arg(env = "DUANLIAN_CLICKS_QUEUE", long, default_value_t = 65_536,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    clicks_queue: u32,
+    /// Test hook: the click writer pauses this long after each batch.
+    #[arg(long, hide = true, default_value_t = 0)]
+    clicks_writer_delay_ms: u64,
     /// Runtime layout: one current-thread runtime per thread with SO_REUSEPORT (per-core), or
     /// one work-stealing runtime (multi-thread). Default is per-core.
     #[arg(env = "DUANLIAN_RUNTIME", long, value_enum, default_value_t = Shape::PerCore)]
@@ -262,6 +285,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
             serve(*args)
         }
         Command::Config(ConfigCmd::Check { file }) => config_check(&file),
+        Command::Clicks(ClicksCmd::Export(args)) => clicks::export(&args),
         Command::BenchFloor { listen, threads } => {
             let location = hyper::header::HeaderValue::from_static(
                 "https://shop.example.com/item/123456789?utm_source=sms&utm_campaign=c123",
@@ -467,6 +491,14 @@ fn serve(args: ServeArgs) -> Result<()> {
         .with_retention(args.expired_retention)
         // Counting every visit only makes sense where the counts can be kept.
         .with_visit_counting(store.is_some());
+    let clicks = match (&data_dir, args.no_stats) {
+        (Some(dir), false) => Some(start_clicks(dir, &args)?),
+        _ => None,
+    };
+    let redirector = match &clicks {
+        Some((recorder, _)) => redirector.with_clicks(recorder.clone(), proxies.clone()),
+        None => redirector,
+    };
     let redirector = if args.access_log {
         redirector.with_access_log(proxies)
     } else {
@@ -488,11 +520,14 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     let reloader = Arc::new(reloader);
     if reloader.configured().is_some() {
-        reload_on_sighup(reloader.clone());
+        reload_on_sighup(reloader.clone())?;
     }
-    let admin = admin
-        .with_reloader(reloader)
-        .with_metrics(metrics, health.clone());
+    let mut admin = admin.with_reloader(reloader);
+    if let Some((recorder, _)) = &clicks {
+        metrics.watch_clicks(recorder.clone());
+        admin = admin.with_stats(recorder.stats().clone());
+    }
+    let admin = admin.with_metrics(metrics, health.clone());
     duanlian_server::spawn_admin(Arc::new(admin), args.admin_listen, &opts)
         .with_context(|| format!("admin listener on {}", args.admin_listen))?;
     duanlian_server::run(Arc::new(redirector), &opts, health)
@@ -500,26 +535,52 @@ fn serve(args: ServeArgs) -> Result<()> {
     if let Some(store) = store {
         store.shutdown();
     }
+    if let Some((_, writer)) = clicks {
+        writer.finish();
+    }
     Ok(())
 }
 
+/// Rebuilds the visit statistics from the click log in `data_dir`/clicks and starts its writer.
+fn start_clicks(
+    data_dir: &Path,
+    args: &ServeArgs,
+) -> Result<(Arc<duanlian_clicks::Recorder>, duanlian_clicks::Writer)> {
+    let started = std::time::Instant::now();
+    let dir = data_dir.join("clicks");
+    let opts = duanlian_clicks::RecorderOptions {
+        capacity: args.clicks_queue as usize,
+        writer_delay: Duration::from_millis(args.clicks_writer_delay_ms),
+        ..Default::default()
+    };
+    let (recorder, writer, read) = duanlian_clicks::Recorder::start(&dir, opts)
+        .with_context(|| format!("click log in {}", dir.display()))?;
+    tracing::info!(
+        clicks = read.clicks,
+        skipped_lines = read.skipped,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "visit statistics rebuilt from the click log"
+    );
+    Ok((Arc::new(recorder), writer))
+}
+
 /// SIGHUP reloads the configured snapshot (validated first; a bad file changes nothing).
-fn reload_on_sighup(reloader: Arc<Reloader>) {
-    let spawned = std::thread::Builder::new()
+fn reload_on_sighup(reloader: Arc<Reloader>) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("SIGHUP runtime")?;
+    // Registered here, before the listeners start: a SIGHUP that arrived before the handler
+    // would take its default action and end the process.
+    let mut hup = {
+        let _entered = rt.enter();
+        signal(SignalKind::hangup()).context("listening for SIGHUP")?
+    };
+    std::thread::Builder::new()
         .name("duanlian-sighup".into())
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => return tracing::error!(error = %e, "no SIGHUP handling"),
-            };
             rt.block_on(async move {
-                use tokio::signal::unix::{signal, SignalKind};
-                let Ok(mut hup) = signal(SignalKind::hangup()) else {
-                    return tracing::error!("could not listen for SIGHUP");
-                };
                 while hup.recv().await.is_some() {
                     if let Some(path) = reloader.configured() {
                         // The outcome is logged and counted by the reloader itself.
@@ -527,10 +588,9 @@ fn reload_on_sighup(reloader: Arc<Reloader>) {
                     }
                 }
             });
-        });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "could not start the SIGHUP thread");
-    }
+        })
+        .context("starting the SIGHUP thread")?;
+    Ok(())
 }
 
 /// The snapshot was opened with its structure checked but its checksum not yet (reading every

@@ -4,5 +4,6 @@ mod cli;
 mod durability;
 mod http;
 mod ops;
+mod stats;
 mod util;
 mod validity;

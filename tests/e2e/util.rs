@@ -6,6 +6,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+/// A desktop browser's User-Agent: requests without one are bots, which count no visits.
+pub(crate) const BROWSER: &str =
+    "Mozilla/5.0 (X11; Linux x86_64; rv:115.0) Gecko/20100101 Firefox/115.0";
+
 pub(crate) fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_duanlian"))
 }
@@ -281,13 +285,26 @@ impl Server {
         String::from_utf8_lossy(&out).into_owned()
     }
 
-    /// `METHOD path` with a Host header, on a connection closed after the answer.
+    /// `METHOD path` with a Host header, from a browser (bots count no visits), on a connection
+    /// closed after the answer.
     pub(crate) fn request(&self, method: &str, host: &str, path: &str) -> Response {
-        let raw = self.raw(
-            format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        );
-        Response::parse(&raw)
+        self.request_with(method, host, path, &[("User-Agent", BROWSER)])
+    }
+
+    /// The same, with exactly the `headers` given besides Host.
+    pub(crate) fn request_with(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        Response::parse(&self.raw(req.as_bytes()))
     }
 
     pub(crate) fn pid(&self) -> u32 {
@@ -383,7 +400,10 @@ impl KeepAlive {
     }
 
     pub(crate) fn get(&mut self, host: &str, path: &str) -> std::io::Result<Response> {
-        self.exchange(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+        self.exchange(
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {BROWSER}\r\n\r\n")
+                .as_bytes(),
+        )
     }
 
     pub(crate) fn post_json(

@@ -34,7 +34,7 @@ pub use listen::{
 };
 pub use metrics::Metrics;
 pub use proxy::TrustedProxies;
-pub use redirect::{respond, Body, DomainPolicy, Redirector, DEFAULT_RETENTION};
+pub use redirect::{respond, respond_from, Body, DomainPolicy, Redirector, DEFAULT_RETENTION};
 pub use reload::{ReloadError, Reloaded, Reloader};
 
 pub use duanlian_index::Index;

@@ -1,6 +1,6 @@
 //! Listeners, runtimes and hyper connections.
 use crate::admin::Admin;
-use crate::redirect::{respond, Body, Redirector};
+use crate::redirect::{respond_from, Body, Redirector};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -38,10 +38,10 @@ impl Answer for Redirector {
     #[inline]
     fn answer<B>(&self, req: &Request<B>, peer: Option<SocketAddr>) -> Response<Body> {
         let res = match self.metrics() {
-            None => respond(self, req),
+            None => respond_from(self, req, peer),
             Some(metrics) => {
                 let started = metrics.sample().then(Instant::now);
-                let res = respond(self, req);
+                let res = respond_from(self, req, peer);
                 metrics.record(res.status().as_u16());
                 if let Some(t) = started {
                     metrics.observe_latency(t.elapsed());

@@ -12,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::cell::Cell;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -43,6 +44,8 @@ pub struct Metrics {
     visit_counters: Gauge,
     purged_in_snapshot: Gauge,
     reloads: Family<Outcome, Counter>,
+    clicks: Family<Outcome, Counter>,
+    click_source: std::sync::OnceLock<Arc<duanlian_clicks::Recorder>>,
 }
 
 thread_local! {
@@ -121,8 +124,16 @@ impl Metrics {
             "Snapshot reloads, by result (ok, error)",
             reloads.clone(),
         );
+        let clicks = Family::<Outcome, Counter>::default();
+        registry.register(
+            "clicks",
+            "Click events, by fate (written to the click log, dropped because the queue was full, failed to write)",
+            clicks.clone(),
+        );
         Metrics {
             reloads,
+            clicks,
+            click_source: std::sync::OnceLock::new(),
             redirect: counter("redirect"),
             not_found: counter("not_found"),
             expired: counter("expired"),
@@ -179,8 +190,23 @@ impl Metrics {
         self.fsync.observe(took.as_secs_f64());
     }
 
+    /// Reports `recorder`'s click counts.
+    pub fn watch_clicks(&self, recorder: Arc<duanlian_clicks::Recorder>) {
+        let _ = self.click_source.set(recorder);
+    }
+
     /// The text exposition, with gauges read from the live state.
     pub fn render(&self, index: &Index, health: &Health, journal_bytes: Option<u64>) -> String {
+        if let Some(rec) = self.click_source.get() {
+            for (outcome, now) in [
+                ("written", rec.written()),
+                ("dropped", rec.dropped()),
+                ("failed", rec.failed()),
+            ] {
+                let c = self.clicks.get_or_create(&Outcome { outcome });
+                c.inc_by(now.saturating_sub(c.get()));
+            }
+        }
         let snap = index.snapshot();
         self.links
             .get_or_create(&Layer { layer: "snapshot" })

@@ -1,11 +1,15 @@
 //! The redirect answer, as a pure function of request and state.
 use bytes::Bytes;
+use duanlian_clicks::{Click, Device, Recorder};
 use duanlian_index::{Index, LinkRef};
 use duanlian_link::{host_key, merge_query, now_secs, Code, Domain, HostBuf, State};
 use http_body_util::Full;
-use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, HOST, LOCATION};
+use hyper::header::{
+    HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, HOST, LOCATION, REFERER, USER_AGENT,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 /// The response body type of every answer.
@@ -54,6 +58,8 @@ pub struct Redirector {
     health: Arc<crate::Health>,
     metrics: Option<Arc<crate::Metrics>>,
     access_log: Option<crate::TrustedProxies>,
+    /// Click events for statistics, and whose forwarded addresses to believe for them.
+    clicks: Option<(Arc<Recorder>, crate::TrustedProxies)>,
     /// A test clock; `None` reads the system clock directly (one vDSO call, no indirection).
     clock: Option<Arc<dyn Fn() -> i64 + Send + Sync>>,
 }
@@ -79,6 +85,7 @@ impl Redirector {
             health: Arc::default(),
             metrics: None,
             access_log: None,
+            clicks: None,
             clock: None,
         }
     }
@@ -100,6 +107,17 @@ impl Redirector {
     /// Off by default: a redirect tier's request volume rarely belongs in its logs.
     pub fn with_access_log(mut self, proxies: crate::TrustedProxies) -> Redirector {
         self.access_log = Some(proxies);
+        self
+    }
+
+    /// Records a click event for every redirected GET, with the client address as `proxies`
+    /// determine it. Bots are recorded as bots; they never count as visits either way.
+    pub fn with_clicks(
+        mut self,
+        recorder: Arc<Recorder>,
+        proxies: crate::TrustedProxies,
+    ) -> Redirector {
+        self.clicks = Some((recorder, proxies));
         self
     }
 
@@ -202,6 +220,15 @@ fn found(to: HeaderValue) -> Response<Body> {
 /// from `expires_at`, or once `max_visits` GETs have redirected, "expired" (410, or the link's or
 /// its domain's `expired_url`); after the retention 404. Only GETs count as visits.
 pub fn respond<B>(r: &Redirector, req: &Request<B>) -> Response<Body> {
+    respond_from(r, req, None)
+}
+
+/// [`respond`] for a request from `peer` (the socket's address), which click events record.
+pub fn respond_from<B>(
+    r: &Redirector,
+    req: &Request<B>,
+    peer: Option<SocketAddr>,
+) -> Response<Body> {
     let is_get = match *req.method() {
         Method::GET => true,
         // hyper writes no body for HEAD (but keeps Content-Length).
@@ -249,12 +276,13 @@ pub fn respond<B>(r: &Redirector, req: &Request<B>) -> Response<Body> {
         let Some(link) = link else {
             return r.not_found(domain);
         };
+        let clock = || match &r.clock {
+            None => now_secs(),
+            Some(clock) => clock(),
+        };
         // Permanent links skip the clock; bounded ones are decided here, on every read.
         if link.validity.is_bounded() {
-            let now = match &r.clock {
-                None => now_secs(),
-                Some(clock) => clock(),
-            };
+            let now = clock();
             if link.validity.is_purged_at(now, r.retention) {
                 return r.not_found(domain);
             }
@@ -264,13 +292,20 @@ pub fn respond<B>(r: &Redirector, req: &Request<B>) -> Response<Body> {
                 State::Expired => return r.expired(domain, &link),
             }
         }
+        // Only a GET can be a visit, and only a person's: bots and link-preview fetchers are
+        // told where the link goes but use up nothing.
+        let counted =
+            is_get && (r.count_visits || r.clicks.is_some() || link.validity.max_visits.is_some());
+        let device =
+            counted.then(|| Device::of(req.headers().get(USER_AGENT).map(|v| v.as_bytes())));
+        let human = device.is_some_and(|d| d != Device::Bot);
         let visits = r.index.visits();
         let used_up = match link.validity.max_visits {
-            // A GET takes one of the capped visits or finds none left; a HEAD only looks.
-            Some(cap) if is_get => !visits.hit(domain, code, Some(cap)),
+            // A visit takes one of the capped visits or finds none left; anything else looks.
+            Some(cap) if human => !visits.hit(domain, code, Some(cap)),
             Some(cap) => visits.count(domain, code) >= cap,
             None => {
-                if is_get && r.count_visits {
+                if human && r.count_visits {
                     visits.hit(domain, code, None);
                 }
                 false
@@ -291,6 +326,14 @@ pub fn respond<B>(r: &Redirector, req: &Request<B>) -> Response<Body> {
             // Unreachable for links that passed the link model; refuse rather than emit it.
             return text(StatusCode::INTERNAL_SERVER_ERROR, "invalid stored target\n");
         };
+        if let (Some((recorder, proxies)), Some(device)) = (&r.clicks, device) {
+            let client = match peer {
+                Some(peer) => proxies.client(peer, req.headers()),
+                None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            };
+            let referer = req.headers().get(REFERER).map(|v| v.as_bytes());
+            recorder.record(Click::new(clock(), domain, code, referer, device, client));
+        }
         let mut res = Response::new(Body::default());
         *res.status_mut() =
             StatusCode::from_u16(link.redirect.status()).unwrap_or(StatusCode::FOUND);
@@ -382,7 +425,10 @@ mod tests {
     }
 
     fn get(r: &Redirector, method: &str, host: Option<&str>, uri: &str) -> Response<Body> {
-        let mut b = Request::builder().method(method).uri(uri);
+        let mut b = Request::builder().method(method).uri(uri).header(
+            USER_AGENT,
+            "Mozilla/5.0 (X11; Linux x86_64; rv:115.0) Gecko/20100101 Firefox/115.0",
+        );
         if let Some(h) = host {
             b = b.header(HOST, h);
         }
@@ -471,5 +517,29 @@ mod tests {
         // Without counting switched on, uncapped links are not counted.
         get(&r, "GET", Some("go.example.cn"), "/ok");
         assert_eq!(r.index().visits().count("go.example.cn", "ok"), 0);
+    }
+
+    #[test]
+    fn bots_use_up_no_visits() {
+        let r = redirector().with_visit_counting(true);
+        let bot = |path: &str| {
+            let req = Request::get(path)
+                .header(HOST, "go.example.cn")
+                .header(
+                    USER_AGENT,
+                    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+                )
+                .body(())
+                .expect("request");
+            respond(&r, &req).status()
+        };
+        for _ in 0..5 {
+            assert_eq!(bot("/twice"), 302);
+            assert_eq!(bot("/ok"), 302);
+        }
+        assert_eq!(r.index().visits().count("go.example.cn", "twice"), 0);
+        assert_eq!(r.index().visits().count("go.example.cn", "ok"), 0);
+        assert_eq!(get(&r, "GET", Some("go.example.cn"), "/ok").status(), 302);
+        assert_eq!(r.index().visits().count("go.example.cn", "ok"), 1);
     }
 }

@@ -111,6 +111,11 @@ fn redirect_answers_agree_with_the_model() {
             let i = rng.pick(models.len() as u64) as usize;
             let req = Request::get(format!("/c{i}"))
                 .header(HOST, "go.example.cn")
+                // A person: bots use up no visits.
+                .header(
+                    hyper::header::USER_AGENT,
+                    "Mozilla/5.0 (X11; Linux x86_64; rv:115.0) Gecko/20100101 Firefox/115.0",
+                )
                 .body(())
                 .expect("request");
             let res = respond(&r, &req);

@@ -2,6 +2,7 @@
 mod input;
 mod problem;
 mod qr;
+mod stats;
 
 use crate::Body;
 use bytes::Bytes;
@@ -56,6 +57,7 @@ pub struct Admin {
     store: Option<Arc<Store>>,
     metrics: Option<(Arc<crate::Metrics>, Arc<crate::Health>)>,
     reloader: Option<Arc<crate::Reloader>>,
+    stats: Option<Arc<duanlian_clicks::Stats>>,
 }
 
 type Answer = Result<Response<Body>, Problem>;
@@ -69,6 +71,7 @@ impl Admin {
             store: Some(store),
             metrics: None,
             reloader: None,
+            stats: None,
         }
     }
 
@@ -80,7 +83,14 @@ impl Admin {
             store: None,
             metrics: None,
             reloader: None,
+            stats: None,
         }
+    }
+
+    /// Answers `GET /api/v1/links/{domain}/{code}/stats` from `stats`.
+    pub fn with_stats(mut self, stats: Arc<duanlian_clicks::Stats>) -> Admin {
+        self.stats = Some(stats);
+        self
     }
 
     /// Enables `POST /api/v1/admin/snapshot`, loading a bulk snapshot.
@@ -162,6 +172,9 @@ impl Admin {
             (["links", domain, code, image @ ("qr.svg" | "qr.png")], &Method::GET) => {
                 self.qr(domain, code, image)
             }
+            (["links", domain, code, "stats"], &Method::GET) => {
+                self.stats(domain, code, req.uri().query().unwrap_or(""))
+            }
             (["links", domain, code], &Method::PATCH) => self.patch(domain, code, req).await,
             (["links", domain, code], &Method::DELETE) => self.delete(domain, code).await,
             (["admin", "compact"], &Method::POST) => self.compact().await,
@@ -242,9 +255,12 @@ impl Admin {
         let mut domain = None;
         let mut limit = 100usize;
         let mut cursor = None;
+        let mut search = None;
         let mut errors = Vec::new();
         for (k, v) in parse_query(query) {
             match k.as_str() {
+                "q" if !v.is_empty() => search = Some(v.to_lowercase()),
+                "q" => {}
                 "domain" => match Domain::parse(&v) {
                     Ok(d) => domain = Some(d),
                     Err(e) => errors.push(field("domain", e)),
@@ -261,28 +277,75 @@ impl Admin {
                 },
                 other => errors.push(field(
                     other,
-                    "unknown parameter (known: domain, limit, cursor)",
+                    "unknown parameter (known: domain, q, limit, cursor)",
                 )),
             }
         }
         if !errors.is_empty() {
             return Err(Problem::invalid(errors));
         }
+        let domain = domain.as_ref().map(|d| d.as_str());
         let after = cursor.as_ref().map(|(d, c)| (d.as_str(), c.as_str()));
-        let mut links = self
-            .index
-            .list(domain.as_ref().map(|d| d.as_str()), after, limit + 1);
-        let next = if links.len() > limit {
-            links.truncate(limit);
-            links.last().map(|l| format!("{}/{}", l.domain, l.code))
-        } else {
-            None
+        let (links, next) = match search {
+            None => {
+                let mut links = self.index.list(domain, after, limit + 1);
+                let next = if links.len() > limit {
+                    links.truncate(limit);
+                    links.last().map(|l| format!("{}/{}", l.domain, l.code))
+                } else {
+                    None
+                };
+                (links, next)
+            }
+            Some(q) => self.search(domain, after, &q, limit),
         };
         let items: Vec<Value> = links.iter().map(|l| self.link_json(l)).collect();
         Ok(json_response(
             StatusCode::OK,
             &json!({ "links": items, "next_cursor": next }),
         ))
+    }
+
+    /// Links whose code or target contains `q` (lowercase), in listing order. A search scans;
+    /// one request scans at most `SCAN` links and hands back a cursor to go on from, so a
+    /// search over millions of links answers promptly page by page.
+    fn search(
+        &self,
+        domain: Option<&str>,
+        after: Option<(&str, &str)>,
+        q: &str,
+        limit: usize,
+    ) -> (Vec<Link>, Option<String>) {
+        const SCAN: usize = 200_000;
+        const CHUNK: usize = 1_000;
+        let hit = |l: &Link| {
+            l.code.as_str().to_lowercase().contains(q) || l.url.to_lowercase().contains(q)
+        };
+        let mut found = Vec::new();
+        let mut last: Option<(String, String)> = after.map(|(d, c)| (d.to_owned(), c.to_owned()));
+        let mut scanned = 0;
+        loop {
+            let from = last.as_ref().map(|(d, c)| (d.as_str(), c.as_str()));
+            let chunk = self.index.list(domain, from, CHUNK);
+            let exhausted = chunk.len() < CHUNK;
+            for l in chunk {
+                scanned += 1;
+                last = Some((l.domain.as_str().to_owned(), l.code.as_str().to_owned()));
+                if hit(&l) {
+                    found.push(l);
+                    if found.len() == limit {
+                        let next = last.as_ref().map(|(d, c)| format!("{d}/{c}"));
+                        return (found, next);
+                    }
+                }
+            }
+            if exhausted {
+                return (found, None);
+            }
+            if scanned >= SCAN {
+                return (found, last.map(|(d, c)| format!("{d}/{c}")));
+            }
+        }
     }
 
     fn key(domain: &str, code: &str) -> Result<(Domain, Code), Problem> {
@@ -387,9 +450,16 @@ impl Admin {
         let store = self.store()?;
         let (domain, code) = Self::key(domain, code)?;
         store
-            .submit(Op::Delete { domain, code })
+            .submit(Op::Delete {
+                domain: domain.clone(),
+                code: code.clone(),
+            })
             .await
             .map_err(store_problem)?;
+        // A link created later under the same code starts with no history.
+        if let Some(stats) = &self.stats {
+            stats.forget(domain.as_str(), code.as_str());
+        }
         let mut r = Response::new(Body::default());
         *r.status_mut() = StatusCode::NO_CONTENT;
         Ok(r)

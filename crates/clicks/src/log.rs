@@ -1,0 +1,241 @@
+//! The click log: tab-separated lines in files rotated by UTC day and by size.
+//!
+//! ```text
+//! clicks/clicks-20261125-000.tsv
+//! 1764067200⇥go.example.cn⇥x7Kp2Qa⇥mobile⇥weibo.com⇥203.0.113.0   (⇥ is a tab)
+//! ```
+//! Fields: UTC seconds, domain, code, device class, referrer host (empty for none), anonymised
+//! client address. A file named for day D holds clicks of day D, and stragglers of the day
+//! before that arrived after midnight. A torn last line (a crash mid-write) is skipped on read.
+use crate::{Click, ClickError, Device};
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+const DAY: i64 = 86_400;
+
+/// `YYYYMMDD` of a day number (days since 1970-01-01).
+fn day_stamp(day: i64) -> String {
+    duanlian_link::format_rfc3339(day * DAY)
+        .get(..10)
+        .unwrap_or("0000-00-00")
+        .replace('-', "")
+}
+
+/// The day number a log file's name gives, if it is one of ours.
+fn file_day(name: &str) -> Option<i64> {
+    let stamp = name.strip_prefix("clicks-")?.get(..8)?;
+    let date = format!(
+        "{}-{}-{}T00:00:00Z",
+        &stamp[..4],
+        &stamp[4..6],
+        &stamp[6..8]
+    );
+    duanlian_link::parse_rfc3339(&date).map(|t| t.div_euclid(DAY))
+}
+
+/// Appends clicks to the current file, starting a new one on a new day or past a size.
+#[derive(Debug)]
+pub(crate) struct LogWriter {
+    dir: PathBuf,
+    max_bytes: u64,
+    current: Option<(i64, u64, BufWriter<File>)>,
+}
+
+impl LogWriter {
+    pub(crate) fn new(dir: &Path, max_bytes: u64) -> Result<LogWriter, ClickError> {
+        fs::create_dir_all(dir).map_err(|e| ClickError::io(dir, e))?;
+        Ok(LogWriter {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            current: None,
+        })
+    }
+
+    /// A fresh file for `day`: the next unused sequence number, so a restart never appends to
+    /// a file that may end in a torn line.
+    fn open(&self, day: i64) -> Result<BufWriter<File>, ClickError> {
+        let stamp = day_stamp(day);
+        for n in 0..100_000u32 {
+            let path = self.dir.join(format!("clicks-{stamp}-{n:03}.tsv"));
+            match OpenOptions::new().append(true).create_new(true).open(&path) {
+                Ok(f) => return Ok(BufWriter::with_capacity(64 * 1024, f)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(ClickError::io(&path, e)),
+            }
+        }
+        Err(ClickError::io(
+            &self.dir,
+            std::io::Error::other("no free click log file name for the day"),
+        ))
+    }
+
+    pub(crate) fn append(&mut self, click: &Click) -> Result<(), ClickError> {
+        let day = click.at.div_euclid(DAY);
+        // Stragglers from before midnight stay in the current day's file.
+        let (rotate, file_day) = match &self.current {
+            None => (true, day),
+            Some((d, size, _)) => (day > *d || *size >= self.max_bytes, day.max(*d)),
+        };
+        if rotate {
+            if let Some((_, _, mut w)) = self.current.take() {
+                w.flush().map_err(|e| ClickError::io(&self.dir, e))?;
+            }
+            self.current = Some((file_day, 0, self.open(file_day)?));
+        }
+        let line = format!(
+            "{}\t{}\t{}\t{}\t{}\n",
+            click.at,
+            click.key(),
+            click.device.as_str(),
+            click.referrer().unwrap_or(""),
+            click.client
+        );
+        if let Some((_, size, w)) = &mut self.current {
+            w.write_all(line.as_bytes())
+                .map_err(|e| ClickError::io(&self.dir, e))?;
+            *size += line.len() as u64;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn flush(&mut self) -> Result<(), ClickError> {
+        match &mut self.current {
+            Some((_, _, w)) => w.flush().map_err(|e| ClickError::io(&self.dir, e)),
+            None => Ok(()),
+        }
+    }
+}
+
+fn parse_line(line: &str) -> Option<Click> {
+    let mut f = line.split('\t');
+    let at = f.next()?.parse().ok()?;
+    let (domain, code) = (f.next()?, f.next()?);
+    let device = Device::parse(f.next()?)?;
+    let referrer = f.next()?;
+    let client: IpAddr = f.next()?.parse().ok()?;
+    if f.next().is_some() || domain.is_empty() || code.is_empty() {
+        return None;
+    }
+    Some(Click::from_parts(
+        at,
+        domain,
+        code,
+        Some(referrer).filter(|r| !r.is_empty()),
+        device,
+        client,
+    ))
+}
+
+/// What reading the logs found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReadReport {
+    /// Clicks read (in the time range).
+    pub clicks: u64,
+    /// Lines that were not clicks (a torn last line after a crash, or damage).
+    pub skipped: u64,
+}
+
+/// Calls `on` with every logged click at or after `since` and before `until` (UTC seconds), file
+/// by file in time order.
+pub fn read_logs(
+    dir: &Path,
+    since: i64,
+    until: i64,
+    mut on: impl FnMut(Click),
+) -> Result<ReadReport, ClickError> {
+    let mut report = ReadReport::default();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(report),
+        Err(e) => return Err(ClickError::io(dir, e)),
+    };
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| ClickError::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let (Some(day), true) = (file_day(&name), name.ends_with(".tsv")) {
+            // A file holds its own day and stragglers of the one before.
+            if day >= since.div_euclid(DAY) && day - 1 <= until.div_euclid(DAY) {
+                files.push((name, entry.path()));
+            }
+        }
+    }
+    files.sort();
+    for (_, path) in files {
+        let file = File::open(&path).map_err(|e| ClickError::io(&path, e))?;
+        for line in BufReader::new(file).split(b'\n') {
+            let line = line.map_err(|e| ClickError::io(&path, e))?;
+            match std::str::from_utf8(&line).ok().and_then(parse_line) {
+                Some(c) if c.at >= since && c.at < until => {
+                    report.clicks += 1;
+                    on(c);
+                }
+                Some(_) => {}
+                None => report.skipped += 1,
+            }
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_rotate_files_and_lines_round_trip() {
+        let dir = std::env::temp_dir().join(format!("dl-clicks-log-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let mut w = LogWriter::new(&dir, 1 << 20).expect("writer");
+        let ip: IpAddr = "192.0.2.55".parse().expect("ip");
+        let day0 = 1_764_028_800; // 2025-11-25T00:00:00Z
+        let clicks = [
+            Click::new(
+                day0 + 10,
+                "go.example.cn",
+                "a",
+                Some(b"https://t.co/x"),
+                Device::Mobile,
+                ip,
+            ),
+            Click::new(day0 + DAY + 5, "go.example.cn", "b", None, Device::Bot, ip),
+            // A straggler from the day before goes into the current file.
+            Click::new(day0 + 20, "s.example.com", "c", None, Device::Desktop, ip),
+        ];
+        for c in &clicks {
+            w.append(c).expect("append");
+        }
+        w.flush().expect("flush");
+        let mut names: Vec<String> = fs::read_dir(&dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["clicks-20251125-000.tsv", "clicks-20251126-000.tsv"]
+        );
+        // A torn line at the end is skipped, not fatal.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.join(&names[1]))
+            .expect("open");
+        f.write_all(b"1764115300\tgo.exa").expect("tear");
+        let mut got = Vec::new();
+        let report = read_logs(&dir, 0, i64::MAX, |c| got.push(c)).expect("read");
+        assert_eq!(
+            report,
+            ReadReport {
+                clicks: 3,
+                skipped: 1
+            }
+        );
+        assert_eq!(got, clicks);
+        let mut since = Vec::new();
+        read_logs(&dir, day0 + DAY, i64::MAX, |c| since.push(c)).expect("read");
+        assert_eq!(since, [clicks[1].clone()]);
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,244 @@
+//! The bounded queue between the redirect path and the click-log writer.
+use crate::log::LogWriter;
+use crate::{read_logs, Click, ClickError, ReadReport, Stats};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How the recorder queues and writes.
+#[derive(Debug, Clone)]
+pub struct RecorderOptions {
+    /// Clicks the queue holds before new ones are dropped. Default 65,536.
+    pub capacity: usize,
+    /// A log file is closed and a new one started past this size. Default 64 MiB.
+    pub max_file_bytes: u64,
+    /// Written clicks reach the file at least this often. Default 1 s.
+    pub flush_every: Duration,
+    /// A pause after each written batch; only for tests of the full-queue path.
+    pub writer_delay: Duration,
+}
+
+impl Default for RecorderOptions {
+    fn default() -> Self {
+        RecorderOptions {
+            capacity: 65_536,
+            max_file_bytes: 64 << 20,
+            flush_every: Duration::from_secs(1),
+            writer_delay: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    written: AtomicU64,
+    dropped: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// The redirect path's end of the queue: [`Recorder::record`] never blocks.
+#[derive(Debug)]
+pub struct Recorder {
+    tx: SyncSender<Click>,
+    counters: Arc<Counters>,
+    stats: Arc<Stats>,
+}
+
+/// The writer thread; [`Writer::finish`] drains the queue and flushes the log.
+#[derive(Debug)]
+pub struct Writer {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Recorder {
+    /// Rebuilds the aggregates from the logs in `dir`, then starts the writer thread that
+    /// appends new clicks there and counts them in.
+    pub fn start(
+        dir: &Path,
+        opts: RecorderOptions,
+    ) -> Result<(Recorder, Writer, ReadReport), ClickError> {
+        let stats = Arc::new(Stats::default());
+        let mut batch = Vec::with_capacity(4096);
+        let report = read_logs(dir, i64::MIN, i64::MAX, |c| {
+            batch.push(c);
+            if batch.len() == batch.capacity() {
+                stats.add(&batch);
+                batch.clear();
+            }
+        })?;
+        stats.add(&batch);
+        let log = LogWriter::new(dir, opts.max_file_bytes)?;
+        let (tx, rx) = sync_channel(opts.capacity.max(1));
+        let counters = Arc::new(Counters::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (counters, stats, stop) = (counters.clone(), stats.clone(), stop.clone());
+            let dir = dir.to_path_buf();
+            std::thread::Builder::new()
+                .name("duanlian-clicks".into())
+                .spawn(move || write_loop(rx, log, &dir, &opts, &counters, &stats, &stop))
+                .map_err(|e| ClickError::io(Path::new("click writer thread"), e))?
+        };
+        let recorder = Recorder {
+            tx,
+            counters,
+            stats,
+        };
+        Ok((
+            recorder,
+            Writer {
+                stop,
+                thread: Some(thread),
+            },
+            report,
+        ))
+    }
+
+    /// Queues a click; when the queue is full the click is dropped and counted, never waited for.
+    #[inline]
+    pub fn record(&self, click: Click) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(click)
+        {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The aggregates the writer keeps up to date.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// Clicks written to the log so far.
+    pub fn written(&self) -> u64 {
+        self.counters.written.load(Ordering::Relaxed)
+    }
+
+    /// Clicks dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.counters.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Clicks counted but not written because the log could not be written.
+    pub fn failed(&self) -> u64 {
+        self.counters.failed.load(Ordering::Relaxed)
+    }
+}
+
+impl Writer {
+    /// Stops the writer once the queue is empty, with everything written flushed.
+    pub fn finish(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn write_loop(
+    rx: Receiver<Click>,
+    mut log: LogWriter,
+    dir: &Path,
+    opts: &RecorderOptions,
+    counters: &Counters,
+    stats: &Stats,
+    stop: &AtomicBool,
+) {
+    let mut batch = Vec::with_capacity(4096);
+    let mut failing = false;
+    loop {
+        match rx.recv_timeout(opts.flush_every.min(Duration::from_millis(200))) {
+            Ok(c) => batch.push(c),
+            Err(RecvTimeoutError::Timeout) => {
+                if stop.load(Ordering::Acquire) {
+                    break;
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        while batch.len() < batch.capacity() {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        // Aggregates count every click, even ones the disk refused: the log is the export,
+        // the aggregates are what the API shows.
+        stats.add(&batch);
+        let written = batch
+            .iter()
+            .try_for_each(|c| log.append(c))
+            .and_then(|()| log.flush());
+        match written {
+            Ok(()) => {
+                counters
+                    .written
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                if failing {
+                    tracing::info!(dir = %dir.display(), "click log writable again");
+                    failing = false;
+                }
+            }
+            Err(e) => {
+                counters
+                    .failed
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                if !failing {
+                    tracing::error!(error = %e, "click log write failed; counting on, logging off until it works again");
+                    failing = true;
+                }
+            }
+        }
+        batch.clear();
+        if !opts.writer_delay.is_zero() {
+            std::thread::sleep(opts.writer_delay);
+        }
+    }
+    if let Err(e) = log.flush() {
+        tracing::error!(error = %e, "click log flush at shutdown failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Device;
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let dir = std::env::temp_dir().join(format!("dl-clicks-rec-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let opts = RecorderOptions {
+            capacity: 2,
+            writer_delay: Duration::from_millis(300),
+            ..RecorderOptions::default()
+        };
+        let (rec, writer, _) = Recorder::start(&dir, opts).expect("start");
+        let ip = "192.0.2.1".parse().expect("ip");
+        let started = std::time::Instant::now();
+        for i in 0..50 {
+            rec.record(Click::new(i, "d.cn", "c", None, Device::Mobile, ip));
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(250),
+            "record waited"
+        );
+        assert!(rec.dropped() >= 40, "dropped {}", rec.dropped());
+        writer.finish();
+        assert_eq!(rec.written() + rec.dropped(), 50);
+        // A restart rebuilds the same aggregates from the log.
+        let (again, writer, report) =
+            Recorder::start(&dir, RecorderOptions::default()).expect("restart");
+        assert_eq!(report.clicks, rec.written());
+        assert_eq!(
+            again.stats().report("d.cn", "c", 0, 0, 1).human,
+            rec.written()
+        );
+        writer.finish();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
