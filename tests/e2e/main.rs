@@ -1,5 +1,6 @@
 //! End-to-end tests: they run the real `duanlian` binary and speak raw HTTP to it.
 mod api;
+mod browser;
 mod cli;
 mod durability;
 mod http;

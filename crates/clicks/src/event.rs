@@ -21,23 +21,22 @@ impl Device {
 
     /// The class of a `User-Agent` header value (`None`: the header was absent).
     pub fn of(user_agent: Option<&[u8]>) -> Device {
-        if is_bot(user_agent) {
-            return Device::Bot;
-        }
-        let ua = user_agent.unwrap_or_default();
-        let has = |needle: &[u8]| ua.windows(needle.len()).any(|w| w == needle);
-        const MOBILE: [&[u8]; 6] = [
-            b"Mobi",
-            b"Android",
-            b"iPhone",
-            b"iPad",
-            b"HarmonyOS",
-            b"Windows Phone",
+        let ua = match user_agent.map(std::str::from_utf8) {
+            Some(Ok(ua)) if !iscrawl::is_crawler(ua) => ua,
+            _ => return Device::Bot,
+        };
+        const MOBILE: [&str; 6] = [
+            "Mobi",
+            "Android",
+            "iPhone",
+            "iPad",
+            "HarmonyOS",
+            "Windows Phone",
         ];
-        const DESKTOP: [&[u8]; 4] = [b"Windows NT", b"Macintosh", b"X11", b"CrOS"];
-        if MOBILE.iter().any(|n| has(n)) {
+        const DESKTOP: [&str; 4] = ["Windows NT", "Macintosh", "X11", "CrOS"];
+        if MOBILE.iter().any(|n| ua.contains(n)) {
             Device::Mobile
-        } else if DESKTOP.iter().any(|n| has(n)) {
+        } else if DESKTOP.iter().any(|n| ua.contains(n)) {
             Device::Desktop
         } else {
             Device::Other
@@ -96,12 +95,9 @@ pub fn anonymise(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The host of a `Referer` value, lowercased into `out`; nothing is written when the value is
-/// not an absolute URL with a plausible host.
-pub(crate) fn push_referrer_host(referer: &[u8], out: &mut String) {
-    let Some(start) = referer.windows(3).position(|w| w == b"://") else {
-        return;
-    };
+/// The host of a `Referer` value, if it is an absolute URL with a plausible host.
+pub(crate) fn referrer_host(referer: &[u8]) -> Option<&[u8]> {
+    let start = referer.windows(3).position(|w| w == b"://")?;
     let rest = &referer[start + 3..];
     let authority = rest
         .split(|&b| b == b'/' || b == b'?' || b == b'#')
@@ -113,18 +109,38 @@ pub(crate) fn push_referrer_host(referer: &[u8], out: &mut String) {
         None => authority,
     };
     let host = if host_port.first() == Some(&b'[') {
-        match host_port.iter().position(|&b| b == b']') {
-            Some(end) => &host_port[..=end],
-            None => return,
-        }
+        &host_port[..=host_port.iter().position(|&b| b == b']')?]
     } else {
         host_port.split(|&b| b == b':').next().unwrap_or_default()
     };
     let plausible = |b: &u8| b.is_ascii_alphanumeric() || b".-_:[]".contains(b);
-    if host.is_empty() || host.len() > 253 || !host.iter().all(plausible) {
-        return;
+    (!host.is_empty() && host.len() <= 253 && host.iter().all(plausible)).then_some(host)
+}
+
+/// Bytes a click keeps inline: domain, code and referrer host of nearly every click fit, so the
+/// redirect path allocates nothing for it (and the writer thread frees nothing).
+const INLINE: usize = 54;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Text {
+    Inline([u8; INLINE], u8),
+    Heap(Box<[u8]>),
+}
+
+impl Text {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Text::Inline(b, len) => &b[..usize::from(*len)],
+            Text::Heap(b) => b,
+        }
     }
-    out.extend(host.iter().map(|b| char::from(b.to_ascii_lowercase())));
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        match self {
+            Text::Inline(b, len) => &mut b[..usize::from(*len)],
+            Text::Heap(b) => b,
+        }
+    }
 }
 
 /// One counted visit (or bot fetch): a `GET` that redirected.
@@ -136,8 +152,8 @@ pub struct Click {
     pub device: Device,
     /// The client address, anonymised ([`anonymise`]).
     pub client: IpAddr,
-    /// `domain \t code \t referrer-host`: one allocation per click.
-    text: Box<str>,
+    /// `domain \t code \t referrer-host`.
+    text: Text,
     domain_len: u8,
     code_len: u8,
 }
@@ -153,11 +169,10 @@ impl Click {
         device: Device,
         client: IpAddr,
     ) -> Click {
-        Click::build(at, domain, code, device, client, |text| {
-            if let Some(r) = referer {
-                push_referrer_host(r, text);
-            }
-        })
+        let host = referer.and_then(referrer_host).unwrap_or_default();
+        // Plausible hosts are ASCII, so this is a valid string.
+        let host = std::str::from_utf8(host).unwrap_or_default();
+        Click::build(at, domain, code, host, device, client)
     }
 
     /// A click read back from the log, whose referrer is already a host.
@@ -169,52 +184,72 @@ impl Click {
         device: Device,
         client: IpAddr,
     ) -> Click {
-        Click::build(at, domain, code, device, client, |text| {
-            text.push_str(referrer_host.unwrap_or(""))
-        })
+        Click::build(
+            at,
+            domain,
+            code,
+            referrer_host.unwrap_or(""),
+            device,
+            client,
+        )
     }
 
     fn build(
         at: i64,
         domain: &str,
         code: &str,
+        referrer_host: &str,
         device: Device,
         client: IpAddr,
-        referrer: impl FnOnce(&mut String),
     ) -> Click {
-        let mut text = String::with_capacity(domain.len() + code.len() + 2 + 32);
-        text.push_str(domain);
-        text.push('\t');
-        text.push_str(code);
-        text.push('\t');
-        referrer(&mut text);
+        let parts = [domain, "\t", code, "\t", referrer_host];
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let mut text = if len <= INLINE {
+            Text::Inline([0; INLINE], len as u8)
+        } else {
+            Text::Heap(vec![0; len].into_boxed_slice())
+        };
+        let bytes = text.bytes_mut();
+        let mut at_byte = 0;
+        for p in parts {
+            bytes[at_byte..at_byte + p.len()].copy_from_slice(p.as_bytes());
+            at_byte += p.len();
+        }
+        bytes[len - referrer_host.len()..].make_ascii_lowercase();
         Click {
             at,
             device,
             client: anonymise(client),
-            text: text.into_boxed_str(),
+            text,
             // Domains are at most 253 bytes and codes 64 by the link model; clamp regardless.
             domain_len: domain.len().min(255) as u8,
             code_len: code.len().min(255) as u8,
         }
     }
 
+    fn text(&self) -> &str {
+        // Built from `&str` parts and ASCII-lowercased, so always UTF-8.
+        std::str::from_utf8(self.text.bytes()).unwrap_or("")
+    }
+
     /// The link domain.
     pub fn domain(&self) -> &str {
-        self.text.get(..usize::from(self.domain_len)).unwrap_or("")
+        self.text()
+            .get(..usize::from(self.domain_len))
+            .unwrap_or("")
     }
 
     /// The code.
     pub fn code(&self) -> &str {
         let start = usize::from(self.domain_len) + 1;
-        self.text
+        self.text()
             .get(start..start + usize::from(self.code_len))
             .unwrap_or("")
     }
 
     /// `domain \t code`, the key statistics are kept under.
     pub(crate) fn key(&self) -> &str {
-        self.text
+        self.text()
             .get(..usize::from(self.domain_len) + 1 + usize::from(self.code_len))
             .unwrap_or("")
     }
@@ -222,7 +257,7 @@ impl Click {
     /// The referring page's host, if the request named one.
     pub fn referrer(&self) -> Option<&str> {
         let start = usize::from(self.domain_len) + usize::from(self.code_len) + 2;
-        self.text.get(start..).filter(|r| !r.is_empty())
+        self.text().get(start..).filter(|r| !r.is_empty())
     }
 }
 
@@ -284,9 +319,17 @@ mod tests {
     #[test]
     fn referrer_hosts() {
         let host = |r: &[u8]| {
-            let mut s = String::new();
-            push_referrer_host(r, &mut s);
-            s
+            Click::new(
+                0,
+                "d",
+                "c",
+                Some(r),
+                Device::Other,
+                IpAddr::from([0, 0, 0, 0]),
+            )
+            .referrer()
+            .unwrap_or("")
+            .to_owned()
         };
         assert_eq!(host(b"https://Weibo.COM/u/123?x=1"), "weibo.com");
         assert_eq!(

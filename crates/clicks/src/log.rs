@@ -41,6 +41,8 @@ pub(crate) struct LogWriter {
     dir: PathBuf,
     max_bytes: u64,
     current: Option<(i64, u64, BufWriter<File>)>,
+    /// The line being written, reused.
+    line: Vec<u8>,
 }
 
 impl LogWriter {
@@ -50,6 +52,7 @@ impl LogWriter {
             dir: dir.to_path_buf(),
             max_bytes,
             current: None,
+            line: Vec::with_capacity(128),
         })
     }
 
@@ -84,18 +87,11 @@ impl LogWriter {
             }
             self.current = Some((file_day, 0, self.open(file_day)?));
         }
-        let line = format!(
-            "{}\t{}\t{}\t{}\t{}\n",
-            click.at,
-            click.key(),
-            click.device.as_str(),
-            click.referrer().unwrap_or(""),
-            click.client
-        );
+        encode_line(click, &mut self.line);
         if let Some((_, size, w)) = &mut self.current {
-            w.write_all(line.as_bytes())
+            w.write_all(&self.line)
                 .map_err(|e| ClickError::io(&self.dir, e))?;
-            *size += line.len() as u64;
+            *size += self.line.len() as u64;
         }
         Ok(())
     }
@@ -106,6 +102,68 @@ impl LogWriter {
             None => Ok(()),
         }
     }
+}
+
+/// Decimal digits of `n` appended to `out`, two at a time from a table, without the formatting
+/// machinery (the writer does this for every click).
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    const PAIRS: [u8; 200] = {
+        let mut t = [0u8; 200];
+        let mut i = 0;
+        while i < 100 {
+            t[2 * i] = b'0' + (i / 10) as u8;
+            t[2 * i + 1] = b'0' + (i % 10) as u8;
+            i += 1;
+        }
+        t
+    };
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&PAIRS[n as usize * 2..n as usize * 2 + 2]);
+    } else {
+        i -= 1;
+        digits[i] = b'0' + n as u8;
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// One log line, newline included, replacing `out`'s contents.
+fn encode_line(click: &Click, out: &mut Vec<u8>) {
+    out.clear();
+    if click.at < 0 {
+        out.push(b'-');
+    }
+    push_decimal(out, click.at.unsigned_abs());
+    out.push(b'\t');
+    out.extend_from_slice(click.key().as_bytes());
+    out.push(b'\t');
+    out.extend_from_slice(click.device.as_str().as_bytes());
+    out.push(b'\t');
+    out.extend_from_slice(click.referrer().unwrap_or("").as_bytes());
+    out.push(b'\t');
+    match click.client {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_decimal(out, u64::from(octet));
+            }
+        }
+        // Rare enough, and subtle enough (zero compression), for the standard formatter.
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+    out.push(b'\n');
 }
 
 fn parse_line(line: &str) -> Option<Click> {
@@ -183,6 +241,15 @@ pub fn read_logs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals() {
+        for n in [0, 7, 10, 99, 100, 101, 255, 1_764_067_200, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+    }
 
     #[test]
     fn days_rotate_files_and_lines_round_trip() {

@@ -1,6 +1,6 @@
 //! Per-link aggregates, updated as clicks arrive, so a report never rescans the log.
 use crate::{Click, Device};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 const DAY: i64 = 86_400;
@@ -11,17 +11,70 @@ pub const OTHER_REFERRERS: &str = "(other)";
 /// The bucket for visits without a referrer.
 pub const DIRECT: &str = "(direct)";
 
-#[derive(Debug, Default)]
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// One link's clicks on one UTC day: 48 bytes, plus the referrer table once a person arrives
+/// from somewhere.
+#[derive(Debug)]
 struct Day {
+    day: i64,
     devices: [u64; 4],
-    /// Human visits by referrer host.
-    referrers: HashMap<Box<str>, u64>,
+    /// Human visits by referrer host; those without one are the rest of the human visits.
+    /// Allocated only once a referrer shows up. A fixed hash seed is cheap to make, and the
+    /// per-day cap bounds what colliding hosts could cost. Boxed so that the many days without
+    /// referrers (bots, SMS campaigns) keep `Day` at 48 bytes instead of 80.
+    #[allow(clippy::box_collection)]
+    referrers: Option<Box<HashMap<Box<str>, u64, foldhash::fast::FixedState>>>,
+}
+
+impl Day {
+    fn new(day: i64) -> Day {
+        Day {
+            day,
+            devices: [0; 4],
+            referrers: None,
+        }
+    }
+}
+
+/// One link's days. Clicks arrive in time order, so nearly every click counts towards the
+/// latest day, kept inline in the map; earlier days sit in a vector sorted by day. A link
+/// clicked on one day costs its map entry and key, about 120 bytes.
+#[derive(Debug)]
+struct Days {
+    earlier: Vec<Day>,
+    latest: Day,
+}
+
+impl Days {
+    fn get_mut(&mut self, day: i64) -> &mut Day {
+        if day > self.latest.day {
+            let previous = std::mem::replace(&mut self.latest, Day::new(day));
+            self.earlier.push(previous);
+        }
+        if day == self.latest.day {
+            return &mut self.latest;
+        }
+        // A straggler from before midnight.
+        let i = match self.earlier.binary_search_by_key(&day, |d| d.day) {
+            Ok(i) => i,
+            Err(i) => {
+                self.earlier.insert(i, Day::new(day));
+                i
+            }
+        };
+        &mut self.earlier[i]
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Day> {
+        self.earlier.iter().chain(std::iter::once(&self.latest))
+    }
 }
 
 /// Clicks per link (`domain \t code`) and UTC day.
 #[derive(Debug, Default)]
 pub struct Stats {
-    links: Mutex<HashMap<Box<str>, BTreeMap<i64, Day>>>,
+    links: Mutex<Map<Box<str>, Days>>,
 }
 
 /// The statistics of one link over a range of days.
@@ -48,26 +101,24 @@ impl Stats {
     pub fn add(&self, clicks: &[Click]) {
         let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
         for c in clicks {
+            let day = c.at.div_euclid(DAY);
             let days = match links.get_mut(c.key()) {
                 Some(days) => days,
-                None => links.entry(c.key().into()).or_default(),
+                None => links.entry(c.key().into()).or_insert_with(|| Days {
+                    earlier: Vec::new(),
+                    latest: Day::new(day),
+                }),
             };
-            let day = days.entry(c.at.div_euclid(DAY)).or_default();
-            day.devices[c.device.index()] += 1;
-            if c.device != Device::Bot {
-                let host = c.referrer().unwrap_or(DIRECT);
-                let host = if day.referrers.len() < MAX_REFERRERS_PER_DAY
-                    || day.referrers.contains_key(host)
-                {
-                    host
+            let entry = days.get_mut(day);
+            entry.devices[c.device.index()] += 1;
+            if let (Some(host), false) = (c.referrer(), c.device == Device::Bot) {
+                let referrers = entry.referrers.get_or_insert_with(Box::default);
+                if let Some(n) = referrers.get_mut(host) {
+                    *n += 1;
+                } else if referrers.len() < MAX_REFERRERS_PER_DAY {
+                    referrers.insert(host.into(), 1);
                 } else {
-                    OTHER_REFERRERS
-                };
-                match day.referrers.get_mut(host) {
-                    Some(n) => *n += 1,
-                    None => {
-                        day.referrers.insert(host.into(), 1);
-                    }
+                    *referrers.entry(OTHER_REFERRERS.into()).or_default() += 1;
                 }
             }
         }
@@ -86,7 +137,8 @@ impl Stats {
     pub fn first_day(&self, domain: &str, code: &str) -> Option<i64> {
         let key = format!("{domain}\t{code}");
         let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
-        links.get(key.as_str())?.keys().next().copied()
+        let first = links.get(key.as_str())?.all().next().map(|d| d.day);
+        first
     }
 
     /// A link's statistics for days `from_day..=to_day`, with the `top` referrers.
@@ -105,17 +157,17 @@ impl Stats {
         let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
         let mut days = links
             .get(key.as_str())
-            .map(|d| d.range(from_day..=to_day))
             .into_iter()
-            .flatten()
+            .flat_map(Days::all)
+            .skip_while(|d| d.day < from_day)
             .peekable();
         for day in from_day..=to_day {
-            match days.next_if(|(d, _)| **d == day) {
-                Some((_, stats)) => {
+            match days.next_if(|d| d.day == day) {
+                Some(stats) => {
                     for (sum, n) in devices.iter_mut().zip(stats.devices) {
                         *sum += n;
                     }
-                    for (host, n) in &stats.referrers {
+                    for (host, n) in stats.referrers.iter().flat_map(|r| r.iter()) {
                         *referrers.entry(host).or_default() += n;
                     }
                     let bot = stats.devices[Device::Bot.index()];
@@ -124,17 +176,20 @@ impl Stats {
                 None => per_day.push((day, 0, 0)),
             }
         }
+        let bot = devices[Device::Bot.index()];
+        let human = devices.iter().sum::<u64>() - bot;
+        let direct = human - referrers.values().sum::<u64>();
         let mut referrers: Vec<(String, u64)> = referrers
             .into_iter()
             .map(|(h, n)| (h.to_owned(), n))
+            .chain((direct > 0).then(|| (DIRECT.to_owned(), direct)))
             .collect();
         referrers.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         referrers.truncate(top);
-        let bot = devices[Device::Bot.index()];
         Report {
             from_day,
             to_day,
-            human: devices.iter().sum::<u64>() - bot,
+            human,
             bot,
             per_day,
             referrers,
@@ -149,6 +204,21 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stragglers_land_on_their_own_day() {
+        let s = Stats::default();
+        let ip = "192.0.2.1".parse().expect("ip");
+        let at = |day: i64| Click::new(day * DAY + 7, "d.cn", "c", None, Device::Mobile, ip);
+        s.add(&[at(10), at(12), at(11), at(10), at(13), at(12)]);
+        let r = s.report("d.cn", "c", 9, 13, 1);
+        assert_eq!(
+            r.per_day,
+            [(9, 0, 0), (10, 2, 0), (11, 1, 0), (12, 2, 0), (13, 1, 0)]
+        );
+        assert_eq!(s.first_day("d.cn", "c"), Some(10));
+        assert_eq!(s.report("d.cn", "c", 12, 12, 1).human, 2);
+    }
 
     #[test]
     fn reports_sum_days_devices_and_referrers() {

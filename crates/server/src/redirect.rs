@@ -280,9 +280,11 @@ pub fn respond_from<B>(
             None => now_secs(),
             Some(clock) => clock(),
         };
+        let mut read_clock = None;
         // Permanent links skip the clock; bounded ones are decided here, on every read.
         if link.validity.is_bounded() {
             let now = clock();
+            read_clock = Some(now);
             if link.validity.is_purged_at(now, r.retention) {
                 return r.not_found(domain);
             }
@@ -332,7 +334,12 @@ pub fn respond_from<B>(
                 None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             };
             let referer = req.headers().get(REFERER).map(|v| v.as_bytes());
-            recorder.record(Click::new(clock(), domain, code, referer, device, client));
+            let at = match (read_clock, &r.clock) {
+                (Some(now), _) => now,
+                (None, Some(clock)) => clock(),
+                (None, None) => recorder.now(),
+            };
+            recorder.record(Click::new(at, domain, code, referer, device, client));
         }
         let mut res = Response::new(Body::default());
         *res.status_mut() =

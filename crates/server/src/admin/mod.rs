@@ -1,5 +1,6 @@
 //! The admin API: JSON over HTTP/1.1 on its own listener, behind API keys.
 mod input;
+mod page;
 mod problem;
 mod qr;
 mod stats;
@@ -149,6 +150,11 @@ impl Admin {
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
             );
             return Ok(r);
+        }
+        if req.method() == Method::GET || req.method() == Method::HEAD {
+            if let Some(r) = page::asset(&path, req.headers()) {
+                return Ok(r);
+            }
         }
         let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
         let Some(rest) = segments.strip_prefix(&["api", "v1"]) else {
