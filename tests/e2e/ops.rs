@@ -387,6 +387,21 @@ fn a_hundred_reloads_under_load_fail_nothing_and_leak_nothing() {
     );
 }
 
+/// Sends SIGHUP and waits until `path` on go.example.cn redirects (the reload took).
+fn hup_until_redirects(srv: &Server, path: &str) {
+    let _ = std::process::Command::new("kill")
+        .args(["-HUP", &srv.pid().to_string()])
+        .status();
+    let started = Instant::now();
+    while srv.request("GET", "go.example.cn", path).status != 302 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "SIGHUP did not load the new file"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn sighup_reloads_the_configured_file() {
     let dir = TempDir::new();
@@ -404,17 +419,7 @@ fn sighup_reloads_the_configured_file() {
         "domain,code,url\ngo.example.cn,second,https://b.example/\n",
     );
     std::fs::rename(&next, &served).expect("rename");
-    let _ = std::process::Command::new("kill")
-        .args(["-HUP", &srv.pid().to_string()])
-        .status();
-    let started = Instant::now();
-    while srv.request("GET", "go.example.cn", "/second").status != 302 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "SIGHUP did not reload"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    hup_until_redirects(&srv, "/second");
     assert_eq!(srv.request("GET", "go.example.cn", "/first").status, 404);
     assert!(srv.logs().contains("snapshot reloaded"), "{}", srv.logs());
 }
@@ -527,17 +532,7 @@ fn a_data_directory_takes_new_bulk_files_with_api_writes_on_top() {
         "domain,code,url\ngo.example.cn,hup,https://bulk3.example/hup\n",
     );
     std::fs::rename(&third, &configured).expect("rename");
-    let _ = std::process::Command::new("kill")
-        .args(["-HUP", &srv.pid().to_string()])
-        .status();
-    let started = Instant::now();
-    while srv.request("GET", "go.example.cn", "/hup").status != 302 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "SIGHUP did not load"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    hup_until_redirects(&srv, "/hup");
     assert_targets(
         &srv,
         &[

@@ -219,23 +219,13 @@ fn addresses_are_anonymised_and_exported() {
         serde_json::from_str(stdout(&o).lines().next().expect("a line")).expect("json");
     assert_eq!(first["client"], "203.0.113.0");
     assert_eq!(first["referrer"], "t.co");
-    let o = run(&[
-        "clicks",
-        "export",
-        "--data-dir",
-        s(&data),
-        "--since",
-        "2099-01-01",
-    ]);
-    assert_eq!(stdout(&o).lines().count(), 1, "only the header");
-    let o = run(&[
-        "clicks",
-        "export",
-        "--data-dir",
-        s(&data),
-        "--since",
-        "yesterday",
-    ]);
+    let since = |when: &str| run(&["clicks", "export", "--data-dir", s(&data), "--since", when]);
+    assert_eq!(
+        stdout(&since("2099-01-01")).lines().count(),
+        1,
+        "only the header"
+    );
+    let o = since("yesterday");
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--since"), "{}", stderr(&o));
 

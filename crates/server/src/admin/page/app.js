@@ -415,7 +415,21 @@ async function onDelete() {
 
 // --- wiring ---
 
+// The validity periods offered, as the API's `expires_in` values ("" is permanent); 7 days first
+// chosen. Selects marked data-with-date also offer a date.
+const PERIODS = [["1d", "v_1d"], ["7d", "v_7d"], ["30d", "v_30d"], ["1y", "v_1y"], ["", "v_forever"]];
+
+function fillValidity(select) {
+  const periods = "withDate" in select.dataset ? [...PERIODS, ["date", "v_date"]] : PERIODS;
+  select.replaceChildren(...periods.map(([value, key]) => {
+    const o = new Option(t(key), value, false, value === "7d");
+    o.dataset.i18n = key;
+    return o;
+  }));
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  for (const select of $$("select.validity")) fillValidity(select);
   const saved = sessionStorage.getItem("duanlian-lang");
   state.lang = saved || (document.documentElement.lang.startsWith("zh") ? "zh" : "en");
   applyLang();
