@@ -1,7 +1,7 @@
 //! Building a table and publishing it as a file.
 use crate::format::{Header, FORMAT_VERSION, HEADER_LEN, RKYV_FORMAT};
 use crate::hash::{key_hash, slot_of};
-use crate::{BuildError, LinkRef, SnapshotError};
+use crate::{record, BuildError, LinkRef, SnapshotError};
 use duanlian_link::Link;
 use rkyv::util::AlignedVec;
 use std::collections::HashMap;
@@ -9,7 +9,7 @@ use std::fs::{self, File};
 use std::io::{Seek, Write};
 use std::path::Path;
 
-/// Validity bounds present on an [`Entry`].
+/// Validity bounds present on a record.
 pub(crate) const HAS_VALID_SINCE: u16 = 1;
 pub(crate) const HAS_EXPIRES_AT: u16 = 2;
 /// The link does not forward the request's query string (absent: it does, the default).
@@ -22,27 +22,40 @@ pub(crate) const FROM_API: u16 = 16;
 pub(crate) const KNOWN_FLAGS: u16 =
     HAS_VALID_SINCE | HAS_EXPIRES_AT | NO_FORWARD_QUERY | HAS_EXTRAS | FROM_API;
 
-/// The archived root: an open-addressing table with linear probing.
+/// The archived root (format version 4): an open-addressing table with linear probing over
+/// link records.
 ///
-/// `slots[i]` is 0 when empty, else `tag << 32 | (entry + 1)` where `tag` is the high half of the
-/// key hash, so a probe rejects almost every foreign key without touching `entries`. Codes and
-/// URLs live back to back in `strings`, so entries are fixed-size and validating the archive at
-/// open does not walk millions of strings. Entries are sorted by `(domain, code)`, so listings
-/// can seek to a cursor by binary search and page through in a stable order.
+/// `slots[i]` is 0 when empty, else `tag << 32 | (record / ALIGN + 1)` where `tag` is the high
+/// half of the key hash, so a probe rejects almost every foreign key without touching a record,
+/// and a match leads straight to the record (see [`crate::record`]). `order` lists the records
+/// (as `offset / ALIGN`) sorted by `(domain, code)`, so listings can seek to a cursor by binary
+/// search and page through in a stable order. Records are bytes, so validating the archive at
+/// open does not walk millions of links.
 #[derive(rkyv::Archive, rkyv::Serialize, Debug)]
 pub(crate) struct TableData {
     pub(crate) seed: u64,
     pub(crate) domains: Vec<String>,
     pub(crate) slots: Vec<u64>,
-    pub(crate) entries: Vec<Entry>,
+    pub(crate) order: Vec<u32>,
+    pub(crate) records: Vec<u8>,
+}
+
+/// The archived root of format versions 1 to 3, read only to convert such files at open.
+// Never built in Rust: only its archived form is read, from old files.
+#[allow(dead_code)]
+#[derive(rkyv::Archive, Debug)]
+pub(crate) struct TableDataV3 {
+    pub(crate) seed: u64,
+    pub(crate) domains: Vec<String>,
+    pub(crate) slots: Vec<u64>,
+    pub(crate) entries: Vec<EntryV3>,
     pub(crate) strings: Vec<u8>,
 }
 
-/// One link, fixed size. `strings[str_off..]` holds `code_len` bytes of code, then `url_len`
-/// bytes of URL, then (flag `HAS_EXTRAS`) the optional fields. Absent validity bounds are
-/// flagged rather than given sentinel values.
-#[derive(rkyv::Archive, rkyv::Serialize, Debug, Clone, Copy)]
-pub(crate) struct Entry {
+/// One link of a version 1-3 table: `strings[str_off..]` holds `code_len` bytes of code, then
+/// `url_len` bytes of URL, then (flag `HAS_EXTRAS`) the optional fields.
+#[derive(rkyv::Archive, Debug, Clone, Copy)]
+pub(crate) struct EntryV3 {
     pub(crate) str_off: u64,
     pub(crate) domain: u16,
     pub(crate) code_len: u8,
@@ -67,14 +80,16 @@ pub struct Duplicate {
     pub repeat: usize,
 }
 
-/// Collects links into a snapshot table.
+/// Collects links into a snapshot table. Each push writes the link's record; `finish` only
+/// sorts and lays out slots.
 #[derive(Debug)]
 pub struct Builder {
     seed: u64,
     domains: Vec<String>,
     domain_ids: HashMap<String, u16>,
-    entries: Vec<Entry>,
-    strings: Vec<u8>,
+    records: Vec<u8>,
+    /// Record offsets in push order.
+    starts: Vec<u64>,
 }
 
 impl Default for Builder {
@@ -100,25 +115,26 @@ impl Builder {
             seed,
             domains: Vec::new(),
             domain_ids: HashMap::new(),
-            entries: Vec::new(),
-            strings: Vec::new(),
+            records: Vec::new(),
+            starts: Vec::new(),
         }
     }
 
     /// Reserves room for `links` more links of about `bytes_each` bytes of code and URL.
     pub fn reserve(&mut self, links: usize, bytes_each: usize) {
-        self.entries.reserve(links);
-        self.strings.reserve(links.saturating_mul(bytes_each));
+        self.starts.reserve(links);
+        self.records
+            .reserve(links.saturating_mul(record::HEAD + bytes_each + record::ALIGN / 2));
     }
 
     /// Number of links pushed so far.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.starts.len()
     }
 
     /// Whether nothing was pushed.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.starts.is_empty()
     }
 
     /// Adds a link. Duplicates are found by [`Builder::finish`], which reports them all at once.
@@ -137,7 +153,12 @@ impl Builder {
     /// Adds a link read from another snapshot (compaction), without copying it into a [`Link`].
     /// The parts must already satisfy the link model, as they do in any snapshot.
     pub fn push_ref(&mut self, link: &LinkRef<'_>) -> Result<(), BuildError> {
-        if self.entries.len() >= (u32::MAX - 1) as usize {
+        if self.starts.len() >= (u32::MAX - 1) as usize {
+            return Err(BuildError::TooManyLinks);
+        }
+        let start = self.records.len();
+        // Slots and the order hold `offset / ALIGN + 1` in 32 bits: 32 GiB of records.
+        if start / record::ALIGN >= (u32::MAX - 1) as usize {
             return Err(BuildError::TooManyLinks);
         }
         let domain = match self.domain_ids.get(link.domain) {
@@ -167,34 +188,37 @@ impl Builder {
         if link.from_api {
             flags |= FROM_API;
         }
-        self.entries.push(Entry {
-            str_off: self.strings.len() as u64,
+        record::Head {
             domain,
+            flags,
+            redirect: link.redirect.to_u8(),
             // Both bounded by the link model: codes <= 64 bytes, URLs <= 4096 bytes.
             code_len: link.code.len() as u8,
-            redirect: link.redirect.to_u8(),
             url_len: link.url.len() as u16,
-            flags,
             created_at: link.created_at,
             valid_since: link.validity.valid_since.unwrap_or(0),
             expires_at: link.validity.expires_at.unwrap_or(0),
-        });
-        self.strings.extend_from_slice(link.code);
-        self.strings.extend_from_slice(link.url);
+        }
+        .encode(&mut self.records);
+        self.records.extend_from_slice(link.code);
+        self.records.extend_from_slice(link.url);
         if extras {
             duanlian_link::encode_extras(
                 link.validity.max_visits,
                 link.expired_url,
-                &mut self.strings,
+                &mut self.records,
             );
         }
+        let padded = self.records.len().next_multiple_of(record::ALIGN);
+        self.records.resize(padded, 0);
+        self.starts.push(start as u64);
         Ok(())
     }
 
     /// Sorts the links and lays out the hash table. Fails listing every repeated
     /// `(domain, code)`.
     pub fn finish(self) -> Result<Table, BuildError> {
-        let n = self.entries.len();
+        let n = self.starts.len();
         // Sort by (domain, code), ties by push order, so repeats sit right after their first.
         let mut rank = vec![0u32; self.domains.len()];
         let mut by_name: Vec<usize> = (0..self.domains.len()).collect();
@@ -202,52 +226,48 @@ impl Builder {
         for (r, &id) in by_name.iter().enumerate() {
             rank[id] = r as u32;
         }
-        // Sort keys that decide almost every comparison without touching the strings: the domain's
-        // rank, then the code's first 14 bytes (codes never contain a zero byte, so zero padding
-        // sorts a shorter code before its extensions, as byte order does).
-        let prefix = |e: &Entry| -> u128 {
-            let code = self.key(e).1;
-            let mut k = u128::from(rank[usize::from(e.domain)]) << 112;
+        // Sort keys that decide almost every comparison without touching the records again: the
+        // domain's rank, then the code's first 14 bytes (codes never contain a zero byte, so zero
+        // padding sorts a shorter code before its extensions, as byte order does).
+        let prefix = |domain: u16, code: &[u8]| -> u128 {
+            let mut k = u128::from(rank[usize::from(domain)]) << 112;
             for (i, &b) in code.iter().take(14).enumerate() {
                 k |= u128::from(b) << (104 - 8 * i);
             }
             k
         };
-        // The key hash is computed here too, while the strings are read in order: laying out the
-        // slots later then needs no string at all.
-        let mut keyed: Vec<(u128, u64, u32)> = self
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                let (domain, code) = self.key(e);
-                (prefix(e), key_hash(self.seed, domain, code), i as u32)
+        // The key hash is computed here too, while the records are read in order: laying out
+        // the slots later then needs no record at all.
+        let mut keyed: Vec<(u128, u64, u32)> = (0..n)
+            .map(|i| {
+                let (id, domain, code) = self.key(i);
+                (
+                    prefix(id, code),
+                    key_hash(self.seed, domain, code),
+                    i as u32,
+                )
             })
             .collect();
         keyed.sort_unstable_by(|&(ka, _, a), &(kb, _, b)| {
             ka.cmp(&kb)
-                .then_with(|| {
-                    let (ea, eb) = (&self.entries[a as usize], &self.entries[b as usize]);
-                    self.key(ea).1.cmp(self.key(eb).1)
-                })
+                .then_with(|| self.key(a as usize).2.cmp(self.key(b as usize).2))
                 .then(a.cmp(&b))
         });
         let mut dups = Vec::new();
         let mut first = 0;
         for w in 1..keyed.len() {
             let (prev, cur) = (
-                &self.entries[keyed[w - 1].2 as usize],
-                &self.entries[keyed[w].2 as usize],
+                self.key(keyed[w - 1].2 as usize),
+                self.key(keyed[w].2 as usize),
             );
-            // Different sort keys are different links; only equal keys need the strings.
-            if keyed[w - 1].0 != keyed[w].0 || self.key(prev) != self.key(cur) {
+            // Different sort keys are different links; only equal keys need the bytes.
+            if keyed[w - 1].0 != keyed[w].0 || prev != cur {
                 first = w;
                 continue;
             }
-            let (domain, code) = self.key(cur);
             dups.push(Duplicate {
-                domain: String::from_utf8_lossy(domain).into_owned(),
-                code: String::from_utf8_lossy(code).into_owned(),
+                domain: String::from_utf8_lossy(cur.1).into_owned(),
+                code: String::from_utf8_lossy(cur.2).into_owned(),
                 first: keyed[first].2 as usize,
                 repeat: keyed[w].2 as usize,
             });
@@ -256,15 +276,13 @@ impl Builder {
             dups.sort_unstable_by_key(|d| d.repeat);
             return Err(BuildError::Duplicates(dups));
         }
-        let entries: Vec<Entry> = keyed
-            .iter()
-            .map(|&(_, _, i)| self.entries[i as usize])
-            .collect();
+        let unit = |i: u32| (self.starts[i as usize] / record::ALIGN as u64) as u32;
+        let order: Vec<u32> = keyed.iter().map(|&(_, _, i)| unit(i)).collect();
 
         // Load factor 1/2: a miss ends within about two slots, which share a cache line.
         let nslots = (n * 2).max(8);
         let mut slots = vec![0u64; nslots];
-        for (i, &(_, h, _)) in keyed.iter().enumerate() {
+        for &(_, h, i) in &keyed {
             let mut s = slot_of(h, nslots);
             while slots[s] != 0 {
                 s += 1;
@@ -272,7 +290,7 @@ impl Builder {
                     s = 0;
                 }
             }
-            slots[s] = (h >> 32) << 32 | (i as u64 + 1);
+            slots[s] = (h >> 32) << 32 | (u64::from(unit(i)) + 1);
         }
         drop(keyed);
         Ok(Table {
@@ -280,17 +298,22 @@ impl Builder {
                 seed: self.seed,
                 domains: self.domains,
                 slots,
-                entries,
-                strings: self.strings,
+                order,
+                records: self.records,
             },
         })
     }
 
-    fn key(&self, e: &Entry) -> (&[u8], &[u8]) {
-        let off = e.str_off as usize;
+    /// Domain id, domain and code of the `i`th pushed link.
+    fn key(&self, i: usize) -> (u16, &[u8], &[u8]) {
+        let off = self.starts[i] as usize;
+        let r = &self.records[off..];
+        let domain = u16::from_le_bytes([r[0], r[1]]);
+        let code_len = usize::from(r[5]);
         (
-            self.domains[usize::from(e.domain)].as_bytes(),
-            &self.strings[off..off + usize::from(e.code_len)],
+            domain,
+            self.domains[usize::from(domain)].as_bytes(),
+            &r[record::HEAD..record::HEAD + code_len],
         )
     }
 }
@@ -304,12 +327,12 @@ pub struct Table {
 impl Table {
     /// Number of links.
     pub fn len(&self) -> usize {
-        self.data.entries.len()
+        self.data.order.len()
     }
 
     /// Whether the table has no links.
     pub fn is_empty(&self) -> bool {
-        self.data.entries.is_empty()
+        self.data.order.is_empty()
     }
 
     /// The header for an archive of this table.
@@ -317,7 +340,7 @@ impl Table {
         Header {
             format_version: FORMAT_VERSION,
             rkyv_format: RKYV_FORMAT,
-            link_count: self.data.entries.len() as u64,
+            link_count: self.data.order.len() as u64,
             sequence,
             payload_len,
             built_at: duanlian_link::now_secs(),
@@ -331,8 +354,8 @@ impl Table {
         let est = HEADER_LEN
             + 64
             + self.data.slots.len() * 8
-            + self.data.entries.len() * std::mem::size_of::<ArchivedEntry>()
-            + self.data.strings.len()
+            + self.data.order.len() * 4
+            + self.data.records.len()
             + self.data.domains.iter().map(|d| d.len() + 8).sum::<usize>();
         let mut buf = AlignedVec::<16>::with_capacity(est);
         buf.extend_from_slice(&[0u8; HEADER_LEN]);

@@ -3,7 +3,7 @@
 //! ```text
 //! offset size field
 //!      0    8 magic            b"DUANLIAN"
-//!      8    4 format_version   u32 LE, this crate writes FORMAT_VERSION, reads 1 to 3
+//!      8    4 format_version   u32 LE, this crate writes FORMAT_VERSION, reads 1 to 4
 //!     12    4 rkyv_format      u32 LE, RKYV_FORMAT bits of the archive's primitive layout
 //!     16    4 header_len       u32 LE, 64: where the archive starts (16-byte aligned)
 //!     20    4 flags            u32 LE, 0 (reserved)
@@ -20,9 +20,11 @@ use crate::SnapshotError;
 pub const MAGIC: [u8; 8] = *b"DUANLIAN";
 /// The format version this crate reads and writes. Bumped whenever the header, the table
 /// layout, the key hash or rkyv's primitive format changes.
-pub const FORMAT_VERSION: u32 = 3;
-/// The oldest format version this crate still reads. All versions share one table layout:
-/// version 2 added the optional-fields entry flag, version 3 the from-the-API flag.
+pub const FORMAT_VERSION: u32 = 4;
+/// The oldest format version this crate still reads. Versions 1 to 3 share one table layout
+/// (slots → fixed-size entries → strings; version 2 added the optional-fields flag, version 3
+/// the from-the-API flag) and are rebuilt into the current one at open; version 4 keeps each
+/// link in one record that its slot points at.
 pub const MIN_FORMAT_VERSION: u32 = 1;
 /// Header size; the archive starts right after it, 16-byte aligned.
 pub const HEADER_LEN: usize = 64;

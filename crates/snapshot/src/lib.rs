@@ -36,6 +36,7 @@ mod error;
 mod format;
 mod hash;
 mod read;
+mod record;
 
 pub use build::{write_atomic, Builder, Duplicate, Table};
 pub use error::{BuildError, SnapshotError};

@@ -1,10 +1,11 @@
 //! Opening a snapshot and reading links out of it in place.
 use crate::build::{
-    ArchivedEntry, ArchivedTableData, FROM_API, HAS_EXPIRES_AT, HAS_EXTRAS, HAS_VALID_SINCE,
-    KNOWN_FLAGS, NO_FORWARD_QUERY,
+    ArchivedTableData, ArchivedTableDataV3, Builder, FROM_API, HAS_EXPIRES_AT, HAS_EXTRAS,
+    HAS_VALID_SINCE, KNOWN_FLAGS, NO_FORWARD_QUERY,
 };
 use crate::format::{Header, HEADER_LEN};
 use crate::hash::{key_hash, slot_of};
+use crate::record::{self, Head};
 use crate::SnapshotError;
 use duanlian_link::{Code, Redirect, Validity};
 use rkyv::util::AlignedVec;
@@ -62,6 +63,8 @@ pub struct Snapshot {
     backing: Backing,
     header: Header,
     path: Option<PathBuf>,
+    /// A version 1-3 file rebuilt in memory at open (its checksum checked then).
+    converted: bool,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -218,6 +221,9 @@ impl Snapshot {
 
     /// Recomputes the payload checksum and compares it with the header's.
     pub fn verify_checksum(&self) -> Result<(), SnapshotError> {
+        if self.converted {
+            return Ok(());
+        }
         let actual = crc32c::crc32c(&self.backing.bytes()[HEADER_LEN..]);
         if actual == self.header.payload_crc32c {
             Ok(())
@@ -259,27 +265,41 @@ impl Snapshot {
                 checksum_error().unwrap_or(e)
             }
         };
+        if header.format_version < 4 {
+            // Older layouts are rebuilt into the current one: reading them stays simple, and
+            // compaction rewrites such files soon anyway. That reads every link, so the
+            // checksum is checked first whatever was asked.
+            if let Some(e) = checksum_error() {
+                return Err(e);
+            }
+            let image = convert(payload, &header)?;
+            let mut snap = Snapshot::check(Backing::owned(image), false)?;
+            snap.header = header;
+            snap.converted = true;
+            return Ok(snap);
+        }
         let table = rkyv::access::<ArchivedTableData, rkyv::rancor::Error>(payload)
             .map_err(|e| structural(SnapshotError::InvalidArchive(e.to_string())))?;
-        if table.entries.len() as u64 != header.link_count {
+        if table.order.len() as u64 != header.link_count {
             return Err(structural(SnapshotError::Inconsistent(format!(
                 "header says {} links, the table has {}",
                 header.link_count,
-                table.entries.len()
+                table.order.len()
             ))));
         }
         // Lookups stop at an empty slot: there must be at least one.
-        if table.slots.len() <= table.entries.len() {
+        if table.slots.len() <= table.order.len() {
             return Err(structural(SnapshotError::Inconsistent(format!(
                 "{} slots for {} links",
                 table.slots.len(),
-                table.entries.len()
+                table.order.len()
             ))));
         }
         Ok(Snapshot {
             backing,
             header,
             path: None,
+            converted: false,
         })
     }
 
@@ -312,7 +332,7 @@ impl Snapshot {
 
     /// Number of links.
     pub fn len(&self) -> usize {
-        self.table().entries.len()
+        self.table().order.len()
     }
 
     /// Whether there are no links.
@@ -342,7 +362,7 @@ impl Snapshot {
                 return None;
             }
             if v >> 32 == tag {
-                let link = self.entry(t, (v as u32).wrapping_sub(1) as usize)?;
+                let link = self.record(t, (v as u32).wrapping_sub(1))?;
                 if short_eq(link.code, code.as_bytes())
                     && short_eq(link.domain.as_bytes(), domain.as_bytes())
                 {
@@ -357,20 +377,20 @@ impl Snapshot {
         None
     }
 
-    /// `(position, expires_at)` of every link with an expiry, read from the fixed-size entries
-    /// only (no strings), so scheduling millions of them is cheap.
+    /// `(position, expires_at)` of every link with an expiry, read from the records' fixed
+    /// heads only.
     pub fn expiries(&self) -> impl Iterator<Item = (usize, i64)> + '_ {
-        self.table()
-            .entries
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.flags.to_native() & HAS_EXPIRES_AT != 0)
-            .map(|(i, e)| (i, e.expires_at.to_native()))
+        let t = self.table();
+        t.order.iter().enumerate().filter_map(move |(i, r)| {
+            let head = self.head(t, r.to_native())?;
+            (head.flags & HAS_EXPIRES_AT != 0).then_some((i, head.expires_at))
+        })
     }
 
     /// The link at a position of [`Snapshot::iter`] order.
     pub fn link_at(&self, position: usize) -> Option<LinkRef<'_>> {
-        self.entry(self.table(), position)
+        let t = self.table();
+        self.record(t, t.order.get(position)?.to_native())
     }
 
     /// Every link, in `(domain, code)` order.
@@ -386,11 +406,11 @@ impl Snapshot {
     pub fn seek(&self, domain: &str, code: &str) -> Iter<'_> {
         let t = self.table();
         let key = (domain.as_bytes(), code.as_bytes());
-        let (mut lo, mut hi) = (0, t.entries.len());
+        let (mut lo, mut hi) = (0, t.order.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             let below = self
-                .entry(t, mid)
+                .link_at(mid)
                 .is_some_and(|l| (l.domain.as_bytes(), l.code) < key);
             if below {
                 lo = mid + 1;
@@ -404,35 +424,41 @@ impl Snapshot {
         }
     }
 
+    /// The fixed head of the record at `unit` (its offset / ALIGN).
     #[inline]
-    fn entry<'a>(&'a self, t: &'a ArchivedTableData, i: usize) -> Option<LinkRef<'a>> {
-        let e: &ArchivedEntry = t.entries.get(i)?;
-        let off = usize::try_from(e.str_off.to_native()).ok()?;
-        let code_end = off + usize::from(e.code_len);
-        let url_end = code_end + usize::from(e.url_len.to_native());
-        let strings = t.strings.as_slice();
-        let flags = e.flags.to_native();
-        let extras = if flags & HAS_EXTRAS != 0 {
-            duanlian_link::decode_extras(strings.get(url_end..)?)
-                .ok()?
-                .0
+    fn head(&self, t: &ArchivedTableData, unit: u32) -> Option<Head> {
+        Head::decode(t.records.get(unit as usize * record::ALIGN..)?)
+    }
+
+    /// The link whose record starts at `unit` (its offset / ALIGN); `None` if it runs outside
+    /// the records (never in a file that passed `verify`).
+    #[inline]
+    fn record<'a>(&'a self, t: &'a ArchivedTableData, unit: u32) -> Option<LinkRef<'a>> {
+        let records = t.records.as_slice();
+        let off = unit as usize * record::ALIGN;
+        let rec = records.get(off..)?;
+        let head = Head::decode(rec)?;
+        let code_end = record::HEAD + usize::from(head.code_len);
+        let url_end = code_end + usize::from(head.url_len);
+        let extras = if head.flags & HAS_EXTRAS != 0 {
+            duanlian_link::decode_extras(rec.get(url_end..)?).ok()?.0
         } else {
             duanlian_link::Extras::default()
         };
         Some(LinkRef {
-            domain: t.domains.get(usize::from(e.domain.to_native()))?.as_str(),
-            code: strings.get(off..code_end)?,
-            url: strings.get(code_end..url_end)?,
-            redirect: Redirect::from_u8(e.redirect).unwrap_or_default(),
+            domain: t.domains.get(usize::from(head.domain))?.as_str(),
+            code: rec.get(record::HEAD..code_end)?,
+            url: rec.get(code_end..url_end)?,
+            redirect: Redirect::from_u8(head.redirect).unwrap_or_default(),
             validity: Validity {
-                valid_since: (flags & HAS_VALID_SINCE != 0).then(|| e.valid_since.to_native()),
-                expires_at: (flags & HAS_EXPIRES_AT != 0).then(|| e.expires_at.to_native()),
+                valid_since: (head.flags & HAS_VALID_SINCE != 0).then_some(head.valid_since),
+                expires_at: (head.flags & HAS_EXPIRES_AT != 0).then_some(head.expires_at),
                 max_visits: extras.max_visits,
             },
-            created_at: e.created_at.to_native(),
-            forward_query: flags & NO_FORWARD_QUERY == 0,
+            created_at: head.created_at,
+            forward_query: head.flags & NO_FORWARD_QUERY == 0,
             expired_url: extras.expired_url,
-            from_api: flags & FROM_API != 0,
+            from_api: head.flags & FROM_API != 0,
             image: Some(SharedImage(&self.backing.0)),
         })
     }
@@ -446,19 +472,16 @@ impl Snapshot {
         let mut per_domain = vec![0u64; t.domains.len()];
         let (mut with_expiry, mut with_valid_since) = (0, 0);
         let mut prev: Option<(&str, &[u8])> = None;
-        for i in 0..t.entries.len() {
-            let e = &t.entries[i];
-            let link = self
-                .entry(t, i)
-                .ok_or_else(|| bad(i, "points outside the table".into()))?;
-            if Redirect::from_u8(e.redirect).is_none() {
-                return Err(bad(i, format!("unknown redirect kind {}", e.redirect)));
+        for (i, unit) in t.order.iter().enumerate() {
+            let unit = unit.to_native();
+            let (Some(head), Some(link)) = (self.head(t, unit), self.record(t, unit)) else {
+                return Err(bad(i, "points outside the table".into()));
+            };
+            if Redirect::from_u8(head.redirect).is_none() {
+                return Err(bad(i, format!("unknown redirect kind {}", head.redirect)));
             }
-            let flags = e.flags.to_native();
-            if flags & !KNOWN_FLAGS != 0
-                || (self.header.format_version < 2 && flags & HAS_EXTRAS != 0)
-                || (self.header.format_version < 3 && flags & FROM_API != 0)
-            {
+            let flags = head.flags;
+            if flags & !KNOWN_FLAGS != 0 {
                 return Err(bad(i, format!("unknown flags {flags:#x}")));
             }
             if flags & HAS_EXTRAS != 0 {
@@ -502,7 +525,7 @@ impl Snapshot {
                 return Err(bad(i, "out of (domain, code) order".into()));
             }
             prev = Some((link.domain, link.code));
-            per_domain[usize::from(e.domain.to_native())] += 1;
+            per_domain[usize::from(head.domain)] += 1;
             with_expiry += u64::from(link.validity.expires_at.is_some());
             with_valid_since += u64::from(link.validity.valid_since.is_some());
         }
@@ -513,17 +536,88 @@ impl Snapshot {
         })
     }
 
-    /// Links per domain, counted from the fixed-size entries only (fast: no strings are read).
+    /// Links per domain, counted from the records' fixed heads.
     pub fn domain_counts(&self) -> Vec<(String, u64)> {
         let t = self.table();
         let mut counts = vec![0u64; t.domains.len()];
-        for e in t.entries.iter() {
-            if let Some(c) = counts.get_mut(usize::from(e.domain.to_native())) {
+        for unit in t.order.iter() {
+            let domain = self.head(t, unit.to_native()).map(|h| h.domain);
+            if let Some(c) = domain.and_then(|d| counts.get_mut(usize::from(d))) {
                 *c += 1;
             }
         }
         self.domains().map(str::to_owned).zip(counts).collect()
     }
+}
+
+/// A version 1-3 payload rebuilt as a current-version image with the same links, seed and
+/// sequence. Every entry is checked on the way as that version's rules say.
+fn convert(payload: &[u8], header: &Header) -> Result<AlignedVec, SnapshotError> {
+    let t = rkyv::access::<ArchivedTableDataV3, rkyv::rancor::Error>(payload)
+        .map_err(|e| SnapshotError::InvalidArchive(e.to_string()))?;
+    if t.entries.len() as u64 != header.link_count || t.slots.len() <= t.entries.len() {
+        return Err(SnapshotError::Inconsistent(format!(
+            "header says {} links; the table has {} in {} slots",
+            header.link_count,
+            t.entries.len(),
+            t.slots.len()
+        )));
+    }
+    let bad = |i: usize, why: String| SnapshotError::Inconsistent(format!("link #{i}: {why}"));
+    let strings = t.strings.as_slice();
+    let mut b = Builder::with_seed(t.seed.to_native());
+    b.reserve(t.entries.len(), strings.len() / t.entries.len().max(1));
+    for (i, e) in t.entries.iter().enumerate() {
+        let flags = e.flags.to_native();
+        let known = match header.format_version {
+            1 => KNOWN_FLAGS & !HAS_EXTRAS & !FROM_API,
+            2 => KNOWN_FLAGS & !FROM_API,
+            _ => KNOWN_FLAGS,
+        };
+        if flags & !known != 0 {
+            return Err(bad(i, format!("unknown flags {flags:#x}")));
+        }
+        let redirect = Redirect::from_u8(e.redirect)
+            .ok_or_else(|| bad(i, format!("unknown redirect kind {}", e.redirect)))?;
+        let off = usize::try_from(e.str_off.to_native()).unwrap_or(usize::MAX);
+        let code_end = off.saturating_add(usize::from(e.code_len));
+        let url_end = code_end.saturating_add(usize::from(e.url_len.to_native()));
+        let outside = || bad(i, "points outside the table".into());
+        let extras = if flags & HAS_EXTRAS != 0 {
+            duanlian_link::decode_extras(strings.get(url_end..).ok_or_else(outside)?)
+                .map_err(|_| bad(i, "unreadable optional fields".into()))?
+                .0
+        } else {
+            duanlian_link::Extras::default()
+        };
+        let link = LinkRef {
+            domain: t
+                .domains
+                .get(usize::from(e.domain.to_native()))
+                .ok_or_else(outside)?
+                .as_str(),
+            code: strings.get(off..code_end).ok_or_else(outside)?,
+            url: strings.get(code_end..url_end).ok_or_else(outside)?,
+            redirect,
+            validity: Validity {
+                valid_since: (flags & HAS_VALID_SINCE != 0).then(|| e.valid_since.to_native()),
+                expires_at: (flags & HAS_EXPIRES_AT != 0).then(|| e.expires_at.to_native()),
+                max_visits: extras.max_visits,
+            },
+            created_at: e.created_at.to_native(),
+            forward_query: flags & NO_FORWARD_QUERY == 0,
+            expired_url: extras.expired_url,
+            from_api: flags & FROM_API != 0,
+            image: None,
+        };
+        b.push_ref(&link).map_err(|e| bad(i, e.to_string()))?;
+    }
+    let table = b
+        .finish()
+        .map_err(|e| SnapshotError::Inconsistent(e.to_string()))?;
+    table
+        .to_bytes(header.sequence)
+        .map_err(|e| SnapshotError::InvalidArchive(e.to_string()))
 }
 
 /// Equality for the short strings of a lookup (codes of ~7 bytes, domains of ~15), compared
@@ -563,13 +657,12 @@ impl<'a> Iterator for Iter<'a> {
     type Item = LinkRef<'a>;
 
     fn next(&mut self) -> Option<LinkRef<'a>> {
-        let t = self.snap.table();
-        while self.next < t.entries.len() {
+        while self.next < self.snap.len() {
             let i = self.next;
             self.next += 1;
-            // Entries that point outside the table cannot occur in a verified file; skipping
+            // Records that run outside the table cannot occur in a verified file; skipping
             // them keeps iteration total anyway.
-            if let Some(link) = self.snap.entry(t, i) {
+            if let Some(link) = self.snap.link_at(i) {
                 return Some(link);
             }
         }
