@@ -64,12 +64,16 @@ fn links(n: usize, seed: u64) -> Vec<Link> {
     out
 }
 
-fn snapshot(links: &[Link]) -> Snapshot {
+fn snapshot_bytes(links: &[Link]) -> duanlian_snapshot::AlignedVec {
     let mut b = Builder::with_seed(42);
     for l in links {
         b.push(l).expect("push");
     }
-    Snapshot::from_bytes(b.finish().expect("finish").to_bytes(0).expect("bytes")).expect("open")
+    b.finish().expect("finish").to_bytes(0).expect("bytes")
+}
+
+fn snapshot(links: &[Link]) -> Snapshot {
+    Snapshot::from_bytes(snapshot_bytes(links)).expect("open")
 }
 
 fn n_links() -> usize {
@@ -113,9 +117,37 @@ fn lookups(c: &mut Criterion) {
     }
     g.finish();
 
-    // The overlay on its own: 100k links put through the change feed, none in the snapshot.
+    // The same table copied into transparent huge pages (`serve --huge-pages`): the lookups
+    // above, without a TLB miss per cache line once the table outgrows the TLB's reach.
+    let path = std::env::temp_dir().join(format!("duanlian-bench-{}.snap", std::process::id()));
+    duanlian_snapshot::write_atomic(&path, &snapshot_bytes(&all)).expect("write");
+    let huge = Snapshot::open_huge_pages(&path).expect("open");
+    let _ = std::fs::remove_file(&path);
+    let mut g = c.benchmark_group("snapshot_huge_pages");
+    g.throughput(Throughput::Elements(1));
+    for (name, keys) in [("get_hit", &hits), ("get_miss", &misses)] {
+        g.bench_function(BenchmarkId::new(name, n), |b| {
+            let mut i = 0;
+            b.iter(|| {
+                let (d, c) = &keys[i % keys.len()];
+                i += 1;
+                black_box(huge.get(d, c).map(|l| l.url.len()))
+            })
+        });
+    }
+    g.finish();
+    drop(huge);
+
+    // The overlay on its own: links put through the change feed, none in the snapshot
+    // (100k, or DUANLIAN_BENCH_OVERLAY_LINKS).
     let overlay = Index::empty();
-    let fresh = links(100_000, 3);
+    let fresh = links(
+        std::env::var("DUANLIAN_BENCH_OVERLAY_LINKS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000),
+        3,
+    );
     for (seq, l) in (1..).zip(&fresh) {
         overlay.apply(seq, Change::Put(l.clone()));
     }

@@ -34,6 +34,7 @@ pub(crate) struct FileConfig {
     access_log: Option<bool>,
     no_stats: Option<bool>,
     clicks_queue: Option<u32>,
+    huge_pages: Option<bool>,
     /// Per link domain: `[domain."go.example.cn"]` with `expired_url`, `not_found_url`, `root_url`.
     #[serde(default)]
     domain: BTreeMap<String, DomainSection>,
@@ -84,6 +85,7 @@ pub(crate) fn apply(file: FileConfig, args: &mut ServeArgs, m: &ArgMatches) -> R
         api_keys
     );
     take!(trusted_proxies, access_log, keep_alive_timeout, no_stats);
+    take!(huge_pages);
     if let Some(v) = file.clicks_queue.filter(|_| unset("clicks_queue")) {
         if v == 0 {
             return Err(anyhow!("clicks_queue: must be at least 1"));
@@ -170,6 +172,7 @@ pub(crate) fn describe(args: &ServeArgs) -> String {
     line("access_log", args.access_log.to_string());
     line("no_stats", args.no_stats.to_string());
     line("clicks_queue", args.clicks_queue.to_string());
+    line("huge_pages", args.huge_pages.to_string());
     for (k, v) in [
         ("expired_url", &args.expired_urls),
         ("not_found_url", &args.not_found_urls),

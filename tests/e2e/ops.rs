@@ -796,3 +796,38 @@ fn running_out_of_descriptors_pauses_accepting_and_recovers() {
     let logs = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(logs.contains("accept failed; pausing"), "{logs}");
 }
+
+#[test]
+fn huge_page_memory_serves_and_reloads_like_a_mapping() {
+    let dir = TempDir::new();
+    let a = snapshot(&dir);
+    let b = crate::util::build_snapshot_named(
+        &dir,
+        "b",
+        "domain,code,url\ngo.example.cn,other,https://b.example/\n",
+    );
+    let srv = Server::start(&["--snapshot", s(&a), "--huge-pages", "--api-key", "k"]);
+    let r = srv.request("GET", "go.example.cn", "/x7Kp2Qa");
+    assert_eq!(r.status, 302);
+    assert_eq!(r.header("location"), Some("https://shop.example.com/42"));
+    let r = srv.api(
+        "POST",
+        "/api/v1/admin/snapshot",
+        Some("k"),
+        Some(&format!(r#"{{"path":"{}"}}"#, s(&b))),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(srv.request("GET", "go.example.cn", "/other").status, 302);
+    assert_eq!(srv.request("GET", "go.example.cn", "/x7Kp2Qa").status, 404);
+    // Not a mapping of the file: nothing of it shows in the process's maps.
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", srv.pid())).expect("maps");
+    assert!(!maps.contains("b.snap") && !maps.contains(s(&a)), "{maps}");
+
+    let o = crate::util::run(&["serve", "--data-dir", s(&dir.path("d")), "--huge-pages"]);
+    assert!(!o.status.success());
+    assert!(
+        crate::util::stderr(&o).contains("--huge-pages applies to"),
+        "{}",
+        crate::util::stderr(&o)
+    );
+}

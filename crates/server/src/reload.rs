@@ -64,6 +64,7 @@ pub struct Reloader {
     target: Target,
     configured: Option<PathBuf>,
     metrics: Option<Arc<crate::Metrics>>,
+    huge_pages: bool,
 }
 
 impl Reloader {
@@ -73,6 +74,7 @@ impl Reloader {
             target: Target::Index(index),
             configured: None,
             metrics: None,
+            huge_pages: false,
         }
     }
 
@@ -82,12 +84,19 @@ impl Reloader {
             target: Target::Store(store),
             configured: None,
             metrics: None,
+            huge_pages: false,
         }
     }
 
     /// The file SIGHUP reloads.
     pub fn with_configured(mut self, path: PathBuf) -> Reloader {
         self.configured = Some(path);
+        self
+    }
+
+    /// Loads files into huge-page memory ([`Snapshot::open_huge_pages`]) on a read-only node.
+    pub fn with_huge_pages(mut self, on: bool) -> Reloader {
+        self.huge_pages = on;
         self
     }
 
@@ -107,9 +116,13 @@ impl Reloader {
         let started = Instant::now();
         let result = match &self.target {
             Target::Index(index) => {
-                let (index, owned) = (index.clone(), path.to_path_buf());
+                let (index, owned, huge) = (index.clone(), path.to_path_buf(), self.huge_pages);
                 tokio::task::spawn_blocking(move || {
-                    let snap = Snapshot::open(&owned)?;
+                    let snap = if huge {
+                        Snapshot::open_huge_pages(&owned)?
+                    } else {
+                        Snapshot::open(&owned)?
+                    };
                     let links = snap.len();
                     index.swap_snapshot(Arc::new(snap));
                     Ok(links)
