@@ -93,6 +93,29 @@ fn sample(links: &[Link], k: usize) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `get_hit` and `get_miss` on `snap`, cycling through the keys.
+fn gets(
+    c: &mut Criterion,
+    group: &str,
+    snap: &Snapshot,
+    hits: &[(String, String)],
+    misses: &[(String, String)],
+) {
+    let mut g = c.benchmark_group(group);
+    g.throughput(Throughput::Elements(1));
+    for (name, keys) in [("get_hit", hits), ("get_miss", misses)] {
+        g.bench_function(BenchmarkId::new(name, snap.len()), |b| {
+            let mut i = 0;
+            b.iter(|| {
+                let (d, c) = &keys[i % keys.len()];
+                i += 1;
+                black_box(snap.get(d, c).map(|l| l.url.len()))
+            })
+        });
+    }
+    g.finish();
+}
+
 fn lookups(c: &mut Criterion) {
     let n = n_links();
     let all = links(n, 1);
@@ -103,19 +126,7 @@ fn lookups(c: &mut Criterion) {
         .map(|l| (l.domain.to_string(), format!("{}-", l.code)))
         .collect();
 
-    let mut g = c.benchmark_group("snapshot");
-    g.throughput(Throughput::Elements(1));
-    for (name, keys) in [("get_hit", &hits), ("get_miss", &misses)] {
-        g.bench_function(BenchmarkId::new(name, n), |b| {
-            let mut i = 0;
-            b.iter(|| {
-                let (d, c) = &keys[i % keys.len()];
-                i += 1;
-                black_box(snap.get(d, c).map(|l| l.url.len()))
-            })
-        });
-    }
-    g.finish();
+    gets(c, "snapshot", &snap, &hits, &misses);
 
     // The same table copied into transparent huge pages (`serve --huge-pages`): the lookups
     // above, without a TLB miss per cache line once the table outgrows the TLB's reach.
@@ -123,19 +134,7 @@ fn lookups(c: &mut Criterion) {
     duanlian_snapshot::write_atomic(&path, &snapshot_bytes(&all)).expect("write");
     let huge = Snapshot::open_huge_pages(&path).expect("open");
     let _ = std::fs::remove_file(&path);
-    let mut g = c.benchmark_group("snapshot_huge_pages");
-    g.throughput(Throughput::Elements(1));
-    for (name, keys) in [("get_hit", &hits), ("get_miss", &misses)] {
-        g.bench_function(BenchmarkId::new(name, n), |b| {
-            let mut i = 0;
-            b.iter(|| {
-                let (d, c) = &keys[i % keys.len()];
-                i += 1;
-                black_box(huge.get(d, c).map(|l| l.url.len()))
-            })
-        });
-    }
-    g.finish();
+    gets(c, "snapshot_huge_pages", &huge, &hits, &misses);
     drop(huge);
 
     // The overlay on its own: links put through the change feed, none in the snapshot
