@@ -220,9 +220,10 @@ pub(crate) struct ServeArgs {
     #[arg(env = "DUANLIAN_CLICKS_QUEUE", long, default_value_t = 65_536,
           value_parser = clap::value_parser!(u32).range(1..))]
     clicks_queue: u32,
-    /// Copy the served snapshot into memory backed by transparent huge pages instead of mapping
-    /// it: start-up reads the whole file (about a second per GB), lookups in a table of
-    /// gigabytes stop missing the TLB. Only with --snapshot and no --data-dir. Default is off.
+    /// Serve the snapshot from a copy in transparent huge pages: the mapping answers from the
+    /// first millisecond while the copy is made in the background (about a second per GB),
+    /// then the copy takes over, and lookups in a table of gigabytes stop missing the TLB.
+    /// Reloads load straight into huge pages. Only with --snapshot and no --data-dir.
     #[arg(env = "DUANLIAN_HUGE_PAGES", long)]
     huge_pages: bool,
     /// Test hook: the click writer pauses this long after each batch.
@@ -414,12 +415,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         ));
     }
     let (index, store, data_dir) = if let (Some(path), None) = (&args.snapshot, &args.data_dir) {
-        let snapshot = if args.huge_pages {
-            Snapshot::open_huge_pages(path)
-        } else {
-            Snapshot::open_deferred(path)
-        }
-        .map_err(|e| named(path, e))?;
+        let snapshot = Snapshot::open_deferred(path).map_err(|e| named(path, e))?;
         tracing::info!(
             snapshot = %path.display(),
             links = snapshot.len(),
@@ -497,7 +493,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             Shape::MultiThread => RuntimeShape::MultiThread,
         },
     };
-    verify_in_background(&index);
+    verify_in_background(&index, args.huge_pages);
     let health = Arc::new(Health::default());
     let redirector = Redirector::new(index.clone())
         .with_health(health.clone())
@@ -614,26 +610,47 @@ fn reload_on_sighup(reloader: Arc<Reloader>) -> Result<()> {
 /// page of a multi-gigabyte file would delay the first redirect): check it now, beside serving.
 /// A mismatch means the file rotted on disk; serving wrong targets is worse than not serving,
 /// so the process stops with an error for the operator (and the load balancer) to see.
-fn verify_in_background(index: &Arc<Index>) {
+fn verify_in_background(index: &Arc<Index>, huge_pages: bool) {
     let snapshot = index.snapshot();
+    let index = index.clone();
     let spawned = std::thread::Builder::new()
         .name("duanlian-verify".into())
         .spawn(move || {
             let started = Instant::now();
+            let fail = |e: &dyn std::fmt::Display| -> ! {
+                let file = snapshot
+                    .path()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                tracing::error!(%file, error = %e, "snapshot failed its checksum; stopping");
+                eprintln!("duanlian: error: {file}: {e}");
+                std::process::exit(1);
+            };
+            // With --huge-pages the mapping serves while a copy in huge pages is made (which
+            // checks the checksum too); the copy then takes over, unless a reload came first.
+            if let (true, Some(path)) = (huge_pages, snapshot.path()) {
+                match Snapshot::open_huge_pages(path) {
+                    Ok(copy) if copy.header() == snapshot.header() => {
+                        let moved = index.replace_snapshot(&snapshot, Arc::new(copy));
+                        return tracing::info!(
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            moved,
+                            "snapshot checksum verified; serving it from huge pages"
+                        );
+                    }
+                    Ok(_) => tracing::warn!(
+                        "the snapshot file was replaced since start; serving the mapping until a reload"
+                    ),
+                    Err(e @ duanlian_snapshot::SnapshotError::PayloadChecksum { .. }) => fail(&e),
+                    Err(e) => tracing::warn!(error = %e, "no huge-page copy; serving the mapping"),
+                }
+            }
             match snapshot.verify_checksum() {
                 Ok(()) => tracing::info!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "snapshot checksum verified"
                 ),
-                Err(e) => {
-                    let file = snapshot
-                        .path()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default();
-                    tracing::error!(%file, error = %e, "snapshot failed its checksum; stopping");
-                    eprintln!("duanlian: error: {file}: {e}");
-                    std::process::exit(1);
-                }
+                Err(e) => fail(&e),
             }
         });
     if let Err(e) = spawned {

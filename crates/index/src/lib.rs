@@ -243,6 +243,13 @@ impl Index {
         self.snapshot.swap(snapshot)
     }
 
+    /// Replaces `current` by `new` — the same links in other memory, say — only if `current`
+    /// is still the snapshot served; false when another swap came first and nothing changed.
+    pub fn replace_snapshot(&self, current: &Arc<Snapshot>, new: Arc<Snapshot>) -> bool {
+        let previous = self.snapshot.compare_and_swap(current, new);
+        Arc::ptr_eq(&previous, current)
+    }
+
     /// Drops overlay entries from changes up to `seq`, once a snapshot that includes them has
     /// been swapped in. A later change to the same key keeps its entry.
     pub fn prune_through(&self, seq: u64) {
