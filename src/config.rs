@@ -35,6 +35,7 @@ pub(crate) struct FileConfig {
     no_stats: Option<bool>,
     clicks_queue: Option<u32>,
     huge_pages: Option<bool>,
+    stats_retention: Option<String>,
     /// Per link domain: `[domain."go.example.cn"]` with `expired_url`, `not_found_url`, `root_url`.
     #[serde(default)]
     domain: BTreeMap<String, DomainSection>,
@@ -114,6 +115,10 @@ pub(crate) fn apply(file: FileConfig, args: &mut ServeArgs, m: &ArgMatches) -> R
         args.expired_retention =
             crate::parse_period(&v).map_err(|e| anyhow!("expired_retention: {e}"))?;
     }
+    if let Some(v) = file.stats_retention.filter(|_| unset("stats_retention")) {
+        args.stats_retention =
+            crate::parse_period(&v).map_err(|e| anyhow!("stats_retention: {e}"))?;
+    }
     if let Some(v) = file.runtime.filter(|_| unset("runtime")) {
         args.runtime = <Shape as clap::ValueEnum>::from_str(&v, false)
             .map_err(|_| anyhow!("runtime: {v:?} is not per-core or multi-thread"))?;
@@ -173,6 +178,7 @@ pub(crate) fn describe(args: &ServeArgs) -> String {
     line("no_stats", args.no_stats.to_string());
     line("clicks_queue", args.clicks_queue.to_string());
     line("huge_pages", args.huge_pages.to_string());
+    line("stats_retention", format!("{}s", args.stats_retention));
     for (k, v) in [
         ("expired_url", &args.expired_urls),
         ("not_found_url", &args.not_found_urls),

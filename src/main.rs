@@ -226,6 +226,10 @@ pub(crate) struct ServeArgs {
     /// Reloads load straight into huge pages. Only with --snapshot and no --data-dir.
     #[arg(env = "DUANLIAN_HUGE_PAGES", long)]
     huge_pages: bool,
+    /// Clicks older than this are forgotten: their days leave the statistics and their click
+    /// log files are deleted (checked at start and hourly). Default is 400d.
+    #[arg(env = "DUANLIAN_STATS_RETENTION", long, default_value = "400d", value_parser = parse_period)]
+    stats_retention: i64,
     /// Test hook: the click writer pauses this long after each batch.
     #[arg(long, hide = true, default_value_t = 0)]
     clicks_writer_delay_ms: u64,
@@ -564,6 +568,7 @@ fn start_clicks(
     let opts = duanlian_clicks::RecorderOptions {
         capacity: args.clicks_queue as usize,
         writer_delay: Duration::from_millis(args.clicks_writer_delay_ms),
+        retention: Some(args.stats_retention),
         ..Default::default()
     };
     let (recorder, writer, read) = duanlian_clicks::Recorder::start(&dir, opts)

@@ -307,3 +307,30 @@ fn statistics_can_be_switched_off() {
     let (_, link) = json(&srv, "/api/v1/links/go.example.cn/quiet");
     assert_eq!(link["visits"], 1, "visit counts stay on");
 }
+
+#[test]
+fn clicks_past_the_retention_are_forgotten() {
+    let dir = TempDir::new();
+    let data = dir.path("data");
+    let clicks = data.join("clicks");
+    std::fs::create_dir_all(&clicks).expect("clicks dir");
+    // A year-old log, and one from yesterday, both for the same link.
+    let day = 86_400;
+    let now = duanlian_link::now_secs();
+    let file = |at: i64| {
+        let date = duanlian_link::format_rfc3339(at)[..10].replace('-', "");
+        let path = clicks.join(format!("clicks-{date}-000.tsv"));
+        std::fs::write(
+            &path,
+            format!("{at}\tgo.example.cn\told\tmobile\t\t192.0.2.0\n"),
+        )
+        .expect("write");
+        path
+    };
+    let (ancient, recent) = (file(now - 365 * day), file(now - day));
+    let srv = Server::data_node(&data, "k", &["--stats-retention", "30d"]);
+    create(&srv, r#"{"url":"https://shop.example.com/a","code":"old"}"#);
+    let (_, v) = json(&srv, "/api/v1/links/go.example.cn/old/stats");
+    assert_eq!(v["visits"]["human"], 1, "{v}");
+    assert!(!ancient.exists() && recent.exists());
+}

@@ -186,6 +186,28 @@ fn parse_line(line: &str) -> Option<Click> {
     ))
 }
 
+/// Deletes the log files that hold only clicks before `since` (UTC seconds): a file holds its
+/// own day and stragglers of the day before, so it goes once its day is over before `since`.
+pub(crate) fn remove_before(dir: &Path, since: i64) -> Result<usize, ClickError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(ClickError::io(dir, e)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| ClickError::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let (Some(day), true) = (file_day(&name), name.ends_with(".tsv")) {
+            if (day + 1) * DAY <= since {
+                fs::remove_file(entry.path()).map_err(|e| ClickError::io(&entry.path(), e))?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// What reading the logs found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReadReport {
@@ -241,6 +263,29 @@ pub fn read_logs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn old_files_are_removed_whole_days_only() {
+        let dir = std::env::temp_dir().join(format!("dl-clicks-rm-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("dir");
+        for name in [
+            "clicks-20250101-000.tsv",
+            "clicks-20250102-000.tsv",
+            "notes.txt",
+        ] {
+            fs::write(dir.join(name), b"").expect("file");
+        }
+        let jan2 = 1_735_776_000; // 2025-01-02T00:00:00Z
+        assert_eq!(remove_before(&dir, jan2 + 3600).expect("remove"), 1);
+        let mut left: Vec<String> = fs::read_dir(&dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["clicks-20250102-000.tsv", "notes.txt"]);
+        let _ = fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn decimals() {

@@ -20,6 +20,10 @@ pub struct RecorderOptions {
     pub poll_every: Duration,
     /// A pause after each written batch; only for tests of the full-queue path.
     pub writer_delay: Duration,
+    /// Clicks older than this many seconds are forgotten: their days leave the aggregates and
+    /// their log files are deleted (checked at start and hourly). `None` keeps everything.
+    /// Default 400 days, so a year can always be compared with the one before.
+    pub retention: Option<i64>,
 }
 
 impl Default for RecorderOptions {
@@ -29,6 +33,7 @@ impl Default for RecorderOptions {
             max_file_bytes: 64 << 20,
             poll_every: Duration::from_millis(50),
             writer_delay: Duration::ZERO,
+            retention: Some(400 * 86_400),
         }
     }
 }
@@ -66,8 +71,16 @@ impl Recorder {
         opts: RecorderOptions,
     ) -> Result<(Recorder, Writer, ReadReport), ClickError> {
         let stats = Arc::new(Stats::default());
+        let since = match opts.retention {
+            Some(keep) => {
+                let since = duanlian_link::now_secs().saturating_sub(keep);
+                crate::log::remove_before(dir, since)?;
+                since
+            }
+            None => i64::MIN,
+        };
         let mut batch = Vec::with_capacity(4096);
-        let report = read_logs(dir, i64::MIN, i64::MAX, |c| {
+        let report = read_logs(dir, since, i64::MAX, |c| {
             batch.push(c);
             if batch.len() == batch.capacity() {
                 stats.add(&batch);
@@ -167,10 +180,21 @@ fn write_loop(
     // than the rest of the click put together. Between polls a send is a few atomic operations.
     let mut batch = Vec::with_capacity(4096);
     let mut failing = false;
+    let mut pruned = std::time::Instant::now();
     loop {
-        counters
-            .now
-            .store(duanlian_link::now_secs(), Ordering::Relaxed);
+        let now = duanlian_link::now_secs();
+        counters.now.store(now, Ordering::Relaxed);
+        if let (Some(keep), true) = (
+            opts.retention,
+            pruned.elapsed() >= Duration::from_secs(3600),
+        ) {
+            pruned = std::time::Instant::now();
+            let since = now.saturating_sub(keep);
+            stats.forget_before(since);
+            if let Err(e) = crate::log::remove_before(dir, since) {
+                tracing::warn!(error = %e, "could not remove old click logs");
+            }
+        }
         let mut disconnected = false;
         while batch.len() < batch.capacity() {
             match rx.try_recv() {
@@ -182,8 +206,8 @@ fn write_loop(
                 }
             }
         }
-        let full = batch.len() == batch.capacity();
-        if !batch.is_empty() {
+        let (got, full) = (batch.len(), batch.len() == batch.capacity());
+        if got > 0 {
             write_batch(&batch, &mut log, dir, counters, stats, &mut failing);
             batch.clear();
             if !opts.writer_delay.is_zero() {
@@ -193,10 +217,13 @@ fn write_loop(
         if full {
             continue;
         }
-        if disconnected || stop.load(Ordering::Acquire) {
+        // Asked to stop: go on until a pass finds the queue empty, so nothing queued is lost.
+        if disconnected || (stop.load(Ordering::Acquire) && got == 0) {
             break;
         }
-        std::thread::sleep(opts.poll_every);
+        if !stop.load(Ordering::Acquire) {
+            std::thread::sleep(opts.poll_every);
+        }
     }
     if let Err(e) = log.flush() {
         tracing::error!(error = %e, "click log flush at shutdown failed");
@@ -268,14 +295,25 @@ mod tests {
         writer.finish();
         assert_eq!(rec.written() + rec.dropped(), 50);
         // A restart rebuilds the same aggregates from the log.
-        let (again, writer, report) =
-            Recorder::start(&dir, RecorderOptions::default()).expect("restart");
+        let keep_all = RecorderOptions {
+            retention: None,
+            ..RecorderOptions::default()
+        };
+        let (again, writer, report) = Recorder::start(&dir, keep_all).expect("restart");
         assert_eq!(report.clicks, rec.written());
         assert_eq!(
             again.stats().report("d.cn", "c", 0, 0, 1).human,
             rec.written()
         );
         writer.finish();
+        // With a retention (the default: 400 days), clicks from 1970 are gone, files and all.
+        let (_, writer, report) =
+            Recorder::start(&dir, RecorderOptions::default()).expect("restart");
+        writer.finish();
+        assert_eq!(report.clicks, 0);
+        let left = std::fs::read_dir(&dir).expect("dir").count();
+        // Only the file the new writer may have opened for today can remain.
+        assert!(left <= 1, "{left} files left");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -124,6 +124,16 @@ impl Stats {
         }
     }
 
+    /// Forgets every day before the one `since` (UTC seconds) falls on, and links left with none.
+    pub fn forget_before(&self, since: i64) {
+        let first = since.div_euclid(DAY);
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        links.retain(|_, days| {
+            days.earlier.retain(|d| d.day >= first);
+            days.latest.day >= first
+        });
+    }
+
     /// Forgets a link's statistics (it was deleted; a new link under its code starts afresh).
     pub fn forget(&self, domain: &str, code: &str) {
         let key = format!("{domain}\t{code}");
@@ -204,6 +214,19 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn old_days_are_forgotten() {
+        let s = Stats::default();
+        let ip = "192.0.2.1".parse().expect("ip");
+        let at =
+            |code: &str, day: i64| Click::new(day * DAY, "d.cn", code, None, Device::Mobile, ip);
+        s.add(&[at("a", 10), at("a", 20), at("b", 10)]);
+        s.forget_before(15 * DAY + 5);
+        assert_eq!(s.report("d.cn", "a", 0, 30, 1).human, 1);
+        assert_eq!(s.first_day("d.cn", "a"), Some(20));
+        assert_eq!(s.first_day("d.cn", "b"), None);
+    }
 
     #[test]
     fn stragglers_land_on_their_own_day() {
