@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 /// The visit counters; see the module docs.
 #[derive(Debug, Default)]
 pub struct Visits {
-    counts: DashMap<Box<[u8]>, AtomicU64>,
+    /// Hashed with foldhash rather than SipHash: a counter exists only for a link that exists,
+    /// so its keys are not the caller's to choose, and this hash runs on every counted visit.
+    counts: DashMap<Box<[u8]>, AtomicU64, foldhash::fast::RandomState>,
     dirty: AtomicBool,
 }
 
@@ -42,7 +44,9 @@ impl Visits {
                     .value(),
             ),
         };
-        if counted {
+        // Read before writing: a store on every visit would bounce this cache line between
+        // the cores serving redirects.
+        if counted && !self.dirty.load(Ordering::Relaxed) {
             self.dirty.store(true, Ordering::Relaxed);
         }
         counted
