@@ -67,7 +67,10 @@ type OrderedKey = (Box<str>, Box<str>);
 #[derive(Debug)]
 pub struct Index {
     snapshot: ArcSwap<Snapshot>,
-    overlay: DashMap<Box<[u8]>, Slot>,
+    /// Hashed with foldhash rather than SipHash: only authenticated writes (and the journal)
+    /// insert keys, so there is no one to flood it with colliding ones, and a lookup on every
+    /// request hashes its key here first.
+    overlay: DashMap<Box<[u8]>, Slot, foldhash::fast::RandomState>,
     // Kept beside the map because `DashMap::is_empty` locks every shard; the redirect path reads
     // this instead and skips the overlay entirely while it is empty (a pure bulk-load server).
     overlay_len: AtomicUsize,
@@ -92,7 +95,7 @@ impl Index {
         let applied = snapshot.header().sequence;
         Index {
             snapshot: ArcSwap::new(snapshot),
-            overlay: DashMap::new(),
+            overlay: DashMap::default(),
             overlay_len: AtomicUsize::new(0),
             ordered: RwLock::new(BTreeSet::new()),
             applied: AtomicU64::new(applied),
