@@ -207,8 +207,13 @@ fn write_loop(
             }
         }
         let (got, full) = (batch.len(), batch.len() == batch.capacity());
+        // In slices, yielding between them: a whole batch at once is milliseconds of work that
+        // a redirect thread sharing this core would wait behind.
+        for slice in batch.chunks(512) {
+            write_batch(slice, &mut log, dir, counters, stats, &mut failing);
+            std::thread::yield_now();
+        }
         if got > 0 {
-            write_batch(&batch, &mut log, dir, counters, stats, &mut failing);
             batch.clear();
             if !opts.writer_delay.is_zero() {
                 std::thread::sleep(opts.writer_delay);
