@@ -306,15 +306,8 @@ impl Builder {
 
     /// Domain id, domain and code of the `i`th pushed link.
     fn key(&self, i: usize) -> (u16, &[u8], &[u8]) {
-        let off = self.starts[i] as usize;
-        let r = &self.records[off..];
-        let domain = u16::from_le_bytes([r[0], r[1]]);
-        let code_len = usize::from(r[5]);
-        (
-            domain,
-            self.domains[usize::from(domain)].as_bytes(),
-            &r[record::HEAD..record::HEAD + code_len],
-        )
+        let (domain, code) = record::key_of(&self.records[self.starts[i] as usize..]);
+        (domain, self.domains[usize::from(domain)].as_bytes(), code)
     }
 }
 

@@ -176,24 +176,7 @@ impl Snapshot {
     /// file into place, so an open mapping keeps seeing the old inode. Other tools must do the
     /// same (`cp` over a served snapshot is not safe; `cp` to a temp name then `mv` is).
     pub fn open(path: impl AsRef<Path>) -> Result<Snapshot, SnapshotError> {
-        let path = path.as_ref();
-        let io = |source| SnapshotError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let file = File::open(path).map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
-        // A zero-length mapping is an error on Linux, and an empty snapshot is always a mistake.
-        if len == 0 {
-            return Err(SnapshotError::Empty);
-        }
-        // SAFETY: the file contract above: published snapshots are replaced by rename, never
-        // modified in place, so the mapped bytes stay as they are for the mapping's lifetime.
-        #[allow(unsafe_code)]
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        let mut snap = Snapshot::check(Backing::mapped(map), true)?;
-        snap.path = Some(path.to_path_buf());
-        Ok(snap)
+        Snapshot::map(path.as_ref(), true)
     }
 
     /// Like [`Snapshot::open`], but copies the file into anonymous memory backed by transparent
@@ -204,16 +187,10 @@ impl Snapshot {
     pub fn open_huge_pages(path: impl AsRef<Path>) -> Result<Snapshot, SnapshotError> {
         use std::io::Read;
         let path = path.as_ref();
-        let io = |source| SnapshotError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut file = File::open(path).map_err(io)?;
-        let len = usize::try_from(file.metadata().map_err(io)?.len())
-            .map_err(|_| io(std::io::Error::other("file too large for memory")))?;
-        if len == 0 {
-            return Err(SnapshotError::Empty);
-        }
+        let (mut file, len) = open_file(path)?;
+        let len = usize::try_from(len)
+            .map_err(|_| io_error(path, std::io::Error::other("file too large for memory")))?;
+        let io = |e| io_error(path, e);
         let mut memory = memmap2::MmapMut::map_anon(len).map_err(io)?;
         // Advice only: without it (or without THP) the copy still works, on small pages.
         let _ = memory.advise(memmap2::Advice::HugePage);
@@ -230,19 +207,18 @@ impl Snapshot {
     /// safety rests on — header, lengths, rkyv validation, table shape — is still checked here;
     /// the checksum only guards the data against corruption at rest.
     pub fn open_deferred(path: impl AsRef<Path>) -> Result<Snapshot, SnapshotError> {
-        let path = path.as_ref();
-        let io = |source| SnapshotError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let file = File::open(path).map_err(io)?;
-        if file.metadata().map_err(io)?.len() == 0 {
-            return Err(SnapshotError::Empty);
-        }
-        // SAFETY: as in `open`: the file contract on `Snapshot::open`.
+        Snapshot::map(path.as_ref(), false)
+    }
+
+    /// Maps `path` and checks it, the payload checksum only if asked.
+    fn map(path: &Path, checksum: bool) -> Result<Snapshot, SnapshotError> {
+        let (file, _) = open_file(path)?;
+        // SAFETY: the file contract on `Snapshot::open`: published snapshots are replaced by
+        // rename, never modified in place, so the mapped bytes stay as they are for the
+        // mapping's lifetime.
         #[allow(unsafe_code)]
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        let mut snap = Snapshot::check(Backing::mapped(map), false)?;
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io_error(path, e))?;
+        let mut snap = Snapshot::check(Backing::mapped(map), checksum)?;
         snap.path = Some(path.to_path_buf());
         Ok(snap)
     }
@@ -578,6 +554,24 @@ impl Snapshot {
     }
 }
 
+fn io_error(path: &Path, source: std::io::Error) -> SnapshotError {
+    SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// `path` opened for reading, with its length. An empty file is refused here: a zero-length
+/// mapping is an error on Linux, and an empty snapshot is always a mistake.
+fn open_file(path: &Path) -> Result<(File, u64), SnapshotError> {
+    let file = File::open(path).map_err(|e| io_error(path, e))?;
+    let len = file.metadata().map_err(|e| io_error(path, e))?.len();
+    if len == 0 {
+        return Err(SnapshotError::Empty);
+    }
+    Ok((file, len))
+}
+
 /// A version 1-3 payload rebuilt as a current-version image with the same links, seed and
 /// sequence. Every entry is checked on the way as that version's rules say.
 fn convert(payload: &[u8], header: &Header) -> Result<AlignedVec, SnapshotError> {
@@ -595,13 +589,13 @@ fn convert(payload: &[u8], header: &Header) -> Result<AlignedVec, SnapshotError>
     let strings = t.strings.as_slice();
     let mut b = Builder::with_seed(t.seed.to_native());
     b.reserve(t.entries.len(), strings.len() / t.entries.len().max(1));
+    let known = match header.format_version {
+        1 => KNOWN_FLAGS & !HAS_EXTRAS & !FROM_API,
+        2 => KNOWN_FLAGS & !FROM_API,
+        _ => KNOWN_FLAGS,
+    };
     for (i, e) in t.entries.iter().enumerate() {
         let flags = e.flags.to_native();
-        let known = match header.format_version {
-            1 => KNOWN_FLAGS & !HAS_EXTRAS & !FROM_API,
-            2 => KNOWN_FLAGS & !FROM_API,
-            _ => KNOWN_FLAGS,
-        };
         if flags & !known != 0 {
             return Err(bad(i, format!("unknown flags {flags:#x}")));
         }

@@ -70,6 +70,13 @@ impl Head {
     }
 }
 
+/// Domain id and code of the record at the start of `rec`, which must be one the builder wrote
+/// (it panics on a cut record, as an indexing bug would).
+pub(crate) fn key_of(rec: &[u8]) -> (u16, &[u8]) {
+    let domain = u16::from_le_bytes([rec[0], rec[1]]);
+    (domain, &rec[HEAD..HEAD + usize::from(rec[5])])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +97,8 @@ mod tests {
         h.encode(&mut b);
         assert_eq!(b.len(), HEAD);
         assert_eq!(Head::decode(&b), Some(h));
+        b.extend_from_slice(b"x7Kp2Qa https://...");
+        assert_eq!(key_of(&b), (3, &b"x7Kp2Qa"[..]));
         assert_eq!(Head::decode(&b[..HEAD - 1]), None);
     }
 }
