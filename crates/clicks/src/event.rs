@@ -21,10 +21,19 @@ impl Device {
 
     /// The class of a `User-Agent` header value (`None`: the header was absent).
     pub fn of(user_agent: Option<&[u8]>) -> Device {
-        let ua = match user_agent.map(std::str::from_utf8) {
-            Some(Ok(ua)) if !iscrawl::is_crawler(ua) => ua,
-            _ => return Device::Bot,
-        };
+        if is_bot(user_agent) {
+            Device::Bot
+        } else {
+            Device::browser(user_agent)
+        }
+    }
+
+    /// The class of a browser's `User-Agent`, one that [`is_bot`] found to be no bot: mobile,
+    /// desktop or other.
+    pub fn browser(user_agent: Option<&[u8]>) -> Device {
+        let ua = user_agent
+            .and_then(|u| std::str::from_utf8(u).ok())
+            .unwrap_or("");
         const MOBILE: [&str; 6] = [
             "Mobi",
             "Android",

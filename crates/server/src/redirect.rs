@@ -1,6 +1,6 @@
 //! The redirect answer, as a pure function of request and state.
 use bytes::Bytes;
-use duanlian_clicks::{Click, Device, Recorder};
+use duanlian_clicks::{is_bot, Click, Device, Recorder};
 use duanlian_index::{Index, LinkRef};
 use duanlian_link::{host_key, merge_query, now_secs, Code, Domain, HostBuf, State};
 use http_body_util::Full;
@@ -298,9 +298,8 @@ pub fn respond_from<B>(
         // told where the link goes but use up nothing.
         let counted =
             is_get && (r.count_visits || r.clicks.is_some() || link.validity.max_visits.is_some());
-        let device =
-            counted.then(|| Device::of(req.headers().get(USER_AGENT).map(|v| v.as_bytes())));
-        let human = device.is_some_and(|d| d != Device::Bot);
+        let user_agent = req.headers().get(USER_AGENT).map(|v| v.as_bytes());
+        let human = counted && !is_bot(user_agent);
         let visits = r.index.visits();
         let used_up = match link.validity.max_visits {
             // A visit takes one of the capped visits or finds none left; anything else looks.
@@ -328,17 +327,23 @@ pub fn respond_from<B>(
             // Unreachable for links that passed the link model; refuse rather than emit it.
             return text(StatusCode::INTERNAL_SERVER_ERROR, "invalid stored target\n");
         };
-        if let (Some((recorder, proxies)), Some(device)) = (&r.clicks, device) {
+        // Every redirected GET is a click, bots' included (recorded as bots).
+        if let (Some((recorder, proxies)), true) = (&r.clicks, is_get) {
+            let device = if human {
+                Device::browser(user_agent)
+            } else {
+                Device::Bot
+            };
             let client = match peer {
                 Some(peer) => proxies.client(peer, req.headers()),
                 None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             };
             let referer = req.headers().get(REFERER).map(|v| v.as_bytes());
-            let at = match (read_clock, &r.clock) {
-                (Some(now), _) => now,
-                (None, Some(clock)) => clock(),
-                (None, None) => recorder.now(),
-            };
+            // To the second: the clock already read, a test clock, or the recorder's.
+            let at = read_clock.unwrap_or_else(|| match r.clock {
+                Some(_) => clock(),
+                None => recorder.now(),
+            });
             recorder.record(Click::new(at, domain, code, referer, device, client));
         }
         let mut res = Response::new(Body::default());
