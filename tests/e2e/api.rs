@@ -779,3 +779,39 @@ fn qr_codes_of_short_links() {
         &[],
     );
 }
+
+#[test]
+fn listings_search_codes_and_targets_page_by_page() {
+    let dir = TempDir::new();
+    let srv = server(&dir, &[]);
+    for (code, url) in [
+        ("SpringSale", "https://shop.example.com/a"),
+        ("other1", "https://shop.example.com/spring/b"),
+        ("other2", "https://shop.example.com/c"),
+        ("zSPRING", "https://shop.example.com/d"),
+    ] {
+        assert_eq!(create(&srv, json!({"url": url, "code": code})).status, 201);
+    }
+    let codes = |path: &str| -> (Vec<String>, Option<String>) {
+        let page = body(&srv.api("GET", path, Some(KEY), None));
+        let codes = page["links"]
+            .as_array()
+            .expect("links")
+            .iter()
+            .filter_map(|l| l["code"].as_str().map(str::to_owned))
+            .collect();
+        (codes, page["next_cursor"].as_str().map(str::to_owned))
+    };
+    // Case-insensitive, in the code or the target.
+    let (all, next) = codes("/api/v1/links?q=Spring");
+    assert_eq!(all, ["SpringSale", "other1", "zSPRING"]);
+    assert_eq!(next, None);
+    // A full page hands back a cursor; the rest follows from it.
+    let (first, next) = codes("/api/v1/links?q=spring&limit=2");
+    assert_eq!(first, ["SpringSale", "other1"]);
+    let next = next.expect("a cursor after a full page");
+    let (rest, _) = codes(&format!("/api/v1/links?q=spring&limit=2&cursor={next}"));
+    assert_eq!(rest, ["zSPRING"]);
+    let (none, _) = codes("/api/v1/links?q=autumn");
+    assert!(none.is_empty());
+}
