@@ -324,23 +324,30 @@ impl Admin {
     ) -> (Vec<Link>, Option<String>) {
         const SCAN: usize = 200_000;
         const CHUNK: usize = 1_000;
-        let hit = |l: &Link| {
-            l.code.as_str().to_lowercase().contains(q) || l.url.to_lowercase().contains(q)
+        // Codes and stored URLs are ASCII (the link model percent-encodes the rest), so an ASCII
+        // case-insensitive window compare finds what lowercasing both would, without a copy.
+        let contains = |hay: &str| {
+            hay.as_bytes()
+                .windows(q.len())
+                .any(|w| w.eq_ignore_ascii_case(q.as_bytes()))
         };
+        let cursor = |l: &Link| format!("{}/{}", l.domain, l.code);
         let mut found = Vec::new();
-        let mut last: Option<(String, String)> = after.map(|(d, c)| (d.to_owned(), c.to_owned()));
+        let mut after: Option<(String, String)> = after.map(|(d, c)| (d.to_owned(), c.to_owned()));
         let mut scanned = 0;
         loop {
-            let from = last.as_ref().map(|(d, c)| (d.as_str(), c.as_str()));
+            let from = after.as_ref().map(|(d, c)| (d.as_str(), c.as_str()));
             let chunk = self.index.list(domain, from, CHUNK);
             let exhausted = chunk.len() < CHUNK;
+            scanned += chunk.len();
+            if let Some(l) = chunk.last() {
+                after = Some((l.domain.as_str().to_owned(), l.code.as_str().to_owned()));
+            }
             for l in chunk {
-                scanned += 1;
-                last = Some((l.domain.as_str().to_owned(), l.code.as_str().to_owned()));
-                if hit(&l) {
+                if contains(l.code.as_str()) || contains(&l.url) {
                     found.push(l);
                     if found.len() == limit {
-                        let next = last.as_ref().map(|(d, c)| format!("{d}/{c}"));
+                        let next = found.last().map(cursor);
                         return (found, next);
                     }
                 }
@@ -349,7 +356,7 @@ impl Admin {
                 return (found, None);
             }
             if scanned >= SCAN {
-                return (found, last.map(|(d, c)| format!("{d}/{c}")));
+                return (found, after.map(|(d, c)| format!("{d}/{c}")));
             }
         }
     }
