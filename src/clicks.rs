@@ -31,13 +31,9 @@ pub(crate) struct ExportArgs {
 }
 
 fn parse_time(s: &str) -> Result<i64, String> {
+    // Dates (midnight UTC) are RFC 3339 to this parser too.
     if let Some(t) = parse_rfc3339(s) {
         return Ok(t);
-    }
-    if s.len() == 10 {
-        if let Some(t) = parse_rfc3339(&format!("{s}T00:00:00Z")) {
-            return Ok(t);
-        }
     }
     match parse_duration(s) {
         Some(back) => Ok(now_secs() - back),

@@ -318,7 +318,7 @@ fn clicks_past_the_retention_are_forgotten() {
     let day = 86_400;
     let now = duanlian_link::now_secs();
     let file = |at: i64| {
-        let date = duanlian_link::format_rfc3339(at)[..10].replace('-', "");
+        let date = duanlian_link::format_date(at).replace('-', "");
         let path = clicks.join(format!("clicks-{date}-000.tsv"));
         std::fs::write(
             &path,

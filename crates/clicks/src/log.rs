@@ -17,21 +17,13 @@ const DAY: i64 = 86_400;
 
 /// `YYYYMMDD` of a day number (days since 1970-01-01).
 fn day_stamp(day: i64) -> String {
-    duanlian_link::format_rfc3339(day * DAY)
-        .get(..10)
-        .unwrap_or("0000-00-00")
-        .replace('-', "")
+    duanlian_link::format_date(day * DAY).replace('-', "")
 }
 
 /// The day number a log file's name gives, if it is one of ours.
 fn file_day(name: &str) -> Option<i64> {
     let stamp = name.strip_prefix("clicks-")?.get(..8)?;
-    let date = format!(
-        "{}-{}-{}T00:00:00Z",
-        &stamp[..4],
-        &stamp[4..6],
-        &stamp[6..8]
-    );
+    let date = format!("{}-{}-{}", &stamp[..4], &stamp[4..6], &stamp[6..8]);
     duanlian_link::parse_rfc3339(&date).map(|t| t.div_euclid(DAY))
 }
 

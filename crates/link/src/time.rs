@@ -14,6 +14,12 @@ pub fn format_rfc3339(secs: i64) -> String {
     )
 }
 
+/// The UTC date of `secs`, e.g. `2026-11-25`.
+pub fn format_date(secs: i64) -> String {
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 /// Parses an RFC 3339 timestamp (`2026-12-01T08:00:00Z`, `2026-12-01T16:00:00+08:00`, with
 /// optional fractional seconds, which are dropped) or a plain date (`2026-12-01`, midnight UTC)
 /// into UTC seconds.
@@ -165,6 +171,8 @@ mod tests {
             Some(1_700_000_000)
         );
         assert_eq!(parse_rfc3339("2000-02-29"), Some(951_782_400));
+        assert_eq!(format_date(951_782_400 + 86_399), "2000-02-29");
+        assert_eq!(format_date(-1), "1969-12-31");
         for bad in [
             "2023-02-29",
             "2023-13-01",

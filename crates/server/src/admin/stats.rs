@@ -1,6 +1,5 @@
 //! `GET /api/v1/links/{domain}/{code}/stats`: a link's visits from the click aggregates.
 use super::{field, json_response, parse_query, Admin, Answer, Problem};
-use duanlian_link::format_rfc3339;
 use hyper::StatusCode;
 use serde_json::{json, Value};
 
@@ -10,19 +9,11 @@ const MAX_DAYS: i64 = 366;
 
 /// A `from`/`to` value: a date (`2026-11-25`) or an RFC 3339 time; the UTC day it falls on.
 fn day_of(v: &str) -> Option<i64> {
-    let t = if v.len() == 10 {
-        duanlian_link::parse_rfc3339(&format!("{v}T00:00:00Z"))
-    } else {
-        duanlian_link::parse_rfc3339(v)
-    };
-    t.map(|t| t.div_euclid(DAY))
+    duanlian_link::parse_rfc3339(v).map(|t| t.div_euclid(DAY))
 }
 
 fn date(day: i64) -> String {
-    format_rfc3339(day * DAY)
-        .get(..10)
-        .unwrap_or_default()
-        .to_owned()
+    duanlian_link::format_date(day * DAY)
 }
 
 impl Admin {
