@@ -11,10 +11,18 @@ fn snapshot(dir: &TempDir) -> std::path::PathBuf {
     )
 }
 
+/// A read-only node serving [`snapshot`], with `extra` flags.
+fn snapshot_node(dir: &TempDir, extra: &[&str]) -> Server {
+    let snap = snapshot(dir);
+    let mut args = vec!["--snapshot", s(&snap)];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
 #[test]
 fn health_endpoints_answer_on_any_host() {
     let dir = TempDir::new();
-    let srv = Server::start(&["--snapshot", s(&snapshot(&dir)), "--threads", "1"]);
+    let srv = snapshot_node(&dir, &["--threads", "1"]);
     for host in ["10.0.0.7", "go.example.cn", "anything"] {
         assert_eq!(srv.request("GET", host, "/healthz").status, 200);
         assert_eq!(srv.request("GET", host, "/livez").status, 200);
@@ -67,16 +75,17 @@ fn reserved_codes_cannot_be_taken() {
 #[test]
 fn sigterm_drains_then_finishes_in_flight_requests_and_exits_cleanly() {
     let dir = TempDir::new();
-    let mut srv = Server::start(&[
-        "--snapshot",
-        s(&snapshot(&dir)),
-        "--threads",
-        "2",
-        "--drain-delay",
-        "2",
-        "--shutdown-timeout",
-        "10",
-    ]);
+    let mut srv = snapshot_node(
+        &dir,
+        &[
+            "--threads",
+            "2",
+            "--drain-delay",
+            "2",
+            "--shutdown-timeout",
+            "10",
+        ],
+    );
     // An idle keep-alive connection, and one with a request half sent.
     let mut idle = srv.connect();
     idle.write_all(b"GET /x7Kp2Qa HTTP/1.1\r\nHost: go.example.cn\r\n\r\n")
@@ -146,12 +155,7 @@ fn sigterm_drains_then_finishes_in_flight_requests_and_exits_cleanly() {
 #[test]
 fn oversized_headers_get_431() {
     let dir = TempDir::new();
-    let srv = Server::start(&[
-        "--snapshot",
-        s(&snapshot(&dir)),
-        "--max-header-bytes",
-        "8192",
-    ]);
+    let srv = snapshot_node(&dir, &["--max-header-bytes", "8192"]);
     let big = format!(
         "GET /x7Kp2Qa HTTP/1.1\r\nHost: go.example.cn\r\nX-Junk: {}\r\n\r\n",
         "a".repeat(10_000)
@@ -164,12 +168,7 @@ fn oversized_headers_get_431() {
 #[test]
 fn a_client_dripping_header_bytes_is_disconnected() {
     let dir = TempDir::new();
-    let srv = Server::start(&[
-        "--snapshot",
-        s(&snapshot(&dir)),
-        "--header-read-timeout",
-        "2",
-    ]);
+    let srv = snapshot_node(&dir, &["--header-read-timeout", "2"]);
     let mut c = srv.connect();
     let started = Instant::now();
     let mut closed = false;
@@ -195,14 +194,7 @@ fn a_client_dripping_header_bytes_is_disconnected() {
 #[test]
 fn the_connection_limit_queues_new_clients() {
     let dir = TempDir::new();
-    let srv = Server::start(&[
-        "--snapshot",
-        s(&snapshot(&dir)),
-        "--threads",
-        "1",
-        "--max-connections",
-        "2",
-    ]);
+    let srv = snapshot_node(&dir, &["--threads", "1", "--max-connections", "2"]);
     let req = b"GET /x7Kp2Qa HTTP/1.1\r\nHost: go.example.cn\r\n\r\n";
     let mut buf = [0u8; 512];
     let mut first = srv.connect();
