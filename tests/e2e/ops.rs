@@ -19,6 +19,16 @@ fn snapshot_node(dir: &TempDir, extra: &[&str]) -> Server {
     Server::start(&args)
 }
 
+/// `POST /api/v1/admin/snapshot` loading `file`, with API key `k`.
+fn load_snapshot(srv: &Server, file: &std::path::Path) -> Response {
+    srv.api(
+        "POST",
+        "/api/v1/admin/snapshot",
+        Some("k"),
+        Some(&format!(r#"{{"path":"{}"}}"#, s(file))),
+    )
+}
+
 #[test]
 fn health_endpoints_answer_on_any_host() {
     let dir = TempDir::new();
@@ -317,12 +327,7 @@ fn a_hundred_reloads_under_load_fail_nothing_and_leak_nothing() {
     let (fds_before, pid) = (fds(srv.pid()), srv.pid());
     for i in 0..100 {
         let file = if i % 2 == 0 { &b } else { &a };
-        let r = srv.api(
-            "POST",
-            "/api/v1/admin/snapshot",
-            Some("k"),
-            Some(&format!(r#"{{"path":"{}"}}"#, s(file))),
-        );
+        let r = load_snapshot(&srv, file);
         assert_eq!(r.status, 200, "reload {i}: {}", r.body);
     }
     // The last reload loaded `a`; a bad file changes nothing and says why.
@@ -330,24 +335,14 @@ fn a_hundred_reloads_under_load_fail_nothing_and_leak_nothing() {
         "bad.snap",
         b"DUANLIAN but not really a snapshot at all .....................",
     );
-    let r = srv.api(
-        "POST",
-        "/api/v1/admin/snapshot",
-        Some("k"),
-        Some(&format!(r#"{{"path":"{}"}}"#, s(&bad))),
-    );
+    let r = load_snapshot(&srv, &bad);
     assert_eq!(r.status, 422, "{}", r.body);
     assert!(
         r.body.contains("bad.snap") || r.body.contains("header") || r.body.contains("truncated"),
         "{}",
         r.body
     );
-    let missing = srv.api(
-        "POST",
-        "/api/v1/admin/snapshot",
-        Some("k"),
-        Some(r#"{"path":"/nonexistent.snap"}"#),
-    );
+    let missing = load_snapshot(&srv, std::path::Path::new("/nonexistent.snap"));
     assert_eq!(missing.status, 422);
     assert_eq!(srv.request("GET", "go.example.cn", "/only-a").status, 302);
     assert_eq!(srv.request("GET", "go.example.cn", "/only-b").status, 404);
@@ -481,12 +476,7 @@ fn a_data_directory_takes_new_bulk_files_with_api_writes_on_top() {
          go.example.cn,patched,https://bulk2.example/patched\n\
          go.example.cn,gone,https://bulk2.example/gone\n",
     );
-    let r = srv.api(
-        "POST",
-        "/api/v1/admin/snapshot",
-        Some("k"),
-        Some(&format!(r#"{{"path":"{}"}}"#, s(&second))),
-    );
+    let r = load_snapshot(&srv, &second);
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains(r#""links":5"#), "{}", r.body);
     let after_second = [
@@ -503,12 +493,7 @@ fn a_data_directory_takes_new_bulk_files_with_api_writes_on_top() {
 
     // A bad file changes nothing and says why.
     let bad = dir.file("bad.snap", b"DUANLIAN but not a snapshot");
-    let r = srv.api(
-        "POST",
-        "/api/v1/admin/snapshot",
-        Some("k"),
-        Some(&format!(r#"{{"path":"{}"}}"#, s(&bad))),
-    );
+    let r = load_snapshot(&srv, &bad);
     assert_eq!(r.status, 422, "{}", r.body);
     assert_targets(&srv, &after_second);
 
@@ -818,12 +803,7 @@ fn huge_page_memory_serves_and_reloads_like_a_mapping() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(srv.request("GET", "go.example.cn", "/x7Kp2Qa").status, 302);
-    let r = srv.api(
-        "POST",
-        "/api/v1/admin/snapshot",
-        Some("k"),
-        Some(&format!(r#"{{"path":"{}"}}"#, s(&b))),
-    );
+    let r = load_snapshot(&srv, &b);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(srv.request("GET", "go.example.cn", "/other").status, 302);
     assert_eq!(srv.request("GET", "go.example.cn", "/x7Kp2Qa").status, 404);
