@@ -301,6 +301,7 @@ impl Builder {
                 order,
                 records: self.records,
             },
+            feed_id: 0,
         })
     }
 
@@ -315,6 +316,7 @@ impl Builder {
 #[derive(Debug)]
 pub struct Table {
     data: TableData,
+    feed_id: u64,
 }
 
 impl Table {
@@ -328,6 +330,13 @@ impl Table {
         self.data.order.is_empty()
     }
 
+    /// Marks the table as folded from the change feed `feed_id` (a cluster bucket's identity;
+    /// 0, the default, is the local journal), recorded in the header next to the sequence.
+    pub fn with_feed(mut self, feed_id: u64) -> Table {
+        self.feed_id = feed_id;
+        self
+    }
+
     /// The header for an archive of this table.
     fn header(&self, sequence: u64, payload_len: u64, payload_crc32c: u32) -> Header {
         Header {
@@ -338,6 +347,7 @@ impl Table {
             payload_len,
             built_at: duanlian_link::now_secs(),
             payload_crc32c,
+            feed_id: self.feed_id,
         }
     }
 

@@ -3,7 +3,7 @@ use crate::build::{
     ArchivedTableData, ArchivedTableDataV3, Builder, FROM_API, HAS_EXPIRES_AT, HAS_EXTRAS,
     HAS_VALID_SINCE, KNOWN_FLAGS, NO_FORWARD_QUERY,
 };
-use crate::format::{Header, HEADER_LEN};
+use crate::format::Header;
 use crate::hash::{key_hash, slot_of};
 use crate::record::{self, Head};
 use crate::SnapshotError;
@@ -228,7 +228,7 @@ impl Snapshot {
         if self.converted {
             return Ok(());
         }
-        let actual = crc32c::crc32c(&self.backing.bytes()[HEADER_LEN..]);
+        let actual = crc32c::crc32c(&self.backing.bytes()[self.header.len()..]);
         if actual == self.header.payload_crc32c {
             Ok(())
         } else {
@@ -247,7 +247,7 @@ impl Snapshot {
     fn check(backing: Backing, checksum: bool) -> Result<Snapshot, SnapshotError> {
         let bytes = backing.bytes();
         let header = Header::decode(bytes, bytes.len() as u64)?;
-        let payload = &bytes[HEADER_LEN..];
+        let payload = &bytes[header.len()..];
         let checksum_error = || {
             let actual = crc32c::crc32c(payload);
             (actual != header.payload_crc32c).then_some(SnapshotError::PayloadChecksum {
@@ -309,7 +309,7 @@ impl Snapshot {
 
     #[inline]
     fn table(&self) -> &ArchivedTableData {
-        let payload = &self.backing.bytes()[HEADER_LEN..];
+        let payload = &self.backing.bytes()[self.header.len()..];
         // SAFETY: `check` ran `rkyv::access` over exactly these bytes before this Snapshot was
         // built, and they cannot change afterwards: owned bytes are never handed out mutably,
         // and mapped ones are covered by the file contract on `Snapshot::open`.
@@ -638,6 +638,7 @@ fn convert(payload: &[u8], header: &Header) -> Result<AlignedVec, SnapshotError>
         .finish()
         .map_err(|e| SnapshotError::Inconsistent(e.to_string()))?;
     table
+        .with_feed(header.feed_id)
         .to_bytes(header.sequence)
         .map_err(|e| SnapshotError::InvalidArchive(e.to_string()))
 }

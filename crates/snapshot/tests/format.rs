@@ -228,10 +228,10 @@ fn malformed_files_get_typed_errors() {
     magic[0] = b'X';
     assert_eq!(reopen(&magic).err(), Some(SnapshotError::BadMagic));
     let mut version = good.to_vec();
-    version[8] = 5;
+    version[8] = 6;
     assert_eq!(
         reopen(&version).err(),
-        Some(SnapshotError::UnsupportedVersion(5))
+        Some(SnapshotError::UnsupportedVersion(6))
     );
     version[8] = 0;
     assert_eq!(
@@ -263,8 +263,8 @@ fn invalid_archive_behind_a_valid_checksum_is_rejected() {
     }
     let crc = crc32c::crc32c(&bad[HEADER_LEN..]);
     bad[56..60].copy_from_slice(&crc.to_le_bytes());
-    let hcrc = crc32c::crc32c(&bad[..60]);
-    bad[60..64].copy_from_slice(&hcrc.to_le_bytes());
+    let hcrc = crc32c::crc32c(&bad[..76]);
+    bad[76..80].copy_from_slice(&hcrc.to_le_bytes());
     assert!(
         matches!(reopen(&bad), Err(SnapshotError::InvalidArchive(_))),
         "{:?}",
@@ -292,17 +292,6 @@ fn golden_v2_links() -> Vec<Link> {
         ..link("s.example.com", "once", "https://e.example/")
     });
     v
-}
-
-/// Version 3 marks links written through the admin API.
-fn golden_v3_image() -> AlignedVec {
-    let mut b = Builder::with_seed(42);
-    for l in golden_v2_links() {
-        b.push(&l).expect("push");
-    }
-    b.push_api(&link("go.example.cn", "viaApi", "https://f.example/"))
-        .expect("push_api");
-    b.finish().expect("finish").to_bytes(79).expect("to_bytes")
 }
 
 #[test]
@@ -369,6 +358,40 @@ fn golden_v4_file_keeps_opening() {
 }
 
 #[test]
+fn golden_v5_file_keeps_opening() {
+    let snap = Snapshot::open(golden_path(5)).expect("the committed version-5 snapshot must open");
+    assert_eq!(snap.header().format_version, 5);
+    assert_eq!(snap.header().sequence, 79);
+    assert_eq!(snap.header().feed_id, GOLDEN_FEED);
+    let mut links = golden_v2_links();
+    links.push(link("go.example.cn", "viaApi", "https://f.example/"));
+    assert_has(&snap, &links);
+    snap.verify().expect("verify");
+    // Version 4 (64-byte header) and 5 (80-byte header, feed id) hold the same table.
+    let old = Snapshot::open(golden_path(4)).expect("v4");
+    assert_eq!(old.header().feed_id, 0);
+    assert!(old.iter().eq(snap.iter()));
+}
+
+/// The feed id in the version-5 golden file.
+const GOLDEN_FEED: u64 = 0x5eed_f00d_0000_0005;
+
+#[test]
+fn the_feed_id_round_trips() {
+    let mut b = Builder::with_seed(1);
+    b.push(&link("go.example.cn", "a", "https://a.example/"))
+        .expect("push");
+    let image = b
+        .finish()
+        .expect("finish")
+        .with_feed(77)
+        .to_bytes(12)
+        .expect("bytes");
+    let snap = reopen(&image).expect("open");
+    assert_eq!((snap.header().sequence, snap.header().feed_id), (12, 77));
+}
+
+#[test]
 fn the_api_flag_is_refused_in_older_versions() {
     // The committed version-3 file, relabelled version 2 (the layout is the same).
     let mut bytes = std::fs::read(golden_path(3)).expect("golden v3");
@@ -391,7 +414,19 @@ fn write_golden() {
         "{} exists: golden files are never rewritten",
         path.display()
     );
-    duanlian_snapshot::write_atomic(&path, &golden_v3_image()).expect("write");
+    let mut b = Builder::with_seed(42);
+    for l in golden_v2_links() {
+        b.push(&l).expect("push");
+    }
+    b.push_api(&link("go.example.cn", "viaApi", "https://f.example/"))
+        .expect("push_api");
+    let image = b
+        .finish()
+        .expect("finish")
+        .with_feed(GOLDEN_FEED)
+        .to_bytes(79)
+        .expect("to_bytes");
+    duanlian_snapshot::write_atomic(&path, &image).expect("write");
 }
 
 #[test]
