@@ -32,6 +32,6 @@ mod stats;
 
 pub use error::ClickError;
 pub use event::{anonymise, is_bot, Click, Device};
-pub use log::{read_logs, ReadReport};
-pub use recorder::{Recorder, RecorderOptions, Writer};
+pub use log::{encode_line, parse_line, read_logs, ReadReport};
+pub use recorder::{Forward, Recorder, RecorderOptions, Writer};
 pub use stats::{Report, Stats, DIRECT, OTHER_REFERRERS};

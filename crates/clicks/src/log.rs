@@ -128,7 +128,7 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
 }
 
 /// One log line, newline included, replacing `out`'s contents.
-fn encode_line(click: &Click, out: &mut Vec<u8>) {
+pub fn encode_line(click: &Click, out: &mut Vec<u8>) {
     out.clear();
     if click.at < 0 {
         out.push(b'-');
@@ -158,7 +158,8 @@ fn encode_line(click: &Click, out: &mut Vec<u8>) {
     out.push(b'\n');
 }
 
-fn parse_line(line: &str) -> Option<Click> {
+/// A click from one log line (without its newline); `None` if the line is not one.
+pub fn parse_line(line: &str) -> Option<Click> {
     let mut f = line.split('\t');
     let at = f.next()?.parse().ok()?;
     let (domain, code) = (f.next()?, f.next()?);

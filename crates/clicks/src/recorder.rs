@@ -48,6 +48,22 @@ struct Counters {
     now: AtomicI64,
 }
 
+/// Where a forwarding recorder's writer hands clicks instead of a local log: a cluster's
+/// stream, whose consumers keep the aggregates. It must not block; what it cannot take it
+/// refuses, and the writer counts those clicks as failed.
+pub trait Forward: Send + 'static {
+    /// Takes a batch; returns whether it was accepted.
+    fn forward(&mut self, batch: &[Click]) -> bool;
+}
+
+/// Where the writer thread puts clicks.
+enum Output {
+    /// The local log; the writer also keeps the aggregates.
+    Log(LogWriter, std::path::PathBuf),
+    /// Somewhere else, which keeps the aggregates itself.
+    Forward(Box<dyn Forward>),
+}
+
 /// The redirect path's end of the queue: [`Recorder::record`] never blocks.
 #[derive(Debug)]
 pub struct Recorder {
@@ -94,27 +110,65 @@ impl Recorder {
         counters
             .now
             .store(duanlian_link::now_secs(), Ordering::Relaxed);
+        let (recorder, writer) = Recorder::spawn(
+            Output::Log(log, dir.to_path_buf()),
+            tx,
+            rx,
+            counters,
+            stats,
+            opts,
+        )?;
+        Ok((recorder, writer, report))
+    }
+
+    /// A recorder whose writer hands clicks to `forward` instead of a log, and leaves
+    /// [`Recorder::stats`] to whoever consumes what was forwarded (the same aggregates, fed
+    /// from the cluster's stream).
+    pub fn forwarding(
+        forward: Box<dyn Forward>,
+        opts: RecorderOptions,
+    ) -> Result<(Recorder, Writer), ClickError> {
+        let (tx, rx) = sync_channel(opts.capacity.max(1));
+        let counters = Arc::new(Counters::default());
+        counters
+            .now
+            .store(duanlian_link::now_secs(), Ordering::Relaxed);
+        Recorder::spawn(
+            Output::Forward(forward),
+            tx,
+            rx,
+            counters,
+            Arc::new(Stats::default()),
+            opts,
+        )
+    }
+
+    fn spawn(
+        output: Output,
+        tx: SyncSender<Click>,
+        rx: Receiver<Click>,
+        counters: Arc<Counters>,
+        stats: Arc<Stats>,
+        opts: RecorderOptions,
+    ) -> Result<(Recorder, Writer), ClickError> {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (counters, stats, stop) = (counters.clone(), stats.clone(), stop.clone());
-            let dir = dir.to_path_buf();
             std::thread::Builder::new()
                 .name("duanlian-clicks".into())
-                .spawn(move || write_loop(rx, log, &dir, &opts, &counters, &stats, &stop))
+                .spawn(move || write_loop(rx, output, &opts, &counters, &stats, &stop))
                 .map_err(|e| ClickError::io(Path::new("click writer thread"), e))?
         };
-        let recorder = Recorder {
-            tx,
-            counters,
-            stats,
-        };
         Ok((
-            recorder,
+            Recorder {
+                tx,
+                counters,
+                stats,
+            },
             Writer {
                 stop,
                 thread: Some(thread),
             },
-            report,
         ))
     }
 
@@ -168,8 +222,7 @@ impl Writer {
 
 fn write_loop(
     rx: Receiver<Click>,
-    mut log: LogWriter,
-    dir: &Path,
+    mut output: Output,
     opts: &RecorderOptions,
     counters: &Counters,
     stats: &Stats,
@@ -191,8 +244,10 @@ fn write_loop(
             pruned = std::time::Instant::now();
             let since = now.saturating_sub(keep);
             stats.forget_before(since);
-            if let Err(e) = crate::log::remove_before(dir, since) {
-                tracing::warn!(error = %e, "could not remove old click logs");
+            if let Output::Log(_, dir) = &output {
+                if let Err(e) = crate::log::remove_before(dir, since) {
+                    tracing::warn!(error = %e, "could not remove old click logs");
+                }
             }
         }
         let mut disconnected = false;
@@ -210,7 +265,19 @@ fn write_loop(
         // In slices, yielding between them: a whole batch at once is milliseconds of work that
         // a redirect thread sharing this core would wait behind.
         for slice in batch.chunks(512) {
-            write_batch(slice, &mut log, dir, counters, stats, &mut failing);
+            match &mut output {
+                Output::Log(log, dir) => {
+                    write_batch(slice, log, dir, counters, stats, &mut failing)
+                }
+                Output::Forward(f) => {
+                    let counter = if f.forward(slice) {
+                        &counters.written
+                    } else {
+                        &counters.failed
+                    };
+                    counter.fetch_add(slice.len() as u64, Ordering::Relaxed);
+                }
+            }
             std::thread::yield_now();
         }
         if got > 0 {
@@ -230,8 +297,10 @@ fn write_loop(
             std::thread::sleep(opts.poll_every);
         }
     }
-    if let Err(e) = log.flush() {
-        tracing::error!(error = %e, "click log flush at shutdown failed");
+    if let Output::Log(log, _) = &mut output {
+        if let Err(e) = log.flush() {
+            tracing::error!(error = %e, "click log flush at shutdown failed");
+        }
     }
 }
 

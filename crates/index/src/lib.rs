@@ -232,6 +232,12 @@ impl Index {
         self.applied.fetch_max(seq, Ordering::AcqRel);
     }
 
+    /// Counts `seq` as applied without changing anything: a change-feed entry that carries no
+    /// link change (or one that was skipped), so waiting for `seq` ends.
+    pub fn mark_applied(&self, seq: u64) {
+        self.applied.fetch_max(seq, Ordering::AcqRel);
+    }
+
     /// The highest sequence number applied (or included in the snapshot).
     pub fn applied(&self) -> u64 {
         self.applied.load(Ordering::Acquire)

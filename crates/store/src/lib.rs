@@ -47,4 +47,4 @@ pub use compact::{compact_offline, CompactReport};
 pub use dir::DataDir;
 pub use error::StoreError;
 pub use random::{random_code, random_token};
-pub use writer::{CommitObserver, NewLink, Op, Outcome, Patch, Store, StoreOptions};
+pub use writer::{CommitObserver, NewLink, Op, Outcome, Patch, Store, StoreOptions, GENERATE_TRIES};

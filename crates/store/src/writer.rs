@@ -70,6 +70,22 @@ pub struct NewLink {
     pub expired_url: Option<Box<str>>,
 }
 
+impl NewLink {
+    /// The link this request creates under `code`, created at `now`.
+    pub fn into_link(self, code: Code, now: i64) -> Link {
+        Link {
+            domain: self.domain,
+            code,
+            url: self.url,
+            redirect: self.redirect,
+            validity: self.validity,
+            created_at: now,
+            forward_query: self.forward_query,
+            expired_url: self.expired_url,
+        }
+    }
+}
+
 /// Fields a PATCH may change; `None` leaves a field as it is. For the validity bounds,
 /// `Some(None)` clears the bound.
 #[derive(Debug, Clone, Default)]
@@ -88,6 +104,32 @@ pub struct Patch {
     pub max_visits: Option<Option<u64>>,
     /// New expired-link target (`Some(None)` removes it).
     pub expired_url: Option<Option<Box<str>>>,
+}
+
+impl Patch {
+    /// `link` with this patch's changes; an error if they leave an invalid link (an empty
+    /// validity window, a zero visit cap).
+    pub fn apply_to(self, mut link: Link) -> Result<Link, StoreError> {
+        if let Some(url) = self.url {
+            link.url = url;
+        }
+        if let Some(r) = self.redirect {
+            link.redirect = r;
+        }
+        if let Some(f) = self.forward_query {
+            link.forward_query = f;
+        }
+        if let Some(u) = self.expired_url {
+            link.expired_url = u;
+        }
+        link.validity = Validity::new(
+            self.valid_since.unwrap_or(link.validity.valid_since),
+            self.expires_at.unwrap_or(link.validity.expires_at),
+        )
+        .and_then(|v| v.with_max_visits(self.max_visits.unwrap_or(link.validity.max_visits)))
+        .map_err(StoreError::Invalid)?;
+        Ok(link)
+    }
 }
 
 /// A write request.
@@ -362,7 +404,8 @@ impl Pending<'_> {
     }
 }
 
-const GENERATE_TRIES: usize = 64;
+/// Draws of a random code before giving up on a code length.
+pub const GENERATE_TRIES: usize = 64;
 
 /// Checks one request against the current state and turns it into changes. On failure the
 /// pending state is left as it was (a batch is all or nothing).
@@ -377,7 +420,7 @@ fn plan(op: Op, pending: &mut Pending<'_>, now: i64) -> Result<(Vec<Change>, Out
                 }
             };
             for n in new {
-                let code = match n.code {
+                let code = match n.code.clone() {
                     Some(code) => {
                         if pending.taken(&n.domain, &code) {
                             undo(pending, &added);
@@ -396,16 +439,7 @@ fn plan(op: Op, pending: &mut Pending<'_>, now: i64) -> Result<(Vec<Change>, Out
                         }
                     },
                 };
-                let link = Link {
-                    domain: n.domain,
-                    code,
-                    url: n.url,
-                    redirect: n.redirect,
-                    validity: n.validity,
-                    created_at: now,
-                    forward_query: n.forward_query,
-                    expired_url: n.expired_url,
-                };
+                let link = n.into_link(code, now);
                 let key = (link.domain.clone(), link.code.clone());
                 pending.state.insert(key.clone(), Some(link.clone()));
                 added.push(key);
@@ -419,30 +453,13 @@ fn plan(op: Op, pending: &mut Pending<'_>, now: i64) -> Result<(Vec<Change>, Out
             code,
             patch,
         } => {
-            let Some(mut link) = pending.current(&domain, &code) else {
+            let Some(link) = pending.current(&domain, &code) else {
                 return Err(StoreError::NotFound {
                     domain: domain.to_string(),
                     code: code.to_string(),
                 });
             };
-            if let Some(url) = patch.url {
-                link.url = url;
-            }
-            if let Some(r) = patch.redirect {
-                link.redirect = r;
-            }
-            if let Some(f) = patch.forward_query {
-                link.forward_query = f;
-            }
-            if let Some(u) = patch.expired_url {
-                link.expired_url = u;
-            }
-            link.validity = Validity::new(
-                patch.valid_since.unwrap_or(link.validity.valid_since),
-                patch.expires_at.unwrap_or(link.validity.expires_at),
-            )
-            .and_then(|v| v.with_max_visits(patch.max_visits.unwrap_or(link.validity.max_visits)))
-            .map_err(StoreError::Invalid)?;
+            let link = patch.apply_to(link)?;
             pending.state.insert((domain, code), Some(link.clone()));
             Ok((vec![Change::Put(link.clone())], Outcome::Updated(link)))
         }
