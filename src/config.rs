@@ -36,6 +36,12 @@ pub(crate) struct FileConfig {
     clicks_queue: Option<u32>,
     huge_pages: Option<bool>,
     stats_retention: Option<String>,
+    cluster: Option<String>,
+    cluster_bucket: Option<String>,
+    cluster_replicas: Option<u8>,
+    cluster_dir: Option<PathBuf>,
+    cluster_max_lag: Option<u64>,
+    node_name: Option<String>,
     /// Per link domain: `[domain."go.example.cn"]` with `expired_url`, `not_found_url`, `root_url`.
     #[serde(default)]
     domain: BTreeMap<String, DomainSection>,
@@ -92,6 +98,28 @@ pub(crate) fn apply(file: FileConfig, args: &mut ServeArgs, m: &ArgMatches) -> R
             return Err(anyhow!("clicks_queue: must be at least 1"));
         }
         args.clicks_queue = v;
+    }
+    let c = &mut args.cluster;
+    if let Some(v) = file.cluster.filter(|_| unset("cluster")) {
+        c.cluster = Some(v);
+    }
+    if let Some(v) = file.cluster_bucket.filter(|_| unset("cluster_bucket")) {
+        c.cluster_bucket = v;
+    }
+    if let Some(v) = file.cluster_replicas.filter(|_| unset("cluster_replicas")) {
+        if !(1..=5).contains(&v) {
+            return Err(anyhow!("cluster_replicas: {v} is not from 1 to 5"));
+        }
+        c.cluster_replicas = v;
+    }
+    if let Some(v) = file.cluster_dir.filter(|_| unset("cluster_dir")) {
+        c.cluster_dir = Some(v);
+    }
+    if let Some(v) = file.cluster_max_lag.filter(|_| unset("cluster_max_lag")) {
+        c.cluster_max_lag = v;
+    }
+    if let Some(v) = file.node_name.filter(|_| unset("node_name")) {
+        c.node_name = Some(v);
     }
     if let Some(v) = file.data_dir.filter(|_| unset("data_dir")) {
         args.data_dir = Some(v);
@@ -179,6 +207,13 @@ pub(crate) fn describe(args: &ServeArgs) -> String {
     line("clicks_queue", args.clicks_queue.to_string());
     line("huge_pages", args.huge_pages.to_string());
     line("stats_retention", format!("{}s", args.stats_retention));
+    let c = &args.cluster;
+    line("cluster", c.cluster.clone().unwrap_or_else(|| "(none)".into()));
+    line("cluster_bucket", c.cluster_bucket.clone());
+    line("cluster_replicas", c.cluster_replicas.to_string());
+    line("cluster_dir", opt(&c.cluster_dir));
+    line("cluster_max_lag", c.cluster_max_lag.to_string());
+    line("node_name", c.node_name.clone().unwrap_or_else(|| "(host name and pid)".into()));
     for (k, v) in [
         ("expired_url", &args.expired_urls),
         ("not_found_url", &args.not_found_urls),

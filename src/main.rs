@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod clicks;
+mod cluster;
 mod config;
 mod import;
 
@@ -114,6 +115,9 @@ enum SnapshotCmd {
         #[arg(long, value_enum)]
         format: Option<Format>,
     },
+    /// Cluster mode: fold the links bucket into a snapshot and store it in the cluster's object
+    /// store, where every node picks it up (run it from cron, e.g. hourly).
+    Publish(cluster::PublishArgs),
     /// Print a snapshot's header, link count and domains.
     Inspect {
         /// Snapshot file.
@@ -237,6 +241,8 @@ pub(crate) struct ServeArgs {
     /// one work-stealing runtime (multi-thread). Default is per-core.
     #[arg(env = "DUANLIAN_RUNTIME", long, value_enum, default_value_t = Shape::PerCore)]
     runtime: Shape,
+    #[command(flatten)]
+    cluster: cluster::ClusterArgs,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -284,6 +290,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
             format,
         }) => build(&input, &output, default_domain.as_deref(), format),
         Command::Snapshot(SnapshotCmd::Inspect { file }) => inspect(&file),
+        Command::Snapshot(SnapshotCmd::Publish(args)) => cluster::publish(&args),
         Command::Snapshot(SnapshotCmd::Verify { file }) => verify(&file),
         Command::Serve(mut args) => {
             if let (Some(path), Some(m)) =
@@ -403,7 +410,14 @@ fn verify(path: &Path) -> Result<()> {
 
 fn serve(args: ServeArgs) -> Result<()> {
     let started = Instant::now();
-    let metrics = Arc::new(Metrics::new());
+    let node = match &args.cluster.cluster {
+        Some(servers) => Some(cluster::Node::new(servers, &args)?),
+        None => None,
+    };
+    let metrics = Arc::new(match &node {
+        Some(node) => Metrics::new().with_cluster(node.cluster.clone()),
+        None => Metrics::new(),
+    });
     // Flags first: a mistake in them must not leave a data directory behind.
     let policies = domain_policies(&args)?;
     let proxies = duanlian_server::TrustedProxies::parse(&args.trusted_proxies)
@@ -418,7 +432,9 @@ fn serve(args: ServeArgs) -> Result<()> {
             "--huge-pages applies to a node serving --snapshot without --data-dir"
         ));
     }
-    let (index, store, data_dir) = if let (Some(path), None) = (&args.snapshot, &args.data_dir) {
+    let (index, store, data_dir) = if let Some(node) = &node {
+        (node.index.clone(), None, None)
+    } else if let (Some(path), None) = (&args.snapshot, &args.data_dir) {
         let snapshot = Snapshot::open_deferred(path).map_err(|e| named(path, e))?;
         tracing::info!(
             snapshot = %path.display(),
@@ -505,10 +521,16 @@ fn serve(args: ServeArgs) -> Result<()> {
         .with_policies(policies)
         .with_retention(args.expired_retention)
         // Counting every visit only makes sense where the counts can be kept.
-        .with_visit_counting(store.is_some());
-    let clicks = match (&data_dir, args.no_stats) {
-        (Some(dir), false) => Some(start_clicks(dir, &args)?),
-        _ => None,
+        .with_visit_counting(store.is_some() || node.is_some());
+    let redirector = match &node {
+        Some(node) => redirector.with_cluster(node.cluster.clone()),
+        None => redirector,
+    };
+    let clicks = match (&data_dir, &node, args.no_stats) {
+        (_, _, true) => None,
+        (Some(dir), _, false) => Some(start_clicks(dir, &args)?),
+        (None, Some(node), false) => Some(node.clicks(&args)?),
+        (None, None, false) => None,
     };
     let redirector = match &clicks {
         Some((recorder, _)) => redirector.with_clicks(recorder.clone(), proxies.clone()),
@@ -519,32 +541,45 @@ fn serve(args: ServeArgs) -> Result<()> {
     } else {
         redirector
     };
-    let (admin, reloader) = match &store {
-        Some(store) => (
+    let (admin, reloader) = match (&store, &node) {
+        (Some(store), _) => (
             Admin::new(admin_opts, store.clone()),
-            Reloader::for_store(store.clone()),
+            Some(Reloader::for_store(store.clone())),
         ),
-        None => (
+        // A cluster node's snapshots come from the cluster, never from a local file.
+        (None, Some(node)) => (
+            Admin::cluster(admin_opts, node.cluster.clone(), index.clone()),
+            None,
+        ),
+        (None, None) => (
             Admin::read_only(admin_opts, index.clone()),
-            Reloader::new(index.clone()),
+            Some(Reloader::new(index.clone())),
         ),
     };
-    let mut reloader = reloader
-        .with_metrics(metrics.clone())
-        .with_huge_pages(args.huge_pages);
-    if let Some(path) = &args.snapshot {
-        reloader = reloader.with_configured(path.clone());
+    let mut admin = admin;
+    if let Some(reloader) = reloader {
+        let mut reloader = reloader
+            .with_metrics(metrics.clone())
+            .with_huge_pages(args.huge_pages);
+        if let Some(path) = &args.snapshot {
+            reloader = reloader.with_configured(path.clone());
+        }
+        let reloader = Arc::new(reloader);
+        if reloader.configured().is_some() {
+            reload_on_sighup(reloader.clone())?;
+        }
+        admin = admin.with_reloader(reloader);
     }
-    let reloader = Arc::new(reloader);
-    if reloader.configured().is_some() {
-        reload_on_sighup(reloader.clone())?;
-    }
-    let mut admin = admin.with_reloader(reloader);
     if let Some((recorder, _)) = &clicks {
         metrics.watch_clicks(recorder.clone());
         admin = admin.with_stats(recorder.stats().clone());
     }
     let admin = admin.with_metrics(metrics, health.clone());
+    if let Some(node) = &node {
+        let cluster = node.cluster.clone();
+        health.gate_on(move || cluster.is_ready());
+        node.start();
+    }
     duanlian_server::spawn_admin(Arc::new(admin), args.admin_listen, &opts)
         .with_context(|| format!("admin listener on {}", args.admin_listen))?;
     duanlian_server::run(Arc::new(redirector), &opts, health)
@@ -554,6 +589,10 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     if let Some((_, writer)) = clicks {
         writer.finish();
+    }
+    if let Some(node) = node {
+        // After the click writer drained into the publisher: give it a moment to send.
+        node.stop();
     }
     Ok(())
 }

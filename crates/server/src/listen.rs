@@ -1,6 +1,6 @@
 //! Listeners, runtimes and hyper connections.
 use crate::admin::Admin;
-use crate::redirect::{respond_from, Body, Redirector};
+use crate::redirect::{respond_from, Body, DirectRead, Redirector};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -32,6 +32,37 @@ pub enum RuntimeShape {
 pub trait Answer: Send + Sync + 'static {
     /// The response to one request from `peer` (unknown for in-process connections).
     fn answer<B>(&self, req: &Request<B>, peer: Option<SocketAddr>) -> Response<Body>;
+
+    /// A second, asynchronous look at an answer marked as needing I/O (a cluster node's direct
+    /// read of its bucket on a miss); nothing else ever comes here.
+    fn answer_later<'a, B: Send + Sync + 'a>(
+        &'a self,
+        _req: &'a Request<B>,
+        _peer: Option<SocketAddr>,
+        first: Response<Body>,
+    ) -> impl std::future::Future<Output = Response<Body>> + Send + 'a {
+        ready(first)
+    }
+}
+
+/// A response now (every redirect), or after I/O (a miss marked for a direct read).
+enum Reply {
+    Now(Option<Response<Body>>),
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>),
+}
+
+impl std::future::Future for Reply {
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match &mut *self {
+            Reply::Now(res) => std::task::Poll::Ready(Ok(res.take().unwrap_or_default())),
+            Reply::Later(fut) => fut.as_mut().poll(cx).map(Ok),
+        }
+    }
 }
 
 impl Answer for Redirector {
@@ -42,7 +73,10 @@ impl Answer for Redirector {
             Some(metrics) => {
                 let started = metrics.sample().then(Instant::now);
                 let res = respond_from(self, req, peer);
-                metrics.record(res.status().as_u16());
+                // A deferred answer is counted when it is final.
+                if res.extensions().get::<DirectRead>().is_none() {
+                    metrics.record(res.status().as_u16());
+                }
                 if let Some(t) = started {
                     metrics.observe_latency(t.elapsed());
                 }
@@ -60,6 +94,19 @@ impl Answer for Redirector {
                 path = req.uri().path(),
                 status = res.status().as_u16(),
             );
+        }
+        res
+    }
+
+    async fn answer_later<'a, B: Send + Sync + 'a>(
+        &'a self,
+        req: &'a Request<B>,
+        peer: Option<SocketAddr>,
+        first: Response<Body>,
+    ) -> Response<Body> {
+        let res = self.second_chance(req, peer, first).await;
+        if let Some(metrics) = self.metrics() {
+            metrics.record(res.status().as_u16());
         }
         res
     }
@@ -86,17 +133,35 @@ pub struct Health {
     ready: AtomicBool,
     draining: AtomicBool,
     connections: AtomicUsize,
+    gate: std::sync::OnceLock<Gate>,
+}
+
+/// A further condition of readiness (a cluster node: caught up with its bucket).
+struct Gate(Box<dyn Fn() -> bool + Send + Sync>);
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gate")
+    }
 }
 
 impl Health {
+    /// Makes readiness also depend on `condition`, asked at every `/readyz` (set once).
+    pub fn gate_on(&self, condition: impl Fn() -> bool + Send + Sync + 'static) {
+        let _ = self.gate.set(Gate(Box::new(condition)));
+    }
+
     /// Marks the node ready (listeners up, data loaded) or not.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
     }
 
-    /// Whether a load balancer should send traffic here: ready and not draining.
+    /// Whether a load balancer should send traffic here: ready, not draining, and the gate (if
+    /// any) open.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire)
+            && !self.draining.load(Ordering::Acquire)
+            && self.gate.get().is_none_or(|g| (g.0)())
     }
 
     /// Starts a shutdown: readiness turns false at once.
@@ -261,7 +326,17 @@ async fn accept_loop<A: Answer>(listener: TcpListener, shared: Arc<Shared<A>>) {
 async fn serve_until_stopped<A: Answer>(stream: TcpStream, shared: &Shared<A>) {
     let answer = shared.answer.clone();
     let peer = stream.peer_addr().ok();
-    let service = service_fn(move |req| ready(Ok::<_, Infallible>(answer.answer(&req, peer))));
+    let service = service_fn(move |req| {
+        let res = answer.answer(&req, peer);
+        if res.extensions().get::<DirectRead>().is_none() {
+            Reply::Now(Some(res))
+        } else {
+            let answer = answer.clone();
+            Reply::Later(Box::pin(async move {
+                answer.answer_later(&req, peer, res).await
+            }))
+        }
+    });
     let builder = http(&shared.opts, None);
     let clock = Arc::new(ConnClock::default());
     let io = Watched {

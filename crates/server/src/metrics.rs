@@ -46,7 +46,10 @@ pub struct Metrics {
     reloads: Family<Outcome, Counter>,
     clicks: Family<Outcome, Counter>,
     click_source: std::sync::OnceLock<Arc<duanlian_clicks::Recorder>>,
+    /// A cluster node's gauges and where to read them.
+    cluster: Option<([Gauge; 4], Arc<duanlian_cluster::Cluster>)>,
 }
+
 
 thread_local! {
     static SAMPLE: Cell<u32> = const { Cell::new(0) };
@@ -130,7 +133,9 @@ impl Metrics {
             "Click events, by fate (written to the click log, dropped because the queue was full, failed to write)",
             clicks.clone(),
         );
+
         Metrics {
+            cluster: None,
             reloads,
             clicks,
             click_source: std::sync::OnceLock::new(),
@@ -195,8 +200,37 @@ impl Metrics {
         let _ = self.click_source.set(recorder);
     }
 
+    /// Also reports `cluster`'s connection, applied revision and lag.
+    pub fn with_cluster(mut self, cluster: Arc<duanlian_cluster::Cluster>) -> Metrics {
+        let gauges = [
+            ("cluster_connected", "Connected to a NATS server (1/0)"),
+            ("cluster_applied_revision", "The newest bucket revision applied"),
+            ("cluster_lag_revisions", "Revisions the bucket is ahead of this node"),
+            ("cluster_caught_up", "Applied what the bucket held when the node started (1/0)"),
+        ]
+        .map(|(name, help)| {
+            let g = Gauge::default();
+            self.registry.register(name, help, g.clone());
+            g
+        });
+        self.cluster = Some((gauges, cluster));
+        self
+    }
+
     /// The text exposition, with gauges read from the live state.
     pub fn render(&self, index: &Index, health: &Health, journal_bytes: Option<u64>) -> String {
+        if let Some((gauges, c)) = &self.cluster {
+            let st = c.status();
+            let values = [
+                i64::from(st.connected),
+                st.applied as i64,
+                st.lag as i64,
+                i64::from(st.caught_up),
+            ];
+            for (g, v) in gauges.iter().zip(values) {
+                g.set(v);
+            }
+        }
         if let Some(rec) = self.click_source.get() {
             for (outcome, now) in [
                 ("written", rec.written()),

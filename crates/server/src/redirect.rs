@@ -62,6 +62,16 @@ pub struct Redirector {
     clicks: Option<(Arc<Recorder>, crate::TrustedProxies)>,
     /// A test clock; `None` reads the system clock directly (one vDSO call, no indirection).
     clock: Option<Arc<dyn Fn() -> i64 + Send + Sync>>,
+    /// A cluster node's bucket, read directly on a miss while the node is behind it.
+    cluster: Option<Arc<duanlian_cluster::Cluster>>,
+}
+
+/// Marks a miss that a cluster node may answer after one direct read of the bucket (see
+/// [`Redirector::second_chance`]).
+#[derive(Debug, Clone)]
+pub(crate) struct DirectRead {
+    domain: Box<str>,
+    code: Box<str>,
 }
 
 impl std::fmt::Debug for Redirector {
@@ -87,6 +97,41 @@ impl Redirector {
             access_log: None,
             clicks: None,
             clock: None,
+            cluster: None,
+        }
+    }
+
+    /// Lets a miss while `cluster` is behind its bucket look the code up in the bucket once.
+    pub fn with_cluster(mut self, cluster: Arc<duanlian_cluster::Cluster>) -> Redirector {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// Answers a miss marked [`DirectRead`] from one direct read of the cluster's bucket; any
+    /// other answer is returned as it is.
+    pub(crate) async fn second_chance<B>(
+        &self,
+        req: &Request<B>,
+        peer: Option<SocketAddr>,
+        mut first: Response<Body>,
+    ) -> Response<Body> {
+        let (Some(DirectRead { domain, code }), Some(cluster)) =
+            (first.extensions_mut().remove::<DirectRead>(), &self.cluster)
+        else {
+            return first;
+        };
+        match cluster.direct_get(&domain, &code).await {
+            Some(link) => decide(
+                self,
+                req,
+                peer,
+                *req.method() == Method::GET,
+                &domain,
+                &code,
+                Some(LinkRef::from(&link)),
+                false,
+            ),
+            None => first,
         }
     }
 
@@ -272,86 +317,110 @@ pub fn respond_from<B>(
     if !Code::is_valid(code.as_bytes()) {
         return r.not_found(domain);
     }
-    r.index.resolve(domain, code, |link| {
-        let Some(link) = link else {
-            return r.not_found(domain);
-        };
-        let clock = || match &r.clock {
-            None => now_secs(),
-            Some(clock) => clock(),
-        };
-        let mut read_clock = None;
-        // Permanent links skip the clock; bounded ones are decided here, on every read.
-        if link.validity.is_bounded() {
-            let now = clock();
-            read_clock = Some(now);
-            if link.validity.is_purged_at(now, r.retention) {
-                return r.not_found(domain);
-            }
-            match link.validity.state_at(now) {
-                State::Active => {}
-                State::Pending => return r.not_found(domain),
-                State::Expired => return r.expired(domain, &link),
-            }
-        }
-        // Only a GET can be a visit, and only a person's: bots and link-preview fetchers are
-        // told where the link goes but use up nothing.
-        let counted =
-            is_get && (r.count_visits || r.clicks.is_some() || link.validity.max_visits.is_some());
-        let user_agent = req.headers().get(USER_AGENT).map(|v| v.as_bytes());
-        let human = counted && !is_bot(user_agent);
-        let visits = r.index.visits();
-        let used_up = match link.validity.max_visits {
-            // A visit takes one of the capped visits or finds none left; anything else looks.
-            Some(cap) if human => !visits.hit(domain, code, Some(cap)),
-            Some(cap) => visits.count(domain, code) >= cap,
-            None => {
-                if human && r.count_visits {
-                    visits.hit(domain, code, None);
-                }
-                false
-            }
-        };
-        if used_up {
-            return r.expired(domain, &link);
-        }
-        let location = match req.uri().query() {
-            // Only a request with a query string pays for building a new URL.
-            Some(q) if link.forward_query && !q.is_empty() => {
-                HeaderValue::from_maybe_shared(Bytes::from(merge_query(link.url, q.as_bytes())))
-            }
-            // A slice of the snapshot's mapping: validated, not copied.
-            _ => HeaderValue::from_maybe_shared(link.url_bytes()),
-        };
-        let Ok(location) = location else {
-            // Unreachable for links that passed the link model; refuse rather than emit it.
-            return text(StatusCode::INTERNAL_SERVER_ERROR, "invalid stored target\n");
-        };
-        // Every redirected GET is a click, bots' included (recorded as bots).
-        if let (Some((recorder, proxies)), true) = (&r.clicks, is_get) {
-            let device = if human {
-                Device::browser(user_agent)
-            } else {
-                Device::Bot
-            };
-            let client = match peer {
-                Some(peer) => proxies.client(peer, req.headers()),
-                None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            };
-            let referer = req.headers().get(REFERER).map(|v| v.as_bytes());
-            // To the second: the clock already read, a test clock, or the recorder's.
-            let at = read_clock.unwrap_or_else(|| match r.clock {
-                Some(_) => clock(),
-                None => recorder.now(),
+    r.index
+        .resolve(domain, code, |link| decide(r, req, peer, is_get, domain, code, link, true))
+}
+
+/// The answer for the link found under `domain`/`code` (or its absence). `may_defer`: a miss
+/// on a cluster node behind its bucket is marked for one direct read instead of answered.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn decide<B>(
+    r: &Redirector,
+    req: &Request<B>,
+    peer: Option<SocketAddr>,
+    is_get: bool,
+    domain: &str,
+    code: &str,
+    link: Option<LinkRef<'_>>,
+    may_defer: bool,
+) -> Response<Body> {
+    let Some(link) = link else {
+        if may_defer && r.cluster.as_ref().is_some_and(|c| c.lagging()) {
+            let mut res = r.not_found(domain);
+            res.extensions_mut().insert(DirectRead {
+                domain: domain.into(),
+                code: code.into(),
             });
-            recorder.record(Click::new(at, domain, code, referer, device, client));
+            return res;
         }
-        let mut res = Response::new(Body::default());
-        *res.status_mut() =
-            StatusCode::from_u16(link.redirect.status()).unwrap_or(StatusCode::FOUND);
-        res.headers_mut().insert(LOCATION, location);
-        res
-    })
+        return r.not_found(domain);
+    };
+    let clock = || match &r.clock {
+        None => now_secs(),
+        Some(clock) => clock(),
+    };
+    let mut read_clock = None;
+    // Permanent links skip the clock; bounded ones are decided here, on every read.
+    if link.validity.is_bounded() {
+        let now = clock();
+        read_clock = Some(now);
+        if link.validity.is_purged_at(now, r.retention) {
+            return r.not_found(domain);
+        }
+        match link.validity.state_at(now) {
+            State::Active => {}
+            State::Pending => return r.not_found(domain),
+            State::Expired => return r.expired(domain, &link),
+        }
+    }
+    // Only a GET can be a visit, and only a person's: bots and link-preview fetchers are
+    // told where the link goes but use up nothing.
+    let counted =
+        is_get && (r.count_visits || r.clicks.is_some() || link.validity.max_visits.is_some());
+    let user_agent = req.headers().get(USER_AGENT).map(|v| v.as_bytes());
+    let human = counted && !is_bot(user_agent);
+    let visits = r.index.visits();
+    let used_up = match link.validity.max_visits {
+        // A visit takes one of the capped visits or finds none left; anything else looks.
+        Some(cap) if human => !visits.hit(domain, code, Some(cap)),
+        Some(cap) => visits.count(domain, code) >= cap,
+        None => {
+            if human && r.count_visits {
+                visits.hit(domain, code, None);
+            }
+            false
+        }
+    };
+    if used_up {
+        return r.expired(domain, &link);
+    }
+    let location = match req.uri().query() {
+        // Only a request with a query string pays for building a new URL.
+        Some(q) if link.forward_query && !q.is_empty() => {
+            HeaderValue::from_maybe_shared(Bytes::from(merge_query(link.url, q.as_bytes())))
+        }
+        // A slice of the snapshot's mapping: validated, not copied.
+        _ => HeaderValue::from_maybe_shared(link.url_bytes()),
+    };
+    let Ok(location) = location else {
+        // Unreachable for links that passed the link model; refuse rather than emit it.
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "invalid stored target\n");
+    };
+    // Every redirected GET is a click, bots' included (recorded as bots).
+    if let (Some((recorder, proxies)), true) = (&r.clicks, is_get) {
+        let device = if human {
+            Device::browser(user_agent)
+        } else {
+            Device::Bot
+        };
+        let client = match peer {
+            Some(peer) => proxies.client(peer, req.headers()),
+            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        };
+        let referer = req.headers().get(REFERER).map(|v| v.as_bytes());
+        // To the second: the clock already read, a test clock, or the recorder's.
+        let at = read_clock.unwrap_or_else(|| match r.clock {
+            Some(_) => clock(),
+            None => recorder.now(),
+        });
+        recorder.record(Click::new(at, domain, code, referer, device, client));
+    }
+    let mut res = Response::new(Body::default());
+    *res.status_mut() =
+        StatusCode::from_u16(link.redirect.status()).unwrap_or(StatusCode::FOUND);
+    res.headers_mut().insert(LOCATION, location);
+    res
 }
 
 fn not_found() -> Response<Body> {

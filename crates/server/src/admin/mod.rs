@@ -49,13 +49,24 @@ impl Default for AdminOptions {
     }
 }
 
-/// The admin API's state: the index it reads and, unless the node is read-only, the store it
-/// writes through.
+/// Where writes go.
+#[derive(Debug)]
+enum Writes {
+    /// A node serving a bulk snapshot without a data directory.
+    ReadOnly,
+    /// The data directory's journal.
+    Local(Arc<Store>),
+    /// The cluster's bucket.
+    Cluster(Arc<duanlian_cluster::Cluster>),
+}
+
+/// The admin API's state: the index it reads and, unless the node is read-only, where it
+/// writes (the data directory's store, or the cluster).
 #[derive(Debug)]
 pub struct Admin {
     opts: AdminOptions,
     index: Arc<Index>,
-    store: Option<Arc<Store>>,
+    writes: Writes,
     metrics: Option<(Arc<crate::Metrics>, Arc<crate::Health>)>,
     reloader: Option<Arc<crate::Reloader>>,
     stats: Option<Arc<duanlian_clicks::Stats>>,
@@ -69,7 +80,7 @@ impl Admin {
         Admin {
             opts,
             index: store.index().clone(),
-            store: Some(store),
+            writes: Writes::Local(store),
             metrics: None,
             reloader: None,
             stats: None,
@@ -81,10 +92,23 @@ impl Admin {
         Admin {
             opts,
             index,
-            store: None,
+            writes: Writes::ReadOnly,
             metrics: None,
             reloader: None,
             stats: None,
+        }
+    }
+
+    /// An admin API of a cluster node: reads from `index` (which `cluster` keeps up to date),
+    /// writes to the cluster's bucket.
+    pub fn cluster(
+        opts: AdminOptions,
+        cluster: Arc<duanlian_cluster::Cluster>,
+        index: Arc<Index>,
+    ) -> Admin {
+        Admin {
+            writes: Writes::Cluster(cluster),
+            ..Admin::read_only(opts, index)
         }
     }
 
@@ -139,7 +163,10 @@ impl Admin {
             let Some((metrics, health)) = &self.metrics else {
                 return Err(Problem::not_found("metrics are not enabled"));
             };
-            let journal = self.store.as_ref().map(|s| s.journal_bytes());
+            let journal = match &self.writes {
+                Writes::Local(store) => Some(store.journal_bytes()),
+                _ => None,
+            };
             let mut r = Response::new(Body::new(Bytes::from(metrics.render(
                 &self.index,
                 health,
@@ -211,14 +238,28 @@ impl Admin {
     }
 
     fn store(&self) -> Result<&Store, Problem> {
-        self.store.as_deref().ok_or_else(|| {
-            Problem::new(
-                StatusCode::FORBIDDEN,
-                "read-only",
-                "Read-only node",
-                "this node serves a snapshot without a data directory; start it with --data-dir to accept writes",
-            )
-        })
+        match &self.writes {
+            Writes::Local(store) => Ok(store),
+            Writes::ReadOnly => Err(read_only()),
+            Writes::Cluster(_) => Err(Problem::new(
+                StatusCode::CONFLICT,
+                "cluster-node",
+                "Cluster node",
+                "a cluster node has no journal to compact; publish a snapshot of the bucket with `duanlian snapshot publish`",
+            )),
+        }
+    }
+
+    /// Submits a write; the revision is the cluster bucket's, for cluster nodes.
+    async fn submit(&self, op: Op) -> Result<(Outcome, Option<u64>), Problem> {
+        match &self.writes {
+            Writes::Local(store) => Ok((store.submit(op).await.map_err(store_problem)?, None)),
+            Writes::Cluster(cluster) => {
+                let (outcome, revision) = cluster.submit(op).await.map_err(store_problem)?;
+                Ok((outcome, Some(revision)))
+            }
+            Writes::ReadOnly => Err(read_only()),
+        }
     }
 
     fn link_json(&self, l: &Link) -> Value {
@@ -402,17 +443,16 @@ impl Admin {
     }
 
     async fn create(&self, req: Request<Incoming>) -> Answer {
-        let store = self.store()?;
+        self.writable()?;
         let body = self.json_body(req).await?;
         let new = input::create(&body, &self.rules()).map_err(Problem::invalid)?;
-        match store
-            .submit(Op::Create(vec![new]))
-            .await
-            .map_err(store_problem)?
-        {
-            Outcome::Created(links) => {
+        match self.submit(Op::Create(vec![new])).await? {
+            (Outcome::Created(links), revision) => {
                 let link = links.first().ok_or_else(|| internal("no link created"))?;
-                let mut r = json_response(StatusCode::CREATED, &self.link_json(link));
+                let mut r = json_response(
+                    StatusCode::CREATED,
+                    &with_revision(self.link_json(link), revision),
+                );
                 if let Ok(loc) =
                     HeaderValue::from_str(&format!("/api/v1/links/{}/{}", link.domain, link.code))
                 {
@@ -425,15 +465,15 @@ impl Admin {
     }
 
     async fn batch(&self, req: Request<Incoming>) -> Answer {
-        let store = self.store()?;
+        self.writable()?;
         let body = self.json_body(req).await?;
         let new = input::batch(&body, &self.rules()).map_err(Problem::invalid)?;
-        match store.submit(Op::Create(new)).await.map_err(store_problem)? {
-            Outcome::Created(links) => {
+        match self.submit(Op::Create(new)).await? {
+            (Outcome::Created(links), revision) => {
                 let items: Vec<Value> = links.iter().map(|l| self.link_json(l)).collect();
                 Ok(json_response(
                     StatusCode::CREATED,
-                    &json!({ "links": items }),
+                    &with_revision(json!({ "links": items }), revision),
                 ))
             }
             _ => Err(internal("unexpected outcome")),
@@ -441,41 +481,53 @@ impl Admin {
     }
 
     async fn patch(&self, domain: &str, code: &str, req: Request<Incoming>) -> Answer {
-        let store = self.store()?;
+        self.writable()?;
         let (domain, code) = Self::key(domain, code)?;
         let body = self.json_body(req).await?;
         let patch = input::patch(&body, &self.rules()).map_err(Problem::invalid)?;
-        match store
+        match self
             .submit(Op::Update {
                 domain,
                 code,
                 patch,
             })
-            .await
-            .map_err(store_problem)?
+            .await?
         {
-            Outcome::Updated(link) => Ok(json_response(StatusCode::OK, &self.link_json(&link))),
+            (Outcome::Updated(link), revision) => Ok(json_response(
+                StatusCode::OK,
+                &with_revision(self.link_json(&link), revision),
+            )),
             _ => Err(internal("unexpected outcome")),
         }
     }
 
     async fn delete(&self, domain: &str, code: &str) -> Answer {
-        let store = self.store()?;
+        self.writable()?;
         let (domain, code) = Self::key(domain, code)?;
-        store
+        let (_, revision) = self
             .submit(Op::Delete {
                 domain: domain.clone(),
                 code: code.clone(),
             })
-            .await
-            .map_err(store_problem)?;
+            .await?;
         // A link created later under the same code starts with no history.
         if let Some(stats) = &self.stats {
             stats.forget(domain.as_str(), code.as_str());
         }
         let mut r = Response::new(Body::default());
         *r.status_mut() = StatusCode::NO_CONTENT;
+        if let Some(rev) = revision {
+            r.headers_mut().insert(REVISION, HeaderValue::from(rev));
+        }
         Ok(r)
+    }
+
+    /// Refuses a write before its body is read, on a node that takes none.
+    fn writable(&self) -> Result<(), Problem> {
+        match self.writes {
+            Writes::ReadOnly => Err(read_only()),
+            _ => Ok(()),
+        }
     }
 
     async fn compact(&self) -> Answer {
@@ -606,6 +658,25 @@ fn store_problem(e: StoreError) -> Problem {
         ),
         _ => internal(&e.to_string()),
     }
+}
+
+/// The header that carries a cluster write's bucket revision (also a `revision` JSON field).
+const REVISION: hyper::header::HeaderName = hyper::header::HeaderName::from_static("duanlian-revision");
+
+fn with_revision(mut v: Value, revision: Option<u64>) -> Value {
+    if let (Some(rev), Some(o)) = (revision, v.as_object_mut()) {
+        o.insert("revision".into(), json!(rev));
+    }
+    v
+}
+
+fn read_only() -> Problem {
+    Problem::new(
+        StatusCode::FORBIDDEN,
+        "read-only",
+        "Read-only node",
+        "this node serves a snapshot without a data directory; start it with --data-dir to accept writes",
+    )
 }
 
 fn internal(why: &str) -> Problem {

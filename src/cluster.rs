@@ -1,0 +1,189 @@
+//! `serve --cluster` and `snapshot publish`: the binary's side of cluster mode.
+use crate::ServeArgs;
+use anyhow::{anyhow, Context, Result};
+use clap::Args;
+use duanlian_cluster::{ClickForwarder, Cluster, ClusterOptions};
+use duanlian_index::Index;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Cluster mode's flags of `serve`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct ClusterArgs {
+    /// Cluster mode: links live in a NATS JetStream key-value bucket on these servers
+    /// (comma-separated nats://HOST:PORT), not in a data directory. Replaces --data-dir and
+    /// --snapshot. Default is single-node mode.
+    #[arg(env = "DUANLIAN_CLUSTER", long = "cluster", value_name = "URLS")]
+    pub(crate) cluster: Option<String>,
+    /// The key-value bucket of the links. Default is links.
+    #[arg(env = "DUANLIAN_CLUSTER_BUCKET", long, default_value = "links")]
+    pub(crate) cluster_bucket: String,
+    /// Replicas of the bucket, the snapshot store and the click stream, when this node creates
+    /// them (a JetStream cluster of at least as many servers). Default is 1.
+    #[arg(env = "DUANLIAN_CLUSTER_REPLICAS", long, default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub(crate) cluster_replicas: u8,
+    /// Where the node keeps the snapshot it downloads from the cluster (mapped from there).
+    /// Default is a folder in the system's temporary directory.
+    #[arg(env = "DUANLIAN_CLUSTER_DIR", long)]
+    pub(crate) cluster_dir: Option<PathBuf>,
+    /// /readyz fails while this node stays more than this many revisions behind the bucket for
+    /// over 5 seconds. Default is 10000.
+    #[arg(env = "DUANLIAN_CLUSTER_MAX_LAG", long, default_value_t = 10_000)]
+    pub(crate) cluster_max_lag: u64,
+    /// This node's name in NATS and in click-event ids. Default is the host name and process id.
+    #[arg(env = "DUANLIAN_NODE_NAME", long)]
+    pub(crate) node_name: Option<String>,
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "node".into())
+}
+
+pub(crate) fn options(servers: &str, args: &ClusterArgs) -> ClusterOptions {
+    let mut opts = ClusterOptions::new(servers);
+    opts.bucket = args.cluster_bucket.clone();
+    opts.replicas = usize::from(args.cluster_replicas);
+    opts.max_lag = args.cluster_max_lag;
+    opts.name = args
+        .node_name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", host_name(), std::process::id()));
+    opts.dir = args.cluster_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("duanlian-cluster-{}-{}", opts.bucket, opts.name))
+    });
+    opts
+}
+
+/// A cluster node being started: its runtime (NATS client, watch, click publisher) lives as
+/// long as this value.
+pub(crate) struct Node {
+    pub(crate) cluster: Arc<Cluster>,
+    pub(crate) index: Arc<Index>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Node {
+    pub(crate) fn new(servers: &str, args: &ServeArgs) -> Result<Node> {
+        if args.data_dir.is_some() || args.snapshot.is_some() {
+            return Err(anyhow!(
+                "--cluster replaces --data-dir and --snapshot: a cluster node loads its snapshot from the cluster (see `duanlian snapshot publish`)"
+            ));
+        }
+        if args.domains.is_empty() {
+            return Err(anyhow!(
+                "--cluster needs the link domains (--domain, repeatable): the node starts before it has seen any link"
+            ));
+        }
+        let opts = options(servers, &args.cluster);
+        let index = Arc::new(Index::empty());
+        index.set_retention(args.expired_retention);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("duanlian-cluster")
+            .enable_all()
+            .build()
+            .context("cluster runtime")?;
+        tracing::info!(servers, bucket = %opts.bucket, node = %opts.name, dir = %opts.dir.display(), "cluster mode");
+        Ok(Node {
+            cluster: Cluster::new(opts, index.clone()),
+            index,
+            runtime,
+        })
+    }
+
+    /// Click events go to the cluster's stream; the aggregates come back from it.
+    pub(crate) fn clicks(
+        &self,
+        args: &ServeArgs,
+    ) -> Result<(Arc<duanlian_clicks::Recorder>, duanlian_clicks::Writer)> {
+        let forwarder = ClickForwarder::start(&self.cluster, self.runtime.handle(), 256);
+        let opts = duanlian_clicks::RecorderOptions {
+            capacity: args.clicks_queue as usize,
+            writer_delay: Duration::from_millis(args.clicks_writer_delay_ms),
+            retention: Some(args.stats_retention),
+            ..Default::default()
+        };
+        let (recorder, writer) = duanlian_clicks::Recorder::forwarding(Box::new(forwarder), opts)
+            .context("click writer")?;
+        self.cluster.count_clicks_into(recorder.stats().clone());
+        Ok((Arc::new(recorder), writer))
+    }
+
+    /// Joins in the background: `/readyz` says ready once the node caught up.
+    pub(crate) fn start(&self) {
+        self.runtime.spawn(self.cluster.clone().run());
+    }
+
+    pub(crate) fn stop(self) {
+        self.runtime.shutdown_timeout(Duration::from_secs(1));
+    }
+}
+
+/// `duanlian snapshot publish`.
+#[derive(Args, Debug)]
+pub(crate) struct PublishArgs {
+    /// NATS servers, comma-separated nats://HOST:PORT.
+    #[arg(env = "DUANLIAN_CLUSTER", long = "cluster", value_name = "URLS")]
+    cluster: String,
+    #[command(flatten)]
+    settings: PublishSettings,
+}
+
+#[derive(Args, Debug)]
+struct PublishSettings {
+    /// The key-value bucket of the links. Default is links.
+    #[arg(env = "DUANLIAN_CLUSTER_BUCKET", long = "cluster-bucket", default_value = "links")]
+    bucket: String,
+    /// Replicas, if the bucket or the snapshot store has to be created. Default is 1.
+    #[arg(env = "DUANLIAN_CLUSTER_REPLICAS", long = "cluster-replicas", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    replicas: u8,
+    /// Where the snapshot file is built before the upload. Default is the temporary directory.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+pub(crate) fn publish(args: &PublishArgs) -> Result<()> {
+    let started = std::time::Instant::now();
+    let mut opts = ClusterOptions::new(&args.cluster);
+    opts.bucket = args.settings.bucket.clone();
+    opts.replicas = usize::from(args.settings.replicas);
+    opts.name = format!("duanlian-publish-{}", std::process::id());
+    if let Some(dir) = &args.settings.dir {
+        opts.dir = dir.clone();
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("runtime")?;
+    let published = rt
+        .block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(600),
+                duanlian_cluster::publish_snapshot(&opts),
+            )
+            .await
+        })
+        .map_err(|_| anyhow!("{}: no answer within 10 minutes", args.cluster))?
+        .with_context(|| format!("publishing a snapshot of bucket {}", opts.bucket))?;
+    println!(
+        "published {} links of bucket {} at revision {} ({} bytes) as {}/{} in {:.1}s{}",
+        published.links,
+        opts.bucket,
+        published.revision,
+        published.bytes,
+        opts.snapshots,
+        format_args!("{}.snap", opts.bucket),
+        started.elapsed().as_secs_f64(),
+        if published.skipped > 0 {
+            format!("; {} unreadable entries skipped", published.skipped)
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
