@@ -136,7 +136,11 @@ pub(crate) struct PublishArgs {
 #[derive(Args, Debug)]
 struct PublishSettings {
     /// The key-value bucket of the links. Default is links.
-    #[arg(env = "DUANLIAN_CLUSTER_BUCKET", long = "cluster-bucket", default_value = "links")]
+    #[arg(
+        env = "DUANLIAN_CLUSTER_BUCKET",
+        long = "cluster-bucket",
+        default_value = "links"
+    )]
     bucket: String,
     /// Replicas, if the bucket or the snapshot store has to be created. Default is 1.
     #[arg(env = "DUANLIAN_CLUSTER_REPLICAS", long = "cluster-replicas", default_value_t = 1,
@@ -145,6 +149,10 @@ struct PublishSettings {
     /// Where the snapshot file is built before the upload. Default is the temporary directory.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Upload this file as the snapshot, unchecked, instead of folding the bucket (recovery
+    /// drills; tests of how nodes treat a corrupt or foreign snapshot).
+    #[arg(long, hide = true)]
+    raw_file: Option<PathBuf>,
 }
 
 pub(crate) fn publish(args: &PublishArgs) -> Result<()> {
@@ -160,6 +168,18 @@ pub(crate) fn publish(args: &PublishArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("runtime")?;
+    if let Some(file) = &args.settings.raw_file {
+        let size = rt
+            .block_on(duanlian_cluster::upload_snapshot_file(&opts, file))
+            .with_context(|| format!("uploading {}", file.display()))?;
+        println!(
+            "uploaded {} ({size} bytes) unchecked as {}/{}.snap",
+            file.display(),
+            opts.snapshots,
+            opts.bucket
+        );
+        return Ok(());
+    }
     let published = rt
         .block_on(async {
             tokio::time::timeout(

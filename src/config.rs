@@ -208,12 +208,20 @@ pub(crate) fn describe(args: &ServeArgs) -> String {
     line("huge_pages", args.huge_pages.to_string());
     line("stats_retention", format!("{}s", args.stats_retention));
     let c = &args.cluster;
-    line("cluster", c.cluster.clone().unwrap_or_else(|| "(none)".into()));
+    line(
+        "cluster",
+        c.cluster.clone().unwrap_or_else(|| "(none)".into()),
+    );
     line("cluster_bucket", c.cluster_bucket.clone());
     line("cluster_replicas", c.cluster_replicas.to_string());
     line("cluster_dir", opt(&c.cluster_dir));
     line("cluster_max_lag", c.cluster_max_lag.to_string());
-    line("node_name", c.node_name.clone().unwrap_or_else(|| "(host name and pid)".into()));
+    line(
+        "node_name",
+        c.node_name
+            .clone()
+            .unwrap_or_else(|| "(host name and pid)".into()),
+    );
     for (k, v) in [
         ("expired_url", &args.expired_urls),
         ("not_found_url", &args.not_found_urls),

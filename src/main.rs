@@ -378,6 +378,9 @@ fn inspect(path: &Path) -> Result<()> {
     );
     println!("links           {}", h.link_count);
     println!("sequence        {}", h.sequence);
+    if h.feed_id != 0 {
+        println!("feed            {:016x} (a cluster bucket)", h.feed_id);
+    }
     println!(
         "built at        {} ({})",
         format_rfc3339(h.built_at),

@@ -45,7 +45,7 @@ fn build_inspect_verify_round_trip() {
     let i = run(&["snapshot", "inspect", s(&snap)]);
     assert!(i.status.success());
     let text = stdout(&i);
-    assert!(text.contains("format version  4"), "{text}");
+    assert!(text.contains("format version  5"), "{text}");
     assert!(text.contains("links           2"), "{text}");
     assert!(text.contains("sequence        0"), "{text}");
     assert!(

@@ -2,6 +2,7 @@
 mod api;
 mod browser;
 mod cli;
+mod cluster;
 mod durability;
 mod http;
 mod ops;

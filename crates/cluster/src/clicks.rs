@@ -119,7 +119,10 @@ async fn publish(cluster: Arc<crate::Cluster>, mut rx: mpsc::Receiver<Vec<Click>
             failed.sort_unstable();
             pending = failed.into_iter().map(|i| pending[i].clone()).collect();
             if attempt == 4 {
-                tracing::warn!(clicks = pending.len(), "click events not acknowledged; dropped");
+                tracing::warn!(
+                    clicks = pending.len(),
+                    "click events not acknowledged; dropped"
+                );
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200 << attempt)).await;

@@ -91,8 +91,7 @@ pub(crate) fn decode(key: &str, value: &[u8]) -> Result<Link, String> {
 /// The change a bucket entry makes: a put, or a delete (or purge) marker.
 pub(crate) fn change(key: &str, value: &[u8], deleted: bool) -> Result<Change, String> {
     if deleted {
-        let (domain, code) =
-            parse_key(key).ok_or_else(|| format!("{key:?} is not DOMAIN/CODE"))?;
+        let (domain, code) = parse_key(key).ok_or_else(|| format!("{key:?} is not DOMAIN/CODE"))?;
         Ok(Change::Delete { domain, code })
     } else {
         decode(key, value).map(Change::Put)
@@ -120,8 +119,8 @@ mod tests {
         let k = key("go.example.cn", "x7Kp2Qa");
         assert_eq!(k, "go.example.cn/x7Kp2Qa");
         assert_eq!(decode(&k, &encode(&link)), Ok(link));
-        let err = decode(&k, br#"{"url":"ftp://x","redirect":302,"created_at":1}"#)
-            .expect_err("ftp");
+        let err =
+            decode(&k, br#"{"url":"ftp://x","redirect":302,"created_at":1}"#).expect_err("ftp");
         assert!(err.starts_with("go.example.cn/x7Kp2Qa: url:"), "{err}");
         assert!(decode("nokey", b"{}").is_err());
         assert_eq!(

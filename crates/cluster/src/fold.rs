@@ -137,13 +137,12 @@ mod tests {
             for (rev, change) in seen {
                 fold.apply(rev, change);
             }
-            let image = fold
-                .table(7)
-                .expect("table")
-                .to_bytes(n)
-                .expect("bytes");
+            let image = fold.table(7).expect("table").to_bytes(n).expect("bytes");
             let snapshot = Snapshot::from_bytes(image).expect("snapshot");
-            assert_eq!((snapshot.header().sequence, snapshot.header().feed_id), (n, 7));
+            assert_eq!(
+                (snapshot.header().sequence, snapshot.header().feed_id),
+                (n, 7)
+            );
             let resumed = Index::new(Arc::new(snapshot));
             for (rev, change) in bucket.messages.iter().filter(|m| m.0 > n) {
                 resumed.apply(*rev, change.clone());
@@ -162,7 +161,11 @@ mod tests {
                 )
                 .expect("snapshot"),
             ));
-            assert_eq!(state(&resumed), state(&rebuilt), "seed {seed}, snapshot at {n}");
+            assert_eq!(
+                state(&resumed),
+                state(&rebuilt),
+                "seed {seed}, snapshot at {n}"
+            );
             assert_eq!(state(&rebuilt).len(), full.len());
         }
     }

@@ -38,4 +38,4 @@ mod publish;
 pub use clicks::ClickForwarder;
 pub use error::ClusterError;
 pub use node::{Cluster, ClusterOptions, ClusterStatus};
-pub use publish::{publish_snapshot, Published};
+pub use publish::{publish_snapshot, upload_snapshot_file, Published};

@@ -95,9 +95,16 @@ pub struct Cluster {
     /// The bucket's last revision as of the last check.
     bucket_last: AtomicU64,
     lag_ok: AtomicBool,
+    /// Told by the monitor when the watch makes no progress while the bucket is ahead.
+    stalled: tokio::sync::Notify,
+    /// Makes "newer than applied? then apply" one step for the watch and the direct catch-up.
+    applying: std::sync::Mutex<()>,
     /// Where the clicks of the cluster are counted (set before `run`).
     pub(crate) stats: OnceLock<Arc<duanlian_clicks::Stats>>,
 }
+
+/// How long the watch may deliver nothing while the bucket is ahead before it is restarted.
+const STALL: Duration = Duration::from_secs(1);
 
 /// One stable number for a bucket incarnation: its name and the creation time of the stream
 /// under it. A bucket deleted and created again gets a new identity, so a snapshot of the old
@@ -166,7 +173,10 @@ pub(crate) async fn bucket_state(
         .await
         .map_err(nats)?;
     let info = stream.get_info().await.map_err(nats)?;
-    Ok((info.state.last_sequence, info.created.unix_timestamp_nanos()))
+    Ok((
+        info.state.last_sequence,
+        info.created.unix_timestamp_nanos(),
+    ))
 }
 
 pub(crate) async fn snapshot_store(
@@ -201,6 +211,8 @@ impl Cluster {
             start_target: AtomicU64::new(u64::MAX),
             bucket_last: AtomicU64::new(0),
             lag_ok: AtomicBool::new(true),
+            stalled: tokio::sync::Notify::new(),
+            applying: std::sync::Mutex::new(()),
             stats: OnceLock::new(),
         })
     }
@@ -335,17 +347,24 @@ impl Cluster {
         loop {
             let from = self.index.applied() + 1;
             match conn.kv.watch_all_from_revision(from).await {
-                Ok(mut watch) => {
-                    while let Some(entry) = watch.next().await {
-                        match entry {
-                            Ok(e) => self.apply(&e),
-                            Err(e) => {
+                Ok(mut watch) => loop {
+                    tokio::select! {
+                        entry = watch.next() => match entry {
+                            Some(Ok(e)) => self.apply(&e),
+                            Some(Err(e)) => {
                                 tracing::warn!(error = %e, "bucket watch interrupted; resuming");
                                 break;
                             }
+                            None => break,
+                        },
+                        // The watch's consumer lived on a server that went away: the client
+                        // would notice after two missed 5 s heartbeats; the lag tells sooner.
+                        () = self.stalled.notified() => {
+                            tracing::info!(from = self.index.applied() + 1, "the bucket watch stalled; watching again");
+                            break;
                         }
                     }
-                }
+                },
                 Err(e) => tracing::warn!(error = %e, from, "cannot watch the bucket; retrying"),
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -353,25 +372,93 @@ impl Cluster {
     }
 
     fn apply(&self, e: &kv::Entry) {
-        if e.revision <= self.index.applied() {
-            return; // seen before a resumed watch
-        }
         let deleted = !matches!(e.operation, kv::Operation::Put);
-        match codec::change(&e.key, &e.value, deleted) {
-            Ok(change) => self.index.apply(e.revision, change),
+        self.apply_raw(e.revision, &e.key, &e.value, deleted);
+    }
+
+    fn apply_raw(&self, revision: u64, key: &str, value: &[u8], deleted: bool) {
+        let _one_at_a_time = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+        if revision <= self.index.applied() {
+            return; // seen before a resumed watch, or by the other path
+        }
+        match codec::change(key, value, deleted) {
+            Ok(change) => self.index.apply(revision, change),
             Err(why) => {
                 // Not ours to judge: skip it, but keep the revision order moving.
-                tracing::warn!(revision = e.revision, %why, "skipping a bucket entry duanlian cannot read");
-                self.index.mark_applied(e.revision);
+                tracing::warn!(revision, %why, "skipping a bucket entry duanlian cannot read");
+                self.index.mark_applied(revision);
             }
         }
-        self.bucket_last.fetch_max(e.revision, Ordering::Relaxed);
-        self.applied.send_replace(e.revision);
+        self.bucket_last.fetch_max(revision, Ordering::Relaxed);
+        self.applied.send_replace(revision);
+    }
+
+    /// Reads what the watch has not delivered straight from the bucket's stream, message by
+    /// message. Direct gets are answered by any replica without a consumer, so this works
+    /// while a JetStream cluster elects a new metadata leader after losing a server (when
+    /// no consumer can be created for seconds).
+    async fn catch_up_directly(&self, conn: &Conn) {
+        let Ok(stream) = conn
+            .js
+            .get_stream_no_info(format!("KV_{}", self.opts.bucket))
+            .await
+        else {
+            return;
+        };
+        let prefix = format!("$KV.{}.", self.opts.bucket);
+        let all = format!("{prefix}>");
+        let last = self.bucket_last.load(Ordering::Relaxed);
+        let mut caught = 0u64;
+        while self.index.applied() < last {
+            let from = self.index.applied() + 1;
+            let got = stream
+                .direct_get_builder()
+                .sequence(from)
+                .next_by_subject(all.as_str())
+                .send()
+                .await;
+            match got {
+                // The next surviving message, possibly past `last`: the ones between were
+                // superseded, and applying it keeps the order.
+                Ok(m) => {
+                    let Some(key) = m.subject.as_str().strip_prefix(&prefix) else {
+                        self.index.mark_applied(m.sequence);
+                        continue;
+                    };
+                    let deleted = m
+                        .headers
+                        .get("KV-Operation")
+                        .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+                    self.apply_raw(m.sequence, key, &m.payload, deleted);
+                    caught += 1;
+                }
+                // Nothing from `from` on survives: all of it was superseded.
+                Err(e)
+                    if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound =>
+                {
+                    self.index.mark_applied(last);
+                    self.applied.send_replace(last);
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "direct catch-up interrupted");
+                    return;
+                }
+            }
+        }
+        if caught > 0 {
+            tracing::info!(
+                entries = caught,
+                revision = self.index.applied(),
+                "caught up by direct reads while the watch was stalled"
+            );
+        }
     }
 
     /// Every half second: the bucket's last revision, hence the lag, hence readiness.
     async fn monitor(self: Arc<Self>) {
         let mut above_since: Option<Instant> = None;
+        let mut progress = (self.index.applied(), Instant::now());
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             let Some(conn) = self.conn.get() else {
@@ -382,10 +469,24 @@ impl Cluster {
                 self.bucket_last.fetch_max(last, Ordering::Relaxed);
             }
             let lag = self.lag();
+            let applied = self.index.applied();
+            if lag == 0 || applied != progress.0 {
+                progress = (applied, Instant::now());
+            } else if progress.1.elapsed() >= STALL {
+                self.stalled.notify_one();
+                self.catch_up_directly(conn).await;
+                progress = (self.index.applied(), Instant::now());
+            }
             if lag > self.opts.max_lag {
                 let since = *above_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= self.opts.lag_grace && self.lag_ok.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(lag, max = self.opts.max_lag, "lagging behind the bucket; not ready");
+                if since.elapsed() >= self.opts.lag_grace
+                    && self.lag_ok.swap(false, Ordering::Relaxed)
+                {
+                    tracing::warn!(
+                        lag,
+                        max = self.opts.max_lag,
+                        "lagging behind the bucket; not ready"
+                    );
                 }
             } else {
                 above_since = None;
@@ -454,7 +555,11 @@ impl Cluster {
         let links = snapshot.len();
         self.index.swap_snapshot(Arc::new(snapshot));
         self.index.prune_through(seq);
-        tracing::info!(links, revision = seq, "swapped in the newly published snapshot");
+        tracing::info!(
+            links,
+            revision = seq,
+            "swapped in the newly published snapshot"
+        );
     }
 
     /// Whether the node has applied everything the bucket held when it started.
@@ -508,7 +613,9 @@ impl Cluster {
                 Ok(c)
             }
             Some(_) => Err(StoreError::Unavailable("NATS is unreachable".into())),
-            None => Err(StoreError::Unavailable("not joined to the cluster yet".into())),
+            None => Err(StoreError::Unavailable(
+                "not joined to the cluster yet".into(),
+            )),
         }
     }
 
@@ -545,7 +652,9 @@ impl Cluster {
                     let link = patch.clone().apply_to(link)?;
                     match conn.kv.update(&key, codec::encode(&link), read).await {
                         Ok(rev) => break (Outcome::Updated(link), rev),
-                        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision && tries < 8 => {
+                        Err(e)
+                            if e.kind() == kv::UpdateErrorKind::WrongLastRevision && tries < 8 =>
+                        {
                             tries += 1; // changed meanwhile: read again and re-apply the patch
                         }
                         Err(e) => return Err(unavailable(e)),
@@ -571,14 +680,15 @@ impl Cluster {
 
     async fn wait_applied(&self, revision: u64) {
         let mut applied = self.applied.subscribe();
-        let waited = tokio::time::timeout(
-            Duration::from_secs(2),
-            applied.wait_for(|a| *a >= revision),
-        )
-        .await;
+        let waited =
+            tokio::time::timeout(Duration::from_secs(2), applied.wait_for(|a| *a >= revision))
+                .await;
         if waited.is_err() {
             // Durable in the bucket regardless; this node will apply it when its watch does.
-            tracing::warn!(revision, "a write was acknowledged but is not applied here yet");
+            tracing::warn!(
+                revision,
+                "a write was acknowledged but is not applied here yet"
+            );
         }
     }
 
@@ -617,14 +727,18 @@ impl Cluster {
                 Ok(done) => created.push(done),
                 Err(e) => {
                     for (link, rev) in &created {
-                        let _ = delete(conn, &self.opts.bucket, &link.domain, &link.code, *rev).await;
+                        let _ =
+                            delete(conn, &self.opts.bucket, &link.domain, &link.code, *rev).await;
                     }
                     return Err(e);
                 }
             }
         }
         let last = created.iter().map(|c| c.1).max().unwrap_or(0);
-        Ok((Outcome::Created(created.into_iter().map(|c| c.0).collect()), last))
+        Ok((
+            Outcome::Created(created.into_iter().map(|c| c.0).collect()),
+            last,
+        ))
     }
 
     async fn create_one(
@@ -679,7 +793,10 @@ async fn delete(
         async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
         revision.to_string().as_str(),
     );
-    let subject = format!("$KV.{bucket}.{}", codec::key(domain.as_str(), code.as_str()));
+    let subject = format!(
+        "$KV.{bucket}.{}",
+        codec::key(domain.as_str(), code.as_str())
+    );
     let ack = conn
         .js
         .publish_with_headers(subject, headers, bytes::Bytes::new())
@@ -702,14 +819,19 @@ pub(crate) async fn download(
         .map_err(|e| format!("{}: {e}", dir.display()))?;
     let path = dir.join(name);
     let tmp = dir.join(format!("{name}.download"));
-    let mut object = store.get(name).await.map_err(|e| format!("fetching {name}: {e}"))?;
+    let mut object = store
+        .get(name)
+        .await
+        .map_err(|e| format!("fetching {name}: {e}"))?;
     let mut file = tokio::fs::File::create(&tmp)
         .await
         .map_err(|e| format!("{}: {e}", tmp.display()))?;
     tokio::io::copy(&mut object, &mut file)
         .await
         .map_err(|e| format!("downloading {name}: {e}"))?;
-    file.flush().await.map_err(|e| format!("{}: {e}", tmp.display()))?;
+    file.flush()
+        .await
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
     file.sync_all()
         .await
         .map_err(|e| format!("{}: {e}", tmp.display()))?;
@@ -718,9 +840,10 @@ pub(crate) async fn download(
         .await
         .map_err(|e| format!("{}: {e}", path.display()))?;
     // The file is replaced only by this rename, never written in place: mapping it is safe.
-    let opened = tokio::task::spawn_blocking(move || Snapshot::open(&path).map_err(|e| e.to_string()))
-        .await
-        .map_err(|e| e.to_string())??;
+    let opened =
+        tokio::task::spawn_blocking(move || Snapshot::open(&path).map_err(|e| e.to_string()))
+            .await
+            .map_err(|e| e.to_string())??;
     Ok(opened)
 }
 

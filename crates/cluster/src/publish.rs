@@ -56,7 +56,9 @@ pub async fn publish_snapshot(opts: &ClusterOptions) -> Result<Published, Cluste
         .map_err(|e| ClusterError::Snapshot(e.to_string()))?;
     std::fs::create_dir_all(&opts.dir)
         .map_err(|e| ClusterError::Io(format!("{}: {e}", opts.dir.display())))?;
-    let path = opts.dir.join(format!("publish-{}.snap", std::process::id()));
+    let path = opts
+        .dir
+        .join(format!("publish-{}.snap", std::process::id()));
     let bytes = table
         .write(&path, revision)
         .map_err(|e| ClusterError::Snapshot(e.to_string()))?;
@@ -66,7 +68,11 @@ pub async fn publish_snapshot(opts: &ClusterOptions) -> Result<Published, Cluste
         .map_err(|e| ClusterError::Io(format!("{}: {e}", path.display())))?;
     let meta = object_store::ObjectMetadata {
         name: opts.snapshot_object(),
-        description: Some(format!("{} links of bucket {} at revision {revision}", table.len(), opts.bucket)),
+        description: Some(format!(
+            "{} links of bucket {} at revision {revision}",
+            table.len(),
+            opts.bucket
+        )),
         metadata: HashMap::from([
             ("revision".to_string(), revision.to_string()),
             ("feed".to_string(), format!("{feed_id:016x}")),
@@ -83,4 +89,25 @@ pub async fn publish_snapshot(opts: &ClusterOptions) -> Result<Published, Cluste
         bytes,
         skipped,
     })
+}
+
+/// Stores the file at `path` as the bucket's snapshot exactly as it is, unchecked: for recovery
+/// drills and tests of what nodes do with a snapshot that is corrupt, of another bucket, or
+/// ahead of the bucket (they rebuild from the bucket).
+pub async fn upload_snapshot_file(
+    opts: &ClusterOptions,
+    path: &std::path::Path,
+) -> Result<u64, ClusterError> {
+    let client = connect(opts).await?;
+    let js = jetstream::new(client.clone());
+    let store = snapshot_store(&js, opts).await?;
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| ClusterError::Io(format!("{}: {e}", path.display())))?;
+    let info = store
+        .put(opts.snapshot_object().as_str(), &mut file)
+        .await
+        .map_err(nats)?;
+    client.flush().await.map_err(nats)?;
+    Ok(info.size as u64)
 }

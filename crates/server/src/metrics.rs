@@ -50,7 +50,6 @@ pub struct Metrics {
     cluster: Option<([Gauge; 4], Arc<duanlian_cluster::Cluster>)>,
 }
 
-
 thread_local! {
     static SAMPLE: Cell<u32> = const { Cell::new(0) };
 }
@@ -204,9 +203,18 @@ impl Metrics {
     pub fn with_cluster(mut self, cluster: Arc<duanlian_cluster::Cluster>) -> Metrics {
         let gauges = [
             ("cluster_connected", "Connected to a NATS server (1/0)"),
-            ("cluster_applied_revision", "The newest bucket revision applied"),
-            ("cluster_lag_revisions", "Revisions the bucket is ahead of this node"),
-            ("cluster_caught_up", "Applied what the bucket held when the node started (1/0)"),
+            (
+                "cluster_applied_revision",
+                "The newest bucket revision applied",
+            ),
+            (
+                "cluster_lag_revisions",
+                "Revisions the bucket is ahead of this node",
+            ),
+            (
+                "cluster_caught_up",
+                "Applied what the bucket held when the node started (1/0)",
+            ),
         ]
         .map(|(name, help)| {
             let g = Gauge::default();

@@ -317,8 +317,9 @@ pub fn respond_from<B>(
     if !Code::is_valid(code.as_bytes()) {
         return r.not_found(domain);
     }
-    r.index
-        .resolve(domain, code, |link| decide(r, req, peer, is_get, domain, code, link, true))
+    r.index.resolve(domain, code, |link| {
+        decide(r, req, peer, is_get, domain, code, link, true)
+    })
 }
 
 /// The answer for the link found under `domain`/`code` (or its absence). `may_defer`: a miss
@@ -417,8 +418,7 @@ fn decide<B>(
         recorder.record(Click::new(at, domain, code, referer, device, client));
     }
     let mut res = Response::new(Body::default());
-    *res.status_mut() =
-        StatusCode::from_u16(link.redirect.status()).unwrap_or(StatusCode::FOUND);
+    *res.status_mut() = StatusCode::from_u16(link.redirect.status()).unwrap_or(StatusCode::FOUND);
     res.headers_mut().insert(LOCATION, location);
     res
 }

@@ -79,7 +79,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 
 impl Header {
     /// Where the archive starts in a file of this header's version.
-    pub fn len(&self) -> usize {
+    pub fn archive_offset(&self) -> usize {
         if self.format_version >= 5 {
             HEADER_LEN
         } else {

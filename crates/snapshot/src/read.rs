@@ -228,7 +228,7 @@ impl Snapshot {
         if self.converted {
             return Ok(());
         }
-        let actual = crc32c::crc32c(&self.backing.bytes()[self.header.len()..]);
+        let actual = crc32c::crc32c(&self.backing.bytes()[self.header.archive_offset()..]);
         if actual == self.header.payload_crc32c {
             Ok(())
         } else {
@@ -247,7 +247,7 @@ impl Snapshot {
     fn check(backing: Backing, checksum: bool) -> Result<Snapshot, SnapshotError> {
         let bytes = backing.bytes();
         let header = Header::decode(bytes, bytes.len() as u64)?;
-        let payload = &bytes[header.len()..];
+        let payload = &bytes[header.archive_offset()..];
         let checksum_error = || {
             let actual = crc32c::crc32c(payload);
             (actual != header.payload_crc32c).then_some(SnapshotError::PayloadChecksum {
@@ -309,7 +309,7 @@ impl Snapshot {
 
     #[inline]
     fn table(&self) -> &ArchivedTableData {
-        let payload = &self.backing.bytes()[self.header.len()..];
+        let payload = &self.backing.bytes()[self.header.archive_offset()..];
         // SAFETY: `check` ran `rkyv::access` over exactly these bytes before this Snapshot was
         // built, and they cannot change afterwards: owned bytes are never handed out mutably,
         // and mapped ones are covered by the file contract on `Snapshot::open`.

@@ -47,4 +47,6 @@ pub use compact::{compact_offline, CompactReport};
 pub use dir::DataDir;
 pub use error::StoreError;
 pub use random::{random_code, random_token};
-pub use writer::{CommitObserver, NewLink, Op, Outcome, Patch, Store, StoreOptions, GENERATE_TRIES};
+pub use writer::{
+    CommitObserver, NewLink, Op, Outcome, Patch, Store, StoreOptions, GENERATE_TRIES,
+};

@@ -661,7 +661,8 @@ fn store_problem(e: StoreError) -> Problem {
 }
 
 /// The header that carries a cluster write's bucket revision (also a `revision` JSON field).
-const REVISION: hyper::header::HeaderName = hyper::header::HeaderName::from_static("duanlian-revision");
+const REVISION: hyper::header::HeaderName =
+    hyper::header::HeaderName::from_static("duanlian-revision");
 
 fn with_revision(mut v: Value, revision: Option<u64>) -> Value {
     if let (Some(rev), Some(o)) = (revision, v.as_object_mut()) {

