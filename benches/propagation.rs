@@ -105,7 +105,10 @@ fn node(bin: &str, nats: &str, name: &str, dir: &std::path::Path) -> Node {
                 break;
             }
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "{name} not ready");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{name} not ready"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     node
@@ -178,9 +181,13 @@ fn main() {
             if other == writer {
                 continue;
             }
-            let get = format!("GET /p{i} HTTP/1.1\r\nHost: go.example.cn\r\nUser-Agent: curl/8\r\n");
+            let get =
+                format!("GET /p{i} HTTP/1.1\r\nHost: go.example.cn\r\nUser-Agent: curl/8\r\n");
             while conn.call(&get, "").0 != 302 {
-                assert!(sent.elapsed() < Duration::from_secs(10), "p{i} never arrived");
+                assert!(
+                    sent.elapsed() < Duration::from_secs(10),
+                    "p{i} never arrived"
+                );
             }
             let seen = Instant::now();
             from_send.push(seen - sent);
@@ -191,7 +198,10 @@ fn main() {
         v.sort_unstable();
     }
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!("{links} creates over 3 nodes on one nats-server, {} arrivals measured", from_send.len());
+    println!(
+        "{links} creates over 3 nodes on one nats-server, {} arrivals measured",
+        from_send.len()
+    );
     println!("{:<44} {:>9} {:>9} {:>9}", "", "p50 ms", "p99 ms", "max ms");
     for (name, v) in [
         ("create acknowledged (JetStream ack + local)", &acks),

@@ -687,3 +687,54 @@ fn a_three_server_nats_cluster_keeps_working_with_one_server_down() {
         patched.elapsed()
     );
 }
+
+#[test]
+fn a_lagging_node_reads_misses_from_the_bucket_and_turns_unready() {
+    let Some(bin) = nats_binary() else { return };
+    let dir = TempDir::new();
+    let nats = Nats::single(&bin, &dir);
+    let url = nats.url();
+    let a = node(&url, "a", &dir, &[]);
+    // B applies each change only 8 s after it arrives, and may lag by no revision at all.
+    let b = node(
+        &url,
+        "b",
+        &dir,
+        &["--cluster-apply-delay-ms", "8000", "--cluster-max-lag", "0"],
+    );
+    ready(&a, Duration::from_secs(20));
+    ready(&b, Duration::from_secs(20));
+    create(&a, r#"{"url":"https://shop.example/fresh","code":"fresh"}"#);
+    // Once B knows it is behind (it checks the bucket twice a second), a miss is one direct
+    // read of the bucket: the link redirects before B has applied it.
+    assert!(
+        wait_until(Duration::from_secs(3), || {
+            b.api("GET", "/metrics", None, None)
+                .body
+                .contains("duanlian_cluster_lag_revisions 1")
+        }),
+        "{}",
+        b.logs()
+    );
+    assert_eq!(
+        location(&b, "fresh").as_deref(),
+        Some("https://shop.example/fresh")
+    );
+    assert_eq!(location(&b, "never-made"), None);
+    let r = b.api("GET", "/api/v1/links/go.example.cn/fresh", Some(KEY), None);
+    assert_eq!(r.status, 404, "not applied yet: {}", r.body);
+    // More than 5 s above the limit: not ready; once applied: ready again.
+    assert!(wait_until(Duration::from_secs(8), || b
+        .request("GET", "x", "/readyz")
+        .status
+        == 503));
+    assert!(wait_until(Duration::from_secs(10), || b
+        .request("GET", "x", "/readyz")
+        .status
+        == 200));
+    assert_eq!(
+        b.api("GET", "/api/v1/links/go.example.cn/fresh", Some(KEY), None)
+            .status,
+        200
+    );
+}

@@ -37,6 +37,8 @@ pub struct ClusterOptions {
     pub lag_grace: Duration,
     /// This node's name: the NATS connection name and the prefix of its click-event ids.
     pub name: String,
+    /// A pause before each watched entry is applied; only for tests of a lagging node.
+    pub apply_delay: Duration,
 }
 
 impl ClusterOptions {
@@ -52,6 +54,7 @@ impl ClusterOptions {
             max_lag: 10_000,
             lag_grace: Duration::from_secs(5),
             name: format!("duanlian-{}", std::process::id()),
+            apply_delay: Duration::ZERO,
         }
     }
 
@@ -97,6 +100,8 @@ pub struct Cluster {
     lag_ok: AtomicBool,
     /// Told by the monitor when the watch makes no progress while the bucket is ahead.
     stalled: tokio::sync::Notify,
+    /// A direct catch-up is running.
+    catching_up: AtomicBool,
     /// Makes "newer than applied? then apply" one step for the watch and the direct catch-up.
     applying: std::sync::Mutex<()>,
     /// Where the clicks of the cluster are counted (set before `run`).
@@ -213,6 +218,7 @@ impl Cluster {
             lag_ok: AtomicBool::new(true),
             stalled: tokio::sync::Notify::new(),
             applying: std::sync::Mutex::new(()),
+            catching_up: AtomicBool::new(false),
             stats: OnceLock::new(),
         })
     }
@@ -350,7 +356,12 @@ impl Cluster {
                 Ok(mut watch) => loop {
                     tokio::select! {
                         entry = watch.next() => match entry {
-                            Some(Ok(e)) => self.apply(&e),
+                            Some(Ok(e)) => {
+                                if !self.opts.apply_delay.is_zero() {
+                                    tokio::time::sleep(self.opts.apply_delay).await;
+                                }
+                                self.apply(&e)
+                            }
                             Some(Err(e)) => {
                                 tracing::warn!(error = %e, "bucket watch interrupted; resuming");
                                 break;
@@ -382,7 +393,15 @@ impl Cluster {
             return; // seen before a resumed watch, or by the other path
         }
         match codec::change(key, value, deleted) {
-            Ok(change) => self.index.apply(revision, change),
+            Ok(change) => {
+                if let (duanlian_link::Change::Delete { domain, code }, Some(stats)) =
+                    (&change, self.stats.get())
+                {
+                    // A link made later under the same code starts without this one's history.
+                    stats.forget(domain.as_str(), code.as_str());
+                }
+                self.index.apply(revision, change)
+            }
             Err(why) => {
                 // Not ours to judge: skip it, but keep the revision order moving.
                 tracing::warn!(revision, %why, "skipping a bucket entry duanlian cannot read");
@@ -425,6 +444,9 @@ impl Cluster {
                         self.index.mark_applied(m.sequence);
                         continue;
                     };
+                    if !self.opts.apply_delay.is_zero() {
+                        tokio::time::sleep(self.opts.apply_delay).await;
+                    }
                     let deleted = m
                         .headers
                         .get("KV-Operation")
@@ -474,8 +496,17 @@ impl Cluster {
                 progress = (applied, Instant::now());
             } else if progress.1.elapsed() >= STALL {
                 self.stalled.notify_one();
-                self.catch_up_directly(conn).await;
-                progress = (self.index.applied(), Instant::now());
+                progress.1 = Instant::now();
+                // In its own task: the monitor must go on judging readiness meanwhile.
+                if !self.catching_up.swap(true, Ordering::AcqRel) {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        if let Some(conn) = me.conn.get() {
+                            me.catch_up_directly(conn).await;
+                        }
+                        me.catching_up.store(false, Ordering::Release);
+                    });
+                }
             }
             if lag > self.opts.max_lag {
                 let since = *above_since.get_or_insert_with(Instant::now);
