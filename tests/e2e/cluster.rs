@@ -32,6 +32,21 @@ fn nats_binary() -> Option<PathBuf> {
     found
 }
 
+/// One JetStream server in a fresh folder (the server first: it stops before the folder goes).
+fn one_nats() -> Option<(Nats, TempDir)> {
+    let bin = nats_binary()?;
+    let dir = TempDir::new();
+    Some((Nats::single(&bin, &dir), dir))
+}
+
+/// Whether `srv`'s metrics have the line `metric`.
+fn shows(srv: &Server, metric: &str) -> bool {
+    srv.api("GET", "/metrics", None, None)
+        .body
+        .lines()
+        .any(|l| l == metric)
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -200,6 +215,17 @@ fn sees(srv: &Server, code: &str, url: Option<&str>, limit: Duration) -> bool {
     wait_until(limit, || location(srv, code).as_deref() == url)
 }
 
+/// Points `code` at `url` through `srv`'s admin API.
+fn retarget(srv: &Server, code: &str, url: &str) {
+    let r = srv.api(
+        "PATCH",
+        &format!("/api/v1/links/go.example.cn/{code}"),
+        Some(KEY),
+        Some(&format!(r#"{{"url":"{url}"}}"#)),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
 fn codes(srv: &Server) -> Vec<(String, String)> {
     let r = srv.api("GET", "/api/v1/links?limit=1000", Some(KEY), None);
     assert_eq!(r.status, 200, "{}", r.body);
@@ -227,9 +253,9 @@ fn publish(url: &str) -> String {
 
 #[test]
 fn links_propagate_to_every_node_within_a_second_and_codes_are_granted_once() {
-    let Some(bin) = nats_binary() else { return };
-    let dir = TempDir::new();
-    let nats = Nats::single(&bin, &dir);
+    let Some((nats, dir)) = one_nats() else {
+        return;
+    };
     let url = nats.url();
     let nodes: Vec<Server> = ["a", "b", "c"]
         .iter()
@@ -255,13 +281,7 @@ fn links_propagate_to_every_node_within_a_second_and_codes_are_granted_once() {
     }
 
     // An update on B and a delete on C reach the others as fast.
-    let r = b.api(
-        "PATCH",
-        "/api/v1/links/go.example.cn/first",
-        Some(KEY),
-        Some(r#"{"url":"https://shop.example/1b"}"#),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
+    retarget(b, "first", "https://shop.example/1b");
     for n in [a, c] {
         assert!(sees(n, "first", Some("https://shop.example/1b"), second));
     }
@@ -339,22 +359,15 @@ fn links_propagate_to_every_node_within_a_second_and_codes_are_granted_once() {
     let r = c.api("GET", "/api/v1/links/go.example.cn/first", Some(KEY), None);
     let v: Value = serde_json::from_str(&r.body).expect("json");
     assert_eq!(v["visits"], 2, "{v}");
-    let metrics = c.api("GET", "/metrics", None, None).body;
-    assert!(
-        metrics.contains("duanlian_cluster_connected 1"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("duanlian_cluster_lag_revisions 0"),
-        "{metrics}"
-    );
+    assert!(shows(c, "duanlian_cluster_connected 1"));
+    assert!(shows(c, "duanlian_cluster_lag_revisions 0"));
 }
 
 #[test]
 fn a_node_restarted_from_an_old_snapshot_converges_to_the_bucket() {
-    let Some(bin) = nats_binary() else { return };
-    let dir = TempDir::new();
-    let nats = Nats::single(&bin, &dir);
+    let Some((nats, dir)) = one_nats() else {
+        return;
+    };
     let url = nats.url();
     let a = node(&url, "a", &dir, &[]);
     ready(&a, Duration::from_secs(20));
@@ -378,13 +391,7 @@ fn a_node_restarted_from_an_old_snapshot_converges_to_the_bucket() {
 
     // While B is down: creates, an update, a delete.
     create(&a, r#"{"url":"https://shop.example/new","code":"new1"}"#);
-    let r = a.api(
-        "PATCH",
-        "/api/v1/links/go.example.cn/old1",
-        Some(KEY),
-        Some(r#"{"url":"https://shop.example/changed"}"#),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
+    retarget(&a, "old1", "https://shop.example/changed");
     assert_eq!(
         a.api(
             "DELETE",
@@ -418,9 +425,9 @@ fn a_node_restarted_from_an_old_snapshot_converges_to_the_bucket() {
 
 #[test]
 fn unusable_snapshots_are_replaced_by_a_full_rebuild_from_the_bucket() {
-    let Some(bin) = nats_binary() else { return };
-    let dir = TempDir::new();
-    let mut nats = Nats::single(&bin, &dir);
+    let Some((mut nats, dir)) = one_nats() else {
+        return;
+    };
     let url = nats.url();
     let a = node(&url, "a", &dir, &[]);
     ready(&a, Duration::from_secs(20));
@@ -524,9 +531,9 @@ fn unusable_snapshots_are_replaced_by_a_full_rebuild_from_the_bucket() {
 
 #[test]
 fn redirects_go_on_while_nats_is_down_and_no_revision_is_lost() {
-    let Some(bin) = nats_binary() else { return };
-    let dir = TempDir::new();
-    let mut nats = Nats::single(&bin, &dir);
+    let Some((mut nats, dir)) = one_nats() else {
+        return;
+    };
     let url = nats.url();
     let a = node(&url, "a", &dir, &[]);
     let b = node(&url, "b", &dir, &[]);
@@ -607,11 +614,7 @@ fn redirects_go_on_while_nats_is_down_and_no_revision_is_lost() {
     assert_eq!(revision, 7, "six creates before, this one after");
     for n in [&a, &b] {
         assert_eq!(codes(n).len(), 7);
-        let metrics = n.api("GET", "/metrics", None, None).body;
-        assert!(
-            metrics.contains("duanlian_cluster_applied_revision 7"),
-            "{metrics}"
-        );
+        assert!(shows(n, "duanlian_cluster_applied_revision 7"));
     }
 }
 
@@ -661,13 +664,7 @@ fn a_three_server_nats_cluster_keeps_working_with_one_server_down() {
         Some("https://shop.example/m2"),
         Duration::from_secs(5)
     ));
-    let r = b.api(
-        "PATCH",
-        "/api/v1/links/go.example.cn/m1",
-        Some(KEY),
-        Some(r#"{"url":"https://shop.example/m1b"}"#),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
+    retarget(&b, "m1", "https://shop.example/m1b");
     // A node whose watch lived on the dead server notices that its lag stops shrinking (1 s),
     // reads the missing revisions directly from a replica and watches anew (which waits for
     // the JetStream cluster's new metadata leader, seconds).
@@ -690,9 +687,9 @@ fn a_three_server_nats_cluster_keeps_working_with_one_server_down() {
 
 #[test]
 fn a_lagging_node_reads_misses_from_the_bucket_and_turns_unready() {
-    let Some(bin) = nats_binary() else { return };
-    let dir = TempDir::new();
-    let nats = Nats::single(&bin, &dir);
+    let Some((nats, dir)) = one_nats() else {
+        return;
+    };
     let url = nats.url();
     let a = node(&url, "a", &dir, &[]);
     // B applies each change only 8 s after it arrives, and may lag by no revision at all.
@@ -708,11 +705,10 @@ fn a_lagging_node_reads_misses_from_the_bucket_and_turns_unready() {
     // Once B knows it is behind (it checks the bucket twice a second), a miss is one direct
     // read of the bucket: the link redirects before B has applied it.
     assert!(
-        wait_until(Duration::from_secs(3), || {
-            b.api("GET", "/metrics", None, None)
-                .body
-                .contains("duanlian_cluster_lag_revisions 1")
-        }),
+        wait_until(Duration::from_secs(3), || shows(
+            &b,
+            "duanlian_cluster_lag_revisions 1"
+        )),
         "{}",
         b.logs()
     );
