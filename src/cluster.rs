@@ -82,7 +82,8 @@ impl Node {
                 "--cluster needs the link domains (--domain, repeatable): the node starts before it has seen any link"
             ));
         }
-        let opts = options(servers, &args.cluster);
+        let mut opts = options(servers, &args.cluster);
+        opts.clicks_max_age = Duration::from_secs(args.stats_retention.max(1) as u64);
         let index = Arc::new(Index::empty());
         index.set_retention(args.expired_retention);
         let runtime = tokio::runtime::Builder::new_multi_thread()

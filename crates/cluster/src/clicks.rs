@@ -55,7 +55,7 @@ async fn ensure_stream(js: &jetstream::Context, opts: &ClusterOptions) -> Option
         description: Some("duanlian click events".into()),
         subjects: vec!["duanlian.clicks.>".into()],
         num_replicas: opts.replicas.max(1),
-        max_age: Duration::from_secs(400 * 86_400),
+        max_age: opts.clicks_max_age,
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
     };

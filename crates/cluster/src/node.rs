@@ -27,6 +27,8 @@ pub struct ClusterOptions {
     pub snapshots: String,
     /// The stream of click events. Default `DUANLIAN_CLICKS`.
     pub clicks_stream: String,
+    /// How long the click stream keeps events, when this node creates it. Default 400 days.
+    pub clicks_max_age: Duration,
     /// Where downloaded snapshots are kept (mapped from there). Default: a folder in the
     /// system's temporary directory, per bucket.
     pub dir: PathBuf,
@@ -50,6 +52,7 @@ impl ClusterOptions {
             replicas: 1,
             snapshots: "duanlian-snapshots".into(),
             clicks_stream: "DUANLIAN_CLICKS".into(),
+            clicks_max_age: Duration::from_secs(400 * 86_400),
             dir: std::env::temp_dir().join(format!("duanlian-cluster-{}", std::process::id())),
             max_lag: 10_000,
             lag_grace: Duration::from_secs(5),
