@@ -33,6 +33,12 @@ pub trait Answer: Send + Sync + 'static {
     /// The response to one request from `peer` (unknown for in-process connections).
     fn answer<B>(&self, req: &Request<B>, peer: Option<SocketAddr>) -> Response<Body>;
 
+    /// Whether any answer may be marked for [`Answer::answer_later`]; connections of answers
+    /// that never are get the plain service, without the check.
+    fn may_defer(&self) -> bool {
+        false
+    }
+
     /// A second, asynchronous look at an answer marked as needing I/O (a cluster node's direct
     /// read of its bucket on a miss); nothing else ever comes here.
     fn answer_later<'a, B: Send + Sync + 'a>(
@@ -96,6 +102,10 @@ impl Answer for Redirector {
             );
         }
         res
+    }
+
+    fn may_defer(&self) -> bool {
+        self.may_defer()
     }
 
     async fn answer_later<'a, B: Send + Sync + 'a>(
@@ -326,6 +336,11 @@ async fn accept_loop<A: Answer>(listener: TcpListener, shared: Arc<Shared<A>>) {
 async fn serve_until_stopped<A: Answer>(stream: TcpStream, shared: &Shared<A>) {
     let answer = shared.answer.clone();
     let peer = stream.peer_addr().ok();
+    if !answer.may_defer() {
+        // The plain service: no answer here ever waits for I/O.
+        let service = service_fn(move |req| ready(Ok::<_, Infallible>(answer.answer(&req, peer))));
+        return drive(stream, service, shared).await;
+    }
     let service = service_fn(move |req| {
         let res = answer.answer(&req, peer);
         if res.extensions().get::<DirectRead>().is_none() {
@@ -337,6 +352,16 @@ async fn serve_until_stopped<A: Answer>(stream: TcpStream, shared: &Shared<A>) {
             }))
         }
     });
+    drive(stream, service, shared).await
+}
+
+/// Serves `stream` with `service` until it closes, the server stops, or the watchdog ends it.
+async fn drive<A, S>(stream: TcpStream, service: S, shared: &Shared<A>)
+where
+    A: Answer,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = Body>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let builder = http(&shared.opts, None);
     let clock = Arc::new(ConnClock::default());
     let io = Watched {

@@ -107,6 +107,11 @@ impl Redirector {
         self
     }
 
+    /// Whether a miss may be marked [`DirectRead`]: only on a cluster node.
+    pub(crate) fn may_defer(&self) -> bool {
+        self.cluster.is_some()
+    }
+
     /// Answers a miss marked [`DirectRead`] from one direct read of the cluster's bucket; any
     /// other answer is returned as it is.
     pub(crate) async fn second_chance<B>(
