@@ -1,6 +1,6 @@
 //! The TOML configuration file of `duanlian serve`, the lowest of three layers: file, then
 //! environment variables (`DUANLIAN_...`), then flags. Unknown keys are errors.
-use crate::{ServeArgs, Shape};
+use crate::{HugePages, ServeArgs, Shape};
 use anyhow::{anyhow, Context, Result};
 use clap::parser::ValueSource;
 use clap::ArgMatches;
@@ -34,7 +34,7 @@ pub(crate) struct FileConfig {
     access_log: Option<bool>,
     no_stats: Option<bool>,
     clicks_queue: Option<u32>,
-    huge_pages: Option<bool>,
+    huge_pages: Option<HugeSetting>,
     stats_retention: Option<String>,
     cluster: Option<String>,
     cluster_bucket: Option<String>,
@@ -45,6 +45,14 @@ pub(crate) struct FileConfig {
     /// Per link domain: `[domain."go.example.cn"]` with `expired_url`, `not_found_url`, `root_url`.
     #[serde(default)]
     domain: BTreeMap<String, DomainSection>,
+}
+
+/// `huge_pages = true`, `false`, or `"auto"` / `"on"` / `"off"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum HugeSetting {
+    Bool(bool),
+    Word(String),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -92,7 +100,14 @@ pub(crate) fn apply(file: FileConfig, args: &mut ServeArgs, m: &ArgMatches) -> R
         api_keys
     );
     take!(trusted_proxies, access_log, keep_alive_timeout, no_stats);
-    take!(huge_pages);
+    if let Some(v) = file.huge_pages.filter(|_| unset("huge_pages")) {
+        args.huge_pages = match v {
+            HugeSetting::Bool(true) => HugePages::On,
+            HugeSetting::Bool(false) => HugePages::Off,
+            HugeSetting::Word(w) => <HugePages as clap::ValueEnum>::from_str(&w, false)
+                .map_err(|_| anyhow!("huge_pages: {w:?} is not auto, on, off, true or false"))?,
+        };
+    }
     if let Some(v) = file.clicks_queue.filter(|_| unset("clicks_queue")) {
         if v == 0 {
             return Err(anyhow!("clicks_queue: must be at least 1"));
@@ -205,7 +220,10 @@ pub(crate) fn describe(args: &ServeArgs) -> String {
     line("access_log", args.access_log.to_string());
     line("no_stats", args.no_stats.to_string());
     line("clicks_queue", args.clicks_queue.to_string());
-    line("huge_pages", args.huge_pages.to_string());
+    line(
+        "huge_pages",
+        format!("{:?}", args.huge_pages).to_lowercase(),
+    );
     line("stats_retention", format!("{}s", args.stats_retention));
     let c = &args.cluster;
     line(

@@ -227,9 +227,12 @@ pub(crate) struct ServeArgs {
     /// Serve the snapshot from a copy in transparent huge pages: the mapping answers from the
     /// first millisecond while the copy is made in the background (about a second per GB),
     /// then the copy takes over, and lookups in a table of gigabytes stop missing the TLB.
-    /// Reloads load straight into huge pages. Only with --snapshot and no --data-dir.
-    #[arg(env = "DUANLIAN_HUGE_PAGES", long)]
-    huge_pages: bool,
+    /// Reloads load straight into huge pages. Read-only nodes (--snapshot, no --data-dir) only.
+    /// auto: for snapshots of 512 MiB and more, when the kernel offers transparent huge pages
+    /// and twice the file fits in available memory. Default is auto; --huge-pages alone is on.
+    #[arg(env = "DUANLIAN_HUGE_PAGES", long, value_enum, default_value_t = HugePages::Auto,
+          num_args = 0..=1, default_missing_value = "on")]
+    huge_pages: HugePages,
     /// Clicks older than this are forgotten: their days leave the statistics and their click
     /// log files are deleted (checked at start and hourly). Default is 400d.
     #[arg(env = "DUANLIAN_STATS_RETENTION", long, default_value = "400d", value_parser = parse_period)]
@@ -243,6 +246,24 @@ pub(crate) struct ServeArgs {
     runtime: Shape,
     #[command(flatten)]
     cluster: cluster::ClusterArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum HugePages {
+    Auto,
+    On,
+    Off,
+}
+
+impl HugePages {
+    /// `Some(on)` when decided, `None` for a decision per file.
+    fn decided(self) -> Option<bool> {
+        match self {
+            HugePages::Auto => None,
+            HugePages::On => Some(true),
+            HugePages::Off => Some(false),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -430,7 +451,8 @@ fn serve(args: ServeArgs) -> Result<()> {
             "--admin-listen must differ from --listen: the admin API never shares the redirect port"
         ));
     }
-    if args.huge_pages && (args.snapshot.is_none() || args.data_dir.is_some()) {
+    let read_only = args.snapshot.is_some() && args.data_dir.is_none() && node.is_none();
+    if args.huge_pages == HugePages::On && !read_only {
         return Err(anyhow!(
             "--huge-pages applies to a node serving --snapshot without --data-dir"
         ));
@@ -516,7 +538,12 @@ fn serve(args: ServeArgs) -> Result<()> {
             Shape::MultiThread => RuntimeShape::MultiThread,
         },
     };
-    verify_in_background(&index, args.huge_pages);
+    let huge_pages = read_only
+        && args
+            .huge_pages
+            .decided()
+            .unwrap_or_else(|| Snapshot::huge_pages_pay_off(index.snapshot().file_len() as u64));
+    verify_in_background(&index, huge_pages);
     let health = Arc::new(Health::default());
     let redirector = Redirector::new(index.clone())
         .with_health(health.clone())
@@ -563,7 +590,11 @@ fn serve(args: ServeArgs) -> Result<()> {
     if let Some(reloader) = reloader {
         let mut reloader = reloader
             .with_metrics(metrics.clone())
-            .with_huge_pages(args.huge_pages);
+            .with_huge_pages(if read_only {
+                args.huge_pages.decided()
+            } else {
+                Some(false)
+            });
         if let Some(path) = &args.snapshot {
             reloader = reloader.with_configured(path.clone());
         }

@@ -598,7 +598,7 @@ fn configuration_file_then_environment_then_flags() {
 #[test]
 fn config_check_validates_and_prints_the_effective_settings() {
     let dir = TempDir::new();
-    let good = dir.file("good.toml", b"listen = \"0.0.0.0:80\"\ndomains = [\"go.example.cn\"]\nexpired_retention = \"7d\"\nruntime = \"multi-thread\"\n");
+    let good = dir.file("good.toml", b"listen = \"0.0.0.0:80\"\ndomains = [\"go.example.cn\"]\nexpired_retention = \"7d\"\nruntime = \"multi-thread\"\nhuge_pages = true\ncluster = \"nats://10.0.0.1:4222\"\ncluster_replicas = 3\n");
     let o = crate::util::run(&["config", "check", s(&good)]);
     assert!(o.status.success(), "{}", crate::util::stderr(&o));
     let out = crate::util::stdout(&o);
@@ -607,11 +607,16 @@ fn config_check_validates_and_prints_the_effective_settings() {
         "admin_listen = 127.0.0.1:8081",
         "expired_retention = 604800s",
         "runtime = MultiThread",
+        "huge_pages = on",
+        "cluster = nats://10.0.0.1:4222",
+        "cluster_replicas = 3",
         "good.toml: ok",
     ] {
         assert!(out.contains(line), "{line} in:\n{out}");
     }
-    let cases: [(&str, &[u8], &str); 5] = [
+    let cases: [(&str, &[u8], &str); 7] = [
+        ("huge.toml", b"huge_pages = \"sometimes\"\n", "huge_pages"),
+        ("replicas.toml", b"cluster_replicas = 7\n", "cluster_replicas"),
         (
             "unknown.toml",
             b"listen = \"0.0.0.0:80\"\nlisten_port = 80\n",

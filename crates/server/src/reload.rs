@@ -64,7 +64,8 @@ pub struct Reloader {
     target: Target,
     configured: Option<PathBuf>,
     metrics: Option<Arc<crate::Metrics>>,
-    huge_pages: bool,
+    /// `Some(on)`: always or never load into huge pages; `None`: when it pays off for the file.
+    huge_pages: Option<bool>,
 }
 
 impl Reloader {
@@ -74,7 +75,7 @@ impl Reloader {
             target: Target::Index(index),
             configured: None,
             metrics: None,
-            huge_pages: false,
+            huge_pages: Some(false),
         }
     }
 
@@ -84,7 +85,7 @@ impl Reloader {
             target: Target::Store(store),
             configured: None,
             metrics: None,
-            huge_pages: false,
+            huge_pages: Some(false),
         }
     }
 
@@ -94,8 +95,10 @@ impl Reloader {
         self
     }
 
-    /// Loads files into huge-page memory ([`Snapshot::open_huge_pages`]) on a read-only node.
-    pub fn with_huge_pages(mut self, on: bool) -> Reloader {
+    /// Whether a read-only node loads files into huge-page memory
+    /// ([`Snapshot::open_huge_pages`]): `Some(on)` decides for every file, `None` decides per
+    /// file by [`Snapshot::huge_pages_pay_off`].
+    pub fn with_huge_pages(mut self, on: Option<bool>) -> Reloader {
         self.huge_pages = on;
         self
     }
@@ -118,6 +121,10 @@ impl Reloader {
             Target::Index(index) => {
                 let (index, owned, huge) = (index.clone(), path.to_path_buf(), self.huge_pages);
                 tokio::task::spawn_blocking(move || {
+                    let huge = huge.unwrap_or_else(|| {
+                        std::fs::metadata(&owned)
+                            .is_ok_and(|m| Snapshot::huge_pages_pay_off(m.len()))
+                    });
                     let snap = if huge {
                         Snapshot::open_huge_pages(&owned)?
                     } else {
