@@ -616,7 +616,11 @@ fn config_check_validates_and_prints_the_effective_settings() {
     }
     let cases: [(&str, &[u8], &str); 7] = [
         ("huge.toml", b"huge_pages = \"sometimes\"\n", "huge_pages"),
-        ("replicas.toml", b"cluster_replicas = 7\n", "cluster_replicas"),
+        (
+            "replicas.toml",
+            b"cluster_replicas = 7\n",
+            "cluster_replicas",
+        ),
         (
             "unknown.toml",
             b"listen = \"0.0.0.0:80\"\nlisten_port = 80\n",
