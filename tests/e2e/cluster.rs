@@ -360,6 +360,12 @@ fn links_propagate_to_every_node_within_a_second_and_codes_are_granted_once() {
     let v: Value = serde_json::from_str(&r.body).expect("json");
     assert_eq!(v["visits"], 2, "{v}");
     assert!(shows(c, "duanlian_cluster_connected 1"));
+    // Snapshots come from the cluster: no journal to compact, no local file to load.
+    for path in ["/api/v1/admin/compact", "/api/v1/admin/snapshot"] {
+        let r = c.api("POST", path, Some(KEY), Some(r#"{"path":"/tmp/x.snap"}"#));
+        assert_eq!(r.status, 409, "{path}: {}", r.body);
+        assert!(r.body.contains("snapshot publish"), "{path}: {}", r.body);
+    }
     assert!(shows(c, "duanlian_cluster_lag_revisions 0"));
 }
 

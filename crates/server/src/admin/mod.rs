@@ -545,6 +545,14 @@ impl Admin {
     }
 
     async fn reload(&self, req: Request<Incoming>) -> Answer {
+        if let Writes::Cluster(_) = self.writes {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "cluster-node",
+                "Cluster node",
+                "a cluster node loads the snapshots published for its bucket; publish one with `duanlian snapshot publish`",
+            ));
+        }
         let Some(reloader) = self.reloader.clone() else {
             return Err(Problem::new(
                 StatusCode::CONFLICT,
