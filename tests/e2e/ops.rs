@@ -408,7 +408,12 @@ fn sighup_reloads_the_configured_file() {
     std::fs::rename(&next, &served).expect("rename");
     hup_until_redirects(&srv, "/second");
     assert_eq!(srv.request("GET", "go.example.cn", "/first").status, 404);
-    assert!(srv.logs().contains("snapshot reloaded"), "{}", srv.logs());
+    // The swap comes first, the log line right after it.
+    let started = std::time::Instant::now();
+    while !srv.logs().contains("snapshot reloaded") {
+        assert!(started.elapsed() < Duration::from_secs(5), "{}", srv.logs());
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Where each link of the data-directory test should send visitors (None: 404).
