@@ -12,7 +12,6 @@ use async_nats::jetstream::{self, consumer, context::PublishAckFuture, stream};
 use duanlian_clicks::{encode_line, parse_line, Click, Device, Forward, Stats};
 use duanlian_index::Index;
 use futures_util::StreamExt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -71,7 +70,7 @@ async fn ensure_stream(js: &jetstream::Context, opts: &ClusterOptions) -> Option
 async fn publish(cluster: Arc<crate::Cluster>, mut rx: mpsc::Receiver<Vec<Click>>) {
     let opts = cluster.options().clone();
     let subject = subject(&opts);
-    let counter = AtomicU64::new(0);
+    let mut counter = 0u64;
     // A per-process prefix, so a restarted node's ids never collide with its last run's.
     let prefix = format!("{}-{:x}", opts.name, duanlian_link::now_secs());
     let mut line = Vec::with_capacity(128);
@@ -88,7 +87,8 @@ async fn publish(cluster: Arc<crate::Cluster>, mut rx: mpsc::Receiver<Vec<Click>
             .iter()
             .map(|c| {
                 encode_line(c, &mut line);
-                let id = format!("{prefix}-{}", counter.fetch_add(1, Ordering::Relaxed));
+                counter += 1;
+                let id = format!("{prefix}-{counter}");
                 (id, bytes::Bytes::copy_from_slice(line.trim_ascii_end()))
             })
             .collect();

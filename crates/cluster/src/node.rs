@@ -61,6 +61,16 @@ impl ClusterOptions {
         }
     }
 
+    /// The stream JetStream keeps the bucket in.
+    pub(crate) fn kv_stream(&self) -> String {
+        format!("KV_{}", self.bucket)
+    }
+
+    /// The subject of the bucket's entries start with this.
+    pub(crate) fn kv_subject_prefix(&self) -> String {
+        format!("$KV.{}.", self.bucket)
+    }
+
     /// The object name of this bucket's snapshot in the object store.
     pub(crate) fn snapshot_object(&self) -> String {
         format!("{}.snap", self.bucket)
@@ -145,11 +155,12 @@ pub(crate) async fn connect(opts: &ClusterOptions) -> Result<async_nats::Client,
         .map_err(nats)
 }
 
-/// The links bucket (created if missing, with history 1 and no limits) and its identity.
+/// The links bucket (created if missing, with history 1 and no limits), its identity and its
+/// last revision.
 pub(crate) async fn open_bucket(
     js: &jetstream::Context,
     opts: &ClusterOptions,
-) -> Result<(kv::Store, u64), ClusterError> {
+) -> Result<(kv::Store, u64, u64), ClusterError> {
     let kv = match js.get_key_value(&opts.bucket).await {
         Ok(kv) => kv,
         Err(_) => match js
@@ -167,17 +178,17 @@ pub(crate) async fn open_bucket(
             Err(_) => js.get_key_value(&opts.bucket).await.map_err(nats)?,
         },
     };
-    let (_, created) = bucket_state(js, &opts.bucket).await?;
-    Ok((kv, feed_id(&opts.bucket, created)))
+    let (last, created) = bucket_state(js, opts).await?;
+    Ok((kv, feed_id(&opts.bucket, created), last))
 }
 
 /// The bucket's last revision and creation time, fresh from the server.
 pub(crate) async fn bucket_state(
     js: &jetstream::Context,
-    bucket: &str,
+    opts: &ClusterOptions,
 ) -> Result<(u64, i128), ClusterError> {
     let stream = js
-        .get_stream_no_info(format!("KV_{bucket}"))
+        .get_stream_no_info(opts.kv_stream())
         .await
         .map_err(nats)?;
     let info = stream.get_info().await.map_err(nats)?;
@@ -277,8 +288,7 @@ impl Cluster {
     async fn join(&self) -> Result<Conn, ClusterError> {
         let client = connect(&self.opts).await?;
         let js = jetstream::new(client.clone());
-        let (kv, feed_id) = open_bucket(&js, &self.opts).await?;
-        let (last, _) = bucket_state(&js, &self.opts.bucket).await?;
+        let (kv, feed_id, last) = open_bucket(&js, &self.opts).await?;
         self.bucket_last.store(last, Ordering::Relaxed);
         match self.load_snapshot(&js, feed_id, last).await {
             Ok(Some(snapshot)) => {
@@ -415,19 +425,23 @@ impl Cluster {
         self.applied.send_replace(revision);
     }
 
+    /// Counts everything up to `revision` as applied without a change (the messages in
+    /// between were superseded), waking whoever waits for it.
+    fn skip_to(&self, revision: u64) {
+        let _one_at_a_time = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+        self.index.mark_applied(revision);
+        self.applied.send_replace(self.index.applied());
+    }
+
     /// Reads what the watch has not delivered straight from the bucket's stream, message by
     /// message. Direct gets are answered by any replica without a consumer, so this works
     /// while a JetStream cluster elects a new metadata leader after losing a server (when
     /// no consumer can be created for seconds).
     async fn catch_up_directly(&self, conn: &Conn) {
-        let Ok(stream) = conn
-            .js
-            .get_stream_no_info(format!("KV_{}", self.opts.bucket))
-            .await
-        else {
+        let Ok(stream) = conn.js.get_stream_no_info(self.opts.kv_stream()).await else {
             return;
         };
-        let prefix = format!("$KV.{}.", self.opts.bucket);
+        let prefix = self.opts.kv_subject_prefix();
         let all = format!("{prefix}>");
         let last = self.bucket_last.load(Ordering::Relaxed);
         let mut caught = 0u64;
@@ -444,7 +458,7 @@ impl Cluster {
                 // superseded, and applying it keeps the order.
                 Ok(m) => {
                     let Some(key) = m.subject.as_str().strip_prefix(&prefix) else {
-                        self.index.mark_applied(m.sequence);
+                        self.skip_to(m.sequence);
                         continue;
                     };
                     if !self.opts.apply_delay.is_zero() {
@@ -461,8 +475,7 @@ impl Cluster {
                 Err(e)
                     if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound =>
                 {
-                    self.index.mark_applied(last);
-                    self.applied.send_replace(last);
+                    self.skip_to(last);
                     break;
                 }
                 Err(e) => {
@@ -490,7 +503,7 @@ impl Cluster {
                 continue;
             };
             // Unreachable NATS: the lag is unknown, not high; the node goes on serving.
-            if let Ok((last, _)) = bucket_state(&conn.js, &self.opts.bucket).await {
+            if let Ok((last, _)) = bucket_state(&conn.js, &self.opts).await {
                 self.bucket_last.fetch_max(last, Ordering::Relaxed);
             }
             let lag = self.lag();
@@ -699,7 +712,7 @@ impl Cluster {
                 let mut tries = 0;
                 loop {
                     let (_, read) = self.read(conn, &domain, &code).await?;
-                    match delete(conn, &self.opts.bucket, &domain, &code, read).await {
+                    match delete(conn, &self.opts, &domain, &code, read).await {
                         Ok(rev) => break (Outcome::Deleted, rev),
                         // Most likely changed since the read: read again (a 404 ends it).
                         Err(_) if tries < 8 => tries += 1,
@@ -761,8 +774,7 @@ impl Cluster {
                 Ok(done) => created.push(done),
                 Err(e) => {
                     for (link, rev) in &created {
-                        let _ =
-                            delete(conn, &self.opts.bucket, &link.domain, &link.code, *rev).await;
+                        let _ = delete(conn, &self.opts, &link.domain, &link.code, *rev).await;
                     }
                     return Err(e);
                 }
@@ -816,7 +828,7 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 /// A delete marker that only lands if the key is still at `revision`.
 async fn delete(
     conn: &Conn,
-    bucket: &str,
+    opts: &ClusterOptions,
     domain: &Domain,
     code: &Code,
     revision: u64,
@@ -827,10 +839,7 @@ async fn delete(
         async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
         revision.to_string().as_str(),
     );
-    let subject = format!(
-        "$KV.{bucket}.{}",
-        codec::key(domain.as_str(), code.as_str())
-    );
+    let subject = opts.kv_subject_prefix() + &codec::key(domain.as_str(), code.as_str());
     let ack = conn
         .js
         .publish_with_headers(subject, headers, bytes::Bytes::new())

@@ -1,7 +1,7 @@
 //! `duanlian snapshot publish`: fold the bucket into a snapshot and put it in the object store.
 use crate::error::nats;
 use crate::fold::Fold;
-use crate::node::{bucket_state, connect, open_bucket, snapshot_store};
+use crate::node::{connect, open_bucket, snapshot_store};
 use crate::{codec, ClusterError, ClusterOptions};
 use async_nats::jetstream::{self, kv, object_store};
 use futures_util::StreamExt;
@@ -27,8 +27,7 @@ pub struct Published {
 pub async fn publish_snapshot(opts: &ClusterOptions) -> Result<Published, ClusterError> {
     let client = connect(opts).await?;
     let js = jetstream::new(client.clone());
-    let (kv, feed_id) = open_bucket(&js, opts).await?;
-    let (last, _) = bucket_state(&js, &opts.bucket).await?;
+    let (kv, feed_id, last) = open_bucket(&js, opts).await?;
     let mut fold = Fold::default();
     let mut skipped = 0;
     if last > 0 {
