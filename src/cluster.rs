@@ -106,12 +106,7 @@ impl Node {
         args: &ServeArgs,
     ) -> Result<(Arc<duanlian_clicks::Recorder>, duanlian_clicks::Writer)> {
         let forwarder = ClickForwarder::start(&self.cluster, self.runtime.handle(), 256);
-        let opts = duanlian_clicks::RecorderOptions {
-            capacity: args.clicks_queue as usize,
-            writer_delay: Duration::from_millis(args.clicks_writer_delay_ms),
-            retention: Some(args.stats_retention),
-            ..Default::default()
-        };
+        let opts = crate::recorder_options(args);
         let (recorder, writer) = duanlian_clicks::Recorder::forwarding(Box::new(forwarder), opts)
             .context("click writer")?;
         self.cluster.count_clicks_into(recorder.stats().clone());

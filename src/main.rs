@@ -632,19 +632,23 @@ fn serve(args: ServeArgs) -> Result<()> {
 }
 
 /// Rebuilds the visit statistics from the click log in `data_dir`/clicks and starts its writer.
+/// The click queue and writer as the flags set them, for either kind of recorder.
+pub(crate) fn recorder_options(args: &ServeArgs) -> duanlian_clicks::RecorderOptions {
+    duanlian_clicks::RecorderOptions {
+        capacity: args.clicks_queue as usize,
+        writer_delay: Duration::from_millis(args.clicks_writer_delay_ms),
+        retention: Some(args.stats_retention),
+        ..Default::default()
+    }
+}
+
 fn start_clicks(
     data_dir: &Path,
     args: &ServeArgs,
 ) -> Result<(Arc<duanlian_clicks::Recorder>, duanlian_clicks::Writer)> {
     let started = std::time::Instant::now();
     let dir = data_dir.join("clicks");
-    let opts = duanlian_clicks::RecorderOptions {
-        capacity: args.clicks_queue as usize,
-        writer_delay: Duration::from_millis(args.clicks_writer_delay_ms),
-        retention: Some(args.stats_retention),
-        ..Default::default()
-    };
-    let (recorder, writer, read) = duanlian_clicks::Recorder::start(&dir, opts)
+    let (recorder, writer, read) = duanlian_clicks::Recorder::start(&dir, recorder_options(args))
         .with_context(|| format!("click log in {}", dir.display()))?;
     tracing::info!(
         clicks = read.clicks,

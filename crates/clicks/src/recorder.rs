@@ -105,19 +105,7 @@ impl Recorder {
         })?;
         stats.add(&batch);
         let log = LogWriter::new(dir, opts.max_file_bytes)?;
-        let (tx, rx) = sync_channel(opts.capacity.max(1));
-        let counters = Arc::new(Counters::default());
-        counters
-            .now
-            .store(duanlian_link::now_secs(), Ordering::Relaxed);
-        let (recorder, writer) = Recorder::spawn(
-            Output::Log(log, dir.to_path_buf()),
-            tx,
-            rx,
-            counters,
-            stats,
-            opts,
-        )?;
+        let (recorder, writer) = Recorder::spawn(Output::Log(log, dir.to_path_buf()), stats, opts)?;
         Ok((recorder, writer, report))
     }
 
@@ -128,29 +116,20 @@ impl Recorder {
         forward: Box<dyn Forward>,
         opts: RecorderOptions,
     ) -> Result<(Recorder, Writer), ClickError> {
+        Recorder::spawn(Output::Forward(forward), Arc::new(Stats::default()), opts)
+    }
+
+    /// The queue, the counters and the writer thread that empties the queue into `output`.
+    fn spawn(
+        output: Output,
+        stats: Arc<Stats>,
+        opts: RecorderOptions,
+    ) -> Result<(Recorder, Writer), ClickError> {
         let (tx, rx) = sync_channel(opts.capacity.max(1));
         let counters = Arc::new(Counters::default());
         counters
             .now
             .store(duanlian_link::now_secs(), Ordering::Relaxed);
-        Recorder::spawn(
-            Output::Forward(forward),
-            tx,
-            rx,
-            counters,
-            Arc::new(Stats::default()),
-            opts,
-        )
-    }
-
-    fn spawn(
-        output: Output,
-        tx: SyncSender<Click>,
-        rx: Receiver<Click>,
-        counters: Arc<Counters>,
-        stats: Arc<Stats>,
-        opts: RecorderOptions,
-    ) -> Result<(Recorder, Writer), ClickError> {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (counters, stats, stop) = (counters.clone(), stats.clone(), stop.clone());
