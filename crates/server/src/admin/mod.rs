@@ -241,10 +241,7 @@ impl Admin {
         match &self.writes {
             Writes::Local(store) => Ok(store),
             Writes::ReadOnly => Err(read_only()),
-            Writes::Cluster(_) => Err(Problem::new(
-                StatusCode::CONFLICT,
-                "cluster-node",
-                "Cluster node",
+            Writes::Cluster(_) => Err(cluster_node(
                 "a cluster node has no journal to compact; publish a snapshot of the bucket with `duanlian snapshot publish`",
             )),
         }
@@ -546,10 +543,7 @@ impl Admin {
 
     async fn reload(&self, req: Request<Incoming>) -> Answer {
         if let Writes::Cluster(_) = self.writes {
-            return Err(Problem::new(
-                StatusCode::CONFLICT,
-                "cluster-node",
-                "Cluster node",
+            return Err(cluster_node(
                 "a cluster node loads the snapshots published for its bucket; publish one with `duanlian snapshot publish`",
             ));
         }
@@ -677,6 +671,11 @@ fn with_revision(mut v: Value, revision: Option<u64>) -> Value {
         o.insert("revision".into(), json!(rev));
     }
     v
+}
+
+/// What a cluster node answers for the data-directory and snapshot-file operations.
+fn cluster_node(why: &str) -> Problem {
+    Problem::new(StatusCode::CONFLICT, "cluster-node", "Cluster node", why)
 }
 
 fn read_only() -> Problem {
