@@ -29,7 +29,8 @@ impl Code {
 
     /// Whether raw request bytes could be a code; the request path uses this without allocating.
     pub fn is_valid(bytes: &[u8]) -> bool {
-        check(bytes).is_ok()
+        // Not `check(..).is_ok()`: this runs on every request, and needs no reason.
+        !bytes.is_empty() && bytes.len() <= MAX_CODE_LEN && bytes.iter().all(|&c| is_code_byte(c))
     }
 
     /// The code as text.
@@ -57,8 +58,21 @@ fn check(b: &[u8]) -> Result<(), LinkError> {
     }
 }
 
-const fn is_code_byte(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_' || c == b'-'
+/// Which bytes a code may hold, as a table: one load per byte instead of a chain of ranges.
+const CODE_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+        c += 1;
+    }
+    t
+};
+
+#[inline(always)]
+fn is_code_byte(c: u8) -> bool {
+    CODE_BYTES[usize::from(c)]
 }
 
 impl fmt::Display for Code {

@@ -62,15 +62,31 @@ impl AsRef<str> for Domain {
     }
 }
 
-/// Scratch space for [`host_key`], so the request path normalises `Host` on the stack.
+/// Scratch space for [`host_key`], so the request path normalises `Host` on the stack. One byte
+/// longer than a domain, for the root dot that is stripped after copying.
 #[derive(Debug)]
-pub struct HostBuf([u8; MAX_DOMAIN_LEN]);
+pub struct HostBuf([u8; MAX_DOMAIN_LEN + 1]);
 
 impl Default for HostBuf {
     fn default() -> Self {
-        HostBuf([0; MAX_DOMAIN_LEN])
+        HostBuf([0; MAX_DOMAIN_LEN + 1])
     }
 }
+
+/// Each byte's lowercase form if it may appear in a host name, else 0: one load per byte
+/// decides both on the request path.
+const HOST_LOWER: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = (b as u8).to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.' {
+            t[b] = c;
+        }
+        b += 1;
+    }
+    t
+};
 
 /// Turns a `Host` header value into the form domains are stored in: port stripped, lowercase,
 /// no trailing dot. `None` when it cannot be a link domain (IPv6 literal, bad bytes, too long).
@@ -78,23 +94,25 @@ impl Default for HostBuf {
 /// This checks the characters but not the label structure: a malformed name simply finds no
 /// link, and the redirect path stays a single pass over the bytes.
 pub fn host_key<'b>(raw: &[u8], buf: &'b mut HostBuf) -> Option<&'b str> {
-    let host = match raw.iter().position(|&b| b == b':') {
-        Some(colon) => &raw[..colon],
-        None => raw,
-    };
+    let mut len = 0;
+    for &b in raw {
+        let lower = HOST_LOWER[usize::from(b)];
+        if lower == 0 {
+            // The port is not part of the key and is not looked at.
+            if b == b':' {
+                break;
+            }
+            return None;
+        }
+        *buf.0.get_mut(len)? = lower;
+        len += 1;
+    }
+    let host = &buf.0[..len];
     let host = host.strip_suffix(b".").unwrap_or(host);
     if host.is_empty() || host.len() > MAX_DOMAIN_LEN {
         return None;
     }
-    let out = &mut buf.0[..host.len()];
-    for (o, &b) in out.iter_mut().zip(host) {
-        let l = b.to_ascii_lowercase();
-        if !(l.is_ascii_lowercase() || l.is_ascii_digit() || l == b'-' || l == b'.') {
-            return None;
-        }
-        *o = l;
-    }
-    std::str::from_utf8(out).ok()
+    std::str::from_utf8(host).ok()
 }
 
 #[cfg(test)]
@@ -153,5 +171,13 @@ mod tests {
         assert_eq!(host_key(b":80", &mut buf), None);
         assert_eq!(host_key("é.cn".as_bytes(), &mut buf), None);
         assert_eq!(host_key(&[b'a'; 254], &mut buf), None);
+        // The longest name, with and without the root dot; the port is never looked at.
+        let longest = "a".repeat(MAX_DOMAIN_LEN);
+        assert_eq!(host_key(longest.as_bytes(), &mut buf), Some(&*longest));
+        let dotted = format!("{longest}.");
+        assert_eq!(host_key(dotted.as_bytes(), &mut buf), Some(&*longest));
+        assert_eq!(host_key(format!("{dotted}.").as_bytes(), &mut buf), None);
+        assert_eq!(host_key(b"A-1.cn:x y", &mut buf), Some("a-1.cn"));
+        assert_eq!(host_key(b"a_b.cn", &mut buf), None);
     }
 }

@@ -5,7 +5,7 @@ use duanlian_index::{Index, LinkRef};
 use duanlian_link::{host_key, merge_query, now_secs, Code, Domain, HostBuf, State};
 use http_body_util::Full;
 use hyper::header::{
-    HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, HOST, LOCATION, REFERER, USER_AGENT,
+    HeaderMap, HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, HOST, LOCATION, REFERER, USER_AGENT,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use std::collections::HashMap;
@@ -298,7 +298,7 @@ pub fn respond_from<B>(
         _ => {}
     }
     // HTTP/1.1 requires Host; an absolute-form request line carries it in the URI instead.
-    let host = match req.headers().get(HOST) {
+    let host = match host_header(req.headers()) {
         Some(h) => h.as_bytes(),
         None => match req.uri().authority() {
             Some(a) => a.as_str().as_bytes(),
@@ -374,7 +374,12 @@ fn decide<B>(
     // told where the link goes but use up nothing.
     let counted =
         is_get && (r.count_visits || r.clicks.is_some() || link.validity.max_visits.is_some());
-    let user_agent = req.headers().get(USER_AGENT).map(|v| v.as_bytes());
+    // Only a counted request needs the User-Agent (a header lookup is a hash of its name).
+    let user_agent = if counted {
+        req.headers().get(USER_AGENT).map(|v| v.as_bytes())
+    } else {
+        None
+    };
     let human = counted && !is_bot(user_agent);
     let visits = r.index.visits();
     let used_up = match link.validity.max_visits {
@@ -426,6 +431,15 @@ fn decide<B>(
     *res.status_mut() = StatusCode::from_u16(link.redirect.status()).unwrap_or(StatusCode::FOUND);
     res.headers_mut().insert(LOCATION, location);
     res
+}
+
+/// The first `Host` header. User agents send it first (RFC 9110, 7.2), so a scan from the front
+/// usually stops at the first name, where [`HeaderMap::get`] would hash the name first.
+#[inline]
+fn host_header(headers: &HeaderMap) -> Option<&HeaderValue> {
+    headers
+        .iter()
+        .find_map(|(name, value)| (name == HOST).then_some(value))
 }
 
 fn not_found() -> Response<Body> {
@@ -542,6 +556,21 @@ mod tests {
         let q = get(&r, "GET", Some("go.example.cn"), "/ok?utm=1");
         assert_eq!(location(&q), Some("https://t.example/ok?utm=1"));
         assert_eq!(get(&r, "GET", Some("other.cn"), "/ok").status(), 404);
+    }
+
+    #[test]
+    fn host_is_found_wherever_it_stands() {
+        let r = redirector();
+        let req = Request::get("/ok")
+            .header(USER_AGENT, "curl/8")
+            .header("x-forwarded-for", "192.0.2.1")
+            .header("x-forwarded-for", "192.0.2.2")
+            .header(HOST, "GO.example.cn")
+            .header(HOST, "other.example")
+            .body(())
+            .expect("request");
+        let res = respond(&r, &req);
+        assert_eq!(location(&res), Some("https://t.example/ok"));
     }
 
     #[test]

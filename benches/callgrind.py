@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Instructions per redirect under `valgrind --tool=callgrind`: repeatable where wall-clock and
+CPU-time figures on this VM are not (the same binary gives the same count, whatever else runs).
+
+Starts `duanlian serve --threads 1` (or `duanlian bench-floor` with --floor) under callgrind,
+sends --warm requests from the harness's sample over --conns keep-alive connections (64), zeroes the
+counters, sends --count more, dumps, and prints instructions per request. With --annotate it
+also prints the functions that executed the most instructions in the measured part.
+
+usage: python3 benches/callgrind.py [--links N] [--count N] [--warm N] [--conns N] [--floor] [--annotate]
+       [--bin PATH] [-- EXTRA SERVE FLAGS]
+Needs valgrind (Debian: valgrind) and the harness's link set (generated like the harness does).
+"""
+import argparse, glob, importlib.util, os, re, socket, subprocess, sys, tempfile, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHARED = os.path.join(HERE, "..", "..", "shared", "bench", "redirect-vs-nginx.py")
+
+
+def harness():
+    spec = importlib.util.spec_from_file_location("harness", SHARED)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def send(port, lines, count, conns):
+    """`count` GETs round-robin over `lines`, spread over `conns` keep-alive connections that each
+    have one request in flight at a time, as wrk's connections do (so the server finds several
+    ready at each wake-up, and its per-wake-up costs are shared as under load). Returns the
+    statuses seen."""
+    socks = []
+    for _ in range(conns):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        socks.append([s, b""])
+    statuses = {}
+    sent = 0
+    while sent < count:
+        batch = socks[:count - sent]
+        for s, _ in batch:
+            host, path = lines[sent % len(lines)]
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            sent += 1
+        for conn in batch:
+            s, buf = conn
+            while True:
+                end = buf.find(b"\r\n\r\n")
+                if end >= 0:
+                    head = buf[:end].decode("latin-1")
+                    m = re.search(r"(?im)^content-length:\s*(\d+)", head)
+                    total = end + 4 + (int(m.group(1)) if m else 0)
+                    if len(buf) >= total:
+                        status = int(head.split(" ", 2)[1])
+                        statuses[status] = statuses.get(status, 0) + 1
+                        conn[1] = buf[total:]
+                        break
+                chunk = s.recv(65536)
+                if not chunk:
+                    sys.exit("server closed the connection")
+                buf += chunk
+    for s, _ in socks:
+        s.close()
+    return statuses
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--links", type=int, default=1_000_000)
+    ap.add_argument("--count", type=int, default=10_000)
+    ap.add_argument("--warm", type=int, default=2_000)
+    ap.add_argument("--conns", type=int, default=64)
+    ap.add_argument("--floor", action="store_true", help="measure `duanlian bench-floor` instead")
+    ap.add_argument("--annotate", action="store_true")
+    ap.add_argument("--bin", default="target/release/duanlian")
+    ap.add_argument("--work", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "duanlian-bench"))
+    ap.add_argument("extra", nargs="*", help="more `serve` flags (after --)")
+    a = ap.parse_args()
+    h = harness()
+    data = os.path.join(a.work, f"links-{a.links}")
+    if not os.path.exists(os.path.join(data, "requests.txt")):
+        h.sh(f"{sys.executable} {os.path.dirname(SHARED)}/gen-links.py {a.links} {data}")
+    lines = [l.rstrip("\n").split("\t") for l in open(os.path.join(data, "requests.txt"))]
+    snap = os.path.join(a.work, f"links-{a.links}.snap")
+    if not os.path.exists(snap):
+        h.sh(f"{a.bin} snapshot build --input {data}/links.csv --output {snap}", stdout=subprocess.DEVNULL)
+    port = h.free_port()
+    if a.floor:
+        cmd = [a.bin, "bench-floor", "--listen", f"127.0.0.1:{port}", "--threads", "1"]
+    else:
+        cmd = [a.bin, "serve", "--snapshot", snap, "--listen", f"127.0.0.1:{port}",
+               "--admin-listen", f"127.0.0.1:{h.free_port()}", "--threads", "1"] + a.extra
+    out = tempfile.mkdtemp(prefix="duanlian-callgrind-")
+    prof = os.path.join(out, "callgrind.out")
+    proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={prof}"] + cmd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        host, path = lines[0]
+        h.wait_ready(port, host, path, proc)
+        send(port, lines, a.warm, a.conns)
+        subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True, stdout=subprocess.DEVNULL)
+        statuses = send(port, lines, a.count, a.conns)
+        subprocess.run(["callgrind_control", "-d", "measured", str(proc.pid)], check=True,
+                       stdout=subprocess.DEVNULL)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    dumps = [p for p in glob.glob(prof + "*") if "measured" in open(p, errors="replace").read(4096)]
+    if not dumps:
+        sys.exit(f"no dump named 'measured' in {out}")
+    text = open(dumps[0], errors="replace").read()
+    total = int(re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M).group(1))
+    what = "floor" if a.floor else "redirect"
+    print(f"{what}: {total / a.count:.0f} instructions per request over {a.count} requests "
+          f"(statuses {statuses}); profile {dumps[0]}")
+    if a.annotate:
+        ann = subprocess.run(["callgrind_annotate", "--inclusive=no", dumps[0]], capture_output=True,
+                             text=True).stdout
+        print("\n".join(ann.splitlines()[:60]))
+
+
+if __name__ == "__main__":
+    main()
