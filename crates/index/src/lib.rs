@@ -121,7 +121,7 @@ impl Index {
         &self,
         domain: &str,
         code: &str,
-        f: impl FnOnce(Option<LinkRef<'_>>) -> R,
+        f: impl FnOnce(Option<&LinkRef<'_>>) -> R,
     ) -> R {
         if self.overlay_len.load(Ordering::Acquire) != 0 {
             if let Some(key) = KeyBuf::new(domain, code) {
@@ -131,14 +131,15 @@ impl Index {
                     .get(key.as_bytes())
                     .map(|r| r.value().link.clone());
                 match slot {
-                    Some(Some(link)) => return f(Some(LinkRef::from(&*link))),
+                    Some(Some(link)) => return f(Some(&LinkRef::from(&*link))),
                     Some(None) => return f(None),
                     None => {}
                 }
             }
         }
         let snap = self.snapshot.load();
-        f(snap.get(domain, code))
+        // By reference: a `LinkRef` is larger than what is moved without a `memcpy` call.
+        f(snap.get(domain, code).as_ref())
     }
 
     /// Sets how long expired links are kept before the reaper frees them (seconds). Set it before

@@ -133,7 +133,7 @@ impl Redirector {
                 *req.method() == Method::GET,
                 &domain,
                 &code,
-                Some(LinkRef::from(&link)),
+                Some(&LinkRef::from(&link)),
                 false,
             ),
             None => first,
@@ -338,7 +338,7 @@ fn decide<B>(
     is_get: bool,
     domain: &str,
     code: &str,
-    link: Option<LinkRef<'_>>,
+    link: Option<&LinkRef<'_>>,
     may_defer: bool,
 ) -> Response<Body> {
     let Some(link) = link else {
@@ -367,7 +367,7 @@ fn decide<B>(
         match link.validity.state_at(now) {
             State::Active => {}
             State::Pending => return r.not_found(domain),
-            State::Expired => return r.expired(domain, &link),
+            State::Expired => return r.expired(domain, link),
         }
     }
     // Only a GET can be a visit, and only a person's: bots and link-preview fetchers are
@@ -394,7 +394,7 @@ fn decide<B>(
         }
     };
     if used_up {
-        return r.expired(domain, &link);
+        return r.expired(domain, link);
     }
     let location = match req.uri().query() {
         // Only a request with a query string pays for building a new URL.

@@ -9,19 +9,36 @@ fn folded_mul(a: u64, b: u64) -> u64 {
     (p as u64) ^ ((p >> 64) as u64)
 }
 
+/// The first eight bytes of `s`, zero-padded, as a little-endian word. Shorter input is read
+/// with two overlapping fixed-size loads, whose shared bytes land on the same bits: copying a
+/// variable-length tail into a zeroed buffer instead compiles to a `memcpy` call, and the
+/// request path made eight of them per lookup.
+#[inline(always)]
+pub(crate) fn le_word(s: &[u8]) -> u64 {
+    if let Some(w) = s.first_chunk::<8>() {
+        return u64::from_le_bytes(*w);
+    }
+    let n = s.len();
+    if let (Some(lo), Some(hi)) = (s.first_chunk::<4>(), s.last_chunk::<4>()) {
+        let (lo, hi) = (u32::from_le_bytes(*lo), u32::from_le_bytes(*hi));
+        return u64::from(lo) | u64::from(hi) << (8 * (n - 4));
+    }
+    if let (Some(lo), Some(hi)) = (s.first_chunk::<2>(), s.last_chunk::<2>()) {
+        let (lo, hi) = (u16::from_le_bytes(*lo), u16::from_le_bytes(*hi));
+        return u64::from(lo) | u64::from(hi) << (8 * (n - 2));
+    }
+    s.first().map_or(0, |&b| u64::from(b))
+}
+
 #[inline(always)]
 fn absorb(mut h: u64, bytes: &[u8]) -> u64 {
     let mut chunks = bytes.chunks_exact(8);
     for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        h = folded_mul(h ^ u64::from_le_bytes(w), K0);
+        h = folded_mul(h ^ le_word(c), K0);
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
-        let mut w = [0u8; 8];
-        w[..rest.len()].copy_from_slice(rest);
-        h = folded_mul(h ^ u64::from_le_bytes(w), K0);
+        h = folded_mul(h ^ le_word(rest), K0);
     }
     h
 }
@@ -55,6 +72,20 @@ mod tests {
             key_hash(42, b"go.example.cn", b"x7Kp2Qa"),
             0x7002_6b2c_63c7_3157
         );
+    }
+
+    #[test]
+    fn le_word_is_the_zero_padded_word() {
+        let bytes: Vec<u8> = (1..=12u8).map(|b| b.wrapping_mul(37)).collect();
+        for start in 0..4 {
+            for len in 0..=bytes.len() - start {
+                let s = &bytes[start..start + len];
+                let mut w = [0u8; 8];
+                let n = len.min(8);
+                w[..n].copy_from_slice(&s[..n]);
+                assert_eq!(le_word(s), u64::from_le_bytes(w), "{s:?}");
+            }
+        }
     }
 
     #[test]

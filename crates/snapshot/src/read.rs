@@ -4,7 +4,7 @@ use crate::build::{
     HAS_VALID_SINCE, KNOWN_FLAGS, NO_FORWARD_QUERY,
 };
 use crate::format::Header;
-use crate::hash::{key_hash, slot_of};
+use crate::hash::{key_hash, le_word, slot_of};
 use crate::record::{self, Head};
 use crate::SnapshotError;
 use duanlian_link::{Code, Redirect, Validity};
@@ -671,16 +671,11 @@ fn short_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    let word = |s: &[u8]| {
-        let mut w = [0u8; 8];
-        w[..s.len()].copy_from_slice(s);
-        u64::from_le_bytes(w)
-    };
     let (mut ca, mut cb) = (a.chunks(8), b.chunks(8));
     loop {
         match (ca.next(), cb.next()) {
             (Some(x), Some(y)) => {
-                if word(x) != word(y) {
+                if le_word(x) != le_word(y) {
                     return false;
                 }
             }
