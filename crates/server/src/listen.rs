@@ -6,11 +6,12 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
-use std::future::ready;
+use std::future::{ready, Future};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -356,6 +357,11 @@ async fn serve_until_stopped<A: Answer>(stream: TcpStream, shared: &Shared<A>) {
 }
 
 /// Serves `stream` with `service` until it closes, the server stops, or the watchdog ends it.
+///
+/// The watchdog and the shutdown signal wait in a watcher task of their own, which tells the
+/// connection through an [`Ending`]. Waited for here beside the connection, as `select!`
+/// branches, they were polled again at every wake-up of the connection, that is for every
+/// request: about 370 instructions a request under callgrind, 6% of the whole server's.
 async fn drive<A, S>(stream: TcpStream, service: S, shared: &Shared<A>)
 where
     A: Answer,
@@ -364,26 +370,169 @@ where
 {
     let builder = http(&shared.opts, None);
     let clock = Arc::new(ConnClock::default());
+    let ending = Arc::new(Ending::default());
+    let _watcher = AbortOnDrop(tokio::spawn(watch_connection(
+        clock.clone(),
+        ending.clone(),
+        shared.stop.clone(),
+        Limits::of(&shared.opts),
+    )));
     let io = Watched {
         inner: stream,
-        clock: clock.clone(),
+        clock,
     };
     let conn = builder.serve_connection(TokioIo::new(io), service);
     let mut conn = std::pin::pin!(conn);
-    let mut stop = shared.stop.clone();
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = stopped(&mut stop) => {
+    let mut ended = Ended {
+        ending: &ending,
+        registered: None,
+    };
+    let first = std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+            return Poll::Ready(Ok(r));
+        }
+        std::pin::Pin::new(&mut ended).poll(cx).map(Err)
+    })
+    .await;
+    let result = match first {
+        Ok(result) => result,
+        Err(End::Shutdown) => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }
-        why = clock.watch(&shared.opts) => {
-            tracing::debug!(reason = why, "closing connection");
+        Err(watchdog) => {
+            tracing::debug!(reason = watchdog.reason(), "closing connection");
             return;
         }
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Why a connection is told to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum End {
+    /// The server is shutting down: finish the request in flight, then close.
+    Shutdown = 1,
+    /// The watchdog: a request head took too long to arrive. Close at once.
+    HeaderTimeout = 2,
+    /// The watchdog: idle past the keep-alive timeout. Close at once.
+    KeepAliveTimeout = 3,
+}
+
+impl End {
+    fn from_code(code: u8) -> Option<End> {
+        [End::Shutdown, End::HeaderTimeout, End::KeepAliveTimeout]
+            .into_iter()
+            .find(|e| *e as u8 == code)
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            End::Shutdown => "shutdown",
+            End::HeaderTimeout => "header read timeout",
+            End::KeepAliveTimeout => "keep-alive timeout",
+        }
+    }
+}
+
+/// A connection's [`End`], set once by its watcher task.
+#[derive(Debug, Default)]
+struct Ending {
+    end: AtomicU8,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Ending {
+    fn set(&self, end: End) {
+        self.end.store(end as u8, Ordering::Release);
+        let waker = self
+            .waker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    fn get(&self) -> Option<End> {
+        End::from_code(self.end.load(Ordering::Acquire))
+    }
+}
+
+/// The connection task's side of an [`Ending`]. A poll is one atomic load: the task's waker is
+/// handed over on the first poll (and again only if it changes), not on every poll.
+struct Ended<'a> {
+    ending: &'a Ending,
+    registered: Option<Waker>,
+}
+
+impl std::future::Future for Ended<'_> {
+    type Output = End;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<End> {
+        if let Some(end) = self.ending.get() {
+            return Poll::Ready(end);
+        }
+        if !self
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            *self
+                .ending
+                .waker
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
+            self.registered = Some(cx.waker().clone());
+            // `set` may have looked for a waker before this one was there to take.
+            if let Some(end) = self.ending.get() {
+                return Poll::Ready(end);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+/// The watchdog's two limits, in whole seconds.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    head: u64,
+    idle: u64,
+}
+
+impl Limits {
+    fn of(opts: &Options) -> Limits {
+        Limits {
+            head: opts.header_read_timeout.as_secs().max(1),
+            idle: opts.keep_alive_timeout.as_secs().max(1),
+        }
+    }
+}
+
+/// Waits for shutdown or the watchdog's verdict on one connection and tells the connection.
+async fn watch_connection(
+    clock: Arc<ConnClock>,
+    ending: Arc<Ending>,
+    mut stop: watch::Receiver<bool>,
+    limits: Limits,
+) {
+    let end = tokio::select! {
+        _ = stopped(&mut stop) => End::Shutdown,
+        end = clock.watch(limits) => end,
+    };
+    ending.set(end);
+}
+
+/// Aborts a task when dropped: a connection's watcher ends with the connection.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -416,10 +565,8 @@ impl ConnClock {
         }
     }
 
-    /// Resolves when the connection has idled or dawdled too long; names which.
-    async fn watch(&self, opts: &Options) -> &'static str {
-        let head = opts.header_read_timeout.as_secs().max(1);
-        let idle = opts.keep_alive_timeout.as_secs().max(1);
+    /// Resolves when the connection has idled or dawdled too long; says which.
+    async fn watch(&self, Limits { head, idle }: Limits) -> End {
         let mut every = tokio::time::interval(Duration::from_secs(1));
         every.tick().await;
         loop {
@@ -428,10 +575,10 @@ impl ConnClock {
             let elapsed = now - self.since.load(Ordering::Relaxed);
             if self.in_head.load(Ordering::Relaxed) {
                 if elapsed >= head {
-                    return "header read timeout";
+                    return End::HeaderTimeout;
                 }
             } else if elapsed >= idle {
-                return "keep-alive timeout";
+                return End::KeepAliveTimeout;
             }
         }
     }
