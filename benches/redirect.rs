@@ -10,6 +10,7 @@ use duanlian_index::{Change, Index};
 use duanlian_link::{Code, Domain, Link, Redirect, Validity};
 use duanlian_server::Options;
 use duanlian_snapshot::{Builder, Snapshot};
+use hyper::header::HeaderValue;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -83,6 +84,16 @@ fn n_links() -> usize {
         .unwrap_or(1_000_000)
 }
 
+/// How many distinct keys the lookup benches cycle through (`DUANLIAN_BENCH_KEYS`, 4096): few
+/// keep every line they touch in the caches and measure the lookup's own work, many measure
+/// its trips to memory.
+fn n_keys() -> usize {
+    std::env::var("DUANLIAN_BENCH_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4096)
+}
+
 /// Keys to look up, spread over the whole table so caches behave as under real traffic.
 fn sample(links: &[Link], k: usize) -> Vec<(String, String)> {
     let step = (links.len() / k).max(1);
@@ -93,7 +104,7 @@ fn sample(links: &[Link], k: usize) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `get_hit` and `get_miss` on `snap`, cycling through the keys.
+/// `get_hit`, `get_miss` and `get_hit_location` on `snap`, cycling through the keys.
 fn gets(
     c: &mut Criterion,
     group: &str,
@@ -113,6 +124,19 @@ fn gets(
             })
         });
     }
+    // A hit as the server uses it: the URL becomes the `Location` value, validated byte by
+    // byte, so its cache lines are read too.
+    g.bench_function(BenchmarkId::new("get_hit_location", snap.len()), |b| {
+        let mut i = 0;
+        b.iter(|| {
+            let (d, c) = &hits[i % hits.len()];
+            i += 1;
+            black_box(
+                snap.get(d, c)
+                    .map(|l| HeaderValue::from_maybe_shared(l.url_bytes()).is_ok()),
+            )
+        })
+    });
     g.finish();
 }
 
@@ -120,8 +144,8 @@ fn lookups(c: &mut Criterion) {
     let n = n_links();
     let all = links(n, 1);
     let snap = snapshot(&all);
-    let hits = sample(&all, 4096);
-    let misses: Vec<(String, String)> = links(4096, 2)
+    let hits = sample(&all, n_keys());
+    let misses: Vec<(String, String)> = links(n_keys(), 2)
         .into_iter()
         .map(|l| (l.domain.to_string(), format!("{}-", l.code)))
         .collect();
