@@ -11,17 +11,9 @@ usage: python3 benches/callgrind.py [--links N] [--count N] [--warm N] [--conns 
        [--bin PATH] [-- EXTRA SERVE FLAGS]
 Needs valgrind (Debian: valgrind) and the harness's link set (generated like the harness does).
 """
-import argparse, glob, importlib.util, os, re, socket, subprocess, sys, tempfile, time
+import argparse, glob, os, re, socket, subprocess, sys, tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SHARED = os.path.join(HERE, "..", "..", "shared", "bench", "redirect-vs-nginx.py")
-
-
-def harness():
-    spec = importlib.util.spec_from_file_location("harness", SHARED)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from harness_util import harness, link_set
 
 
 def send(port, lines, count, conns):
@@ -77,13 +69,8 @@ def main():
     ap.add_argument("extra", nargs="*", help="more `serve` flags (after --)")
     a = ap.parse_args()
     h = harness()
-    data = os.path.join(a.work, f"links-{a.links}")
-    if not os.path.exists(os.path.join(data, "requests.txt")):
-        h.sh(f"{sys.executable} {os.path.dirname(SHARED)}/gen-links.py {a.links} {data}")
-    lines = [l.rstrip("\n").split("\t") for l in open(os.path.join(data, "requests.txt"))]
-    snap = os.path.join(a.work, f"links-{a.links}.snap")
-    if not os.path.exists(snap):
-        h.sh(f"{a.bin} snapshot build --input {data}/links.csv --output {snap}", stdout=subprocess.DEVNULL)
+    reqfile, snap = link_set(h, a.bin, a.links, a.work)
+    lines = [l.rstrip("\n").split("\t") for l in open(reqfile)]
     port = h.free_port()
     if a.floor:
         cmd = [a.bin, "bench-floor", "--listen", f"127.0.0.1:{port}", "--threads", "1"]

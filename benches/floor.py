@@ -8,16 +8,9 @@ usage: python3 benches/floor.py [--links N] [--duration S] [--conns C] [--rounds
 Targets (issue 5): a real redirect costs at most 1.05x the floor in CPU per request and 1.2x in
 user time.
 """
-import argparse, importlib.util, os, statistics, subprocess, sys
+import argparse, os, statistics, subprocess
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SHARED = os.path.join(HERE, "..", "..", "shared", "bench", "redirect-vs-nginx.py")
-
-def harness():
-    spec = importlib.util.spec_from_file_location("harness", SHARED)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from harness_util import harness, link_set
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,14 +23,8 @@ def main():
     a = ap.parse_args()
     h = harness()
     h.ensure_tools()
-    data = os.path.join(a.work, f"links-{a.links}")
-    if not os.path.exists(os.path.join(data, "requests.txt")):
-        h.sh(f"{sys.executable} {os.path.dirname(SHARED)}/gen-links.py {a.links} {data}")
-    reqfile = os.path.join(data, "requests.txt")
+    reqfile, snap = link_set(h, a.bin, a.links, a.work)
     host, path = open(reqfile).readline().rstrip("\n").split("\t")
-    snap = os.path.join(a.work, f"links-{a.links}.snap")
-    if not os.path.exists(snap):
-        h.sh(f"{a.bin} snapshot build --input {data}/links.csv --output {snap}", stdout=subprocess.DEVNULL)
     pr, pf = h.free_port(), h.free_port()
     real = subprocess.Popen(["taskset", "-c", "0", a.bin, "serve", "--snapshot", snap, "--listen", f"127.0.0.1:{pr}",
                              "--admin-listen", f"127.0.0.1:{h.free_port()}", "--threads", "1"],

@@ -6,15 +6,12 @@ machine; everything else (same answers check, wrk rounds, CPU accounting) is the
 Usage, from the repository root after `cargo build --release`:
     READY_LIMIT=7200 python3 benches/nginx-10m.py [harness flags]
 """
-import importlib.util
 import os
 import sys
 
-HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "bench",
-                       "redirect-vs-nginx.py")
-spec = importlib.util.spec_from_file_location("harness", HARNESS)
-harness = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(harness)
+from harness_util import harness as load_harness
+
+harness = load_harness()
 
 limit = int(os.environ.get("READY_LIMIT", "7200"))
 wait_ready = harness.wait_ready
