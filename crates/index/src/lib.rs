@@ -138,7 +138,7 @@ impl Index {
             }
         }
         let snap = self.snapshot.load();
-        // By reference: a `LinkRef` is larger than what is moved without a `memcpy` call.
+        // By reference: a `LinkRef` is 136 bytes, and the closure need not get its own copy.
         f(snap.get(domain, code).as_ref())
     }
 
