@@ -114,6 +114,19 @@ impl Converter {
             }
             (at, within) => at.or(within.map(|d| self.now.saturating_add(d))),
         };
+        if let Some((field, _)) = [
+            ("expires_at", row.expires_at),
+            (
+                "expires_in",
+                expires_at.filter(|_| row.expires_in.is_some()),
+            ),
+            ("valid_since", row.valid_since),
+        ]
+        .into_iter()
+        .find(|(_, t)| t.is_some_and(|t| t > duanlian_link::LATEST_INSTANT))
+        {
+            return Err(field_err(field, duanlian_link::LATEST_INSTANT_REASON));
+        }
         let expired_url = row
             .expired_url
             .map(|u| parse_url(u).map_err(|e| field_err("expired_url", e)))

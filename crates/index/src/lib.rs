@@ -81,6 +81,8 @@ pub struct Index {
     visits: Visits,
     retention: AtomicI64,
     reaper: Mutex<reap::Reaper>,
+    /// Writers' side of the reaper; never held while the reaper works.
+    reap_inbox: Mutex<reap::Inbox>,
     /// The snapshot whose positions the reaper's snapshot tokens refer to.
     reaper_snapshot: Mutex<Option<Arc<Snapshot>>>,
     purged_in_snapshot: AtomicU64,
@@ -102,6 +104,7 @@ impl Index {
             visits: Visits::default(),
             retention: AtomicI64::new(DEFAULT_RETENTION),
             reaper: Mutex::new(reap::Reaper::new(duanlian_link::now_secs())),
+            reap_inbox: Mutex::default(),
             reaper_snapshot: Mutex::new(None),
             purged_in_snapshot: AtomicU64::new(0),
         }

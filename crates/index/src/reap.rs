@@ -23,11 +23,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Snapshot positions are scheduled with this bit set; overlay links by sequence number.
 const SNAPSHOT_TOKEN: u64 = 1 << 63;
 
+/// What writers hand the reaper: links to schedule, and how far the snapshot now reaches.
+#[derive(Debug, Default)]
+pub(crate) struct Inbox {
+    /// Overlay links to schedule: sequence number, key and purge time.
+    schedule: Vec<(u64, Box<str>, Box<str>, i64)>,
+    /// Overlay links up to this sequence number are in the snapshot now.
+    forget_through: u64,
+}
+
 #[derive(Debug)]
 pub(crate) struct Reaper {
     wheel: Wheel,
     /// Scheduled overlay links: sequence number → key and purge time.
     overlay: HashMap<u64, (Box<str>, Box<str>, i64)>,
+    /// The inbox's `forget_through` already applied.
+    forgotten_through: u64,
 }
 
 impl Reaper {
@@ -35,6 +46,7 @@ impl Reaper {
         Reaper {
             wheel: Wheel::new(wheel_time(now)),
             overlay: HashMap::new(),
+            forgotten_through: 0,
         }
     }
 }
@@ -48,20 +60,39 @@ pub struct Reaped {
     pub snapshot: usize,
 }
 
+impl Reaper {
+    /// Takes what writers left in the inbox.
+    fn take_inbox(&mut self, inbox: &Mutex<Inbox>) {
+        let (schedule, forget_through) = {
+            let mut inbox = lock(inbox);
+            (std::mem::take(&mut inbox.schedule), inbox.forget_through)
+        };
+        if forget_through > self.forgotten_through {
+            self.forgotten_through = forget_through;
+            self.overlay.retain(|&s, _| s > forget_through);
+        }
+        for (seq, domain, code, purge_at) in schedule {
+            if seq > forget_through {
+                self.wheel.insert(seq, wheel_time(purge_at));
+                self.overlay.insert(seq, (domain, code, purge_at));
+            }
+        }
+    }
+}
+
 impl Index {
     pub(crate) fn schedule_overlay(&self, seq: u64, domain: &str, code: &str, expires_at: i64) {
         let purge_at = expires_at.saturating_add(self.retention());
-        let mut r = lock(&self.reaper);
-        r.wheel.insert(seq, wheel_time(purge_at));
-        r.overlay
-            .insert(seq, (domain.into(), code.into(), purge_at));
+        lock(&self.reap_inbox)
+            .schedule
+            .push((seq, domain.into(), code.into(), purge_at));
     }
 
     /// Forgets scheduled overlay links up to `seq`: a compacted snapshot now holds them, and
     /// [`Index::schedule_snapshot`] schedules them from there.
     pub(crate) fn forget_scheduled_through(&self, seq: u64) {
-        let mut r = lock(&self.reaper);
-        r.overlay.retain(|&s, _| s > seq);
+        let mut inbox = lock(&self.reap_inbox);
+        inbox.forget_through = inbox.forget_through.max(seq);
     }
 
     /// Schedules every link of the current snapshot that has an expiry, dropping what was
@@ -81,6 +112,7 @@ impl Index {
             n += 1;
         }
         let mut r = lock(&self.reaper);
+        r.take_inbox(&self.reap_inbox);
         for (&seq, &(_, _, purge_at)) in &r.overlay {
             wheel.insert(seq, wheel_time(purge_at));
         }
@@ -95,6 +127,7 @@ impl Index {
         let mut due = Vec::new();
         {
             let mut r = lock(&self.reaper);
+            r.take_inbox(&self.reap_inbox);
             r.wheel.advance(wheel_time(now), &mut due);
         }
         let mut done = Reaped::default();

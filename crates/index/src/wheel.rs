@@ -13,8 +13,19 @@
 //!     2  4096 s (~68 min)    ~72.8 h
 //!     3  ~72.8 h             ~194 days
 //!     4  ~194 days           ~34 years
-//!     5  ~34 years           ~2177 years (later deadlines are clamped to its end)
+//!     5  ~34 years           ~2177 years (deadlines past ~2143 years ahead are clamped)
 //! ```
+//!
+//! The design follows tokio's timer wheel (`tokio/src/runtime/time/wheel`): the same six levels
+//! of 64, the level chosen from the highest differing 6-bit group, occupancy masks to find the
+//! next slot, and cascading on the way down. Two things differ. Our clock is wall-clock UTC
+//! seconds supplied by the caller, not milliseconds since a runtime started, so `elapsed` is
+//! large from the first call and a clamped deadline can reach into the top level's *next*
+//! turn; and the caller owns the locking.
+//!
+//! That second turn is why deadlines are clamped to 63 top-level slots ahead rather than 64: a
+//! deadline in the top level's next turn that fell in the *current* top slot would look due now,
+//! be cascaded, land in the same slot, and be re-filed forever.
 //!
 //! An entry goes into the level of the highest 6-bit group in which its deadline differs from
 //! the current tick, so the current slot of every level above 0 is always empty. Advancing
@@ -27,8 +38,9 @@
 const LEVELS: usize = 6;
 const SLOTS: usize = 64;
 const BITS: u32 = 6;
-/// The furthest a deadline may lie ahead of the current tick.
-const MAX_AHEAD: u64 = (1 << (BITS * LEVELS as u32)) - 1;
+/// The furthest a deadline may lie ahead of the current tick: 63 top-level slots, so a
+/// deadline never shares the current top-level slot's index in the level's next turn.
+const MAX_AHEAD: u64 = (SLOTS as u64 - 1) << (BITS * (LEVELS as u32 - 1));
 const NIL: u32 = u32::MAX;
 
 #[derive(Debug, Clone, Copy)]
@@ -124,7 +136,8 @@ impl Wheel {
     }
 
     /// Schedules `token` for `deadline` (UTC seconds). A deadline already passed is reported by
-    /// the next [`Wheel::advance`]; one further than ~2177 years ahead is clamped.
+    /// the next [`Wheel::advance`]; one further than ~2143 years ahead is clamped (reported
+    /// early, which only frees memory early: readers decide from the link's own fields).
     pub fn insert(&mut self, token: u64, deadline: u64) -> TimerHandle {
         let deadline = deadline.clamp(self.elapsed, self.elapsed.saturating_add(MAX_AHEAD));
         let node = Node {
@@ -213,13 +226,19 @@ impl Wheel {
             let level_range = slot_range << BITS;
             let now_slot = ((self.elapsed >> shift) & (SLOTS as u64 - 1)) as u32;
             let slot = (occupied.rotate_right(now_slot).trailing_zeros() + now_slot) % SLOTS as u32;
-            let level_start = self.elapsed & !(level_range - 1);
-            let mut deadline = level_start + u64::from(slot) * slot_range;
-            if deadline + slot_range <= self.elapsed {
+            // In u128: near the end of u64 time the level's next turn lies past u64::MAX, and
+            // such a slot is then never due.
+            let level_start = u128::from(self.elapsed & !(level_range - 1));
+            let mut deadline = level_start + u128::from(slot) * u128::from(slot_range);
+            if deadline + u128::from(slot_range) <= u128::from(self.elapsed) {
                 // A slot behind the current one belongs to the level's next turn.
-                deadline += level_range;
+                deadline += u128::from(level_range);
             }
-            Some((level, slot as usize, deadline))
+            Some((
+                level,
+                slot as usize,
+                u64::try_from(deadline).unwrap_or(u64::MAX),
+            ))
         })
     }
 
@@ -352,6 +371,82 @@ mod tests {
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             z ^ (z >> 31)
         }
+    }
+
+    /// Far-future deadlines (a link "expiring" in year 9999, or at i64::MAX) once made
+    /// `advance` re-file an entry into the top level's current slot forever. Every deadline up
+    /// to u64::MAX, from starting ticks up to the end of time, must fire exactly once, never
+    /// before its (clamped) deadline, and every advance must end.
+    #[test]
+    fn far_future_deadlines_end_and_fire_once() {
+        let starts = [
+            0,
+            1_764_000_000,
+            253_402_300_799,
+            i64::MAX as u64,
+            u64::MAX - MAX_AHEAD,
+            u64::MAX - 5,
+        ];
+        let far = [
+            253_402_300_799,
+            i64::MAX as u64,
+            u64::MAX,
+            u64::MAX - 1,
+            1 << 36,
+            (1 << 36) - 1,
+            1 << 40,
+        ];
+        for (s, &start) in starts.iter().enumerate() {
+            let mut rng = Rng(s as u64);
+            let mut w = Wheel::new(start);
+            let mut deadlines = BTreeMap::new();
+            for (t, &d) in far.iter().enumerate() {
+                w.insert(t as u64, d);
+                deadlines.insert(t as u64, d.clamp(start, start.saturating_add(MAX_AHEAD)));
+            }
+            for t in far.len() as u64..200 {
+                let d = start.saturating_add(rng.next() >> (rng.next() % 64));
+                w.insert(t, d);
+                deadlines.insert(t, d.clamp(start, start.saturating_add(MAX_AHEAD)));
+            }
+            let mut now = start;
+            let mut fired = Vec::new();
+            let mut seen = std::collections::BTreeSet::new();
+            while now < u64::MAX {
+                // Jumps from seconds to the whole horizon and beyond.
+                now = now
+                    .saturating_add(rng.next() >> (rng.next() % 64))
+                    .max(now + 1);
+                fired.clear();
+                w.advance(now, &mut fired);
+                for t in &fired {
+                    assert!(
+                        deadlines[t] <= now,
+                        "start {start}: {t} fired early at {now}"
+                    );
+                    assert!(seen.insert(*t), "start {start}: {t} fired twice");
+                }
+            }
+            assert!(w.is_empty(), "start {start}: {} left", w.len());
+            assert_eq!(seen.len(), deadlines.len());
+        }
+    }
+
+    /// The regression as the index met it: a tick of today and a deadline of year 9999.
+    #[test]
+    fn a_year_9999_deadline_does_not_wedge_advance() {
+        let now = 1_764_000_000;
+        let mut w = Wheel::new(now);
+        w.insert(1, 253_402_300_799);
+        w.insert(2, u64::MAX);
+        let mut out = Vec::new();
+        for step in 1..=1000u64 {
+            w.advance(now + step * 3_600, &mut out);
+        }
+        assert!(out.is_empty());
+        w.advance(u64::MAX, &mut out);
+        out.sort_unstable();
+        assert_eq!(out, [1, 2]);
     }
 
     /// Against a sorted map: after every advance, exactly the entries due have fired, once each.

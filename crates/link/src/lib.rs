@@ -35,7 +35,10 @@ pub use code::{Code, MAX_CODE_LEN, RESERVED_CODES};
 pub use domain::{host_key, Domain, HostBuf, MAX_DOMAIN_LEN};
 pub use error::LinkError;
 pub use extras::{decode_extras, encode_extras, has_extras, Extras};
-pub use time::{format_date, format_rfc3339, parse_duration, parse_rfc3339};
+pub use time::{
+    format_date, format_rfc3339, parse_duration, parse_rfc3339, LATEST_INSTANT,
+    LATEST_INSTANT_REASON,
+};
 pub use url::{merge_query, parse_url, url_host, MAX_URL_LEN};
 pub use validity::{State, Validity};
 

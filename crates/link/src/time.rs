@@ -1,6 +1,15 @@
 //! UTC timestamps as text, without a calendar crate: the civil-from-days algorithm
 //! (Howard Hinnant, "chrono-Compatible Low-Level Date Algorithms").
 
+/// The latest instant a link's times may name: `9999-12-31T23:59:59Z`, the last second RFC 3339's
+/// four-digit year can write. Input naming a later one (an expiry, a start, or a period that
+/// reaches past it) is refused; a link that should never expire has no expiry.
+pub const LATEST_INSTANT: i64 = 253_402_300_799;
+
+/// Why an instant past [`LATEST_INSTANT`] is refused, for field errors.
+pub const LATEST_INSTANT_REASON: &str =
+    "is after 9999-12-31T23:59:59Z, the latest time accepted (leave it out for no expiry)";
+
 /// Formats UTC seconds as RFC 3339, e.g. `2026-11-25T08:58:00Z`.
 pub fn format_rfc3339(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
@@ -185,6 +194,12 @@ mod tests {
         ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn the_latest_instant_is_the_end_of_year_9999() {
+        assert_eq!(format_rfc3339(LATEST_INSTANT), "9999-12-31T23:59:59Z");
+        assert_eq!(parse_rfc3339("9999-12-31T23:59:59Z"), Some(LATEST_INSTANT));
     }
 
     #[test]

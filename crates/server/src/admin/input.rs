@@ -2,6 +2,7 @@
 use super::problem::{field, FieldError};
 use duanlian_link::{
     now_secs, parse_duration, parse_rfc3339, parse_url, url_host, Code, Domain, Redirect, Validity,
+    LATEST_INSTANT, LATEST_INSTANT_REASON,
 };
 use duanlian_store::{NewLink, Patch};
 use serde_json::{Map, Value};
@@ -49,13 +50,20 @@ fn instant(v: &Value, name: &str, errs: &mut Errors<'_>) -> Option<Option<i64>> 
         Value::String(s) => parse_rfc3339(s),
         _ => None,
     };
-    if parsed.is_none() {
-        errs.add(
-            name,
-            "must be UTC seconds or an RFC 3339 time such as 2026-12-01T00:00:00Z, or null",
-        );
+    match parsed {
+        None => {
+            errs.add(
+                name,
+                "must be UTC seconds or an RFC 3339 time such as 2026-12-01T00:00:00Z, or null",
+            );
+            None
+        }
+        Some(t) if t > LATEST_INSTANT => {
+            errs.add(name, LATEST_INSTANT_REASON);
+            None
+        }
+        Some(t) => Some(Some(t)),
     }
-    parsed.map(Some)
 }
 
 /// A validity period: `"1d"`, `"7d"`, `"30d"`, `"1y"`, `"90m"`, seconds, or null (permanent).
@@ -121,6 +129,10 @@ fn expiry(
             None
         }
         (Some(t), _) => Some(t),
+        (None, Some(Some(d))) if now.saturating_add(d) > LATEST_INSTANT => {
+            errs.add("expires_in", LATEST_INSTANT_REASON);
+            None
+        }
         (None, Some(d)) => Some(d.map(|d| now.saturating_add(d))),
         (None, None) => None,
     }
