@@ -528,6 +528,51 @@ mod tests {
         assert_eq!(index.reap(now + 1_100).overlay, 1);
     }
 
+    /// Writers must never wait on the reaper: with its lock held (a maintenance step that takes
+    /// long, or once looped), applies and prunes still finish, and the reaper catches up later.
+    #[test]
+    fn writes_do_not_wait_on_a_busy_reaper() {
+        let now = duanlian_link::now_secs();
+        let index = Arc::new(Index::empty());
+        index.set_retention(0);
+        let held = lock_reaper(&index);
+        let writer = {
+            let index = index.clone();
+            std::thread::spawn(move || {
+                for i in 1..=100u64 {
+                    let l = Link {
+                        validity: Validity::new(None, Some(now + 1)).expect("window"),
+                        ..link("a.cn", &format!("c{i}"), "https://x/")
+                    };
+                    index.apply(i, Change::Put(l));
+                }
+                index.prune_through(0);
+            })
+        };
+        let started = std::time::Instant::now();
+        while !writer.is_finished() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "writes wait on the reaper's lock"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        drop(held);
+        assert_eq!(index.reap(now + 1).overlay, 100);
+        // A link "expiring" at the end of time does not wedge the reaper either.
+        let forever = Link {
+            validity: Validity::new(None, Some(i64::MAX)).expect("window"),
+            ..link("a.cn", "forever", "https://x/")
+        };
+        index.apply(101, Change::Put(forever));
+        assert_eq!(index.reap(now + 10).overlay, 0);
+        assert_eq!(index.reap(i64::MAX).overlay, 1);
+    }
+
+    fn lock_reaper(index: &Index) -> std::sync::MutexGuard<'_, reap::Reaper> {
+        index.reaper.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     #[test]
     fn snapshot_links_are_scheduled_from_their_entries() {
         let now = duanlian_link::now_secs();
