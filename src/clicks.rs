@@ -44,12 +44,38 @@ fn parse_time(s: &str) -> Result<i64, String> {
 }
 
 /// A CSV field: quoted when it holds a comma, quote or line break (referrer hosts never do, but
-/// the export must stay well-formed whatever the log holds).
+/// the export must stay well-formed whatever the log holds). A cell a spreadsheet would read as
+/// a formula (starting with `=`, `+`, `-`, `@`, a tab or a carriage return: a code such as
+/// `-2+3`, a referrer host such as `-x.example`) gets a leading `'`, as OWASP's guidance on CSV
+/// injection says, so it is shown as text.
 fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
+    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let s: std::borrow::Cow<'_, str> = if formula {
+        format!("'{s}").into()
+    } else {
+        s.into()
+    };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\"")).into()
     } else {
-        s.into()
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn formulas_are_neutralised_and_quoting_kept() {
+        assert_eq!(csv_field("abc"), "abc");
+        assert_eq!(csv_field("-2+3"), "'-2+3");
+        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_field("+1"), "'+1");
+        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_field("\tx"), "'\tx");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("x-y"), "x-y");
     }
 }
 

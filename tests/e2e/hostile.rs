@@ -133,3 +133,137 @@ fn bulk_input_refuses_expiries_past_year_9999() {
         assert!(stderr(&o).contains("9999-12-31T23:59:59Z"), "{}", stderr(&o));
     }
 }
+
+/// Polls `f` until it is true, for at most ten seconds.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !f() {
+        assert!(started.elapsed() < Duration::from_secs(10), "never: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An expired link sent to one of our own domains could land on itself:
+/// `/exploop` → `302 https://go.example.cn/exploop` → expired again.
+#[test]
+fn expired_url_on_our_own_domain_is_refused() {
+    let dir = TempDir::new();
+    let srv = node(&dir, &[]);
+    let r = post(
+        &srv,
+        "/api/v1/links",
+        &json!({"url": "https://t.example/", "code": "exploop", "expires_in": "1d",
+                "expired_url": "https://GO.example.cn/exploop"}),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(problem_fields(&r), ["expired_url"]);
+    assert!(r.body.contains("redirect loop"), "{}", r.body);
+    let r = post(
+        &srv,
+        "/api/v1/links",
+        &json!({"url": "https://t.example/", "code": "ok"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = srv.api(
+        "PATCH",
+        "/api/v1/links/go.example.cn/ok",
+        Some(KEY),
+        Some(r#"{"expired_url":"http://s.example.com/other"}"#),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(problem_fields(&r), ["expired_url"]);
+}
+
+/// Loading a FIFO as a snapshot once blocked the request forever (opening a FIFO waits for a
+/// writer). Anything but a regular file is 422 naming `path`, at once.
+#[test]
+fn loading_a_fifo_or_directory_as_a_snapshot_is_refused_at_once() {
+    let dir = TempDir::new();
+    let srv = node(&dir, &[]);
+    let fifo = dir.path("pipe.snap");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    for (path, kind) in [(fifo.clone(), "a FIFO"), (dir.0.clone(), "a directory")] {
+        let started = Instant::now();
+        let r = post(&srv, "/api/v1/admin/snapshot", &json!({"path": s(&path)}));
+        assert_eq!(r.status, 422, "{}", r.body);
+        assert_eq!(problem_fields(&r), ["path"]);
+        assert!(r.body.contains(kind), "{}", r.body);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+    // A read-only node too.
+    let snap = crate::util::build_snapshot(
+        &dir,
+        "domain,code,url\ngo.example.cn,a,https://a.example/\n",
+    );
+    let ro = Server::start(&["--snapshot", s(&snap), "--api-key", KEY]);
+    let r = post(&ro, "/api/v1/admin/snapshot", &json!({"path": s(&fifo)}));
+    assert_eq!(r.status, 422, "{}", r.body);
+}
+
+/// A link whose visit cap is used up answers as expired, and the API says so.
+#[test]
+fn a_used_up_visit_cap_is_expired_in_the_api() {
+    let dir = TempDir::new();
+    let srv = node(&dir, &[]);
+    let r = post(
+        &srv,
+        "/api/v1/links",
+        &json!({"url": "https://t.example/", "code": "two", "max_visits": 2}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let state = || {
+        let r = srv.api("GET", "/api/v1/links/go.example.cn/two", Some(KEY), None);
+        let v: Value = serde_json::from_str(&r.body).expect("json");
+        (
+            v["state"].as_str().unwrap_or("").to_owned(),
+            v["expired_by"].clone(),
+        )
+    };
+    assert_eq!(state(), ("active".to_owned(), Value::Null));
+    assert_eq!(srv.request("GET", "go.example.cn", "/two").status, 302);
+    assert_eq!(state().0, "active");
+    assert_eq!(srv.request("GET", "go.example.cn", "/two").status, 302);
+    assert_eq!(srv.request("GET", "go.example.cn", "/two").status, 410);
+    assert_eq!(state(), ("expired".to_owned(), json!("visits")));
+    let r = srv.api("GET", "/api/v1/links?limit=10", Some(KEY), None);
+    assert!(r.body.contains(r#""state":"expired""#), "{}", r.body);
+}
+
+/// Cells a spreadsheet reads as formulas are neutralised in the CSV export.
+#[test]
+fn click_export_neutralises_formula_cells() {
+    let dir = TempDir::new();
+    let data = dir.path("data");
+    let srv = node(&dir, &[]);
+    let r = post(
+        &srv,
+        "/api/v1/links",
+        &json!({"url": "https://t.example/", "code": "-2-3"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = srv.request_with(
+        "GET",
+        "go.example.cn",
+        "/-2-3",
+        &[
+            ("User-Agent", crate::util::BROWSER),
+            ("Referer", "https://-cmd.example/x"),
+        ],
+    );
+    assert_eq!(r.status, 302);
+    let mut csv = String::new();
+    eventually("the click is in the log", || {
+        let o = run(&["clicks", "export", "--data-dir", s(&data)]);
+        csv = crate::util::stdout(&o);
+        csv.lines().count() == 2
+    });
+    let row = csv.lines().nth(1).expect("row");
+    assert!(
+        row.contains(",go.example.cn,'-2-3,desktop,'-cmd.example,"),
+        "{row}"
+    );
+}

@@ -10,6 +10,13 @@ pub enum SnapshotError {
         /// What the OS said.
         source: io::Error,
     },
+    /// The path names a FIFO, directory, device or socket: only regular files are snapshots.
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead ("a FIFO", "a directory", ...).
+        kind: &'static str,
+    },
     /// The file has zero length (an interrupted copy, or a placeholder).
     Empty,
     /// The file does not start with the snapshot magic: not a snapshot at all.
@@ -68,6 +75,11 @@ impl fmt::Display for SnapshotError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SnapshotError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            SnapshotError::NotAFile { path, kind } => write!(
+                f,
+                "{} is {kind}, not a regular file: only a snapshot file can be loaded",
+                path.display()
+            ),
             SnapshotError::Empty => f.write_str("file is empty (zero length)"),
             SnapshotError::BadMagic => f.write_str("bad magic: not a duanlian snapshot"),
             SnapshotError::UnsupportedVersion(v) => write!(

@@ -584,12 +584,38 @@ fn io_error(path: &Path, source: std::io::Error) -> SnapshotError {
 /// `path` opened for reading, with its length. An empty file is refused here: a zero-length
 /// mapping is an error on Linux, and an empty snapshot is always a mistake.
 fn open_file(path: &Path) -> Result<(File, u64), SnapshotError> {
+    // Checked before opening: opening a FIFO blocks until something writes to it, and a device
+    // or directory is never a snapshot.
+    let kind = std::fs::metadata(path)
+        .map_err(|e| io_error(path, e))?
+        .file_type();
+    if !kind.is_file() {
+        return Err(SnapshotError::NotAFile {
+            path: path.to_owned(),
+            kind: file_kind(kind),
+        });
+    }
     let file = File::open(path).map_err(|e| io_error(path, e))?;
     let len = file.metadata().map_err(|e| io_error(path, e))?.len();
     if len == 0 {
         return Err(SnapshotError::Empty);
     }
     Ok((file, len))
+}
+
+fn file_kind(kind: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    }
 }
 
 /// A version 1-3 payload rebuilt as a current-version image with the same links, seed and

@@ -96,17 +96,35 @@ fn visits_cap(v: &Value, errs: &mut Errors<'_>) -> Option<Option<u64>> {
     }
 }
 
-fn expired_target(v: &Value, errs: &mut Errors<'_>) -> Option<Option<Box<str>>> {
+fn expired_target(v: &Value, rules: &Rules<'_>, errs: &mut Errors<'_>) -> Option<Option<Box<str>>> {
     if v.is_null() {
         return Some(None);
     }
     let raw = string(v, "expired_url", errs)?;
     match parse_url(raw) {
+        // An expired link sent to one of our own domains can land on itself, which answers
+        // expired again: a loop under our own name.
+        Ok(u) if rules.is_own(&u) => {
+            errs.add("expired_url", LOOP_REASON);
+            None
+        }
         Ok(u) => Some(Some(u)),
         Err(e) => {
             errs.add("expired_url", e);
             None
         }
+    }
+}
+
+const LOOP_REASON: &str = "points at a link domain of this service (a redirect loop)";
+
+impl Rules<'_> {
+    /// Whether `url` (already parsed) is on one of this service's link domains.
+    fn is_own(&self, url: &str) -> bool {
+        let host = url_host(url);
+        self.domains
+            .iter()
+            .any(|d| Some(d.as_str()) == host.as_deref())
     }
 }
 
@@ -165,21 +183,11 @@ fn boolean(v: &Value, name: &str, errs: &mut Errors<'_>) -> Option<bool> {
 fn target(v: &Value, rules: &Rules<'_>, errs: &mut Errors<'_>) -> Option<Box<str>> {
     let raw = string(v, "url", errs)?;
     match parse_url(raw) {
-        Ok(url) => {
-            let host = url_host(&url);
-            if rules
-                .domains
-                .iter()
-                .any(|d| Some(d.as_str()) == host.as_deref())
-            {
-                errs.add(
-                    "url",
-                    "points at a link domain of this service (a redirect loop)",
-                );
-                return None;
-            }
-            Some(url)
+        Ok(url) if rules.is_own(&url) => {
+            errs.add("url", LOOP_REASON);
+            None
         }
+        Ok(url) => Some(url),
         Err(e) => {
             errs.add("url", e);
             None
@@ -239,7 +247,7 @@ fn new_link(obj: &Map<String, Value>, rules: &Rules<'_>, errs: &mut Errors<'_>) 
             "expires_in" => within = period(v, k, errs),
             "valid_since" => since = instant(v, k, errs).flatten(),
             "max_visits" => cap = visits_cap(v, errs).flatten(),
-            "expired_url" => expired_url = expired_target(v, errs).flatten(),
+            "expired_url" => expired_url = expired_target(v, rules, errs).flatten(),
             "forward_query" => forward_query = boolean(v, k, errs).unwrap_or(true),
             other => errs.add(other, format!("unknown field (known: {CREATE_FIELDS})")),
         }
@@ -363,7 +371,7 @@ pub(crate) fn patch(body: &Value, rules: &Rules<'_>) -> Result<Patch, Vec<FieldE
             "expires_in" => within = period(v, k, &mut errs),
             "valid_since" => p.valid_since = instant(v, k, &mut errs),
             "max_visits" => p.max_visits = visits_cap(v, &mut errs),
-            "expired_url" => p.expired_url = expired_target(v, &mut errs),
+            "expired_url" => p.expired_url = expired_target(v, rules, &mut errs),
             "forward_query" => p.forward_query = boolean(v, k, &mut errs),
             "domain" | "code" => errs.add(k, "cannot be changed; create a new link instead"),
             other => errs.add(other, format!("unknown field (known: {PATCH_FIELDS})")),

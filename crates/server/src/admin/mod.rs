@@ -261,6 +261,18 @@ impl Admin {
 
     fn link_json(&self, l: &Link) -> Value {
         let now = duanlian_link::now_secs();
+        let visits = self
+            .index
+            .visits()
+            .count(l.domain.as_str(), l.code.as_str());
+        // As the redirect path decides: a used-up cap answers "expired" as a past expiry does.
+        let used_up = l.validity.max_visits.is_some_and(|cap| visits >= cap);
+        let (state, expired_by) = match l.validity.state_at(now) {
+            duanlian_link::State::Expired => ("expired", Some("time")),
+            duanlian_link::State::Active if used_up => ("expired", Some("visits")),
+            duanlian_link::State::Active => ("active", None),
+            duanlian_link::State::Pending => ("pending", None),
+        };
         json!({
             "domain": l.domain.as_str(),
             "code": l.code.as_str(),
@@ -273,12 +285,9 @@ impl Admin {
             "expires": l.validity.expires_at.map(format_rfc3339),
             "max_visits": l.validity.max_visits,
             "expired_url": l.expired_url.as_deref(),
-            "visits": self.index.visits().count(l.domain.as_str(), l.code.as_str()),
-            "state": match l.validity.state_at(now) {
-                duanlian_link::State::Active => "active",
-                duanlian_link::State::Pending => "pending",
-                duanlian_link::State::Expired => "expired",
-            },
+            "visits": visits,
+            "state": state,
+            "expired_by": expired_by,
             "created_at": l.created_at,
             "created": format_rfc3339(l.created_at),
         })
