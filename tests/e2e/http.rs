@@ -82,6 +82,36 @@ fn host_is_matched_without_port_and_case() {
     assert_eq!(no_host.status, 400);
 }
 
+/// RFC 9112 §3.2.2: two Host headers are a 400 (whatever their values), and an absolute-form
+/// request target's authority wins over the Host header.
+#[test]
+fn ambiguous_hosts_follow_rfc_9112() {
+    let (_dir, srv) = server();
+    let raw = |req: &[u8]| Response::parse(&srv.raw(req));
+    for req in [
+        &b"GET /x7Kp2Qa HTTP/1.1\r\nHost: go.example.cn\r\nHost: s.example.com\r\nConnection: close\r\n\r\n"[..],
+        b"GET /x7Kp2Qa HTTP/1.1\r\nHost: go.example.cn\r\nHost: go.example.cn\r\nConnection: close\r\n\r\n",
+        b"GET /x7Kp2Qa HTTP/1.1\r\nHost: go.example.cn\r\nUser-Agent: x\r\nhost: s.example.com\r\nConnection: close\r\n\r\n",
+        b"GET http://go.example.cn/x7Kp2Qa HTTP/1.1\r\nHost: go.example.cn\r\nHost: a\r\nConnection: close\r\n\r\n",
+    ] {
+        let r = raw(req);
+        assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(req));
+    }
+    // The absolute form names s.example.com; the Host header's go.example.cn is ignored.
+    let r = raw(b"GET http://s.example.com/x7Kp2Qa HTTP/1.1\r\nHost: go.example.cn\r\nConnection: close\r\n\r\n");
+    assert_eq!(
+        (r.status, r.header("location")),
+        (302, Some("https://blog.example.com/"))
+    );
+    let r = raw(b"GET http://user@GO.example.cn:8080/x7Kp2Qa HTTP/1.1\r\nHost: s.example.com\r\nConnection: close\r\n\r\n");
+    assert_eq!(
+        (r.status, r.header("location")),
+        (302, Some("https://shop.example.com/item/42?utm_source=sms"))
+    );
+    let r = raw(b"GET http://unknown.example/x7Kp2Qa HTTP/1.1\r\nHost: go.example.cn\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 404);
+}
+
 #[test]
 fn validity_is_decided_on_read() {
     let (_dir, srv) = server();

@@ -297,13 +297,14 @@ pub fn respond_from<B>(
         "/readyz" => return text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         _ => {}
     }
-    // HTTP/1.1 requires Host; an absolute-form request line carries it in the URI instead.
-    let host = match host_header(req.headers()) {
-        Some(h) => h.as_bytes(),
-        None => match req.uri().authority() {
-            Some(a) => a.as_str().as_bytes(),
-            None => return text(StatusCode::BAD_REQUEST, "missing Host header\n"),
-        },
+    // RFC 9112 §3.2.2: more than one Host is a 400, and an absolute-form request target's
+    // authority wins over the Host header (which is then ignored). Two hosts must never let a
+    // proxy in front route by one while we answer by the other.
+    let host = match (host_header(req.headers()), req.uri().authority()) {
+        (Err(TwoHosts), _) => return text(StatusCode::BAD_REQUEST, "more than one Host header\n"),
+        (_, Some(a)) => a.host().as_bytes(),
+        (Ok(Some(h)), None) => h.as_bytes(),
+        (Ok(None), None) => return text(StatusCode::BAD_REQUEST, "missing Host header\n"),
     };
     let mut buf = HostBuf::default();
     let Some(domain) = host_key(host, &mut buf) else {
@@ -433,13 +434,25 @@ fn decide<B>(
     res
 }
 
-/// The first `Host` header. User agents send it first (RFC 9110, 7.2), so a scan from the front
-/// usually stops at the first name, where [`HeaderMap::get`] would hash the name first.
+/// A request with more than one `Host` header.
+struct TwoHosts;
+
+/// The `Host` header. User agents send it first (RFC 9110, 7.2), so a scan from the front
+/// usually stops at the first name, where [`HeaderMap::get`] would hash the name first. A
+/// `HeaderMap` yields all values of one name one after the other, so a second Host, if any, is
+/// the very next item: checking for it costs one comparison.
 #[inline]
-fn host_header(headers: &HeaderMap) -> Option<&HeaderValue> {
-    headers
-        .iter()
-        .find_map(|(name, value)| (name == HOST).then_some(value))
+fn host_header(headers: &HeaderMap) -> Result<Option<&HeaderValue>, TwoHosts> {
+    let mut iter = headers.iter();
+    for (name, value) in iter.by_ref() {
+        if name == HOST {
+            return match iter.next() {
+                Some((next, _)) if next == HOST => Err(TwoHosts),
+                _ => Ok(Some(value)),
+            };
+        }
+    }
+    Ok(None)
 }
 
 fn not_found() -> Response<Body> {
