@@ -380,7 +380,7 @@ fn open(path: &Path) -> Result<Snapshot> {
 /// A snapshot error that names its file (I/O errors already do).
 fn named(path: &Path, e: SnapshotError) -> anyhow::Error {
     match e {
-        SnapshotError::Io { .. } => anyhow!(e),
+        SnapshotError::Io { .. } | SnapshotError::NotAFile { .. } => anyhow!(e),
         other => anyhow!("{}: {other}", path.display()),
     }
 }

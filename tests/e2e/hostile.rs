@@ -267,3 +267,42 @@ fn click_export_neutralises_formula_cells() {
         "{row}"
     );
 }
+
+/// A second server started on the same addresses once shared them silently (`SO_REUSEPORT` on
+/// both listeners), and the kernel split traffic between two processes serving different links.
+/// Now it refuses to start, naming the address; the first server keeps all the traffic.
+#[test]
+fn a_second_server_on_the_same_ports_refuses_to_start() {
+    let dir = TempDir::new();
+    let first = node(&dir, &[]);
+    let other = TempDir::new();
+    for (listen, admin, taken) in [
+        (first.port, 0, first.port),
+        (0, first.admin_port, first.admin_port),
+    ] {
+        let o = crate::util::bin()
+            .args([
+                "serve",
+                "--data-dir",
+                s(&other.path("data")),
+                "--domain",
+                "go.example.cn",
+                "--listen",
+                &format!("127.0.0.1:{listen}"),
+                "--admin-listen",
+                &format!("127.0.0.1:{admin}"),
+                "--api-key",
+                KEY,
+            ])
+            .output()
+            .expect("run");
+        assert!(!o.status.success(), "a second server started");
+        let err = stderr(&o);
+        assert!(
+            err.contains(&format!("127.0.0.1:{taken} is already in use")),
+            "{err}"
+        );
+    }
+    let r = first.api("GET", "/api/v1/links?limit=1", Some(KEY), None);
+    assert_eq!(r.status, 200);
+}

@@ -255,17 +255,55 @@ where
     }
 }
 
-fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+/// Whether a listener may share its port with this process's other per-core listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Share {
+    /// The only listener on its address (the admin API, a multi-thread runtime).
+    Alone,
+    /// One of this process's per-core listeners, joined with `SO_REUSEPORT`.
+    PerCore,
+}
+
+fn bind(addr: SocketAddr, share: Share) -> io::Result<TcpListener> {
+    bind_socket(addr, share).map_err(|e| in_use(addr, e))
+}
+
+fn bind_socket(addr: SocketAddr, share: Share) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
-    socket.set_reuseport(true)?;
+    if share == Share::PerCore {
+        socket.set_reuseport(true)?;
+    }
     socket.set_nodelay(true)?;
     socket.bind(addr)?;
     socket.listen(4096)
+}
+
+/// Fails if any socket listens on `addr` already. `SO_REUSEPORT` lets every socket that sets it
+/// bind the same address, so a second server started by mistake would silently get half the
+/// traffic; a socket without it cannot bind over any listener, so binding one and letting it go
+/// tells whether the address is free before the per-core listeners take it. Port 0 is always
+/// free: the first listener picks the port the others then share.
+fn check_free(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    bind(addr, Share::Alone).map(drop)
+}
+
+fn in_use(addr: SocketAddr, e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::AddrInUse {
+        io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{addr} is already in use: another process listens there"),
+        )
+    } else {
+        e
+    }
 }
 
 /// Errors after which `accept` should pause instead of spinning: out of descriptors or memory.
@@ -695,7 +733,7 @@ pub fn spawn_admin(
         .build()?;
     let listener = {
         let _guard = rt.enter();
-        bind(listen)?
+        bind(listen, Share::Alone)?
     };
     let addr = listener.local_addr()?;
     let opts = Arc::new(opts.clone());
@@ -746,11 +784,14 @@ pub fn run<A: Answer>(answer: Arc<A>, opts: &Options, health: Arc<Health>) -> io
             // port 0 resolves once, to the port all the others then share.
             let mut addr = opts.listen;
             let mut bound = Vec::with_capacity(threads);
-            for _ in 0..threads {
+            for i in 0..threads {
                 let rt = current_thread()?;
                 let listener = {
                     let _guard = rt.enter();
-                    bind(addr)?
+                    if i == 0 {
+                        check_free(addr)?;
+                    }
+                    bind(addr, Share::PerCore)?
                 };
                 addr = listener.local_addr()?;
                 bound.push((rt, listener));
@@ -770,7 +811,7 @@ pub fn run<A: Answer>(answer: Arc<A>, opts: &Options, health: Arc<Health>) -> io
                 .build()?;
             let listener = {
                 let _guard = rt.enter();
-                bind(opts.listen)?
+                bind(opts.listen, Share::Alone)?
             };
             let addr = listener.local_addr()?;
             tracing::info!(%addr, threads, shape = "multi-thread", "redirect listener ready");

@@ -77,7 +77,7 @@ impl fmt::Display for SnapshotError {
             SnapshotError::Io { path, source } => write!(f, "{}: {source}", path.display()),
             SnapshotError::NotAFile { path, kind } => write!(
                 f,
-                "{} is {kind}, not a regular file: only a snapshot file can be loaded",
+                "{}: {kind}, not a regular file (only a snapshot file can be loaded)",
                 path.display()
             ),
             SnapshotError::Empty => f.write_str("file is empty (zero length)"),
