@@ -88,7 +88,7 @@ fn link(code: &str, validity: Validity) -> Link {
         redirect: Redirect::Found,
         validity,
         created_at: 0,
-        forward_query: true,
+        forward_query: duanlian_link::ForwardQuery::Add,
         expired_url: None,
     }
 }

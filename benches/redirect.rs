@@ -58,7 +58,7 @@ fn links(n: usize, seed: u64) -> Vec<Link> {
             redirect: Redirect::Found,
             validity: Validity::ALWAYS,
             created_at: 1_700_000_000,
-            forward_query: true,
+            forward_query: duanlian_link::ForwardQuery::Add,
             expired_url: None,
         });
     }

@@ -3,7 +3,7 @@
 //! Every row is checked with the link model; the first bad row stops the build with
 //! `FILE:LINE: field: reason`, and repeated `(domain, code)` pairs are listed together.
 use anyhow::{anyhow, bail, Context, Result};
-use duanlian_link::{parse_url, Code, Domain, Link, Redirect, Validity};
+use duanlian_link::{parse_url, Code, Domain, ForwardQuery, Link, Redirect, Validity};
 use duanlian_snapshot::{BuildError, Builder, Table};
 use std::collections::HashMap;
 use std::fmt;
@@ -53,7 +53,7 @@ struct RawRow<'a> {
     expires_at: Option<i64>,
     valid_since: Option<i64>,
     created_at: Option<i64>,
-    forward_query: Option<bool>,
+    forward_query: Option<ForwardQuery>,
     expires_in: Option<i64>,
     max_visits: Option<u64>,
     expired_url: Option<&'a str>,
@@ -143,7 +143,7 @@ impl Converter {
                 .and_then(|v| v.with_max_visits(row.max_visits))
                 .map_err(link_err)?,
             created_at: row.created_at.unwrap_or(self.now),
-            forward_query: row.forward_query.unwrap_or(true),
+            forward_query: row.forward_query.unwrap_or_default(),
             expired_url,
         })
     }
@@ -335,11 +335,12 @@ fn csv_row<'a>(
         created_at: int(6)?,
         forward_query: cell(7)?
             .map(|s| match s.to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" => Ok(true),
-                "false" | "0" | "no" => Ok(false),
+                "true" | "1" | "yes" => Ok(ForwardQuery::Add),
+                "false" | "0" | "no" => Ok(ForwardQuery::Off),
+                "override" => Ok(ForwardQuery::Override),
                 _ => Err(field_err(
                     "forward_query",
-                    format!("{s:?} is not true or false"),
+                    format!("{s:?} is not true, false or override"),
                 )),
             })
             .transpose()?,
@@ -452,10 +453,12 @@ fn json_row(obj: &serde_json::Map<String, serde_json::Value>) -> Result<RawRow<'
             "expired_url" => row.expired_url = Some(text()?),
             "created_at" => row.created_at = int()?,
             "forward_query" => {
-                row.forward_query = Some(
-                    v.as_bool()
-                        .ok_or_else(|| field_err(k, "must be true or false"))?,
-                )
+                row.forward_query = Some(match v {
+                    serde_json::Value::Bool(true) => ForwardQuery::Add,
+                    serde_json::Value::Bool(false) => ForwardQuery::Off,
+                    serde_json::Value::String(s) if s == "override" => ForwardQuery::Override,
+                    _ => return Err(field_err(k, "must be true, false or \"override\"")),
+                })
             }
             _ => {
                 return Err(field_err(

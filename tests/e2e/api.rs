@@ -605,8 +605,11 @@ fn routing_errors_and_read_only_nodes() {
     assert_eq!(ro.request("GET", "go.example.cn", "/bulk").status, 302);
 }
 
+/// Query forwarding adds the request's parameters but never lets them replace the target's own
+/// (a target's `next=` must not become an open redirect under our short link); the old merge,
+/// request winning, is the explicit `"override"`, kept through the journal and compaction.
 #[test]
-fn forward_query_merges_the_request_query() {
+fn forward_query_adds_the_request_query_and_the_target_wins_unless_override() {
     let dir = TempDir::new();
     let srv = server(&dir, &[]);
     create(
@@ -617,18 +620,74 @@ fn forward_query_merges_the_request_query() {
         &srv,
         json!({"url": "https://t.example/p?lang=zh", "code": "nofq", "forward_query": false}),
     );
-    let hop = srv.request("GET", "go.example.cn", "/fq?utm_source=sms&id=7");
-    assert_eq!(
-        hop.header("location"),
-        Some("https://t.example/p?lang=zh&utm_source=sms&id=7#top")
+    create(
+        &srv,
+        json!({"url": "https://t.example/login?next=/home", "code": "login"}),
     );
-    let plain = srv.request("GET", "go.example.cn", "/fq");
-    assert_eq!(
-        plain.header("location"),
-        Some("https://t.example/p?lang=zh&utm_source=web#top")
+    let r = create(
+        &srv,
+        json!({"url": "https://t.example/p?lang=zh&utm_source=web", "code": "ovr", "forward_query": "override"}),
     );
-    let off = srv.request("GET", "go.example.cn", "/nofq?utm_source=sms");
-    assert_eq!(off.header("location"), Some("https://t.example/p?lang=zh"));
+    assert_eq!(body(&r)["forward_query"], "override");
+    let r = srv.api(
+        "POST",
+        "/api/v1/links",
+        Some(KEY),
+        Some(&json!({"url": "https://t.example/", "forward_query": "merge"}).to_string()),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("forward_query"), "{}", r.body);
+    let location = |srv: &Server, path: &str| {
+        srv.request("GET", "go.example.cn", path)
+            .header("location")
+            .map(str::to_owned)
+    };
+    let check = |srv: &Server| {
+        assert_eq!(
+            location(srv, "/fq?utm_source=sms&id=7").as_deref(),
+            Some("https://t.example/p?lang=zh&utm_source=web&id=7#top")
+        );
+        assert_eq!(
+            location(srv, "/fq").as_deref(),
+            Some("https://t.example/p?lang=zh&utm_source=web#top")
+        );
+        assert_eq!(
+            location(srv, "/login?next=https://evil.example/").as_deref(),
+            Some("https://t.example/login?next=/home")
+        );
+        assert_eq!(
+            location(srv, "/nofq?utm_source=sms").as_deref(),
+            Some("https://t.example/p?lang=zh")
+        );
+        assert_eq!(
+            location(srv, "/ovr?utm_source=sms&id=7").as_deref(),
+            Some("https://t.example/p?lang=zh&utm_source=sms&id=7")
+        );
+    };
+    check(&srv);
+    // Replayed from the journal, then folded into a snapshot.
+    srv.kill9();
+    let srv = server(&dir, &[]);
+    check(&srv);
+    assert_eq!(
+        srv.api("POST", "/api/v1/admin/compact", Some(KEY), None)
+            .status,
+        200
+    );
+    srv.kill9();
+    let srv = server(&dir, &[]);
+    check(&srv);
+    let r = srv.api(
+        "PATCH",
+        "/api/v1/links/go.example.cn/ovr",
+        Some(KEY),
+        Some(r#"{"forward_query":true}"#),
+    );
+    assert_eq!(body(&r)["forward_query"], true, "{}", r.body);
+    assert_eq!(
+        location(&srv, "/ovr?utm_source=sms").as_deref(),
+        Some("https://t.example/p?lang=zh&utm_source=web")
+    );
 }
 
 #[test]

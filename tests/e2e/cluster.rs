@@ -501,7 +501,7 @@ fn unusable_snapshots_are_replaced_by_a_full_rebuild_from_the_bucket() {
             redirect: duanlian_link::Redirect::Found,
             validity: duanlian_link::Validity::ALWAYS,
             created_at: 1,
-            forward_query: true,
+            forward_query: duanlian_link::ForwardQuery::Add,
             expired_url: None,
         })
         .expect("push");

@@ -5,7 +5,7 @@
 //! `nats kv get links go.example.cn/x7Kp2Qa`. A value is the link's JSON, the same fields the
 //! admin API shows, so operators can read the bucket with the `nats` tool.
 use bytes::Bytes;
-use duanlian_link::{parse_url, Change, Code, Domain, Link, Redirect, Validity};
+use duanlian_link::{parse_url, Change, Code, Domain, ForwardQuery, Link, Redirect, Validity};
 use serde::{Deserialize, Serialize};
 
 /// The bucket key of a link.
@@ -36,6 +36,9 @@ struct Value {
     max_visits: Option<u64>,
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     forward_query: bool,
+    /// The request's parameters override the target's ([`ForwardQuery::Override`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    query_override: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expired_url: Option<String>,
 }
@@ -48,6 +51,10 @@ fn is_true(b: &bool) -> bool {
     *b
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// A link's value in the bucket.
 pub(crate) fn encode(link: &Link) -> Bytes {
     let v = Value {
@@ -57,7 +64,8 @@ pub(crate) fn encode(link: &Link) -> Bytes {
         valid_since: link.validity.valid_since,
         expires_at: link.validity.expires_at,
         max_visits: link.validity.max_visits,
-        forward_query: link.forward_query,
+        forward_query: link.forward_query.is_on(),
+        query_override: link.forward_query == ForwardQuery::Override,
         expired_url: link.expired_url.as_deref().map(str::to_string),
     };
     // Serialising plain fields into a Vec cannot fail.
@@ -78,7 +86,11 @@ pub(crate) fn decode(key: &str, value: &[u8]) -> Result<Link, String> {
             .and_then(|w| w.with_max_visits(v.max_visits))
             .map_err(bad)?,
         created_at: v.created_at,
-        forward_query: v.forward_query,
+        forward_query: match (v.forward_query, v.query_override) {
+            (false, _) => ForwardQuery::Off,
+            (true, false) => ForwardQuery::Add,
+            (true, true) => ForwardQuery::Override,
+        },
         expired_url: v
             .expired_url
             .as_deref()
@@ -113,7 +125,7 @@ mod tests {
                 .and_then(|v| v.with_max_visits(Some(3)))
                 .expect("validity"),
             created_at: 5,
-            forward_query: false,
+            forward_query: ForwardQuery::Override,
             expired_url: Some("https://sorry.example/".into()),
         };
         let k = key("go.example.cn", "x7Kp2Qa");

@@ -21,7 +21,7 @@
 //!     redirect: Redirect::Found,
 //!     validity: Validity::ALWAYS,
 //!     created_at: 1_700_000_000,
-//!     forward_query: true,
+//!     forward_query: duanlian_link::ForwardQuery::Add,
 //!     expired_url: None,
 //! };
 //! index.apply(1, Change::Put(link.clone()));
@@ -387,7 +387,7 @@ mod tests {
             redirect: Redirect::Found,
             validity: Validity::ALWAYS,
             created_at: 0,
-            forward_query: true,
+            forward_query: duanlian_link::ForwardQuery::Add,
             expired_url: None,
         }
     }

@@ -8,11 +8,12 @@
 //! put     := url_len:u16 url redirect:u8 flags:u8 created_at:i64
 //!            [valid_since:i64 if flags&1] [expires_at:i64 if flags&2]
 //!            [extras if flags&8]  (see duanlian_link::encode_extras)
-//!            (flags&4: the link does not forward the query string)
+//!            (flags&4: the link does not forward the query string; flags&16: the
+//!            request's parameters override the target's of the same name)
 //! ```
 //! Integers are little-endian. New kinds of change get new tags; a tag this build does not
 //! know is reported as corruption, never skipped.
-use duanlian_link::{parse_url, Change, Code, Domain, Link, Redirect, Validity};
+use duanlian_link::{parse_url, Change, Code, Domain, ForwardQuery, Link, Redirect, Validity};
 
 const PUT: u8 = 1;
 const DELETE: u8 = 2;
@@ -20,6 +21,8 @@ const HAS_VALID_SINCE: u8 = 1;
 const HAS_EXPIRES_AT: u8 = 2;
 const NO_FORWARD_QUERY: u8 = 4;
 const HAS_EXTRAS: u8 = 8;
+/// The request's query string overrides the target's parameters of the same name.
+const QUERY_OVERRIDE: u8 = 16;
 
 pub(crate) fn encode(changes: &[Change], out: &mut Vec<u8>) {
     out.extend_from_slice(&(changes.len() as u32).to_le_bytes());
@@ -38,9 +41,11 @@ pub(crate) fn encode(changes: &[Change], out: &mut Vec<u8>) {
                 if l.validity.expires_at.is_some() {
                     flags |= HAS_EXPIRES_AT;
                 }
-                if !l.forward_query {
-                    flags |= NO_FORWARD_QUERY;
-                }
+                flags |= match l.forward_query {
+                    ForwardQuery::Off => NO_FORWARD_QUERY,
+                    ForwardQuery::Add => 0,
+                    ForwardQuery::Override => QUERY_OVERRIDE,
+                };
                 let expired_url = l.expired_url.as_deref().map(str::as_bytes);
                 let extras = duanlian_link::has_extras(l.validity.max_visits, expired_url);
                 if extras {
@@ -140,8 +145,12 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Vec<Change>, String> {
                 }
                 let redirect = Redirect::from_u8(r.u8()?).ok_or("unknown redirect kind")?;
                 let flags = r.u8()?;
-                if flags & !(HAS_VALID_SINCE | HAS_EXPIRES_AT | NO_FORWARD_QUERY | HAS_EXTRAS) != 0
-                {
+                let known = HAS_VALID_SINCE
+                    | HAS_EXPIRES_AT
+                    | NO_FORWARD_QUERY
+                    | HAS_EXTRAS
+                    | QUERY_OVERRIDE;
+                if flags & !known != 0 {
                     return Err(format!("unknown flags {flags:#x}"));
                 }
                 let created_at = r.i64()?;
@@ -174,7 +183,13 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Vec<Change>, String> {
                     redirect,
                     validity,
                     created_at,
-                    forward_query: flags & NO_FORWARD_QUERY == 0,
+                    forward_query: if flags & NO_FORWARD_QUERY != 0 {
+                        ForwardQuery::Off
+                    } else if flags & QUERY_OVERRIDE != 0 {
+                        ForwardQuery::Override
+                    } else {
+                        ForwardQuery::Add
+                    },
                     expired_url: match extras.1 {
                         Some(u) => Some(
                             String::from_utf8(u)

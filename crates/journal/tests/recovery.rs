@@ -27,7 +27,7 @@ fn put(code: &str) -> Change {
         redirect: Redirect::Found,
         validity: Validity::ALWAYS,
         created_at: 1_700_000_000,
-        forward_query: true,
+        forward_query: duanlian_link::ForwardQuery::Add,
         expired_url: None,
     })
 }

@@ -14,7 +14,7 @@
 //!     redirect: Redirect::Found,
 //!     validity: Validity::new(None, Some(2_000_000_000))?.with_max_visits(Some(1000))?,
 //!     created_at: 1_700_000_000,
-//!     forward_query: true,
+//!     forward_query: duanlian_link::ForwardQuery::Add,
 //!     expired_url: None,
 //! };
 //! assert_eq!(link.domain.as_str(), "go.example.cn");
@@ -40,6 +40,7 @@ pub use time::{
     LATEST_INSTANT_REASON,
 };
 pub use url::{merge_query, parse_url, url_host, MAX_URL_LEN};
+
 pub use validity::{State, Validity};
 
 /// The HTTP status a link answers with. Default is [`Redirect::Found`] (302).
@@ -105,6 +106,28 @@ impl Redirect {
     }
 }
 
+/// What a redirect does with the request's query string (`?utm_source=...` on the short link).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ForwardQuery {
+    /// Dropped: the target is answered as stored.
+    Off,
+    /// Appended to the target's: request parameters are added, but never replace one the target
+    /// already has, so a clicker cannot change a target's `next=` or `redirect_uri=`.
+    #[default]
+    Add,
+    /// Merged, the request's parameters replacing the target's of the same name. Whoever holds
+    /// the short link can then rewrite the target's own parameters (an open redirect if the
+    /// target has a `next=`); only for targets where that is wanted.
+    Override,
+}
+
+impl ForwardQuery {
+    /// Whether the query string is forwarded at all.
+    pub const fn is_on(self) -> bool {
+        !matches!(self, ForwardQuery::Off)
+    }
+}
+
 /// One short link, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
@@ -120,9 +143,9 @@ pub struct Link {
     pub validity: Validity,
     /// When it was created, in UTC seconds.
     pub created_at: i64,
-    /// Whether a redirect carries the request's query string over to the target (merged with
-    /// the target's own, the request's parameters winning on a clash). Default is true.
-    pub forward_query: bool,
+    /// What a redirect does with the request's query string. Default is
+    /// [`ForwardQuery::Add`]: appended, the target's own parameters winning on a clash.
+    pub forward_query: ForwardQuery,
     /// Where an expired link sends visitors instead of answering 410.
     pub expired_url: Option<Box<str>>,
 }

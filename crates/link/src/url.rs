@@ -1,4 +1,4 @@
-use crate::LinkError;
+use crate::{ForwardQuery, LinkError};
 
 /// The longest target URL accepted, in bytes, after normalisation.
 pub const MAX_URL_LEN: usize = 4096;
@@ -62,10 +62,15 @@ pub fn url_host(url: &str) -> Option<String> {
     Some(host.to_ascii_lowercase())
 }
 
-/// Appends a request's query string to a target URL for links that forward it: the target's
-/// own parameters stay unless the request has one of the same name, which then wins; the
-/// request's parameters follow in their order; a fragment stays last.
-pub fn merge_query(target: &[u8], request_query: &[u8]) -> Vec<u8> {
+/// Appends a request's query string to a target URL for links that forward it, as `mode` says:
+/// with [`ForwardQuery::Add`] the target's own parameters stay and only request parameters of
+/// other names are added; with [`ForwardQuery::Override`] a request parameter replaces the
+/// target's of the same name. The target's parameters keep their order, the request's follow in
+/// theirs, a fragment stays last. [`ForwardQuery::Off`] returns the target as it is.
+pub fn merge_query(target: &[u8], request_query: &[u8], mode: ForwardQuery) -> Vec<u8> {
+    if mode == ForwardQuery::Off {
+        return target.to_vec();
+    }
     let frag_at = target
         .iter()
         .position(|&b| b == b'#')
@@ -81,35 +86,42 @@ pub fn merge_query(target: &[u8], request_query: &[u8]) -> Vec<u8> {
             .unwrap_or_default()
             .to_vec()
     };
-    let requested: Vec<Vec<u8>> = request_query
-        .split(|&b| b == b'&')
-        .filter(|p| !p.is_empty())
-        .map(name)
-        .collect();
+    let pairs = |q: &'_ [u8]| -> Vec<Vec<u8>> {
+        q.split(|&b| b == b'&')
+            .filter(|p| !p.is_empty())
+            .map(name)
+            .collect()
+    };
+    // Names whose pairs give way on the other side.
+    let (own_names, requested) = match mode {
+        ForwardQuery::Override => (Vec::new(), pairs(request_query)),
+        _ => (pairs(own), Vec::new()),
+    };
     let mut out = Vec::with_capacity(target.len() + request_query.len() + 1);
     out.extend_from_slice(base);
     out.push(b'?');
     let mut first = true;
+    let mut push = |out: &mut Vec<u8>, pair: &[u8]| {
+        if !first {
+            out.push(b'&');
+        }
+        out.extend_from_slice(pair);
+        first = false;
+    };
     for pair in own.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
         if !requested.contains(&name(pair)) {
-            if !first {
-                out.push(b'&');
-            }
-            out.extend_from_slice(pair);
-            first = false;
+            push(&mut out, pair);
         }
     }
     for pair in request_query
         .split(|&b| b == b'&')
         .filter(|p| !p.is_empty())
     {
-        if !first {
-            out.push(b'&');
+        if !own_names.contains(&name(pair)) {
+            push(&mut out, pair);
         }
-        out.extend_from_slice(pair);
-        first = false;
     }
-    if first {
+    if out.last() == Some(&b'?') {
         out.pop(); // nothing to append after all
     }
     out.extend_from_slice(fragment);
@@ -265,9 +277,53 @@ mod tests {
     }
 
     #[test]
-    fn query_merging() {
+    fn query_merging_where_the_target_wins() {
         let m = |t: &str, q: &str| {
-            String::from_utf8(merge_query(t.as_bytes(), q.as_bytes())).expect("utf8")
+            String::from_utf8(merge_query(t.as_bytes(), q.as_bytes(), ForwardQuery::Add))
+                .expect("utf8")
+        };
+        assert_eq!(
+            m("https://a.cn/p", "utm_source=sms"),
+            "https://a.cn/p?utm_source=sms"
+        );
+        // The target's own parameters are not the clicker's to change.
+        assert_eq!(
+            m(
+                "https://a.cn/login?next=/home&x=0",
+                "next=https://evil.example&x=1&y=2"
+            ),
+            "https://a.cn/login?next=/home&x=0&y=2"
+        );
+        assert_eq!(
+            m("https://a.cn/p?x=1#top", "y=2&x=3"),
+            "https://a.cn/p?x=1&y=2#top"
+        );
+        assert_eq!(m("https://a.cn/p?x=1", "&&"), "https://a.cn/p?x=1");
+        assert_eq!(m("https://a.cn/p", "&"), "https://a.cn/p");
+        assert_eq!(
+            m("https://a.cn/p?flag", "flag=1&other"),
+            "https://a.cn/p?flag&other"
+        );
+        assert_eq!(
+            String::from_utf8(merge_query(
+                b"https://a.cn/p?x=1",
+                b"y=2",
+                ForwardQuery::Off
+            ))
+            .expect("utf8"),
+            "https://a.cn/p?x=1"
+        );
+    }
+
+    #[test]
+    fn query_merging_where_the_request_wins() {
+        let m = |t: &str, q: &str| {
+            String::from_utf8(merge_query(
+                t.as_bytes(),
+                q.as_bytes(),
+                ForwardQuery::Override,
+            ))
+            .expect("utf8")
         };
         assert_eq!(
             m("https://a.cn/p", "utm_source=sms"),

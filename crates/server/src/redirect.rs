@@ -399,9 +399,9 @@ fn decide<B>(
     }
     let location = match req.uri().query() {
         // Only a request with a query string pays for building a new URL.
-        Some(q) if link.forward_query && !q.is_empty() => {
-            HeaderValue::from_maybe_shared(Bytes::from(merge_query(link.url, q.as_bytes())))
-        }
+        Some(q) if link.forward_query.is_on() && !q.is_empty() => HeaderValue::from_maybe_shared(
+            Bytes::from(merge_query(link.url, q.as_bytes(), link.forward_query)),
+        ),
         // A slice of the snapshot's mapping: validated, not copied.
         _ => HeaderValue::from_maybe_shared(link.url_bytes()),
     };
@@ -486,7 +486,7 @@ mod tests {
                     redirect,
                     validity,
                     created_at: 0,
-                    forward_query: true,
+                    forward_query: duanlian_link::ForwardQuery::Add,
                     expired_url: expired_url.map(Into::into),
                 }),
             )

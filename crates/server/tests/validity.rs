@@ -92,7 +92,7 @@ fn redirect_answers_agree_with_the_model() {
                     .and_then(|v| v.with_max_visits(max_visits))
                     .expect("validity"),
                 created_at: T0,
-                forward_query: true,
+                forward_query: duanlian_link::ForwardQuery::Add,
                 expired_url: expired_url.as_deref().map(Into::into),
             };
             index.apply(i + 1, Change::Put(link));

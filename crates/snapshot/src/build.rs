@@ -19,8 +19,32 @@ pub(crate) const HAS_EXTRAS: u16 = 8;
 /// The link was last written through the admin API, so loading a new bulk file into a data
 /// directory keeps it on top instead of replacing it; version 3.
 pub(crate) const FROM_API: u16 = 16;
+/// The request's query string overrides the target's parameters of the same name
+/// ([`duanlian_link::ForwardQuery::Override`]); absent, the target's win. Readers before it
+/// refuse it in verification and serve such a link with the target's parameters winning.
+pub(crate) const QUERY_OVERRIDE: u16 = 32;
 pub(crate) const KNOWN_FLAGS: u16 =
-    HAS_VALID_SINCE | HAS_EXPIRES_AT | NO_FORWARD_QUERY | HAS_EXTRAS | FROM_API;
+    HAS_VALID_SINCE | HAS_EXPIRES_AT | NO_FORWARD_QUERY | HAS_EXTRAS | FROM_API | QUERY_OVERRIDE;
+
+/// The record flags for a link's query forwarding.
+pub(crate) fn forward_query_flags(f: duanlian_link::ForwardQuery) -> u16 {
+    match f {
+        duanlian_link::ForwardQuery::Off => NO_FORWARD_QUERY,
+        duanlian_link::ForwardQuery::Add => 0,
+        duanlian_link::ForwardQuery::Override => QUERY_OVERRIDE,
+    }
+}
+
+/// The query forwarding a record's flags say.
+pub(crate) fn forward_query_of(flags: u16) -> duanlian_link::ForwardQuery {
+    if flags & NO_FORWARD_QUERY != 0 {
+        duanlian_link::ForwardQuery::Off
+    } else if flags & QUERY_OVERRIDE != 0 {
+        duanlian_link::ForwardQuery::Override
+    } else {
+        duanlian_link::ForwardQuery::Add
+    }
+}
 
 /// The archived root (format version 4): an open-addressing table with linear probing over
 /// link records.
@@ -178,9 +202,7 @@ impl Builder {
         if link.validity.expires_at.is_some() {
             flags |= HAS_EXPIRES_AT;
         }
-        if !link.forward_query {
-            flags |= NO_FORWARD_QUERY;
-        }
+        flags |= forward_query_flags(link.forward_query);
         let extras = duanlian_link::has_extras(link.validity.max_visits, link.expired_url);
         if extras {
             flags |= HAS_EXTRAS;

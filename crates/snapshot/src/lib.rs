@@ -20,7 +20,7 @@
 //!     redirect: Redirect::Found,
 //!     validity: Validity::ALWAYS,
 //!     created_at: 1_700_000_000,
-//!     forward_query: true,
+//!     forward_query: duanlian_link::ForwardQuery::Add,
 //!     expired_url: None,
 //! })?;
 //! let snap = Snapshot::from_bytes(b.finish()?.to_bytes(0)?)?;

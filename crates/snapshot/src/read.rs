@@ -1,13 +1,13 @@
 //! Opening a snapshot and reading links out of it in place.
 use crate::build::{
-    ArchivedTableData, ArchivedTableDataV3, Builder, FROM_API, HAS_EXPIRES_AT, HAS_EXTRAS,
-    HAS_VALID_SINCE, KNOWN_FLAGS, NO_FORWARD_QUERY,
+    forward_query_of, ArchivedTableData, ArchivedTableDataV3, Builder, FROM_API, HAS_EXPIRES_AT,
+    HAS_EXTRAS, HAS_VALID_SINCE, KNOWN_FLAGS, QUERY_OVERRIDE,
 };
 use crate::format::Header;
 use crate::hash::{key_hash, le_word, slot_of};
 use crate::record::{self, Head};
 use crate::SnapshotError;
-use duanlian_link::{Code, Redirect, Validity};
+use duanlian_link::{Code, ForwardQuery, Redirect, Validity};
 use rkyv::util::AlignedVec;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -91,8 +91,8 @@ pub struct LinkRef<'a> {
     pub validity: Validity,
     /// Creation time, UTC seconds.
     pub created_at: i64,
-    /// Whether the request's query string is carried over to the target.
-    pub forward_query: bool,
+    /// What a redirect does with the request's query string.
+    pub forward_query: ForwardQuery,
     /// Where an expired link sends visitors instead of answering 410.
     pub expired_url: Option<&'a [u8]>,
     /// Whether the link was last written through the admin API rather than loaded in bulk:
@@ -480,7 +480,7 @@ impl Snapshot {
                 max_visits: extras.max_visits,
             },
             created_at: head.created_at,
-            forward_query: head.flags & NO_FORWARD_QUERY == 0,
+            forward_query: forward_query_of(head.flags),
             expired_url: extras.expired_url,
             from_api: head.flags & FROM_API != 0,
             image: Some(SharedImage(&self.backing.0)),
@@ -636,9 +636,9 @@ fn convert(payload: &[u8], header: &Header) -> Result<AlignedVec, SnapshotError>
     let mut b = Builder::with_seed(t.seed.to_native());
     b.reserve(t.entries.len(), strings.len() / t.entries.len().max(1));
     let known = match header.format_version {
-        1 => KNOWN_FLAGS & !HAS_EXTRAS & !FROM_API,
-        2 => KNOWN_FLAGS & !FROM_API,
-        _ => KNOWN_FLAGS,
+        1 => KNOWN_FLAGS & !HAS_EXTRAS & !FROM_API & !QUERY_OVERRIDE,
+        2 => KNOWN_FLAGS & !FROM_API & !QUERY_OVERRIDE,
+        _ => KNOWN_FLAGS & !QUERY_OVERRIDE,
     };
     for (i, e) in t.entries.iter().enumerate() {
         let flags = e.flags.to_native();
@@ -673,7 +673,7 @@ fn convert(payload: &[u8], header: &Header) -> Result<AlignedVec, SnapshotError>
                 max_visits: extras.max_visits,
             },
             created_at: e.created_at.to_native(),
-            forward_query: flags & NO_FORWARD_QUERY == 0,
+            forward_query: forward_query_of(flags),
             expired_url: extras.expired_url,
             from_api: flags & FROM_API != 0,
             image: None,

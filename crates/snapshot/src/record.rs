@@ -6,7 +6,8 @@
 //! ```text
 //! offset size field
 //!      0    2 domain        index into the table's domains
-//!      2    2 flags         HAS_VALID_SINCE | HAS_EXPIRES_AT | NO_FORWARD_QUERY | HAS_EXTRAS | FROM_API
+//!      2    2 flags         HAS_VALID_SINCE | HAS_EXPIRES_AT | NO_FORWARD_QUERY | HAS_EXTRAS | FROM_API |
+//!                            QUERY_OVERRIDE
 //!      4    1 redirect      301/302/307/308 as Redirect::to_u8
 //!      5    1 code_len
 //!      6    2 url_len

@@ -13,7 +13,7 @@ fn link(domain: &str, code: &str, url: &str) -> Link {
         redirect: Redirect::Found,
         validity: Validity::ALWAYS,
         created_at: 1_700_000_000,
-        forward_query: true,
+        forward_query: duanlian_link::ForwardQuery::Add,
         expired_url: None,
     }
 }
@@ -37,7 +37,7 @@ fn golden_links() -> Vec<Link> {
             )
         },
         Link {
-            forward_query: false,
+            forward_query: duanlian_link::ForwardQuery::Off,
             ..link("s.example.com", "no-query", "https://c.example/?fixed=1")
         },
         Link {

@@ -25,7 +25,7 @@
 //!         url: duanlian_link::parse_url("https://shop.example.com/item/42")?,
 //!         redirect: Redirect::Found,
 //!         validity: Validity::ALWAYS,
-//!         forward_query: true,
+//!         forward_query: duanlian_link::ForwardQuery::Add,
 //!         expired_url: None,
 //!     }]))
 //!     .await?;

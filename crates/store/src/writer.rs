@@ -3,7 +3,7 @@ use crate::error::io_err;
 use crate::{random_code, DataDir, StoreError};
 use duanlian_index::Index;
 use duanlian_journal::{Journal, Options as JournalOptions};
-use duanlian_link::{now_secs, Change, Code, Domain, Link, Redirect, Validity};
+use duanlian_link::{now_secs, Change, Code, Domain, ForwardQuery, Link, Redirect, Validity};
 use duanlian_snapshot::{Builder, Snapshot};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,7 +65,7 @@ pub struct NewLink {
     /// Validity window.
     pub validity: Validity,
     /// Whether the request's query string is forwarded.
-    pub forward_query: bool,
+    pub forward_query: ForwardQuery,
     /// Where the link sends visitors once expired.
     pub expired_url: Option<Box<str>>,
 }
@@ -99,7 +99,7 @@ pub struct Patch {
     /// New expiry.
     pub expires_at: Option<Option<i64>>,
     /// New query forwarding.
-    pub forward_query: Option<bool>,
+    pub forward_query: Option<ForwardQuery>,
     /// New visit cap (`Some(None)` removes it).
     pub max_visits: Option<Option<u64>>,
     /// New expired-link target (`Some(None)` removes it).

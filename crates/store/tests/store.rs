@@ -34,7 +34,7 @@ fn new(code: Option<&str>, url: &str) -> NewLink {
         url: parse_url(url).expect("url"),
         redirect: Redirect::Found,
         validity: Validity::ALWAYS,
-        forward_query: true,
+        forward_query: duanlian_link::ForwardQuery::Add,
         expired_url: None,
     }
 }

@@ -1,8 +1,8 @@
 //! Request bodies to store operations, naming every invalid field.
 use super::problem::{field, FieldError};
 use duanlian_link::{
-    now_secs, parse_duration, parse_rfc3339, parse_url, url_host, Code, Domain, Redirect, Validity,
-    LATEST_INSTANT, LATEST_INSTANT_REASON,
+    now_secs, parse_duration, parse_rfc3339, parse_url, url_host, Code, Domain, ForwardQuery,
+    Redirect, Validity, LATEST_INSTANT, LATEST_INSTANT_REASON,
 };
 use duanlian_store::{NewLink, Patch};
 use serde_json::{Map, Value};
@@ -170,11 +170,17 @@ fn redirect(v: &Value, errs: &mut Errors<'_>) -> Option<Redirect> {
     }
 }
 
-fn boolean(v: &Value, name: &str, errs: &mut Errors<'_>) -> Option<bool> {
+/// `true` (request parameters added, the target's own winning), `false`, or `"override"`.
+fn query_forwarding(v: &Value, errs: &mut Errors<'_>) -> Option<ForwardQuery> {
     match v {
-        Value::Bool(b) => Some(*b),
+        Value::Bool(true) => Some(ForwardQuery::Add),
+        Value::Bool(false) => Some(ForwardQuery::Off),
+        Value::String(s) if s == "override" => Some(ForwardQuery::Override),
         _ => {
-            errs.add(name, "must be true or false");
+            errs.add(
+                "forward_query",
+                "must be true (add the request's parameters), false, or \"override\" (the request's parameters replace the target's)",
+            );
             None
         }
     }
@@ -203,7 +209,7 @@ fn new_link(obj: &Map<String, Value>, rules: &Rules<'_>, errs: &mut Errors<'_>) 
     let mut code_length = rules.default_code_length;
     let mut red = Redirect::default();
     let (mut since, mut at, mut within, mut cap, mut expired_url) = (None, None, None, None, None);
-    let mut forward_query = true;
+    let mut forward_query = ForwardQuery::Add;
     for (k, v) in obj {
         match k.as_str() {
             "url" => url = target(v, rules, errs),
@@ -248,7 +254,7 @@ fn new_link(obj: &Map<String, Value>, rules: &Rules<'_>, errs: &mut Errors<'_>) 
             "valid_since" => since = instant(v, k, errs).flatten(),
             "max_visits" => cap = visits_cap(v, errs).flatten(),
             "expired_url" => expired_url = expired_target(v, rules, errs).flatten(),
-            "forward_query" => forward_query = boolean(v, k, errs).unwrap_or(true),
+            "forward_query" => forward_query = query_forwarding(v, errs).unwrap_or_default(),
             other => errs.add(other, format!("unknown field (known: {CREATE_FIELDS})")),
         }
     }
@@ -372,7 +378,7 @@ pub(crate) fn patch(body: &Value, rules: &Rules<'_>) -> Result<Patch, Vec<FieldE
             "valid_since" => p.valid_since = instant(v, k, &mut errs),
             "max_visits" => p.max_visits = visits_cap(v, &mut errs),
             "expired_url" => p.expired_url = expired_target(v, rules, &mut errs),
-            "forward_query" => p.forward_query = boolean(v, k, &mut errs),
+            "forward_query" => p.forward_query = query_forwarding(v, &mut errs),
             "domain" | "code" => errs.add(k, "cannot be changed; create a new link instead"),
             other => errs.add(other, format!("unknown field (known: {PATCH_FIELDS})")),
         }

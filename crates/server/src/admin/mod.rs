@@ -279,7 +279,11 @@ impl Admin {
             "short_url": format!("{}://{}/{}", self.opts.short_url_scheme, l.domain, l.code),
             "url": &*l.url,
             "redirect": l.redirect.status(),
-            "forward_query": l.forward_query,
+            "forward_query": match l.forward_query {
+                duanlian_link::ForwardQuery::Off => json!(false),
+                duanlian_link::ForwardQuery::Add => json!(true),
+                duanlian_link::ForwardQuery::Override => json!("override"),
+            },
             "valid_since": l.validity.valid_since,
             "expires_at": l.validity.expires_at,
             "expires": l.validity.expires_at.map(format_rfc3339),
