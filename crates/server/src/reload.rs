@@ -29,10 +29,13 @@ pub enum ReloadError {
 impl ReloadError {
     /// Whether the file itself is at fault (rather than the node).
     pub fn is_bad_file(&self) -> bool {
-        matches!(
-            self,
-            ReloadError::Snapshot(_) | ReloadError::Store(StoreError::Snapshot(_))
-        )
+        match self {
+            ReloadError::Snapshot(_) => true,
+            // Writing the folded snapshot can fail for want of space: the node's fault, not the
+            // file's.
+            ReloadError::Store(e @ StoreError::Snapshot(_)) => !e.is_out_of_space(),
+            ReloadError::Store(_) => false,
+        }
     }
 }
 

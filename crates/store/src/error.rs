@@ -78,6 +78,21 @@ impl From<JournalError> for StoreError {
     }
 }
 
+impl StoreError {
+    /// Whether the write failed for lack of disk space (or quota): the node is fine, the disk is
+    /// not, so the answer is "try later" (503), never a fault of the request or the file.
+    pub fn is_out_of_space(&self) -> bool {
+        const ENOSPC: i32 = 28;
+        const EDQUOT: i32 = 122;
+        let os = match self {
+            StoreError::Io { source, .. } => source.raw_os_error(),
+            StoreError::Snapshot(SnapshotError::Io { source, .. }) => source.raw_os_error(),
+            _ => None,
+        };
+        matches!(os, Some(ENOSPC | EDQUOT))
+    }
+}
+
 impl From<SnapshotError> for StoreError {
     fn from(e: SnapshotError) -> Self {
         StoreError::Snapshot(e)

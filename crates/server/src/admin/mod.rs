@@ -665,6 +665,12 @@ fn store_problem(e: StoreError) -> Problem {
             "No free code",
             e.to_string(),
         ),
+        _ if e.is_out_of_space() => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no-space",
+            "Writes unavailable: the disk is full",
+            e.to_string(),
+        ),
         StoreError::Unavailable(_) | StoreError::Closed => Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
