@@ -34,6 +34,8 @@ pub(crate) struct FileConfig {
     access_log: Option<bool>,
     no_stats: Option<bool>,
     clicks_queue: Option<u32>,
+    compact_journal_bytes: Option<u64>,
+    compact_overlay_links: Option<usize>,
     huge_pages: Option<HugeSetting>,
     stats_retention: Option<String>,
     cluster: Option<String>,
@@ -100,6 +102,7 @@ pub(crate) fn apply(file: FileConfig, args: &mut ServeArgs, m: &ArgMatches) -> R
         api_keys
     );
     take!(trusted_proxies, access_log, keep_alive_timeout, no_stats);
+    take!(compact_journal_bytes, compact_overlay_links);
     if let Some(v) = file.huge_pages.filter(|_| unset("huge_pages")) {
         args.huge_pages = match v {
             HugeSetting::Bool(true) => HugePages::On,
@@ -220,6 +223,14 @@ pub(crate) fn describe(args: &ServeArgs) -> String {
     line("access_log", args.access_log.to_string());
     line("no_stats", args.no_stats.to_string());
     line("clicks_queue", args.clicks_queue.to_string());
+    line(
+        "compact_journal_bytes",
+        args.compact_journal_bytes.to_string(),
+    );
+    line(
+        "compact_overlay_links",
+        args.compact_overlay_links.to_string(),
+    );
     line(
         "huge_pages",
         format!("{:?}", args.huge_pages).to_lowercase(),

@@ -1,6 +1,7 @@
 //! `duanlian`: build, check and serve short-link snapshots.
 #![forbid(unsafe_code)]
 
+mod autocompact;
 mod clicks;
 mod cluster;
 mod config;
@@ -224,6 +225,19 @@ pub(crate) struct ServeArgs {
     #[arg(env = "DUANLIAN_CLICKS_QUEUE", long, default_value_t = 65_536,
           value_parser = clap::value_parser!(u32).range(1..))]
     clicks_queue: u32,
+    /// Data-directory nodes compact by themselves once the journal holds this many bytes (a
+    /// restart replays the journal: 256 MiB is about a second). 0: never by size.
+    #[arg(env = "DUANLIAN_COMPACT_JOURNAL_BYTES", long, default_value_t = 256 << 20)]
+    compact_journal_bytes: u64,
+    /// Data-directory nodes compact by themselves once this many links changed since the
+    /// snapshot are held in memory (about 500 bytes each, against about 130 in the snapshot).
+    /// 0: never by count.
+    #[arg(
+        env = "DUANLIAN_COMPACT_OVERLAY_LINKS",
+        long,
+        default_value_t = 100_000
+    )]
+    compact_overlay_links: usize,
     /// Serve the snapshot from a copy in transparent huge pages: the mapping answers from the
     /// first millisecond while the copy is made in the background (about a second per GB),
     /// then the copy takes over, and lookups in a table of gigabytes stop missing the TLB.
@@ -607,6 +621,10 @@ fn serve(args: ServeArgs) -> Result<()> {
     if let Some((recorder, _)) = &clicks {
         metrics.watch_clicks(recorder.clone());
         admin = admin.with_stats(recorder.stats().clone());
+    }
+    if let Some(store) = &store {
+        let limits = autocompact::limits(args.compact_journal_bytes, args.compact_overlay_links);
+        autocompact::spawn(store.clone(), limits, metrics.clone())?;
     }
     let admin = admin.with_metrics(metrics, health.clone());
     if let Some(node) = &node {

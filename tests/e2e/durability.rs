@@ -455,3 +455,100 @@ fn compaction_on_a_full_disk_is_503_and_the_node_stays_consistent() {
     }
     srv.kill9();
 }
+
+/// The value of a metric line `NAME VALUE` (labels included in NAME), or 0.
+fn metric(srv: &Server, name: &str) -> f64 {
+    let body = srv.api("GET", "/metrics", None, None).body;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Nothing bounded the journal or the overlay under steady creates. Now a node compacts by
+/// itself past a journal size or an overlay count (never two at once), counts it in a metric and
+/// logs it, and the journal stays bounded; every link survives a restart.
+#[test]
+fn steady_creates_keep_the_journal_bounded_by_automatic_compaction() {
+    let dir = TempDir::new();
+    let data = dir.path("data");
+    let limit = 64 * 1024;
+    let srv = Server::data_node(
+        &data,
+        KEY,
+        &[
+            "--compact-journal-bytes",
+            &limit.to_string(),
+            "--compact-overlay-links",
+            "0",
+        ],
+    );
+    let mut largest = 0.0f64;
+    for batch in 0..20 {
+        let links: Vec<Value> = (0..100)
+            .map(|i| json!({"url": format!("https://steady.example/{batch}/{i}/{}", "p".repeat(150)), "code": format!("s{batch}x{i}")}))
+            .collect();
+        let r = srv.api(
+            "POST",
+            "/api/v1/links/batch",
+            Some(KEY),
+            Some(&json!({ "links": links }).to_string()),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        largest = largest.max(metric(&srv, "duanlian_journal_bytes"));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let started = Instant::now();
+    while metric(&srv, "duanlian_journal_bytes") >= limit as f64 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the journal stayed above the limit"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // About 500 KiB were written; never more than the limit plus what arrives between checks.
+    assert!(
+        largest < 4.0 * limit as f64,
+        "journal reached {largest} bytes"
+    );
+    let auto = metric(
+        &srv,
+        r#"duanlian_compactions_total{trigger="journal_bytes",outcome="ok"}"#,
+    );
+    assert!(auto >= 2.0, "{auto} automatic compactions");
+    assert!(
+        srv.logs().contains("compacted automatically"),
+        "{}",
+        srv.logs()
+    );
+    srv.kill9();
+    let srv = Server::data_node(&data, KEY, &["--compact-overlay-links", "500"]);
+    for (batch, i) in [(0, 0), (7, 42), (19, 99)] {
+        let r = srv.request("GET", "go.example.cn", &format!("/s{batch}x{i}"));
+        assert_eq!(r.status, 302, "s{batch}x{i}");
+    }
+    // The overlay limit: 600 creates, compacted once 500 are held in memory.
+    let links: Vec<Value> = (0..600)
+        .map(|i| json!({"url": format!("https://steady.example/o/{i}"), "code": format!("o{i}")}))
+        .collect();
+    let r = srv.api(
+        "POST",
+        "/api/v1/links/batch",
+        Some(KEY),
+        Some(&json!({ "links": links }).to_string()),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let started = Instant::now();
+    while metric(
+        &srv,
+        r#"duanlian_compactions_total{trigger="overlay_links",outcome="ok"}"#,
+    ) < 1.0
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no compaction by overlay size"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(metric(&srv, r#"duanlian_links{layer="overlay"}"#), 0.0);
+    assert_eq!(srv.request("GET", "go.example.cn", "/o599").status, 302);
+}

@@ -21,6 +21,12 @@ struct Outcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Compaction {
+    trigger: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Layer {
     layer: &'static str,
 }
@@ -44,6 +50,7 @@ pub struct Metrics {
     visit_counters: Gauge,
     purged_in_snapshot: Gauge,
     reloads: Family<Outcome, Counter>,
+    compactions: Family<Compaction, Counter>,
     clicks: Family<Outcome, Counter>,
     click_source: std::sync::OnceLock<Arc<duanlian_clicks::Recorder>>,
     /// A cluster node's gauges and where to read them.
@@ -126,6 +133,12 @@ impl Metrics {
             "Snapshot reloads, by result (ok, error)",
             reloads.clone(),
         );
+        let compactions = Family::<Compaction, Counter>::default();
+        registry.register(
+            "compactions",
+            "Compactions, by trigger (api, journal_bytes, overlay_links) and outcome (ok, error)",
+            compactions.clone(),
+        );
         let clicks = Family::<Outcome, Counter>::default();
         registry.register(
             "clicks",
@@ -136,6 +149,7 @@ impl Metrics {
         Metrics {
             cluster: None,
             reloads,
+            compactions,
             clicks,
             click_source: std::sync::OnceLock::new(),
             redirect: counter("redirect"),
@@ -187,6 +201,14 @@ impl Metrics {
     pub(crate) fn record_reload(&self, ok: bool) {
         let outcome = if ok { "ok" } else { "error" };
         self.reloads.get_or_create(&Outcome { outcome }).inc();
+    }
+
+    /// Counts one compaction: `trigger` is `api` or the limit that made it due.
+    pub fn record_compaction(&self, trigger: &'static str, ok: bool) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.compactions
+            .get_or_create(&Compaction { trigger, outcome })
+            .inc();
     }
 
     /// Observes one journal group commit (the store calls this).

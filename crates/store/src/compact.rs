@@ -125,9 +125,42 @@ impl Store {
         self.fold_in(Some(Arc::new(bulk))).await
     }
 
+    /// Compacts if the journal or the overlay has outgrown `limits` and no compaction is
+    /// running: `None` when none was due or one was already under way (it does the same job).
+    /// Without it nothing bounds the journal (restart time) or the overlay (memory, about four
+    /// times a compacted link's) under steady creates.
+    pub async fn compact_if_due(
+        &self,
+        limits: &AutoCompact,
+    ) -> Option<(Trigger, Result<CompactReport, StoreError>)> {
+        let trigger = if limits
+            .journal_bytes
+            .is_some_and(|max| self.journal_bytes() >= max)
+        {
+            Trigger::JournalBytes
+        } else if limits
+            .overlay_links
+            .is_some_and(|max| self.index().overlay_len() >= max)
+        {
+            Trigger::OverlayLinks
+        } else {
+            return None;
+        };
+        let one_at_a_time = self.compaction.try_lock().ok()?;
+        Some((trigger, self.fold_locked(None, one_at_a_time).await))
+    }
+
     async fn fold_in(&self, bulk: Option<Arc<Snapshot>>) -> Result<CompactReport, StoreError> {
+        let one_at_a_time = self.compaction.lock().await;
+        self.fold_locked(bulk, one_at_a_time).await
+    }
+
+    async fn fold_locked(
+        &self,
+        bulk: Option<Arc<Snapshot>>,
+        _one_at_a_time: tokio::sync::MutexGuard<'_, ()>,
+    ) -> Result<CompactReport, StoreError> {
         let started = Instant::now();
-        let _one_at_a_time = self.compaction.lock().await;
         let through = self.rotate().await?;
         let base = self.index().snapshot();
         if through <= base.header().sequence && bulk.is_none() {
@@ -166,6 +199,45 @@ impl Store {
             segments_removed,
             elapsed: started.elapsed(),
         })
+    }
+}
+
+/// When a data-directory node compacts by itself; `None` turns a limit off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoCompact {
+    /// Compact once the journal's segments hold this many bytes. Default 256 MiB (a replay of
+    /// about a second at start).
+    pub journal_bytes: Option<u64>,
+    /// Compact once the overlay holds this many entries (links and tombstones). Default 100,000
+    /// (about 50 MB of memory).
+    pub overlay_links: Option<usize>,
+}
+
+impl Default for AutoCompact {
+    fn default() -> Self {
+        AutoCompact {
+            journal_bytes: Some(256 << 20),
+            overlay_links: Some(100_000),
+        }
+    }
+}
+
+/// Which limit made a compaction due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The journal passed [`AutoCompact::journal_bytes`].
+    JournalBytes,
+    /// The overlay passed [`AutoCompact::overlay_links`].
+    OverlayLinks,
+}
+
+impl Trigger {
+    /// A name for logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::JournalBytes => "journal_bytes",
+            Trigger::OverlayLinks => "overlay_links",
+        }
     }
 }
 

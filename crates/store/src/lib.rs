@@ -43,7 +43,7 @@ mod random;
 mod visits_file;
 mod writer;
 
-pub use compact::{compact_offline, CompactReport};
+pub use compact::{compact_offline, AutoCompact, CompactReport, Trigger};
 pub use dir::DataDir;
 pub use error::StoreError;
 pub use random::{random_code, random_token};

@@ -542,7 +542,11 @@ impl Admin {
 
     async fn compact(&self) -> Answer {
         let store = self.store()?;
-        let report = store.compact().await.map_err(store_problem)?;
+        let result = store.compact().await;
+        if let Some((metrics, _)) = &self.metrics {
+            metrics.record_compaction("api", result.is_ok());
+        }
+        let report = result.map_err(store_problem)?;
         Ok(json_response(
             StatusCode::OK,
             &json!({
