@@ -214,7 +214,7 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Vec<Change>, String> {
 mod tests {
     use super::*;
 
-    fn put(code: &str, validity: Validity, forward_query: bool) -> Change {
+    fn put(code: &str, validity: Validity, forward_query: ForwardQuery) -> Change {
         Change::Put(Link {
             domain: Domain::parse("go.example.cn").expect("domain"),
             code: Code::parse(code).expect("code"),
@@ -230,15 +230,23 @@ mod tests {
     #[test]
     fn round_trips_every_shape() {
         let changes = vec![
-            put("a", Validity::ALWAYS, true),
-            put("b", Validity::new(Some(5), Some(9)).expect("window"), false),
-            put("c", Validity::new(None, Some(9)).expect("window"), true),
+            put("a", Validity::ALWAYS, ForwardQuery::Add),
+            put(
+                "b",
+                Validity::new(Some(5), Some(9)).expect("window"),
+                ForwardQuery::Off,
+            ),
+            put(
+                "c",
+                Validity::new(None, Some(9)).expect("window"),
+                ForwardQuery::Override,
+            ),
             Change::Put(Link {
                 expired_url: Some("https://e.example/sorry".into()),
                 ..match put(
                     "d",
                     Validity::ALWAYS.with_max_visits(Some(3)).expect("cap"),
-                    true,
+                    ForwardQuery::Add,
                 ) {
                     Change::Put(l) => l,
                     Change::Delete { .. } => unreachable!(),
@@ -257,7 +265,7 @@ mod tests {
     #[test]
     fn damage_is_an_error_not_a_panic() {
         let mut buf = Vec::new();
-        encode(&[put("a", Validity::ALWAYS, true)], &mut buf);
+        encode(&[put("a", Validity::ALWAYS, ForwardQuery::Add)], &mut buf);
         for cut in 0..buf.len() {
             assert!(decode(&buf[..cut]).is_err(), "cut at {cut}");
         }

@@ -134,17 +134,16 @@ fn entries_are_sorted_and_seek_finds_a_cursor() {
         .expect("next after c50");
     assert_eq!(between.code, b"c6");
     assert!(snap.seek("zz.example", "").next().is_none());
-    assert!(
-        !snap
-            .get("s.example.com", "no-query")
-            .expect("present")
-            .forward_query
-    );
-    assert!(
-        snap.get("s.example.com", "c1")
-            .expect("present")
-            .forward_query
-    );
+    assert!(!snap
+        .get("s.example.com", "no-query")
+        .expect("present")
+        .forward_query
+        .is_on());
+    assert!(snap
+        .get("s.example.com", "c1")
+        .expect("present")
+        .forward_query
+        .is_on());
 }
 
 #[test]
