@@ -62,23 +62,6 @@ fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::csv_field;
-
-    #[test]
-    fn formulas_are_neutralised_and_quoting_kept() {
-        assert_eq!(csv_field("abc"), "abc");
-        assert_eq!(csv_field("-2+3"), "'-2+3");
-        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
-        assert_eq!(csv_field("+1"), "'+1");
-        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
-        assert_eq!(csv_field("\tx"), "'\tx");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("x-y"), "x-y");
-    }
-}
-
 pub(crate) fn export(args: &ExportArgs) -> Result<()> {
     let dir = args.data_dir.join("clicks");
     if !args.data_dir.is_dir() {
@@ -146,4 +129,21 @@ pub(crate) fn export(args: &ExportArgs) -> Result<()> {
         }
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn formulas_are_neutralised_and_quoting_kept() {
+        assert_eq!(csv_field("abc"), "abc");
+        assert_eq!(csv_field("-2+3"), "'-2+3");
+        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_field("+1"), "'+1");
+        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_field("\tx"), "'\tx");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("x-y"), "x-y");
+    }
 }

@@ -38,6 +38,9 @@ pub(crate) struct FileConfig {
     compact_overlay_links: Option<usize>,
     huge_pages: Option<HugeSetting>,
     stats_retention: Option<String>,
+    clicks_retention: Option<String>,
+    clicks_max_bytes: Option<u64>,
+    clicks_reserve_bytes: Option<u64>,
     cluster: Option<String>,
     cluster_bucket: Option<String>,
     cluster_replicas: Option<u8>,
@@ -165,6 +168,11 @@ pub(crate) fn apply(file: FileConfig, args: &mut ServeArgs, m: &ArgMatches) -> R
         args.stats_retention =
             crate::parse_period(&v).map_err(|e| anyhow!("stats_retention: {e}"))?;
     }
+    if let Some(v) = file.clicks_retention.filter(|_| unset("clicks_retention")) {
+        args.clicks_retention =
+            crate::parse_period(&v).map_err(|e| anyhow!("clicks_retention: {e}"))?;
+    }
+    take!(clicks_max_bytes, clicks_reserve_bytes);
     if let Some(v) = file.runtime.filter(|_| unset("runtime")) {
         args.runtime = <Shape as clap::ValueEnum>::from_str(&v, false)
             .map_err(|_| anyhow!("runtime: {v:?} is not per-core or multi-thread"))?;
@@ -236,6 +244,12 @@ pub(crate) fn describe(args: &ServeArgs) -> String {
         format!("{:?}", args.huge_pages).to_lowercase(),
     );
     line("stats_retention", format!("{}s", args.stats_retention));
+    line("clicks_retention", format!("{}s", args.clicks_retention));
+    line("clicks_max_bytes", args.clicks_max_bytes.to_string());
+    line(
+        "clicks_reserve_bytes",
+        args.clicks_reserve_bytes.to_string(),
+    );
     let c = &args.cluster;
     line(
         "cluster",

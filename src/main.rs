@@ -251,6 +251,19 @@ pub(crate) struct ServeArgs {
     /// log files are deleted (checked at start and hourly). Default is 400d.
     #[arg(env = "DUANLIAN_STATS_RETENTION", long, default_value = "400d", value_parser = parse_period)]
     stats_retention: i64,
+    /// Raw click-log files (one line per click, for `clicks export`) older than this are
+    /// deleted; the statistics keep their days in day summaries. Default is 30d.
+    #[arg(env = "DUANLIAN_CLICKS_RETENTION", long, default_value = "30d", value_parser = parse_period)]
+    clicks_retention: i64,
+    /// The most bytes the click log may take (raw files and day summaries); past it the oldest
+    /// raw files go first. 0: no cap. Default is 10 GiB.
+    #[arg(env = "DUANLIAN_CLICKS_MAX_BYTES", long, default_value_t = 10 << 30)]
+    clicks_max_bytes: u64,
+    /// Free space the click log leaves on its disk for the journal: below it the oldest raw
+    /// files are deleted, and raw clicks stop being written (statistics go on) until there is
+    /// room. Default is 1 GiB.
+    #[arg(env = "DUANLIAN_CLICKS_RESERVE_BYTES", long, default_value_t = 1 << 30)]
+    clicks_reserve_bytes: u64,
     /// Test hook: the click writer pauses this long after each batch.
     #[arg(long, hide = true, default_value_t = 0)]
     clicks_writer_delay_ms: u64,
@@ -656,6 +669,9 @@ pub(crate) fn recorder_options(args: &ServeArgs) -> duanlian_clicks::RecorderOpt
         capacity: args.clicks_queue as usize,
         writer_delay: Duration::from_millis(args.clicks_writer_delay_ms),
         retention: Some(args.stats_retention),
+        log_retention: Some(args.clicks_retention.min(args.stats_retention)),
+        max_log_bytes: (args.clicks_max_bytes > 0).then_some(args.clicks_max_bytes),
+        reserve_bytes: args.clicks_reserve_bytes,
         ..Default::default()
     }
 }

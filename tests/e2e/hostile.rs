@@ -306,3 +306,64 @@ fn a_second_server_on_the_same_ports_refuses_to_start() {
     let r = first.api("GET", "/api/v1/links?limit=1", Some(KEY), None);
     assert_eq!(r.status, 200);
 }
+
+/// The value of a metric line `NAME VALUE` (labels included in NAME), or 0.
+fn metric(srv: &Server, name: &str) -> f64 {
+    let body = srv.api("GET", "/metrics", None, None).body;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Raw clicks once grew without bound on the journal's disk. Below the reserve they stop being
+/// written (counted as unlogged) while the statistics go on and survive a restart through the
+/// day summaries; the metrics show the click log's size.
+#[test]
+fn click_logs_leave_the_disk_reserve_to_the_journal() {
+    let dir = TempDir::new();
+    let data = dir.path("data");
+    let srv = node(&dir, &["--clicks-reserve-bytes", &u64::MAX.to_string()]);
+    let r = post(
+        &srv,
+        "/api/v1/links",
+        &json!({"url": "https://t.example/", "code": "busy"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    std::thread::sleep(Duration::from_millis(1500));
+    for _ in 0..3 {
+        assert_eq!(srv.request("GET", "go.example.cn", "/busy").status, 302);
+    }
+    eventually("three unlogged clicks", || {
+        metric(&srv, r#"duanlian_clicks_total{outcome="unlogged"}"#) == 3.0
+    });
+    let stats = |srv: &Server| {
+        let r = srv.api(
+            "GET",
+            "/api/v1/links/go.example.cn/busy/stats",
+            Some(KEY),
+            None,
+        );
+        let v: Value = serde_json::from_str(&r.body).expect("json");
+        v["visits"]["human"].as_u64().unwrap_or(0)
+    };
+    assert_eq!(stats(&srv), 3);
+    assert!(
+        srv.logs().contains("reserve kept for the journal"),
+        "{}",
+        srv.logs()
+    );
+    assert!(srv
+        .api("GET", "/metrics", None, None)
+        .body
+        .contains("duanlian_click_log_bytes "));
+    let o = run(&["clicks", "export", "--data-dir", s(&data)]);
+    assert_eq!(
+        crate::util::stdout(&o).lines().count(),
+        1,
+        "only the header"
+    );
+    assert!(srv.terminate(), "clean shutdown");
+    let srv = node(&dir, &[]);
+    assert_eq!(stats(&srv), 3, "kept by the day summary");
+    assert!(metric(&srv, "duanlian_click_log_bytes") > 0.0);
+}

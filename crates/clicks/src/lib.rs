@@ -4,8 +4,10 @@
 //! (one allocation; the address anonymised) and hands it to [`Recorder::record`], which never
 //! blocks: a full queue drops the click and counts it. A writer thread appends clicks to a
 //! day- and size-rotated log of tab-separated lines and keeps per-link, per-day aggregates
-//! ([`Stats`]) that reports read without touching the log. At start the aggregates are rebuilt
-//! from the log.
+//! ([`Stats`]) that reports read without touching the log. The aggregates are written to day
+//! summaries every minute, so raw click logs (compressed once closed, kept for a shorter time,
+//! capped in size and never allowed to eat the disk's reserve) can go long before the
+//! statistics do; at start the summaries are loaded and the raw log since replayed.
 //!
 //! ```
 //! use duanlian_clicks::{Click, Device, Recorder, RecorderOptions};
@@ -24,6 +26,7 @@
 //! # std::fs::remove_dir_all(&dir)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+mod checkpoint;
 mod error;
 mod event;
 mod log;

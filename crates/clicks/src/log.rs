@@ -7,6 +7,7 @@
 //! Fields: UTC seconds, domain, code, device class, referrer host (empty for none), anonymised
 //! client address. A file named for day D holds clicks of day D, and stragglers of the day
 //! before that arrived after midnight. A torn last line (a crash mid-write) is skipped on read.
+//! Closed files are gzip-compressed (`.tsv.gz`, about a tenth of the size); readers take both.
 use crate::{Click, ClickError, Device};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -21,18 +22,30 @@ fn day_stamp(day: i64) -> String {
 }
 
 /// The day number a log file's name gives, if it is one of ours.
-fn file_day(name: &str) -> Option<i64> {
+pub(crate) fn file_day(name: &str) -> Option<i64> {
     let stamp = name.strip_prefix("clicks-")?.get(..8)?;
     let date = format!("{}-{}-{}", &stamp[..4], &stamp[4..6], &stamp[6..8]);
     duanlian_link::parse_rfc3339(&date).map(|t| t.div_euclid(DAY))
 }
+
+/// Whether `name` is one of our raw log files (plain or compressed).
+fn is_log(name: &str) -> bool {
+    file_day(name).is_some() && (name.ends_with(".tsv") || name.ends_with(".tsv.gz"))
+}
+
+/// A place in the raw log: a file's name without `.gz`, and a byte offset in its uncompressed
+/// text. Names sort in time order, so positions compare as tuples.
+pub(crate) type Position = (String, u64);
 
 /// Appends clicks to the current file, starting a new one on a new day or past a size.
 #[derive(Debug)]
 pub(crate) struct LogWriter {
     dir: PathBuf,
     max_bytes: u64,
-    current: Option<(i64, u64, BufWriter<File>)>,
+    /// Day, bytes written, the file, and its name.
+    current: Option<(i64, u64, BufWriter<File>, String)>,
+    /// Files closed since [`LogWriter::take_closed`] was last called.
+    closed: Vec<PathBuf>,
     /// The line being written, reused.
     line: Vec<u8>,
 }
@@ -44,18 +57,23 @@ impl LogWriter {
             dir: dir.to_path_buf(),
             max_bytes,
             current: None,
+            closed: Vec::new(),
             line: Vec::with_capacity(128),
         })
     }
 
     /// A fresh file for `day`: the next unused sequence number, so a restart never appends to
     /// a file that may end in a torn line.
-    fn open(&self, day: i64) -> Result<BufWriter<File>, ClickError> {
+    fn open(&self, day: i64) -> Result<(BufWriter<File>, String), ClickError> {
         let stamp = day_stamp(day);
         for n in 0..100_000u32 {
-            let path = self.dir.join(format!("clicks-{stamp}-{n:03}.tsv"));
+            let name = format!("clicks-{stamp}-{n:03}.tsv");
+            let path = self.dir.join(&name);
+            if self.dir.join(format!("{name}.gz")).exists() {
+                continue;
+            }
             match OpenOptions::new().append(true).create_new(true).open(&path) {
-                Ok(f) => return Ok(BufWriter::with_capacity(64 * 1024, f)),
+                Ok(f) => return Ok((BufWriter::with_capacity(64 * 1024, f), name)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(ClickError::io(&path, e)),
             }
@@ -71,16 +89,18 @@ impl LogWriter {
         // Stragglers from before midnight stay in the current day's file.
         let (rotate, file_day) = match &self.current {
             None => (true, day),
-            Some((d, size, _)) => (day > *d || *size >= self.max_bytes, day.max(*d)),
+            Some((d, size, _, _)) => (day > *d || *size >= self.max_bytes, day.max(*d)),
         };
         if rotate {
-            if let Some((_, _, mut w)) = self.current.take() {
+            if let Some((_, _, mut w, name)) = self.current.take() {
                 w.flush().map_err(|e| ClickError::io(&self.dir, e))?;
+                self.closed.push(self.dir.join(name));
             }
-            self.current = Some((file_day, 0, self.open(file_day)?));
+            let (w, name) = self.open(file_day)?;
+            self.current = Some((file_day, 0, w, name));
         }
         encode_line(click, &mut self.line);
-        if let Some((_, size, w)) = &mut self.current {
+        if let Some((_, size, w, _)) = &mut self.current {
             w.write_all(&self.line)
                 .map_err(|e| ClickError::io(&self.dir, e))?;
             *size += self.line.len() as u64;
@@ -90,9 +110,26 @@ impl LogWriter {
 
     pub(crate) fn flush(&mut self) -> Result<(), ClickError> {
         match &mut self.current {
-            Some((_, _, w)) => w.flush().map_err(|e| ClickError::io(&self.dir, e)),
+            Some((_, _, w, _)) => w.flush().map_err(|e| ClickError::io(&self.dir, e)),
             None => Ok(()),
         }
+    }
+
+    /// Where the next line goes: everything before it is written (once flushed).
+    pub(crate) fn position(&self) -> Option<Position> {
+        self.current
+            .as_ref()
+            .map(|(_, size, _, name)| (name.clone(), *size))
+    }
+
+    /// The files closed since the last call, for compression.
+    pub(crate) fn take_closed(&mut self) -> Vec<PathBuf> {
+        std::mem::take(&mut self.closed)
+    }
+
+    /// The name of the file being written, which must be neither compressed nor removed.
+    pub(crate) fn current_name(&self) -> Option<&str> {
+        self.current.as_ref().map(|(_, _, _, name)| name.as_str())
     }
 }
 
@@ -191,7 +228,7 @@ pub(crate) fn remove_before(dir: &Path, since: i64) -> Result<usize, ClickError>
     for entry in entries {
         let entry = entry.map_err(|e| ClickError::io(dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let (Some(day), true) = (file_day(&name), name.ends_with(".tsv")) {
+        if let (Some(day), true) = (file_day(&name), is_log(&name)) {
             if (day + 1) * DAY <= since {
                 fs::remove_file(entry.path()).map_err(|e| ClickError::io(&entry.path(), e))?;
                 removed += 1;
@@ -218,32 +255,54 @@ pub fn read_logs(
     until: i64,
     mut on: impl FnMut(Click),
 ) -> Result<ReadReport, ClickError> {
+    scan(dir, since, until, |c, _| on(c))
+}
+
+/// [`read_logs`], also handing over the position just after each click's line.
+pub(crate) fn scan(
+    dir: &Path,
+    since: i64,
+    until: i64,
+    mut on: impl FnMut(Click, (&str, u64)),
+) -> Result<ReadReport, ClickError> {
     let mut report = ReadReport::default();
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(report),
-        Err(e) => return Err(ClickError::io(dir, e)),
-    };
     let mut files: Vec<(String, PathBuf)> = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| ClickError::io(dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let (Some(day), true) = (file_day(&name), name.ends_with(".tsv")) {
-            // A file holds its own day and stragglers of the one before.
-            if day >= since.div_euclid(DAY) && day - 1 <= until.div_euclid(DAY) {
-                files.push((name, entry.path()));
-            }
+    for (name, path, _) in log_files(dir)? {
+        let Some(day) = file_day(&name) else {
+            continue;
+        };
+        // A file holds its own day and stragglers of the one before.
+        if day >= since.div_euclid(DAY) && day - 1 <= until.div_euclid(DAY) {
+            files.push((name, path));
         }
     }
     files.sort();
-    for (_, path) in files {
+    for (name, path) in files {
+        let stem = name.strip_suffix(".gz").unwrap_or(&name);
         let file = File::open(&path).map_err(|e| ClickError::io(&path, e))?;
-        for line in BufReader::new(file).split(b'\n') {
-            let line = line.map_err(|e| ClickError::io(&path, e))?;
+        let reader: Box<dyn BufRead> = if name.ends_with(".gz") {
+            Box::new(BufReader::new(flate2::read::GzDecoder::new(file)))
+        } else {
+            Box::new(BufReader::new(file))
+        };
+        let mut offset = 0u64;
+        for line in reader.split(b'\n') {
+            let line = match line {
+                Ok(line) => line,
+                // A compressed file cut short (a crash mid-compression never leaves one, but a
+                // damaged disk may): what was read stands.
+                Err(e) if name.ends_with(".gz") => {
+                    tracing::warn!(file = %path.display(), error = %e, "damaged compressed click log");
+                    report.skipped += 1;
+                    break;
+                }
+                Err(e) => return Err(ClickError::io(&path, e)),
+            };
+            offset += line.len() as u64 + 1;
             match std::str::from_utf8(&line).ok().and_then(parse_line) {
                 Some(c) if c.at >= since && c.at < until => {
                     report.clicks += 1;
-                    on(c);
+                    on(c, (stem, offset));
                 }
                 Some(_) => {}
                 None => report.skipped += 1,
@@ -251,6 +310,59 @@ pub fn read_logs(
         }
     }
     Ok(report)
+}
+
+/// The raw log files in `dir`: name, path and size on disk.
+pub(crate) fn log_files(dir: &Path) -> Result<Vec<(String, PathBuf, u64)>, ClickError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(ClickError::io(dir, e)),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| ClickError::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_log(&name) {
+            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            files.push((name, entry.path(), len));
+        }
+    }
+    files.sort();
+    // A crash between compressing a file and removing the original leaves both; the
+    // compressed copy was complete before its rename, so it is the one read.
+    let compressed: std::collections::HashSet<String> = files
+        .iter()
+        .filter_map(|(n, _, _)| n.strip_suffix(".gz").map(str::to_owned))
+        .collect();
+    files.retain(|(n, _, _)| !compressed.contains(n));
+    Ok(files)
+}
+
+/// Compresses a closed log file to `NAME.gz` (temp file, fsync, rename), then removes it.
+pub(crate) fn compress(path: &Path) -> Result<(), ClickError> {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return Ok(());
+    };
+    let gz = path.with_file_name(format!("{name}.gz"));
+    let tmp = path.with_file_name(format!("{name}.gz.tmp"));
+    let result = (|| {
+        let mut input = BufReader::new(File::open(path)?);
+        let out = File::create(&tmp)?;
+        // Fast compression: the writer thread shares a core with redirects, and click lines
+        // compress about tenfold even at level 1.
+        let mut enc =
+            flate2::write::GzEncoder::new(BufWriter::new(out), flate2::Compression::fast());
+        std::io::copy(&mut input, &mut enc)?;
+        let out = enc.finish()?.into_inner().map_err(|e| e.into_error())?;
+        out.sync_all()?;
+        fs::rename(&tmp, &gz)?;
+        fs::remove_file(path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(|e| ClickError::io(path, e))
 }
 
 #[cfg(test)]

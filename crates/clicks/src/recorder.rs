@@ -1,7 +1,8 @@
 //! The bounded queue between the redirect path and the click-log writer.
-use crate::log::LogWriter;
-use crate::{read_logs, Click, ClickError, ReadReport, Stats};
-use std::path::Path;
+use crate::log::{LogWriter, Position};
+use crate::{checkpoint, Click, ClickError, ReadReport, Stats};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
@@ -24,6 +25,20 @@ pub struct RecorderOptions {
     /// their log files are deleted (checked at start and hourly). `None` keeps everything.
     /// Default 400 days, so a year can always be compared with the one before.
     pub retention: Option<i64>,
+    /// Raw click-log files older than this many seconds are deleted (the aggregates live on in
+    /// day summaries). `None` keeps them as long as the aggregates. Default 30 days.
+    pub log_retention: Option<i64>,
+    /// The most bytes raw click logs and day summaries may take; past it the oldest raw files
+    /// go first. `None`: no cap. Default 10 GiB.
+    pub max_log_bytes: Option<u64>,
+    /// Free space the click log leaves on its file system for the journal beside it: below it
+    /// the oldest raw files are deleted, and if that is not enough raw clicks stop being written
+    /// (still counted in the aggregates) until there is room again. Default 1 GiB.
+    pub reserve_bytes: u64,
+    /// How often the aggregates of days with new clicks are written to their day summaries.
+    /// Default 60 s: a crash loses nothing (the raw log since is replayed), it only bounds
+    /// what a restart reads.
+    pub checkpoint_every: Duration,
 }
 
 impl Default for RecorderOptions {
@@ -34,6 +49,10 @@ impl Default for RecorderOptions {
             poll_every: Duration::from_millis(50),
             writer_delay: Duration::ZERO,
             retention: Some(400 * 86_400),
+            log_retention: Some(30 * 86_400),
+            max_log_bytes: Some(10 << 30),
+            reserve_bytes: 1 << 30,
+            checkpoint_every: Duration::from_secs(60),
         }
     }
 }
@@ -43,6 +62,8 @@ struct Counters {
     written: AtomicU64,
     dropped: AtomicU64,
     failed: AtomicU64,
+    /// Counted but kept out of the raw log to leave the disk's reserve free.
+    unlogged: AtomicU64,
     /// UTC seconds, set by the writer at every poll: clicks are stamped to the second, and a
     /// shared load is cheaper than a clock read on every redirect.
     now: AtomicI64,
@@ -59,7 +80,7 @@ pub trait Forward: Send + 'static {
 /// Where the writer thread puts clicks.
 enum Output {
     /// The local log; the writer also keeps the aggregates.
-    Log(LogWriter, std::path::PathBuf),
+    Log(Box<LocalLog>),
     /// Somewhere else, which keeps the aggregates itself.
     Forward(Box<dyn Forward>),
 }
@@ -70,6 +91,8 @@ pub struct Recorder {
     tx: SyncSender<Click>,
     counters: Arc<Counters>,
     stats: Arc<Stats>,
+    /// The local log's folder, if clicks go to one.
+    dir: Option<PathBuf>,
 }
 
 /// The writer thread; [`Writer::finish`] drains the queue and flushes the log.
@@ -80,8 +103,8 @@ pub struct Writer {
 }
 
 impl Recorder {
-    /// Rebuilds the aggregates from the logs in `dir`, then starts the writer thread that
-    /// appends new clicks there and counts them in.
+    /// Loads the aggregates from the day summaries in `dir` and the raw log written after
+    /// them, then starts the writer thread that appends new clicks there and counts them in.
     pub fn start(
         dir: &Path,
         opts: RecorderOptions,
@@ -95,8 +118,22 @@ impl Recorder {
             }
             None => i64::MIN,
         };
+        let marks = checkpoint::load(dir, &stats, since.div_euclid(DAY))?;
+        let mut dirty = BTreeSet::new();
+        let mut last_file: Option<String> = None;
         let mut batch = Vec::with_capacity(4096);
-        let report = read_logs(dir, since, i64::MAX, |c| {
+        let report = crate::log::scan(dir, since, i64::MAX, |c, (file, offset)| {
+            if last_file.as_deref() != Some(file) {
+                last_file = Some(file.to_owned());
+            }
+            let day = c.at.div_euclid(DAY);
+            // Already in the day's summary.
+            if let Some((mark_file, mark_offset)) = marks.get(&day) {
+                if (file, offset) <= (mark_file.as_str(), *mark_offset) {
+                    return;
+                }
+            }
+            dirty.insert(day);
             batch.push(c);
             if batch.len() == batch.capacity() {
                 stats.add(&batch);
@@ -104,8 +141,19 @@ impl Recorder {
             }
         })?;
         stats.add(&batch);
-        let log = LogWriter::new(dir, opts.max_file_bytes)?;
-        let (recorder, writer) = Recorder::spawn(Output::Log(log, dir.to_path_buf()), stats, opts)?;
+        let log = LocalLog {
+            log: LogWriter::new(dir, opts.max_file_bytes)?,
+            dir: dir.to_path_buf(),
+            dirty,
+            // Every file read so far is whole; the writer starts a new one.
+            pending: last_file.map(|f| (f, u64::MAX)),
+            safe: None,
+            last_checkpoint: std::time::Instant::now(),
+            last_check: None,
+            paused: false,
+        };
+        let (mut recorder, writer) = Recorder::spawn(Output::Log(Box::new(log)), stats, opts)?;
+        recorder.dir = Some(dir.to_path_buf());
         Ok((recorder, writer, report))
     }
 
@@ -143,6 +191,7 @@ impl Recorder {
                 tx,
                 counters,
                 stats,
+                dir: None,
             },
             Writer {
                 stop,
@@ -187,6 +236,22 @@ impl Recorder {
     pub fn failed(&self) -> u64 {
         self.counters.failed.load(Ordering::Relaxed)
     }
+
+    /// Clicks counted but kept out of the raw log to leave the disk's reserve free.
+    pub fn unlogged(&self) -> u64 {
+        self.counters.unlogged.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the click log takes on disk: raw files and day summaries (0 without a local log).
+    pub fn log_bytes(&self) -> u64 {
+        let Some(dir) = &self.dir else {
+            return 0;
+        };
+        let raw: u64 = crate::log::log_files(dir)
+            .map(|files| files.iter().map(|f| f.2).sum())
+            .unwrap_or(0);
+        raw + checkpoint::bytes(dir)
+    }
 }
 
 impl Writer {
@@ -197,6 +262,200 @@ impl Writer {
             let _ = t.join();
         }
     }
+}
+
+const DAY: i64 = 86_400;
+
+/// The local log and what the writer knows about it.
+struct LocalLog {
+    log: LogWriter,
+    dir: PathBuf,
+    /// Days with clicks not yet in their summaries.
+    dirty: BTreeSet<i64>,
+    /// A checkpoint position owed from start: every file read then is whole.
+    pending: Option<Position>,
+    /// Everything before this position is in day summaries.
+    safe: Option<Position>,
+    last_checkpoint: std::time::Instant,
+    last_check: Option<std::time::Instant>,
+    /// Raw clicks are not written: the disk is down to its reserve.
+    paused: bool,
+}
+
+impl LocalLog {
+    fn write(&mut self, batch: &[Click], counters: &Counters, stats: &Stats, failing: &mut bool) {
+        // Aggregates count every click, even ones the disk refused: the log is the export, the
+        // aggregates are what the API shows.
+        stats.add(batch);
+        let mut last = None;
+        for c in batch {
+            let day = c.at.div_euclid(DAY);
+            if last != Some(day) {
+                self.dirty.insert(day);
+                last = Some(day);
+            }
+        }
+        if self.paused {
+            counters
+                .unlogged
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            return;
+        }
+        let written = batch
+            .iter()
+            .try_for_each(|c| self.log.append(c))
+            .and_then(|()| self.log.flush());
+        match written {
+            Ok(()) => {
+                counters
+                    .written
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                if *failing {
+                    tracing::info!(dir = %self.dir.display(), "click log writable again");
+                    *failing = false;
+                }
+            }
+            Err(e) => {
+                counters
+                    .failed
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                if !*failing {
+                    tracing::error!(error = %e, "click log write failed; counting on, logging off until it works again");
+                    *failing = true;
+                }
+            }
+        }
+    }
+
+    /// Writes the summaries of the days that got clicks, as of the log's current position.
+    fn checkpoint(&mut self, stats: &Stats) {
+        self.last_checkpoint = std::time::Instant::now();
+        let at = match (self.pending.take(), self.log.position()) {
+            (_, Some(at)) => at,
+            (Some(at), None) => at,
+            (None, None) if self.dirty.is_empty() => return,
+            // Clicks counted while paused or failing, none written since start: their days are
+            // summarised as of before any raw file of this run.
+            (None, None) => (String::new(), 0),
+        };
+        if self.log.flush().is_err() {
+            return; // the write path reports it
+        }
+        match checkpoint::write(&self.dir, stats, &self.dirty, &at) {
+            Ok(()) => {
+                self.dirty.clear();
+                self.safe = Some(at);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "writing the click day summaries failed; will retry")
+            }
+        }
+    }
+
+    /// Whether a raw file may be deleted: closed, and all its clicks in summaries.
+    fn deletable(&self, name: &str) -> bool {
+        let stem = name.strip_suffix(".gz").unwrap_or(name);
+        if self.log.current_name() == Some(stem) {
+            return false;
+        }
+        match &self.safe {
+            Some((file, offset)) => stem < file.as_str() || (stem == file && *offset == u64::MAX),
+            None => false,
+        }
+    }
+
+    /// Checkpoints when due, compresses closed files, and keeps the raw log within its age,
+    /// its size cap and the disk's reserve, oldest files first.
+    fn maintain(&mut self, stats: &Stats, opts: &RecorderOptions, now: i64) {
+        let closed = self.log.take_closed();
+        if !closed.is_empty()
+            || self.pending.is_some()
+            || (!self.dirty.is_empty() && self.last_checkpoint.elapsed() >= opts.checkpoint_every)
+        {
+            self.checkpoint(stats);
+        }
+        for path in closed {
+            if let Err(e) = crate::log::compress(&path) {
+                tracing::warn!(error = %e, "compressing a closed click log failed");
+            }
+        }
+        if self
+            .last_check
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        let first = self.last_check.is_none();
+        self.last_check = Some(std::time::Instant::now());
+        let Ok(files) = crate::log::log_files(&self.dir) else {
+            return;
+        };
+        if first {
+            // Left uncompressed by an earlier run.
+            for (name, path, _) in &files {
+                if name.ends_with(".tsv") && self.log.current_name() != Some(name.as_str()) {
+                    if let Err(e) = crate::log::compress(path) {
+                        tracing::warn!(error = %e, "compressing a click log failed");
+                    }
+                }
+            }
+        }
+        let Ok(files) = crate::log::log_files(&self.dir) else {
+            return;
+        };
+        let mut total: u64 = files.iter().map(|f| f.2).sum::<u64>() + checkpoint::bytes(&self.dir);
+        let mut free = free_bytes(&self.dir);
+        if free.is_some_and(|f| f < opts.reserve_bytes) {
+            // Make everything closed deletable before deciding what goes.
+            self.checkpoint(stats);
+        }
+        let too_old = |name: &str| {
+            opts.log_retention.is_some_and(|keep| {
+                crate::log::file_day(name)
+                    .is_some_and(|d| (d + 1) * DAY <= now.saturating_sub(keep))
+            })
+        };
+        for (name, path, len) in &files {
+            let over_cap = opts.max_log_bytes.is_some_and(|max| total > max);
+            let short = free.is_some_and(|f| f < opts.reserve_bytes);
+            if !(too_old(name) || over_cap || short) {
+                // Files are in time order: the rest are newer still.
+                break;
+            }
+            if !self.deletable(name) {
+                continue;
+            }
+            match std::fs::remove_file(path) {
+                Ok(()) => {
+                    total = total.saturating_sub(*len);
+                    free = free.map(|f| f + len);
+                    tracing::info!(file = %path.display(), bytes = len, "removed a raw click log");
+                }
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "could not remove a click log")
+                }
+            }
+        }
+        let short = free.is_some_and(|f| f < opts.reserve_bytes);
+        if short != self.paused {
+            self.paused = short;
+            if short {
+                tracing::error!(
+                    reserve_bytes = opts.reserve_bytes,
+                    free_bytes = free.unwrap_or(0),
+                    "disk down to the reserve kept for the journal: raw clicks are no longer written (statistics go on)"
+                );
+            } else {
+                tracing::info!("room on the disk again: raw clicks are written again");
+            }
+        }
+    }
+}
+
+/// Free bytes for unprivileged writers on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 fn write_loop(
@@ -223,9 +482,12 @@ fn write_loop(
             pruned = std::time::Instant::now();
             let since = now.saturating_sub(keep);
             stats.forget_before(since);
-            if let Output::Log(_, dir) = &output {
-                if let Err(e) = crate::log::remove_before(dir, since) {
+            if let Output::Log(log) = &output {
+                if let Err(e) = crate::log::remove_before(&log.dir, since) {
                     tracing::warn!(error = %e, "could not remove old click logs");
+                }
+                if let Err(e) = checkpoint::remove_before(&log.dir, since.div_euclid(DAY)) {
+                    tracing::warn!(error = %e, "could not remove old day summaries");
                 }
             }
         }
@@ -245,9 +507,7 @@ fn write_loop(
         // a redirect thread sharing this core would wait behind.
         for slice in batch.chunks(512) {
             match &mut output {
-                Output::Log(log, dir) => {
-                    write_batch(slice, log, dir, counters, stats, &mut failing)
-                }
+                Output::Log(log) => log.write(slice, counters, stats, &mut failing),
                 Output::Forward(f) => {
                     let counter = if f.forward(slice) {
                         &counters.written
@@ -258,6 +518,9 @@ fn write_loop(
                 }
             }
             std::thread::yield_now();
+        }
+        if let Output::Log(log) = &mut output {
+            log.maintain(stats, opts, now);
         }
         if got > 0 {
             batch.clear();
@@ -276,47 +539,11 @@ fn write_loop(
             std::thread::sleep(opts.poll_every);
         }
     }
-    if let Output::Log(log, _) = &mut output {
-        if let Err(e) = log.flush() {
+    if let Output::Log(log) = &mut output {
+        if let Err(e) = log.log.flush() {
             tracing::error!(error = %e, "click log flush at shutdown failed");
         }
-    }
-}
-
-fn write_batch(
-    batch: &[Click],
-    log: &mut LogWriter,
-    dir: &Path,
-    counters: &Counters,
-    stats: &Stats,
-    failing: &mut bool,
-) {
-    // Aggregates count every click, even ones the disk refused: the log is the export, the
-    // aggregates are what the API shows.
-    stats.add(batch);
-    let written = batch
-        .iter()
-        .try_for_each(|c| log.append(c))
-        .and_then(|()| log.flush());
-    match written {
-        Ok(()) => {
-            counters
-                .written
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            if *failing {
-                tracing::info!(dir = %dir.display(), "click log writable again");
-                *failing = false;
-            }
-        }
-        Err(e) => {
-            counters
-                .failed
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            if !*failing {
-                tracing::error!(error = %e, "click log write failed; counting on, logging off until it works again");
-                *failing = true;
-            }
-        }
+        log.checkpoint(stats);
     }
 }
 
@@ -367,6 +594,127 @@ mod tests {
         let left = std::fs::read_dir(&dir).expect("dir").count();
         // Only the file the new writer may have opened for today can remain.
         assert!(left <= 1, "{left} files left");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn fresh(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("dl-clicks-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn totals(rec: &Recorder, from: i64, to: i64) -> (u64, u64) {
+        let r = rec.stats().report("d.cn", "c", from, to, 3);
+        (r.human, r.bot)
+    }
+
+    /// Raw clicks go (by age, by the size cap) while the statistics they fed stay, across
+    /// restarts, counted once; closed files are compressed and still read.
+    #[test]
+    fn raw_logs_go_before_the_statistics_and_restarts_count_once() {
+        let dir = fresh("raw");
+        let now = duanlian_link::now_secs();
+        let today = now.div_euclid(DAY);
+        let opts = || RecorderOptions {
+            max_file_bytes: 2_000,
+            log_retention: Some(10 * DAY),
+            reserve_bytes: 0,
+            ..RecorderOptions::default()
+        };
+        let (rec, writer, _) = Recorder::start(&dir, opts()).expect("start");
+        let ip = "192.0.2.1".parse().expect("ip");
+        // 40 days ago to today, 50 clicks a day, in time order.
+        let mut sent = 0;
+        for day in (today - 40)..=today {
+            for i in 0..50 {
+                let device = if i % 10 == 0 {
+                    Device::Bot
+                } else {
+                    Device::Mobile
+                };
+                rec.record(Click::new(
+                    day * DAY + i,
+                    "d.cn",
+                    "c",
+                    Some(b"https://weibo.com/"),
+                    device,
+                    ip,
+                ));
+                sent += 1;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        writer.finish();
+        assert_eq!(rec.written(), sent);
+        let before = totals(&rec, today - 40, today);
+        assert_eq!(before, (sent * 9 / 10, sent / 10));
+        let names = || -> Vec<String> {
+            crate::log::log_files(&dir)
+                .expect("files")
+                .into_iter()
+                .map(|f| f.0)
+                .collect()
+        };
+        // Restarts: the summaries hold what the deleted raw files held; nothing twice.
+        for _ in 0..2 {
+            let (again, writer, _) = Recorder::start(&dir, opts()).expect("restart");
+            std::thread::sleep(Duration::from_millis(200));
+            writer.finish();
+            assert_eq!(totals(&again, today - 40, today), before);
+            let r = again.stats().report("d.cn", "c", today - 40, today, 3);
+            assert_eq!(r.referrers[0], ("weibo.com".to_owned(), sent * 9 / 10));
+        }
+        let left = names();
+        let oldest = left.first().expect("a raw file");
+        let oldest_day = crate::log::file_day(oldest).expect("day");
+        assert!(
+            oldest_day >= today - 11,
+            "raw files older than 10 days remain: {left:?}"
+        );
+        assert!(
+            left.iter().filter(|n| n.ends_with(".tsv")).count() <= 1,
+            "{left:?}"
+        );
+        // The size cap: the oldest raw files go; the statistics stay.
+        let capped = RecorderOptions {
+            max_log_bytes: Some(1),
+            ..opts()
+        };
+        let (again, writer, _) = Recorder::start(&dir, capped).expect("restart");
+        std::thread::sleep(Duration::from_millis(200));
+        writer.finish();
+        assert_eq!(totals(&again, today - 40, today), before);
+        assert!(names().is_empty(), "{:?}", names());
+        let (again, writer, _) = Recorder::start(&dir, opts()).expect("restart");
+        writer.finish();
+        assert_eq!(totals(&again, today - 40, today), before);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Below the disk's reserve raw clicks stop being written but are still counted.
+    #[test]
+    fn the_reserve_stops_raw_clicks_not_statistics() {
+        let dir = fresh("reserve");
+        let opts = RecorderOptions {
+            reserve_bytes: u64::MAX,
+            ..RecorderOptions::default()
+        };
+        let (rec, writer, _) = Recorder::start(&dir, opts).expect("start");
+        std::thread::sleep(Duration::from_millis(150));
+        let ip = "192.0.2.1".parse().expect("ip");
+        let now = duanlian_link::now_secs();
+        for i in 0..20 {
+            rec.record(Click::new(now + i, "d.cn", "c", None, Device::Mobile, ip));
+        }
+        writer.finish();
+        assert_eq!((rec.written(), rec.unlogged()), (0, 20));
+        let day = now.div_euclid(DAY);
+        assert_eq!(totals(&rec, day, day + 1).0, 20);
+        // The day summary keeps them across a restart with no raw log at all.
+        let (again, writer, _) =
+            Recorder::start(&dir, RecorderOptions::default()).expect("restart");
+        writer.finish();
+        assert_eq!(totals(&again, day, day + 1).0, 20);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -124,6 +124,65 @@ impl Stats {
         }
     }
 
+    /// Appends day `day`'s aggregates in the day-summary text form (see [`crate::checkpoint`]):
+    /// an `L` line per link (`L domain code mobile desktop other bot`, tab-separated, counts in
+    /// [`Device::index`] order), each followed by its `R host count` referrer lines.
+    pub(crate) fn write_day(&self, day: i64, out: &mut Vec<u8>) {
+        use std::io::Write;
+        let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, days) in links.iter() {
+            let Some(d) = days.all().find(|d| d.day == day) else {
+                continue;
+            };
+            let [a, b, c, e] = d.devices;
+            // Writing into a Vec cannot fail.
+            let _ = writeln!(out, "L\t{key}\t{a}\t{b}\t{c}\t{e}");
+            for (host, n) in d.referrers.iter().flat_map(|r| r.iter()) {
+                let _ = writeln!(out, "R\t{host}\t{n}");
+            }
+        }
+    }
+
+    /// Adds the aggregates of a day summary written by [`Stats::write_day`]; `None` names the
+    /// first line that is not one.
+    pub(crate) fn add_day(&self, day: i64, text: &str) -> Result<(), usize> {
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        let mut current: Option<Box<str>> = None;
+        for (n, line) in text.lines().enumerate() {
+            let fields: Vec<&str> = line.split('\t').collect();
+            match fields.as_slice() {
+                ["L", domain, code, counts @ ..] if counts.len() == 4 => {
+                    let mut devices = [0u64; 4];
+                    for (slot, c) in devices.iter_mut().zip(counts) {
+                        *slot = c.parse().map_err(|_| n + 1)?;
+                    }
+                    let key: Box<str> = format!("{domain}\t{code}").into();
+                    let days = links.entry(key.clone()).or_insert_with(|| Days {
+                        earlier: Vec::new(),
+                        latest: Day::new(day),
+                    });
+                    let entry = days.get_mut(day);
+                    for (sum, c) in entry.devices.iter_mut().zip(devices) {
+                        *sum += c;
+                    }
+                    current = Some(key);
+                }
+                ["R", host, count] => {
+                    let count: u64 = count.parse().map_err(|_| n + 1)?;
+                    let key = current.as_deref().ok_or(n + 1)?;
+                    let Some(days) = links.get_mut(key) else {
+                        return Err(n + 1);
+                    };
+                    let referrers = days.get_mut(day).referrers.get_or_insert_with(Box::default);
+                    *referrers.entry((*host).into()).or_default() += count;
+                }
+                [""] => {}
+                _ => return Err(n + 1),
+            }
+        }
+        Ok(())
+    }
+
     /// Forgets every day before the one `since` (UTC seconds) falls on, and links left with none.
     pub fn forget_before(&self, since: i64) {
         let first = since.div_euclid(DAY);

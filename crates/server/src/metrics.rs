@@ -52,6 +52,7 @@ pub struct Metrics {
     reloads: Family<Outcome, Counter>,
     compactions: Family<Compaction, Counter>,
     clicks: Family<Outcome, Counter>,
+    click_log_bytes: Gauge,
     click_source: std::sync::OnceLock<Arc<duanlian_clicks::Recorder>>,
     /// A cluster node's gauges and where to read them.
     cluster: Option<([Gauge; 4], Arc<duanlian_cluster::Cluster>)>,
@@ -142,8 +143,13 @@ impl Metrics {
         let clicks = Family::<Outcome, Counter>::default();
         registry.register(
             "clicks",
-            "Click events, by fate (written to the click log, dropped because the queue was full, failed to write)",
+            "Click events, by fate (written to the click log, dropped because the queue was full, failed to write, unlogged to keep the disk's reserve: counted in the statistics only)",
             clicks.clone(),
+        );
+        let click_log_bytes = gauge(
+            &mut registry,
+            "click_log_bytes",
+            "Bytes the click log takes on disk: raw files and day summaries",
         );
 
         Metrics {
@@ -151,6 +157,7 @@ impl Metrics {
             reloads,
             compactions,
             clicks,
+            click_log_bytes,
             click_source: std::sync::OnceLock::new(),
             redirect: counter("redirect"),
             not_found: counter("not_found"),
@@ -266,10 +273,12 @@ impl Metrics {
                 ("written", rec.written()),
                 ("dropped", rec.dropped()),
                 ("failed", rec.failed()),
+                ("unlogged", rec.unlogged()),
             ] {
                 let c = self.clicks.get_or_create(&Outcome { outcome });
                 c.inc_by(now.saturating_sub(c.get()));
             }
+            self.click_log_bytes.set(rec.log_bytes() as i64);
         }
         let snap = index.snapshot();
         self.links
