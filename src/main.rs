@@ -6,6 +6,7 @@ mod clicks;
 mod cluster;
 mod config;
 mod import;
+mod journal_cmd;
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -60,6 +61,9 @@ enum Command {
     /// Visit statistics: the click log.
     #[command(subcommand)]
     Clicks(ClicksCmd),
+    /// Find and get past damage in a data directory's journal (the server must not be running).
+    #[command(subcommand)]
+    Journal(journal_cmd::JournalCommand),
     /// The benchmark floor: the same server answering one fixed 302 without any lookup.
     #[command(hide = true)]
     BenchFloor {
@@ -351,6 +355,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
         }
         Command::Config(ConfigCmd::Check { file }) => config_check(&file),
         Command::Clicks(ClicksCmd::Export(args)) => clicks::export(&args),
+        Command::Journal(cmd) => journal_cmd::run(&cmd),
         Command::BenchFloor { listen, threads } => {
             let location = hyper::header::HeaderValue::from_static(
                 "https://shop.example.com/item/123456789?utm_source=sms&utm_campaign=c123",

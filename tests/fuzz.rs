@@ -223,7 +223,15 @@ fn damaged_journals_are_refused_never_a_panic() {
         std::fs::create_dir_all(&journal).expect("mkdir");
         std::fs::write(journal.join(&name), mutate(&segment, &e, 0)).expect("write");
         let _ = duanlian_journal::read(&journal, 0, u64::MAX, |_| {});
+        let _ = duanlian_journal::check(&journal, 0);
         let _ = duanlian_journal::Journal::open(&journal, 0, Default::default(), |_| {});
+        // Whatever the damage, a salvage leaves a journal that opens.
+        if duanlian_journal::salvage(&journal, 0, duanlian_journal::SalvageMode::SkipDamaged)
+            .is_ok()
+        {
+            let opened = duanlian_journal::Journal::open(&journal, 0, Default::default(), |_| {});
+            prop_assert!(opened.is_ok(), "{:?}", opened.err());
+        }
         let _ = std::fs::remove_dir_all(&dir);
         Ok(())
     })

@@ -1,6 +1,9 @@
 use std::{fmt, io, path::PathBuf};
 
 /// What went wrong with the journal.
+///
+/// Every variant says its cause in its message; `source()` adds nothing, so a chain printed
+/// with `{:#}` does not repeat the OS error.
 #[derive(Debug)]
 pub enum JournalError {
     /// Reading, writing or syncing a file failed.
@@ -17,6 +20,21 @@ pub enum JournalError {
         /// Byte offset of the damaged record in that file.
         offset: u64,
         /// What is wrong with it.
+        reason: String,
+    },
+    /// The list of sequence numbers a salvage skipped (`gaps` in the journal directory) is
+    /// damaged: which breaks in the sequence are intended is unknown, so none are accepted.
+    GapList {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A salvage could not be carried out; the original journal is untouched.
+    Salvage {
+        /// The journal directory.
+        path: PathBuf,
+        /// Why.
         reason: String,
     },
     /// An earlier write or sync failed, so this journal takes no more writes: whether that
@@ -37,6 +55,12 @@ impl fmt::Display for JournalError {
                 "{}: corrupt record at offset {offset}: {reason}",
                 path.display()
             ),
+            JournalError::GapList { path, reason } => {
+                write!(f, "{}: damaged gap list: {reason}", path.display())
+            }
+            JournalError::Salvage { path, reason } => {
+                write!(f, "{}: cannot salvage: {reason}", path.display())
+            }
             JournalError::Failed => {
                 f.write_str("the journal stopped taking writes after a failed write or fsync")
             }
@@ -44,14 +68,7 @@ impl fmt::Display for JournalError {
     }
 }
 
-impl std::error::Error for JournalError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            JournalError::Io { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
+impl std::error::Error for JournalError {}
 
 pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(io::Error) -> JournalError + '_ {
     move |source| JournalError::Io {

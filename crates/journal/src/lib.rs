@@ -5,6 +5,12 @@
 //! first sequence number. Reading the journal back is the change feed an index replays at start;
 //! compaction folds a prefix of it into a snapshot and then drops those segments.
 //!
+//! Damage in the middle of the journal (a flipped bit, a bad sector) makes opening refuse, since
+//! a damaged record may be an acknowledged write. [`check`] reports every damaged region with
+//! the sequence numbers it held, and [`salvage`] rebuilds the journal from the intact records
+//! in one of two [`SalvageMode`]s, keeping the original directory and the damaged bytes
+//! (in [`quarantine_dir`]).
+//!
 //! The journal is single-owner and synchronous: one writer calls [`Journal::write`] with a group of
 //! records, which costs one `write` and one `fdatasync` however many records the group holds. The
 //! caller decides how to gather groups (the store does group commit).
@@ -29,7 +35,15 @@
 
 mod codec;
 mod error;
+mod files;
+mod gaps;
+mod quarantine;
+mod salvage;
 mod segment;
 
 pub use error::JournalError;
+pub use quarantine::quarantine_dir;
+pub use salvage::{
+    check, salvage, CheckReport, Damage, SalvageMode, SalvageReport, SeqRange, TornTail,
+};
 pub use segment::{read, Journal, Options, Record};

@@ -12,21 +12,68 @@
 //! ```
 //!
 //! Recovery: a crash can only damage the end of the last segment, where a group write was cut
-//! short. So damage that reaches the end of the last segment (a header or payload cut short, or
-//! a final record whose payload checksum fails) is a torn write: it is cut off with a log line.
+//! short. So damage that reaches the end of the last segment (a header or payload cut short, a
+//! zero-filled tail) is a torn write: it is cut off with a log line. A final record that is all
+//! there (a valid header and every payload byte) but fails its payload checksum is not torn:
+//! it was written whole and then damaged, so it may have been acknowledged. It is cut off too,
+//! so the node comes up, but only after its bytes are copied into the quarantine
+//! (`crate::quarantine`), and it is logged as an error with its sequence number.
 //! Damage anywhere else — a bad header checksum with data behind it, a bad payload followed by
-//! more records, a gap in the sequence — is corruption, and opening refuses with file and offset.
+//! more records, a gap in the sequence that the gap list (`crate::gaps`) does not name — is
+//! corruption, and opening refuses with file and offset; `check` and `salvage` take it from
+//! there.
 use crate::codec;
 use crate::error::{io_err, JournalError};
+use crate::files::{fsync_dir, parent, sibling};
+use crate::gaps::Gaps;
+use crate::quarantine;
 use duanlian_link::Change;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 8] = b"DLJRNL01";
-const RECORD_HEADER: usize = 20;
+pub(crate) const MAGIC: &[u8; 8] = b"DLJRNL01";
+pub(crate) const RECORD_HEADER: usize = 20;
 /// No record is larger: a batch of 10,000 links of 4 KiB URLs fits with room to spare.
-const MAX_PAYLOAD: usize = 64 << 20;
+pub(crate) const MAX_PAYLOAD: usize = 64 << 20;
+/// No record is smaller: a header and a payload of zero changes (just its count).
+pub(crate) const MIN_RECORD: usize = RECORD_HEADER + 4;
+
+/// A record header whose checksum holds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Header {
+    pub(crate) len: usize,
+    pub(crate) seq: u64,
+    pub(crate) payload_crc: u32,
+}
+
+/// What the bytes at a record's position hold.
+pub(crate) enum HeaderAt {
+    /// Fewer bytes than a header.
+    Short,
+    /// The header checksum fails.
+    BadChecksum,
+    /// A header that can be trusted (its length may still be over the limit).
+    Valid(Header),
+}
+
+/// Reads the record header at the start of `rest`.
+pub(crate) fn header_at(rest: &[u8]) -> HeaderAt {
+    let Some(h) = rest.get(..RECORD_HEADER) else {
+        return HeaderAt::Short;
+    };
+    let word = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+    let mut w8 = [0u8; 8];
+    w8.copy_from_slice(&h[4..12]);
+    if crc32c::crc32c(&h[..12]) != word(12) {
+        return HeaderAt::BadChecksum;
+    }
+    HeaderAt::Valid(Header {
+        len: word(0) as usize,
+        seq: u64::from_le_bytes(w8),
+        payload_crc: word(16),
+    })
+}
 
 /// One journal record: a sequence number and the changes written under it, all or nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,12 +115,12 @@ pub struct Journal {
     buf: Vec<u8>,
 }
 
-fn segment_name(first_seq: u64) -> String {
+pub(crate) fn segment_name(first_seq: u64) -> String {
     format!("{first_seq:020}.log")
 }
 
 /// The segments in `dir`, by first sequence number.
-fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
+pub(crate) fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_err(dir))? {
         let entry = entry.map_err(io_err(dir))?;
@@ -89,21 +136,33 @@ fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
     Ok(out)
 }
 
-fn fsync_dir(dir: &Path) -> Result<(), JournalError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
-}
-
 /// What scanning one segment found.
 struct Scan {
     /// Where the valid records end.
     valid_len: u64,
-    /// Why the rest was cut, when it was.
-    torn: Option<String>,
+    /// What is past them at the end of the last segment, when something is.
+    tail: Option<Tail>,
 }
 
-/// Reads the records of one segment, calling `on` for those with `seq > after`.
+/// The end of the last segment, past its valid records.
+enum Tail {
+    /// A write cut short by a crash: it was never acknowledged.
+    Torn(String),
+    /// A whole record (exactly to the end of the file) whose payload checksum fails: damaged
+    /// after it was written, so possibly acknowledged.
+    Damaged { seq: u64, reason: String },
+}
+
+impl Tail {
+    fn reason(&self) -> &str {
+        match self {
+            Tail::Torn(why) | Tail::Damaged { reason: why, .. } => why,
+        }
+    }
+}
+
+/// Reads the records of one segment, calling `on` for those with `after < seq <= through`.
+#[allow(clippy::too_many_arguments)]
 fn scan(
     path: &Path,
     first_seq: u64,
@@ -111,6 +170,7 @@ fn scan(
     expect_seq: &mut u64,
     after: u64,
     through: u64,
+    gaps: &Gaps,
     on: &mut dyn FnMut(Record),
 ) -> Result<Scan, JournalError> {
     let bytes = fs::read(path).map_err(io_err(path))?;
@@ -122,7 +182,7 @@ fn scan(
     let torn = |offset: usize, why: &str| {
         Ok(Scan {
             valid_len: offset as u64,
-            torn: Some(why.to_owned()),
+            tail: Some(Tail::Torn(why.to_owned())),
         })
     };
     if bytes.len() < MAGIC.len() {
@@ -139,8 +199,10 @@ fn scan(
         ));
     }
     // A segment may start past the expected sequence only where the records skipped are in the
-    // snapshot already (a compaction that stopped before removing old segments).
-    if first_seq != *expect_seq && !(first_seq > *expect_seq && first_seq <= after + 1) {
+    // snapshot already (a compaction that stopped before removing old segments), or a salvage
+    // listed them as lost, or both (the listing starts after the snapshot).
+    let skip_ok = first_seq <= after + 1 || gaps.bridges((*expect_seq).max(after + 1), first_seq);
+    if first_seq != *expect_seq && !(first_seq > *expect_seq && skip_ok) {
         return Err(corrupt(
             0,
             format!("segment starts at sequence {first_seq}, expected {expect_seq}"),
@@ -156,35 +218,39 @@ fn scan(
             }
             return Err(corrupt(off, "record header cut short".into()));
         }
-        let mut w4 = [0u8; 4];
-        let mut w8 = [0u8; 8];
-        w4.copy_from_slice(&rest[0..4]);
-        let len = u32::from_le_bytes(w4) as usize;
-        w8.copy_from_slice(&rest[4..12]);
-        let seq = u64::from_le_bytes(w8);
-        w4.copy_from_slice(&rest[12..16]);
-        let header_crc = u32::from_le_bytes(w4);
-        w4.copy_from_slice(&rest[16..20]);
-        let payload_crc = u32::from_le_bytes(w4);
-        if crc32c::crc32c(&rest[..12]) != header_crc {
-            // Preallocated or delayed-allocation tails read back as zeros after a crash.
-            if is_last && rest.iter().all(|&b| b == 0) {
-                return torn(off, "zero-filled tail");
+        let Header {
+            len,
+            seq,
+            payload_crc,
+        } = match header_at(rest) {
+            HeaderAt::Valid(h) => h,
+            // The length check above makes a short header impossible here.
+            HeaderAt::Short | HeaderAt::BadChecksum => {
+                // Preallocated or delayed-allocation tails read back as zeros after a crash.
+                if is_last && rest.iter().all(|&b| b == 0) {
+                    return torn(off, "zero-filled tail");
+                }
+                return Err(corrupt(off, "record header checksum mismatch".into()));
             }
-            return Err(corrupt(off, "record header checksum mismatch".into()));
-        }
+        };
         if len > MAX_PAYLOAD {
             return Err(corrupt(
                 off,
                 format!("record length {len} is over the limit"),
             ));
         }
-        if seq != *expect_seq {
+        if seq != *expect_seq && !(seq > *expect_seq && gaps.bridges(*expect_seq, seq)) {
             return Err(corrupt(
                 off,
                 format!("sequence {seq}, expected {expect_seq}"),
             ));
         }
+        // Only a listed gap can carry the sequence past `through` here; checked after the
+        // jump itself, so a wrong number is reported rather than taken as the end.
+        if seq > through {
+            break;
+        }
+        *expect_seq = seq;
         let end = off + RECORD_HEADER + len;
         if end > bytes.len() {
             if is_last {
@@ -195,7 +261,13 @@ fn scan(
         let payload = &bytes[off + RECORD_HEADER..end];
         if crc32c::crc32c(payload) != payload_crc {
             if is_last && end == bytes.len() {
-                return torn(off, "last record's payload checksum mismatch");
+                return Ok(Scan {
+                    valid_len: off as u64,
+                    tail: Some(Tail::Damaged {
+                        seq,
+                        reason: "last record's payload checksum mismatch".into(),
+                    }),
+                });
             }
             return Err(corrupt(off, "record payload checksum mismatch".into()));
         }
@@ -208,7 +280,7 @@ fn scan(
     }
     Ok(Scan {
         valid_len: off as u64,
-        torn: None,
+        tail: None,
     })
 }
 
@@ -223,18 +295,32 @@ pub fn read(
     mut on: impl FnMut(Record),
 ) -> Result<u64, JournalError> {
     let segments = list(dir)?;
+    let gaps = Gaps::load(dir)?;
     let mut expect = segments.first().map_or(after + 1, |s| s.0);
     for (i, (first, path)) in segments.iter().enumerate() {
         if *first > through {
             break;
         }
         let is_last = i + 1 == segments.len();
-        let scan = scan(path, *first, is_last, &mut expect, after, through, &mut on)?;
-        if let Some(why) = scan.torn {
+        let scan = scan(
+            path,
+            *first,
+            is_last,
+            &mut expect,
+            after,
+            through,
+            &gaps,
+            &mut on,
+        )?;
+        if let Some(tail) = scan.tail {
+            let hint = match tail {
+                Tail::Torn(_) => "open the journal to repair a torn tail",
+                Tail::Damaged { .. } => "opening the journal moves it to the quarantine",
+            };
             return Err(JournalError::Corrupt {
                 path: path.clone(),
                 offset: scan.valid_len,
-                reason: format!("{why} (open the journal to repair a torn tail)"),
+                reason: format!("{} ({hint})", tail.reason()),
             });
         }
     }
@@ -244,17 +330,25 @@ pub fn read(
 impl Journal {
     /// Opens (or creates) the journal in `dir`, replaying every record with `seq > after` into
     /// `on`, in order. `after` is the sequence the caller's snapshot already includes; a journal
-    /// that starts later than `after + 1` is missing records and refuses to open.
+    /// that starts later than `after + 1` is missing records and refuses to open (unless a
+    /// [`salvage`](crate::salvage()) listed exactly those as lost).
+    ///
+    /// A torn write at the end is cut off. A whole last record that fails its checksum is cut
+    /// off as well, after its bytes are copied into [`quarantine_dir`](crate::quarantine_dir)
+    /// and logged as an error. If `dir` is missing because a salvage stopped between moving
+    /// the damaged journal aside and moving the salvaged one in, the swap is finished first.
     pub fn open(
         dir: &Path,
         after: u64,
         opts: Options,
         mut on: impl FnMut(Record),
     ) -> Result<Journal, JournalError> {
+        finish_salvage(dir)?;
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let segments = list(dir)?;
+        let mut gaps = Gaps::load(dir)?;
         let mut expect = segments.first().map_or(after + 1, |s| s.0);
-        if expect > after + 1 {
+        if expect > after + 1 && !gaps.bridges(after + 1, expect) {
             return Err(JournalError::Corrupt {
                 path: segments[0].1.clone(),
                 offset: 0,
@@ -266,16 +360,40 @@ impl Journal {
         let mut tail: Option<(PathBuf, u64)> = None;
         for (i, (first, path)) in segments.iter().enumerate() {
             let is_last = i + 1 == segments.len();
-            let scan = scan(path, *first, is_last, &mut expect, after, u64::MAX, &mut on)?;
-            if let Some(why) = &scan.torn {
+            let scan = scan(
+                path,
+                *first,
+                is_last,
+                &mut expect,
+                after,
+                u64::MAX,
+                &gaps,
+                &mut on,
+            )?;
+            if let Some(end) = &scan.tail {
                 let cut = fs::metadata(path).map_err(io_err(path))?.len() - scan.valid_len;
-                tracing::warn!(
-                    file = %path.display(),
-                    offset = scan.valid_len,
-                    bytes = cut,
-                    reason = %why,
-                    "journal: cutting off a torn write at the end"
-                );
+                match end {
+                    Tail::Torn(why) => tracing::warn!(
+                        file = %path.display(),
+                        offset = scan.valid_len,
+                        bytes = cut,
+                        reason = %why,
+                        "journal: cutting off a torn write at the end"
+                    ),
+                    Tail::Damaged { seq, reason } => {
+                        let kept = quarantine_tail(dir, path, scan.valid_len, *seq, reason)?;
+                        tracing::error!(
+                            seq = *seq,
+                            file = %path.display(),
+                            offset = scan.valid_len,
+                            bytes = cut,
+                            reason = %reason,
+                            quarantine = %kept.display(),
+                            "journal: the last record is damaged (whole, but its checksum fails): \
+                             its changes are lost; the bytes are kept in the quarantine"
+                        );
+                    }
+                }
                 let f = OpenOptions::new()
                     .write(true)
                     .open(path)
@@ -286,6 +404,10 @@ impl Journal {
             if is_last {
                 tail = Some((path.clone(), scan.valid_len));
             }
+        }
+        // Once the segments around a listed gap are gone, nothing can jump across it again.
+        if gaps.prune(after, segments.first().map(|s| s.0)) {
+            gaps.store(dir)?;
         }
         // Records at or below `after` are in the snapshot already: sequence numbers go on from
         // whichever is larger.
@@ -428,6 +550,48 @@ impl Journal {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// Copies the damaged last record (`from` to the end of `path`) into the quarantine.
+fn quarantine_tail(
+    dir: &Path,
+    path: &Path,
+    from: u64,
+    seq: u64,
+    reason: &str,
+) -> Result<PathBuf, JournalError> {
+    let bytes = fs::read(path).map_err(io_err(path))?;
+    let start = usize::try_from(from)
+        .unwrap_or(bytes.len())
+        .min(bytes.len());
+    quarantine::put(
+        dir,
+        &quarantine::Entry {
+            source: path,
+            offset: from,
+            bytes: &bytes[start..],
+            seqs: Some(crate::SeqRange::one(seq)),
+            reason,
+        },
+    )
+}
+
+/// Finishes a salvage that stopped after moving the damaged journal aside but before moving the
+/// salvaged one in (`dir` missing, its complete replacement waiting beside it). Without this,
+/// opening would start an empty journal and the records would be silently gone.
+pub(crate) fn finish_salvage(dir: &Path) -> Result<(), JournalError> {
+    let ready = sibling(dir, crate::salvage::SALVAGED_SUFFIX);
+    if fs::symlink_metadata(dir).is_ok() || !ready.is_dir() {
+        return Ok(());
+    }
+    fs::rename(&ready, dir).map_err(io_err(dir))?;
+    fsync_dir(&parent(dir))?;
+    tracing::warn!(
+        dir = %dir.display(),
+        from = %ready.display(),
+        "journal: finished an interrupted salvage by moving the salvaged journal into place"
+    );
+    Ok(())
 }
 
 fn create_segment(dir: &Path, first_seq: u64) -> Result<(File, PathBuf), JournalError> {
