@@ -35,15 +35,15 @@ pub(crate) fn forward_query_flags(f: duanlian_link::ForwardQuery) -> u16 {
     }
 }
 
-/// The query forwarding a record's flags say.
+/// The query forwarding a record's flags say. A table rather than branches: this runs on every
+/// redirect, inside a lookup that must stay small enough to inline.
+#[inline]
 pub(crate) fn forward_query_of(flags: u16) -> duanlian_link::ForwardQuery {
-    if flags & NO_FORWARD_QUERY != 0 {
-        duanlian_link::ForwardQuery::Off
-    } else if flags & QUERY_OVERRIDE != 0 {
-        duanlian_link::ForwardQuery::Override
-    } else {
-        duanlian_link::ForwardQuery::Add
-    }
+    use duanlian_link::ForwardQuery::{Add, Off, Override};
+    const BY_BITS: [duanlian_link::ForwardQuery; 4] = [Add, Off, Override, Off];
+    let no_forward = usize::from(flags & NO_FORWARD_QUERY != 0);
+    let override_ = usize::from(flags & QUERY_OVERRIDE != 0);
+    BY_BITS[no_forward | override_ << 1]
 }
 
 /// The archived root (format version 4): an open-addressing table with linear probing over

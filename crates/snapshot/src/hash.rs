@@ -45,7 +45,7 @@ fn absorb(mut h: u64, bytes: &[u8]) -> u64 {
 
 /// Hashes `(domain, code)` with the table's seed (random per snapshot, so crafted codes cannot
 /// be made to collide in a file whose seed the attacker does not know).
-#[inline]
+#[inline(always)]
 pub(crate) fn key_hash(seed: u64, domain: &[u8], code: &[u8]) -> u64 {
     // The lengths go in first so ("ab","c") and ("a","bc") hash apart.
     let lens = (domain.len() as u64) << 32 | code.len() as u64;
