@@ -1,6 +1,6 @@
 //! Durability through the real binary: kill -9 under concurrent writes, damaged journals,
 //! compaction under redirect load.
-use crate::util::{random_u64, s, KeepAlive, Server, TempDir};
+use crate::util::{metric, random_u64, s, KeepAlive, Server, TempDir};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -325,29 +325,45 @@ fn compaction_under_redirect_load_fails_nothing() {
     );
 }
 
+/// A small tmpfs inside `dir` (a disk that fills up), unmounted on drop. Needs root, as CI has.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &TempDir, size: &str) -> Tmpfs {
+        let mnt = dir.path("tiny");
+        std::fs::create_dir_all(&mnt).expect("mkdir");
+        let mounted = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                s(&mnt),
+            ])
+            .status()
+            .is_ok_and(|st| st.success());
+        assert!(
+            mounted,
+            "this test mounts a small tmpfs and needs root (CI runs as root)"
+        );
+        Tmpfs(mnt)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
 /// A failed journal write (here: the disk is full) answers 503 and stops all writes, and never
 /// reports an unknown outcome as success; redirects go on, and a restart keeps every 201.
 #[test]
 fn a_failed_journal_write_stops_writes_with_503() {
     let dir = TempDir::new();
-    let mnt = dir.path("tiny");
-    std::fs::create_dir_all(&mnt).expect("mkdir");
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=512k", "tmpfs", s(&mnt)])
-        .status()
-        .is_ok_and(|st| st.success());
-    assert!(
-        mounted,
-        "this test mounts a small tmpfs and needs root (CI runs as root)"
-    );
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(mnt.clone());
-    let data = mnt.join("data");
+    let tiny = Tmpfs::mount(&dir, "512k");
+    let data = tiny.0.join("data");
     let srv = start(&data);
     let mut acked = Vec::new();
     let mut first_failure = None;
@@ -402,24 +418,8 @@ fn a_failed_journal_write_stops_writes_with_503() {
 #[test]
 fn compaction_on_a_full_disk_is_503_and_the_node_stays_consistent() {
     let dir = TempDir::new();
-    let mnt = dir.path("tiny");
-    std::fs::create_dir_all(&mnt).expect("mkdir");
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs", s(&mnt)])
-        .status()
-        .is_ok_and(|st| st.success());
-    assert!(
-        mounted,
-        "this test mounts a small tmpfs and needs root (CI runs as root)"
-    );
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(mnt.clone());
-    let data = mnt.join("data");
+    let tiny = Tmpfs::mount(&dir, "1m");
+    let data = tiny.0.join("data");
     let srv = start(&data);
     // About 600 KiB of journal: the snapshot folding it in does not fit beside it.
     let mut acked = Vec::new();
@@ -454,14 +454,6 @@ fn compaction_on_a_full_disk_is_503_and_the_node_stays_consistent() {
         assert_eq!(r.header("location"), Some(url.as_str()), "{code}");
     }
     srv.kill9();
-}
-
-/// The value of a metric line `NAME VALUE` (labels included in NAME), or 0.
-fn metric(srv: &Server, name: &str) -> f64 {
-    let body = srv.api("GET", "/metrics", None, None).body;
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// Nothing bounded the journal or the overlay under steady creates. Now a node compacts by

@@ -1,6 +1,6 @@
 //! Inputs a hostile user or an unlucky operator sends, through the real binary: each test
 //! reproduces something that once hung, lost data or misled, and shows what happens now.
-use crate::util::{run, s, stderr, Server, TempDir};
+use crate::util::{metric, run, s, stderr, Server, TempDir};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -305,14 +305,6 @@ fn a_second_server_on_the_same_ports_refuses_to_start() {
     }
     let r = first.api("GET", "/api/v1/links?limit=1", Some(KEY), None);
     assert_eq!(r.status, 200);
-}
-
-/// The value of a metric line `NAME VALUE` (labels included in NAME), or 0.
-fn metric(srv: &Server, name: &str) -> f64 {
-    let body = srv.api("GET", "/metrics", None, None).body;
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// Raw clicks once grew without bound on the journal's disk. Below the reserve they stop being

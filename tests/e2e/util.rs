@@ -355,6 +355,15 @@ impl Response {
     }
 }
 
+/// The value of the metric line `NAME VALUE` on `srv`'s `/metrics` (labels included in NAME),
+/// or 0 when there is none.
+pub(crate) fn metric(srv: &Server, name: &str) -> f64 {
+    let body = srv.api("GET", "/metrics", None, None).body;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// One keep-alive connection that sends requests and reads exactly one response each.
 pub(crate) struct KeepAlive {
     stream: BufReader<TcpStream>,

@@ -1,6 +1,8 @@
 //! Journal recovery: torn tails are cut, damage anywhere else refuses to open.
 use duanlian_journal::{read, Journal, JournalError, Options, Record};
-use duanlian_link::{parse_url, Change, Code, Domain, Link, Redirect, Validity};
+mod common;
+
+use common::put;
 use std::path::{Path, PathBuf};
 
 struct Dir(PathBuf);
@@ -17,19 +19,6 @@ impl Drop for Dir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn put(code: &str) -> Change {
-    Change::Put(Link {
-        domain: Domain::parse("go.example.cn").expect("domain"),
-        code: Code::parse(code).expect("code"),
-        url: parse_url(&format!("https://t.example/{code}")).expect("url"),
-        redirect: Redirect::Found,
-        validity: Validity::ALWAYS,
-        created_at: 1_700_000_000,
-        forward_query: duanlian_link::ForwardQuery::Add,
-        expired_url: None,
-    })
 }
 
 fn open(dir: &Path, after: u64) -> Result<(Journal, Vec<Record>), JournalError> {

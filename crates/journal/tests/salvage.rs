@@ -4,7 +4,10 @@ use duanlian_journal::{
     check, quarantine_dir, read, salvage, Journal, JournalError, Options, Record, SalvageMode,
     SeqRange,
 };
-use duanlian_link::{parse_url, Change, Code, Domain, Link, Redirect, Validity};
+mod common;
+
+use common::put;
+use duanlian_link::Change;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -38,19 +41,6 @@ fn opts() -> Options {
     Options {
         segment_bytes: 16 << 10,
     }
-}
-
-fn put(code: &str) -> Change {
-    Change::Put(Link {
-        domain: Domain::parse("go.example.cn").expect("domain"),
-        code: Code::parse(code).expect("code"),
-        url: parse_url(&format!("https://t.example/{code}")).expect("url"),
-        redirect: Redirect::Found,
-        validity: Validity::ALWAYS,
-        created_at: 1_700_000_000,
-        forward_query: duanlian_link::ForwardQuery::Add,
-        expired_url: None,
-    })
 }
 
 /// Writes `n` records (every seventh with two changes) in groups of ten, across many segments;
