@@ -6,6 +6,10 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// The new journal of a salvage, complete and synced, waiting to be moved into place:
+/// `<journal dir>.salvaged`.
+pub(crate) const SALVAGED_SUFFIX: &str = ".salvaged";
+
 pub(crate) fn fsync_dir(dir: &Path) -> Result<(), JournalError> {
     File::open(dir)
         .and_then(|d| d.sync_all())

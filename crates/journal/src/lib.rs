@@ -38,12 +38,12 @@ mod error;
 mod files;
 mod gaps;
 mod quarantine;
+mod range;
 mod salvage;
 mod segment;
 
 pub use error::JournalError;
 pub use quarantine::quarantine_dir;
-pub use salvage::{
-    check, salvage, CheckReport, Damage, SalvageMode, SalvageReport, SeqRange, TornTail,
-};
+pub use range::SeqRange;
+pub use salvage::{check, salvage, CheckReport, Damage, SalvageMode, SalvageReport, TornTail};
 pub use segment::{read, Journal, Options, Record};

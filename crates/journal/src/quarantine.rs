@@ -13,7 +13,7 @@
 //! how many records it held is unknown, both are null where it held no record).
 use crate::error::{io_err, JournalError};
 use crate::files::{create_dir_durably, sibling, unused, write_atomic};
-use crate::salvage::SeqRange;
+use crate::range::SeqRange;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::ErrorKind;

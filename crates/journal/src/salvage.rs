@@ -15,9 +15,10 @@
 //! field has a top byte of at most 4, a control byte no normal-form URL, domain or code holds.
 use crate::codec;
 use crate::error::{io_err, JournalError};
-use crate::files::{fsync_dir, parent, sibling, unused};
+use crate::files::{fsync_dir, parent, sibling, unused, SALVAGED_SUFFIX};
 use crate::gaps::Gaps;
 use crate::quarantine;
+use crate::range::SeqRange;
 use crate::segment::{
     finish_salvage, header_at, list, segment_name, HeaderAt, MAGIC, MAX_PAYLOAD, MIN_RECORD,
     RECORD_HEADER,
@@ -29,60 +30,8 @@ use std::path::{Path, PathBuf};
 
 /// Where a salvage writes the new journal: `<journal dir>.salvage-tmp`.
 pub(crate) const TMP_SUFFIX: &str = ".salvage-tmp";
-/// The new journal, complete and synced, waiting to be moved into place.
-pub(crate) const SALVAGED_SUFFIX: &str = ".salvaged";
 /// Where the original journal goes: `<journal dir>.damaged-<unix time>`.
 const DAMAGED_SUFFIX: &str = ".damaged-";
-
-/// Sequence numbers `first..=last`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SeqRange {
-    /// The first.
-    pub first: u64,
-    /// The last; `None` where the damage runs to the end of the journal, so how many records
-    /// it held cannot be told.
-    pub last: Option<u64>,
-}
-
-impl SeqRange {
-    /// One sequence number.
-    pub fn one(seq: u64) -> SeqRange {
-        SeqRange {
-            first: seq,
-            last: Some(seq),
-        }
-    }
-
-    fn new(first: u64, last: u64) -> SeqRange {
-        SeqRange {
-            first,
-            last: Some(last),
-        }
-    }
-
-    /// How many sequence numbers, when known.
-    pub fn count(&self) -> Option<u64> {
-        self.last.map(|l| (l - self.first).saturating_add(1))
-    }
-
-    /// The part of the range after `after`, if any.
-    fn above(self, after: u64) -> Option<SeqRange> {
-        let first = self.first.max(after.saturating_add(1));
-        match self.last {
-            Some(l) if l < first => None,
-            last => Some(SeqRange { first, last }),
-        }
-    }
-}
-
-impl fmt::Display for SeqRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.last {
-            Some(l) => write!(f, "{}..={l}", self.first),
-            None => write!(f, "{}..", self.first),
-        }
-    }
-}
 
 /// One damaged region of a segment file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -580,7 +580,7 @@ fn quarantine_tail(
 /// salvaged one in (`dir` missing, its complete replacement waiting beside it). Without this,
 /// opening would start an empty journal and the records would be silently gone.
 pub(crate) fn finish_salvage(dir: &Path) -> Result<(), JournalError> {
-    let ready = sibling(dir, crate::salvage::SALVAGED_SUFFIX);
+    let ready = sibling(dir, crate::files::SALVAGED_SUFFIX);
     if fs::symlink_metadata(dir).is_ok() || !ready.is_dir() {
         return Ok(());
     }
