@@ -130,7 +130,8 @@ fn a_visit_cap_holds_exactly_under_racing_clients() {
             l["max_visits"].as_u64(),
             l["state"].as_str()
         ),
-        (Some(50), Some(50), Some("active"))
+        // Used up: expired, exactly as the redirect path answers it.
+        (Some(50), Some(50), Some("expired"))
     );
     // Raising the cap lets visitors through again.
     srv.api(
@@ -375,4 +376,36 @@ fn bulk_input_takes_the_validity_columns() {
         "{}",
         crate::util::stderr(&zero)
     );
+}
+
+/// A data-directory node frees what passed its retention, with the retention set in one place
+/// (the flag): expired links leave the overlay.
+#[test]
+fn links_past_their_retention_leave_memory() {
+    let dir = TempDir::new();
+    let srv = server(&dir, &["--expired-retention", "1"]);
+    for i in 0..5 {
+        create(
+            &srv,
+            json!({"url": format!("https://t.example/{i}"), "code": format!("brief{i}"), "expires_in": 1}),
+        );
+    }
+    create(
+        &srv,
+        json!({"url": "https://t.example/stays", "code": "stays"}),
+    );
+    assert_eq!(
+        crate::util::metric(&srv, r#"duanlian_links{layer="overlay"}"#),
+        6.0
+    );
+    let started = Instant::now();
+    while crate::util::metric(&srv, r#"duanlian_links{layer="overlay"}"#) != 1.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "expired links never left memory"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(srv.request("GET", "go.example.cn", "/brief0").status, 404);
+    assert_eq!(srv.request("GET", "go.example.cn", "/stays").status, 302);
 }
