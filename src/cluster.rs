@@ -85,7 +85,6 @@ impl Node {
         let mut opts = options(servers, &args.cluster);
         opts.clicks_max_age = Duration::from_secs(args.stats_retention.max(1) as u64);
         let index = Arc::new(Index::empty());
-        index.set_retention(args.expired_retention);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("duanlian-cluster")

@@ -526,7 +526,6 @@ fn serve(args: ServeArgs) -> Result<()> {
         }
         let observer = metrics.clone();
         let store_opts = StoreOptions {
-            retention: args.expired_retention,
             on_commit: Some(duanlian_store::CommitObserver(Arc::new(move |took| {
                 observer.observe_fsync(took)
             }))),
@@ -576,12 +575,17 @@ fn serve(args: ServeArgs) -> Result<()> {
             .decided()
             .unwrap_or_else(|| Snapshot::huge_pages_pay_off(index.snapshot().file_len() as u64));
     verify_in_background(&index, huge_pages);
+    // The one place the retention is set: the redirect path, the reaper and compaction read it.
+    index.set_retention(args.expired_retention);
+    // Every kind of node reclaims links past their retention, whatever feeds its index.
+    let _reaper = index
+        .start_reaper(Duration::from_millis(250))
+        .context("starting the reaper thread")?;
     let health = Arc::new(Health::default());
     let redirector = Redirector::new(index.clone())
         .with_health(health.clone())
         .with_metrics(metrics.clone())
         .with_policies(policies)
-        .with_retention(args.expired_retention)
         // Counting every visit only makes sense where the counts can be kept.
         .with_visit_counting(store.is_some() || node.is_some());
     let redirector = match &node {

@@ -740,3 +740,33 @@ fn a_lagging_node_reads_misses_from_the_bucket_and_turns_unready() {
         200
     );
 }
+
+/// Cluster nodes once scheduled every expiring link and never reaped one: the wheel grew with
+/// every expiring write and expired links stayed in memory for good. Every node runs the index's
+/// reaper now: links past their retention leave the overlay (and their visit counters go).
+#[test]
+fn a_cluster_node_reclaims_links_past_their_retention() {
+    let Some((nats, dir)) = one_nats() else {
+        return;
+    };
+    let a = node(&nats.url(), "a", &dir, &["--expired-retention", "1"]);
+    ready(&a, Duration::from_secs(10));
+    for i in 0..5 {
+        create(
+            &a,
+            &format!(r#"{{"url":"https://t.example/{i}","code":"brief{i}","expires_in":1}}"#),
+        );
+    }
+    create(&a, r#"{"url":"https://t.example/stays","code":"stays"}"#);
+    assert!(shows(&a, r#"duanlian_links{layer="overlay"} 6"#));
+    assert!(
+        wait_until(Duration::from_secs(10), || shows(
+            &a,
+            r#"duanlian_links{layer="overlay"} 1"#
+        )),
+        "expired links never left memory: {}",
+        a.api("GET", "/metrics", None, None).body
+    );
+    assert_eq!(a.request("GET", HOST, "/brief0").status, 404);
+    assert_eq!(a.request("GET", HOST, "/stays").status, 302);
+}

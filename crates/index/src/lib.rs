@@ -39,7 +39,7 @@ mod reap;
 mod visits;
 mod wheel;
 
-pub use reap::Reaped;
+pub use reap::{Reaped, ReaperThread};
 pub use visits::Visits;
 pub use wheel::{TimerHandle, Wheel};
 
@@ -147,8 +147,8 @@ impl Index {
         f(snap.get(domain, code).as_ref())
     }
 
-    /// Sets how long expired links are kept before the reaper frees them (seconds). Set it before
-    /// changes are applied: it is read when a link is scheduled.
+    /// Sets how long expired links are kept, answering "expired", before they are purged: the
+    /// one place the retention is set, read by the redirect path, the reaper and compaction.
     pub fn set_retention(&self, seconds: i64) {
         self.retention.store(seconds, Ordering::Relaxed);
     }

@@ -3,11 +3,21 @@
 //! Reads never need this: a link past its retention already answers as unknown, decided from
 //! its own fields. The reaper only reclaims what such links hold: overlay entries and visit
 //! counters. Snapshot links live in the mapped file and leave it at the next compaction.
+//!
+//! Every kind of node runs it ([`Index::start_reaper`]): whatever feeds the index (a journal, a
+//! cluster's bucket, a bulk file), expiring links are scheduled as they are applied, and a new
+//! snapshot is scheduled once the reaper sees it swapped in. The retention is read when an entry
+//! is scheduled, so setting it after the index was filled (a journal replayed) is fine.
+//!
+//! Writers never wait on the reaper: [`Index::apply`] and [`Index::prune_through`] only append
+//! to an inbox whose lock is held for a push or a swap, and the reaper takes the inbox when it
+//! runs. So however long a maintenance step takes, a write is not held up by it.
 use crate::wheel::Wheel;
 use crate::Index;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// The wheel counts unsigned seconds; instants before 1970 are simply due.
 fn wheel_time(secs: i64) -> u64 {
@@ -26,7 +36,7 @@ const SNAPSHOT_TOKEN: u64 = 1 << 63;
 /// What writers hand the reaper: links to schedule, and how far the snapshot now reaches.
 #[derive(Debug, Default)]
 pub(crate) struct Inbox {
-    /// Overlay links to schedule: sequence number, key and purge time.
+    /// Overlay links to schedule: sequence number, key and expiry.
     schedule: Vec<(u64, Box<str>, Box<str>, i64)>,
     /// Overlay links up to this sequence number are in the snapshot now.
     forget_through: u64,
@@ -62,7 +72,7 @@ pub struct Reaped {
 
 impl Reaper {
     /// Takes what writers left in the inbox.
-    fn take_inbox(&mut self, inbox: &Mutex<Inbox>) {
+    fn take_inbox(&mut self, inbox: &Mutex<Inbox>, retention: i64) {
         let (schedule, forget_through) = {
             let mut inbox = lock(inbox);
             (std::mem::take(&mut inbox.schedule), inbox.forget_through)
@@ -71,7 +81,8 @@ impl Reaper {
             self.forgotten_through = forget_through;
             self.overlay.retain(|&s, _| s > forget_through);
         }
-        for (seq, domain, code, purge_at) in schedule {
+        for (seq, domain, code, expires_at) in schedule {
+            let purge_at = expires_at.saturating_add(retention);
             if seq > forget_through {
                 self.wheel.insert(seq, wheel_time(purge_at));
                 self.overlay.insert(seq, (domain, code, purge_at));
@@ -82,10 +93,9 @@ impl Reaper {
 
 impl Index {
     pub(crate) fn schedule_overlay(&self, seq: u64, domain: &str, code: &str, expires_at: i64) {
-        let purge_at = expires_at.saturating_add(self.retention());
         lock(&self.reap_inbox)
             .schedule
-            .push((seq, domain.into(), code.into(), purge_at));
+            .push((seq, domain.into(), code.into(), expires_at));
     }
 
     /// Forgets scheduled overlay links up to `seq`: a compacted snapshot now holds them, and
@@ -112,7 +122,7 @@ impl Index {
             n += 1;
         }
         let mut r = lock(&self.reaper);
-        r.take_inbox(&self.reap_inbox);
+        r.take_inbox(&self.reap_inbox, retention);
         for (&seq, &(_, _, purge_at)) in &r.overlay {
             wheel.insert(seq, wheel_time(purge_at));
         }
@@ -127,7 +137,7 @@ impl Index {
         let mut due = Vec::new();
         {
             let mut r = lock(&self.reaper);
-            r.take_inbox(&self.reap_inbox);
+            r.take_inbox(&self.reap_inbox, self.retention());
             r.wheel.advance(wheel_time(now), &mut due);
         }
         let mut done = Reaped::default();
@@ -154,5 +164,66 @@ impl Index {
         self.purged_in_snapshot
             .fetch_add(done.snapshot as u64, Ordering::Relaxed);
         done
+    }
+}
+
+impl Index {
+    /// One round of upkeep at `now`: schedules the snapshot's expiring links if a new snapshot
+    /// was swapped in since the last round (or none was scheduled yet), then reaps.
+    pub fn maintain(&self, now: i64) -> Reaped {
+        let current = self.snapshot();
+        let scheduled = lock(&self.reaper_snapshot)
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, &current));
+        if !scheduled {
+            let n = self.schedule_snapshot();
+            tracing::debug!(links = n, "scheduled the snapshot's expiring links");
+        }
+        self.reap(now)
+    }
+
+    /// Starts the thread that runs [`Index::maintain`] every `every`, until the handle drops.
+    pub fn start_reaper(self: &Arc<Self>, every: Duration) -> std::io::Result<ReaperThread> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (index, flag) = (self.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("duanlian-reaper".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    let reaped = index.maintain(duanlian_link::now_secs());
+                    if reaped.overlay + reaped.snapshot > 0 {
+                        tracing::debug!(
+                            overlay = reaped.overlay,
+                            snapshot = reaped.snapshot,
+                            "purged expired links"
+                        );
+                    }
+                    // In short naps, so a stop is noticed promptly.
+                    let until = std::time::Instant::now() + every;
+                    while !flag.load(Ordering::Relaxed) && std::time::Instant::now() < until {
+                        std::thread::sleep(every.min(Duration::from_millis(100)));
+                    }
+                }
+            })?;
+        Ok(ReaperThread {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// The reaper thread of [`Index::start_reaper`]; stopped and joined on drop.
+#[derive(Debug)]
+pub struct ReaperThread {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for ReaperThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }

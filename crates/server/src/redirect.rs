@@ -48,12 +48,11 @@ struct Policy {
     root: Option<HeaderValue>,
 }
 
-/// Everything the redirect listener consults: the index, per-domain fallbacks, retention,
-/// whether visits are counted, and the clock.
+/// Everything the redirect listener consults: the index (and its retention), per-domain
+/// fallbacks, whether visits are counted, and the clock.
 pub struct Redirector {
     index: Arc<Index>,
     policies: HashMap<Box<str>, Policy>,
-    retention: i64,
     count_visits: bool,
     health: Arc<crate::Health>,
     metrics: Option<Arc<crate::Metrics>>,
@@ -77,20 +76,18 @@ pub(crate) struct DirectRead {
 impl std::fmt::Debug for Redirector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Redirector")
-            .field("retention", &self.retention)
             .field("count_visits", &self.count_visits)
             .finish_non_exhaustive()
     }
 }
 
 impl Redirector {
-    /// Redirects from `index`: no fallbacks, [`DEFAULT_RETENTION`], visits not counted (except
+    /// Redirects from `index`: no fallbacks, the index's retention, visits not counted (except
     /// for links with a visit cap, which must count to enforce it).
     pub fn new(index: Arc<Index>) -> Redirector {
         Redirector {
             index,
             policies: HashMap::new(),
-            retention: DEFAULT_RETENTION,
             count_visits: false,
             health: Arc::default(),
             metrics: None,
@@ -201,12 +198,6 @@ impl Redirector {
                 (d.as_str().into(), policy)
             })
             .collect();
-        self
-    }
-
-    /// Sets how long, in seconds, an expired link answers "expired" before it is purged.
-    pub fn with_retention(mut self, seconds: i64) -> Redirector {
-        self.retention = seconds;
         self
     }
 
@@ -370,7 +361,7 @@ fn decide<B>(
     if link.validity.is_bounded() {
         let now = clock();
         read_clock = Some(now);
-        if link.validity.is_purged_at(now, r.retention) {
+        if link.validity.is_purged_at(now, r.index.retention()) {
             return r.not_found(domain);
         }
         match link.validity.state_at(now) {
@@ -539,12 +530,11 @@ mod tests {
             not_found_url: Some("https://go.example.cn.example/missing".into()),
             root_url: Some("https://www.example.cn/".into()),
         };
-        Redirector::new(Arc::new(index))
-            .with_retention(60)
-            .with_policies(HashMap::from([(
-                Domain::parse("go.example.cn").expect("d"),
-                policy,
-            )]))
+        index.set_retention(60);
+        Redirector::new(Arc::new(index)).with_policies(HashMap::from([(
+            Domain::parse("go.example.cn").expect("d"),
+            policy,
+        )]))
     }
 
     fn get(r: &Redirector, method: &str, host: Option<&str>, uri: &str) -> Response<Body> {

@@ -68,9 +68,8 @@ fn redirect_answers_agree_with_the_model() {
         let index = Arc::new(Index::empty());
         let clock = Arc::new(AtomicI64::new(T0));
         let c = clock.clone();
-        let r = Redirector::new(index.clone())
-            .with_retention(RETENTION)
-            .with_clock(move || c.load(Ordering::Relaxed));
+        index.set_retention(RETENTION);
+        let r = Redirector::new(index.clone()).with_clock(move || c.load(Ordering::Relaxed));
         let mut models = Vec::new();
         for i in 0..40u64 {
             let around = |rng: &mut Rng| T0 + rng.pick(4_000) as i64 - 500;

@@ -172,7 +172,7 @@ impl Store {
             });
         }
         let (journal_dir, snapshot_path) = (self.dir.journal_dir(), self.dir.snapshot_path());
-        let retention = self.retention;
+        let retention = self.index().retention();
         let snapshot = tokio::task::spawn_blocking(move || {
             let table = fold(
                 &base,
@@ -189,9 +189,6 @@ impl Store {
         let links = snapshot.len();
         self.index().swap_snapshot(Arc::new(snapshot));
         self.index().prune_through(through);
-        let index = self.index().clone();
-        // The new snapshot's positions differ: reschedule its expiring links, off this task.
-        tokio::task::spawn_blocking(move || index.schedule_snapshot());
         let segments_removed = self.remove_through(through).await?;
         Ok(CompactReport {
             sequence: through,

@@ -18,9 +18,6 @@ pub struct StoreOptions {
     pub segment_bytes: u64,
     /// The most requests one group commit takes. Default is 4096.
     pub max_group: usize,
-    /// Seconds an expired link is kept (answering "expired") before it is purged from memory and
-    /// from the next snapshot. Default is 30 days.
-    pub retention: i64,
     /// How often visit counts are saved. Default is 2 s.
     pub save_every: std::time::Duration,
     /// Told how long each group write and fdatasync took (for metrics). Default is none.
@@ -42,7 +39,6 @@ impl Default for StoreOptions {
         StoreOptions {
             segment_bytes: JournalOptions::default().segment_bytes,
             max_group: 4096,
-            retention: duanlian_index::DEFAULT_RETENTION,
             save_every: std::time::Duration::from_secs(2),
             on_commit: None,
         }
@@ -184,7 +180,6 @@ pub struct Store {
     writer: Option<JoinHandle<()>>,
     maintenance: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
     replayed: u64,
-    pub(crate) retention: i64,
 }
 
 impl Store {
@@ -203,7 +198,6 @@ impl Store {
         let snapshot = Snapshot::open_deferred(&snap_path)?;
         let after = snapshot.header().sequence;
         let index = Arc::new(Index::new(Arc::new(snapshot)));
-        index.set_retention(opts.retention);
         for (key, count) in crate::visits_file::load(&dir.visits_path())? {
             index.visits().set(&key, count);
         }
@@ -248,7 +242,6 @@ impl Store {
             writer: Some(writer),
             maintenance: Some((stop, maintenance)),
             replayed,
-            retention: opts.retention,
         })
     }
 
@@ -333,28 +326,18 @@ fn save_visits(index: &Index, path: &std::path::Path) -> Result<(), StoreError> 
     saved
 }
 
-/// The background loop: schedule the snapshot's expiring links once, then, waking every quarter
-/// second (so a stop is noticed promptly), free what passed its retention and, every
-/// `save_every`, save visit counts if they changed.
+/// The background loop: every `save_every`, save visit counts if they changed, waking every
+/// quarter second so a stop is noticed promptly. (Freeing expired links is the index's reaper,
+/// which every kind of node runs.)
 fn maintain(
     index: &Index,
     stop: &AtomicBool,
     visits: &std::path::Path,
     save_every: std::time::Duration,
 ) {
-    let scheduled = index.schedule_snapshot();
-    tracing::debug!(links = scheduled, "scheduled the snapshot's expiring links");
     let mut last_save = std::time::Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(std::time::Duration::from_millis(250).min(save_every));
-        let reaped = index.reap(now_secs());
-        if reaped.overlay + reaped.snapshot > 0 {
-            tracing::debug!(
-                overlay = reaped.overlay,
-                snapshot = reaped.snapshot,
-                "purged expired links"
-            );
-        }
         if last_save.elapsed() >= save_every {
             last_save = std::time::Instant::now();
             if let Err(e) = save_visits(index, visits) {
