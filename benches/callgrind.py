@@ -2,7 +2,7 @@
 """Instructions per redirect under `valgrind --tool=callgrind`: repeatable where wall-clock and
 CPU-time figures on this VM are not (the same binary gives the same count, whatever else runs).
 
-Starts `duanlian serve --threads 1` (or `duanlian bench-floor` with --floor) under callgrind,
+Starts `duanlian serve --threads 1` (or the `bench-floor` example with --floor) under callgrind,
 sends --warm requests from the harness's sample over --conns keep-alive connections (64), zeroes the
 counters, sends --count more, dumps, and prints instructions per request. With --annotate it
 also prints the functions that executed the most instructions in the measured part.
@@ -13,7 +13,7 @@ Needs valgrind (Debian: valgrind) and the harness's link set (generated like the
 """
 import argparse, glob, os, re, socket, subprocess, sys, tempfile
 
-from harness_util import harness, link_set
+from harness_util import floor_binary, harness, link_set
 
 
 def send(port, lines, count, conns):
@@ -62,7 +62,7 @@ def main():
     ap.add_argument("--count", type=int, default=10_000)
     ap.add_argument("--warm", type=int, default=2_000)
     ap.add_argument("--conns", type=int, default=64)
-    ap.add_argument("--floor", action="store_true", help="measure `duanlian bench-floor` instead")
+    ap.add_argument("--floor", action="store_true", help="measure the bench-floor example instead")
     ap.add_argument("--annotate", action="store_true")
     ap.add_argument("--bin", default="target/release/duanlian")
     ap.add_argument("--work", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "duanlian-bench"))
@@ -73,7 +73,7 @@ def main():
     lines = [l.rstrip("\n").split("\t") for l in open(reqfile)]
     port = h.free_port()
     if a.floor:
-        cmd = [a.bin, "bench-floor", "--listen", f"127.0.0.1:{port}", "--threads", "1"]
+        cmd = [floor_binary(a.bin), "--listen", f"127.0.0.1:{port}", "--threads", "1"]
     else:
         cmd = [a.bin, "serve", "--snapshot", snap, "--listen", f"127.0.0.1:{port}",
                "--admin-listen", f"127.0.0.1:{h.free_port()}", "--threads", "1"] + a.extra

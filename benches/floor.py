@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """duanlian against its own floor: the same hyper server answering one fixed 302 without any
-lookup (`duanlian bench-floor`). Both get one core and one thread, wrk runs on the other core and
+lookup (the `bench-floor` example, built if missing). Both get one core and one thread, wrk runs on the other core and
 replays the same requests; server CPU per request is read from /proc, as in
 ../shared/bench/redirect-vs-nginx.py, whose helpers this script uses.
 
@@ -10,7 +10,7 @@ user time.
 """
 import argparse, os, statistics, subprocess
 
-from harness_util import harness, link_set
+from harness_util import floor_binary, harness, link_set
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -29,7 +29,7 @@ def main():
     real = subprocess.Popen(["taskset", "-c", "0", a.bin, "serve", "--snapshot", snap, "--listen", f"127.0.0.1:{pr}",
                              "--admin-listen", f"127.0.0.1:{h.free_port()}", "--threads", "1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    floor = subprocess.Popen(["taskset", "-c", "0", a.bin, "bench-floor", "--listen", f"127.0.0.1:{pf}", "--threads", "1"],
+    floor = subprocess.Popen(["taskset", "-c", "0", floor_binary(a.bin), "--listen", f"127.0.0.1:{pf}", "--threads", "1"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         h.wait_ready(pr, host, path, real)

@@ -18,6 +18,15 @@ def harness():
     return mod
 
 
+def floor_binary(binary):
+    """The bench-floor example beside `binary` (target/release/duanlian), built if missing:
+    the floor is a bench program, not a command of the binary."""
+    path = os.path.join(os.path.dirname(binary), "examples", "bench-floor")
+    if not os.path.exists(path):
+        subprocess.run(["cargo", "build", "--release", "--example", "bench-floor"], check=True)
+    return path
+
+
 def link_set(h, binary, links, work):
     """`(requests file, snapshot)` for the harness's `links` synthetic links under `work`: the
     same files the harness uses, made with its generator and `binary` where missing."""

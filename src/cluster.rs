@@ -35,9 +35,6 @@ pub(crate) struct ClusterArgs {
     /// This node's name in NATS and in click-event ids. Default is the host name and process id.
     #[arg(env = "DUANLIAN_NODE_NAME", long)]
     pub(crate) node_name: Option<String>,
-    /// Test hook: pause this long before applying each change from the bucket.
-    #[arg(long, hide = true, default_value_t = 0)]
-    pub(crate) cluster_apply_delay_ms: u64,
 }
 
 fn host_name() -> String {
@@ -51,7 +48,7 @@ pub(crate) fn options(servers: &str, args: &ClusterArgs) -> ClusterOptions {
     opts.bucket = args.cluster_bucket.clone();
     opts.replicas = usize::from(args.cluster_replicas);
     opts.max_lag = args.cluster_max_lag;
-    opts.apply_delay = Duration::from_millis(args.cluster_apply_delay_ms);
+    opts.apply_delay = crate::test_hooks::delay("DUANLIAN_TEST_CLUSTER_APPLY_DELAY_MS");
     opts.name = args
         .node_name
         .clone()

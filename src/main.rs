@@ -7,6 +7,7 @@ mod cluster;
 mod config;
 mod import;
 mod journal_cmd;
+mod test_hooks;
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -64,16 +65,6 @@ enum Command {
     /// Find and get past damage in a data directory's journal (the server must not be running).
     #[command(subcommand)]
     Journal(journal_cmd::JournalCommand),
-    /// The benchmark floor: the same server answering one fixed 302 without any lookup.
-    #[command(hide = true)]
-    BenchFloor {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: std::net::SocketAddr,
-        /// Worker threads.
-        #[arg(long, default_value_t = 1)]
-        threads: usize,
-    },
     /// Fold a data directory's journal into a new snapshot (the server must not be running).
     Compact {
         /// The data directory.
@@ -268,9 +259,6 @@ pub(crate) struct ServeArgs {
     /// room. Default is 1 GiB.
     #[arg(env = "DUANLIAN_CLICKS_RESERVE_BYTES", long, default_value_t = 1 << 30)]
     clicks_reserve_bytes: u64,
-    /// Test hook: the click writer pauses this long after each batch.
-    #[arg(long, hide = true, default_value_t = 0)]
-    clicks_writer_delay_ms: u64,
     /// Runtime layout: one current-thread runtime per thread with SO_REUSEPORT (per-core), or
     /// one work-stealing runtime (multi-thread). Default is per-core.
     #[arg(env = "DUANLIAN_RUNTIME", long, value_enum, default_value_t = Shape::PerCore)]
@@ -356,19 +344,6 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
         Command::Config(ConfigCmd::Check { file }) => config_check(&file),
         Command::Clicks(ClicksCmd::Export(args)) => clicks::export(&args),
         Command::Journal(cmd) => journal_cmd::run(&cmd),
-        Command::BenchFloor { listen, threads } => {
-            let location = hyper::header::HeaderValue::from_static(
-                "https://shop.example.com/item/123456789?utm_source=sms&utm_campaign=c123",
-            );
-            let opts = Options {
-                listen,
-                threads,
-                ..Options::default()
-            };
-            let floor = Arc::new(duanlian_server::FixedRedirect(location));
-            duanlian_server::run(floor, &opts, Arc::default())
-                .with_context(|| format!("serving on {listen}"))
-        }
         Command::Compact {
             data_dir,
             expired_retention,
@@ -676,7 +651,7 @@ fn serve(args: ServeArgs) -> Result<()> {
 pub(crate) fn recorder_options(args: &ServeArgs) -> duanlian_clicks::RecorderOptions {
     duanlian_clicks::RecorderOptions {
         capacity: args.clicks_queue as usize,
-        writer_delay: Duration::from_millis(args.clicks_writer_delay_ms),
+        writer_delay: test_hooks::delay("DUANLIAN_TEST_CLICKS_WRITER_DELAY_MS"),
         retention: Some(args.stats_retention),
         log_retention: Some(args.clicks_retention.min(args.stats_retention)),
         max_log_bytes: (args.clicks_max_bytes > 0).then_some(args.clicks_max_bytes),

@@ -165,6 +165,11 @@ fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// A cluster node named `name` on `urls`, keeping its snapshot in `dir/name`.
 fn node(urls: &str, name: &str, dir: &TempDir, extra: &[&str]) -> Server {
+    node_env(urls, name, dir, extra, &[])
+}
+
+/// The same, with environment variables set (the test hooks).
+fn node_env(urls: &str, name: &str, dir: &TempDir, extra: &[&str], env: &[(&str, &str)]) -> Server {
     let cache = dir.path(&format!("cache-{name}"));
     let mut args = vec![
         "--cluster",
@@ -181,7 +186,7 @@ fn node(urls: &str, name: &str, dir: &TempDir, extra: &[&str]) -> Server {
         s(&cache),
     ];
     args.extend_from_slice(extra);
-    Server::start(&args)
+    Server::start_env(env, &args)
 }
 
 fn ready(srv: &Server, limit: Duration) {
@@ -699,11 +704,12 @@ fn a_lagging_node_reads_misses_from_the_bucket_and_turns_unready() {
     let url = nats.url();
     let a = node(&url, "a", &dir, &[]);
     // B applies each change only 8 s after it arrives, and may lag by no revision at all.
-    let b = node(
+    let b = node_env(
         &url,
         "b",
         &dir,
-        &["--cluster-apply-delay-ms", "8000", "--cluster-max-lag", "0"],
+        &["--cluster-max-lag", "0"],
+        &[("DUANLIAN_TEST_CLUSTER_APPLY_DELAY_MS", "8000")],
     );
     ready(&a, Duration::from_secs(20));
     ready(&b, Duration::from_secs(20));

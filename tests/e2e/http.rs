@@ -301,8 +301,14 @@ fn the_benchmark_floor_answers_one_fixed_redirect() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
     };
-    let mut child = crate::util::bin()
-        .args(["bench-floor", "--listen", &format!("127.0.0.1:{port}")])
+    // An example of this package (`cargo test` builds them beside the binary), not a command.
+    let floor = std::path::Path::new(env!("CARGO_BIN_EXE_duanlian"))
+        .parent()
+        .expect("target dir")
+        .join("examples")
+        .join("bench-floor");
+    let mut child = std::process::Command::new(floor)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn");

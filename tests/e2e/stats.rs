@@ -254,10 +254,21 @@ fn addresses_are_anonymised_and_exported() {
 #[test]
 fn a_full_queue_drops_clicks_and_never_slows_redirects() {
     let dir = TempDir::new();
-    let srv = Server::data_node(
-        &dir.path("data"),
-        "k",
-        &["--clicks-queue", "1", "--clicks-writer-delay-ms", "2000"],
+    let data = dir.path("data");
+    let srv = Server::start_env(
+        &[("DUANLIAN_TEST_CLICKS_WRITER_DELAY_MS", "2000")],
+        &[
+            "--data-dir",
+            s(&data),
+            "--domain",
+            "go.example.cn",
+            "--api-key",
+            "k",
+            "--threads",
+            "1",
+            "--clicks-queue",
+            "1",
+        ],
     );
     create(
         &srv,
