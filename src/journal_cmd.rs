@@ -133,8 +133,8 @@ fn check(data_dir: &Path) -> Result<()> {
     let journal = dir.journal_dir();
     let report = match duanlian_journal::check(&journal, after) {
         Ok(r) => r,
-        Err(JournalError::Io { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound && !journal.exists() =>
+        Err(JournalError::Io { error, .. })
+            if error.kind() == std::io::ErrorKind::NotFound && !journal.exists() =>
         {
             println!(
                 "{}: no journal yet (nothing written since the snapshot)",

@@ -1,38 +1,24 @@
 use std::path::{Path, PathBuf};
 
-/// Why the click log could not be read or written.
-#[derive(Debug)]
+/// Why the click log could not be read or written. The message carries its cause; `source()`
+/// adds nothing, so a chain printed with `{:#}` does not repeat the OS error.
+#[derive(Debug, thiserror::Error)]
 pub enum ClickError {
     /// A file or directory operation failed.
+    #[error("{}: {error}", path.display())]
     Io {
         /// What was being read or written.
         path: PathBuf,
         /// The system's reason.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
 impl ClickError {
-    pub(crate) fn io(path: &Path, source: std::io::Error) -> ClickError {
+    pub(crate) fn io(path: &Path, error: std::io::Error) -> ClickError {
         ClickError::Io {
             path: path.to_path_buf(),
-            source,
-        }
-    }
-}
-
-impl std::fmt::Display for ClickError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ClickError::Io { path, source } => write!(f, "{}: {source}", path.display()),
-        }
-    }
-}
-
-impl std::error::Error for ClickError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ClickError::Io { source, .. } => Some(source),
+            error,
         }
     }
 }

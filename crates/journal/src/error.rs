@@ -1,19 +1,21 @@
-use std::{fmt, io, path::PathBuf};
+use std::{io, path::PathBuf};
 
 /// What went wrong with the journal.
 ///
 /// Every variant says its cause in its message; `source()` adds nothing, so a chain printed
 /// with `{:#}` does not repeat the OS error.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     /// Reading, writing or syncing a file failed.
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
         /// What the OS said.
-        source: io::Error,
+        error: io::Error,
     },
     /// A record before the end of the journal is damaged: refusing to guess what it said.
+    #[error("{}: corrupt record at offset {offset}: {reason}", path.display())]
     Corrupt {
         /// The segment file.
         path: PathBuf,
@@ -24,6 +26,7 @@ pub enum JournalError {
     },
     /// The list of sequence numbers a salvage skipped (`gaps` in the journal directory) is
     /// damaged: which breaks in the sequence are intended is unknown, so none are accepted.
+    #[error("{}: damaged gap list: {reason}", path.display())]
     GapList {
         /// The file.
         path: PathBuf,
@@ -31,6 +34,7 @@ pub enum JournalError {
         reason: String,
     },
     /// A salvage could not be carried out; the original journal is untouched.
+    #[error("{}: cannot salvage: {reason}", path.display())]
     Salvage {
         /// The journal directory.
         path: PathBuf,
@@ -39,40 +43,13 @@ pub enum JournalError {
     },
     /// An earlier write or sync failed, so this journal takes no more writes: whether that
     /// write reached the disk is unknown, and reporting later writes as durable would be a lie.
+    #[error("the journal stopped taking writes after a failed write or fsync")]
     Failed,
 }
 
-impl fmt::Display for JournalError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            JournalError::Io { path, source } => write!(f, "{}: {source}", path.display()),
-            JournalError::Corrupt {
-                path,
-                offset,
-                reason,
-            } => write!(
-                f,
-                "{}: corrupt record at offset {offset}: {reason}",
-                path.display()
-            ),
-            JournalError::GapList { path, reason } => {
-                write!(f, "{}: damaged gap list: {reason}", path.display())
-            }
-            JournalError::Salvage { path, reason } => {
-                write!(f, "{}: cannot salvage: {reason}", path.display())
-            }
-            JournalError::Failed => {
-                f.write_str("the journal stopped taking writes after a failed write or fsync")
-            }
-        }
-    }
-}
-
-impl std::error::Error for JournalError {}
-
 pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(io::Error) -> JournalError + '_ {
-    move |source| JournalError::Io {
+    move |error| JournalError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }

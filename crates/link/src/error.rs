@@ -1,41 +1,56 @@
-use std::fmt;
-
 /// Why an input is not a valid part of a link. [`LinkError::field`] names the input field.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LinkError {
     /// The code is empty.
+    #[error("code is empty")]
     CodeEmpty,
     /// The code is longer than [`crate::MAX_CODE_LEN`].
+    #[error("code is {0} characters, at most {max} allowed", max = crate::MAX_CODE_LEN)]
     CodeTooLong(usize),
     /// The code has a character outside `[A-Za-z0-9_-]`.
+    #[error("code has {0:?}; only letters, digits, '_' and '-' are allowed")]
     CodeChar(char),
     /// The code is a path the service answers itself.
+    #[error("code {0:?} is reserved for the service's own endpoints")]
     CodeReserved(String),
     /// The domain is empty.
+    #[error("domain is empty")]
     DomainEmpty,
     /// The domain is longer than [`crate::MAX_DOMAIN_LEN`].
+    #[error("domain is {0} characters, at most {max} allowed", max = crate::MAX_DOMAIN_LEN)]
     DomainTooLong(usize),
     /// The domain is not a host name (letters, digits, `-`, dots between labels of 1 to 63).
+    #[error("not a host name: {0}")]
     DomainSyntax(String),
     /// The URL is empty.
+    #[error("url is empty")]
     UrlEmpty,
     /// The URL is longer than [`crate::MAX_URL_LEN`] bytes.
+    #[error("url is {0} bytes, at most {max} allowed", max = crate::MAX_URL_LEN)]
     UrlTooLong(usize),
     /// The URL has no scheme, or one other than `http` or `https`.
+    #[error("url must start with http:// or https://")]
     UrlScheme,
     /// The URL is not absolute (`scheme://host...`).
+    #[error("url must be absolute (scheme://host/...)")]
     UrlNotAbsolute,
     /// The URL has a control character or white space at a byte offset.
+    #[error("url has a control character or white space at byte {0}")]
     UrlControl(usize),
     /// The URL's host is missing or malformed.
+    #[error("url host {0}")]
     UrlHost(&'static str),
     /// A redirect status other than 301, 302, 307 or 308.
+    #[error("redirect {0} is not one of 301, 302, 307, 308")]
     Redirect(u16),
     /// `valid_since` is not before `expires_at`.
+    #[error("valid_since must be before expires_at")]
     ValidityOrder,
     /// `max_visits` is 0.
+    #[error("max_visits must be at least 1")]
     MaxVisitsZero,
     /// The expired-link target is not a valid URL.
+    #[error("expired_url: {0}")]
     ExpiredUrl(Box<LinkError>),
 }
 
@@ -63,50 +78,3 @@ impl LinkError {
         }
     }
 }
-
-impl fmt::Display for LinkError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LinkError::CodeEmpty => f.write_str("code is empty"),
-            LinkError::CodeTooLong(n) => write!(
-                f,
-                "code is {n} characters, at most {} allowed",
-                crate::MAX_CODE_LEN
-            ),
-            LinkError::CodeChar(c) => write!(
-                f,
-                "code has {c:?}; only letters, digits, '_' and '-' are allowed"
-            ),
-            LinkError::CodeReserved(c) => {
-                write!(f, "code {c:?} is reserved for the service's own endpoints")
-            }
-            LinkError::DomainEmpty => f.write_str("domain is empty"),
-            LinkError::DomainTooLong(n) => write!(
-                f,
-                "domain is {n} characters, at most {} allowed",
-                crate::MAX_DOMAIN_LEN
-            ),
-            LinkError::DomainSyntax(why) => write!(f, "not a host name: {why}"),
-            LinkError::UrlEmpty => f.write_str("url is empty"),
-            LinkError::UrlTooLong(n) => write!(
-                f,
-                "url is {n} bytes, at most {} allowed",
-                crate::MAX_URL_LEN
-            ),
-            LinkError::UrlScheme => f.write_str("url must start with http:// or https://"),
-            LinkError::UrlNotAbsolute => f.write_str("url must be absolute (scheme://host/...)"),
-            LinkError::UrlControl(at) => {
-                write!(f, "url has a control character or white space at byte {at}")
-            }
-            LinkError::UrlHost(why) => write!(f, "url host {why}"),
-            LinkError::Redirect(s) => {
-                write!(f, "redirect {s} is not one of 301, 302, 307, 308")
-            }
-            LinkError::ValidityOrder => f.write_str("valid_since must be before expires_at"),
-            LinkError::MaxVisitsZero => f.write_str("max_visits must be at least 1"),
-            LinkError::ExpiredUrl(e) => write!(f, "expired_url: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for LinkError {}

@@ -18,11 +18,13 @@ pub struct Reloaded {
 }
 
 /// Why a reload changed nothing.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
     /// The file is missing, damaged or not a snapshot.
+    #[error("{0}")]
     Snapshot(SnapshotError),
     /// The data directory could not take it (writes unavailable, disk full, ...).
+    #[error("{0}")]
     Store(StoreError),
 }
 
@@ -38,17 +40,6 @@ impl ReloadError {
         }
     }
 }
-
-impl std::fmt::Display for ReloadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReloadError::Snapshot(e) => e.fmt(f),
-            ReloadError::Store(e) => e.fmt(f),
-        }
-    }
-}
-
-impl std::error::Error for ReloadError {}
 
 /// Where a loaded file goes.
 #[derive(Debug)]
@@ -141,7 +132,7 @@ impl Reloader {
                 .unwrap_or_else(|e| {
                     Err(SnapshotError::Io {
                         path: path.to_path_buf(),
-                        source: std::io::Error::other(format!("reload task failed: {e}")),
+                        error: std::io::Error::other(format!("reload task failed: {e}")),
                     })
                 })
                 .map_err(ReloadError::Snapshot)

@@ -460,7 +460,7 @@ fn publish(
 ) -> Result<(), SnapshotError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| SnapshotError::Io { path, source }
+        move |error| SnapshotError::Io { path, error }
     };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -468,7 +468,7 @@ fn publish(
     };
     let name = path.file_name().ok_or_else(|| SnapshotError::Io {
         path: path.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"),
+        error: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"),
     })?;
     let mut tmp_name = name.to_os_string();
     tmp_name.push(format!(".tmp.{}", std::process::id()));

@@ -1,16 +1,19 @@
-use std::{fmt, io, path::PathBuf};
+use std::{io, path::PathBuf};
 
-/// Why a snapshot could not be opened, verified or written.
-#[derive(Debug)]
+/// Why a snapshot could not be opened, verified or written. Every message carries its cause;
+/// `source()` adds nothing, so a chain printed with `{:#}` never repeats the OS error.
+#[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     /// Reading, mapping or writing the file failed.
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// What the OS said.
-        source: io::Error,
+        error: io::Error,
     },
     /// The path names a FIFO, directory, device or socket: only regular files are snapshots.
+    #[error("{}: {kind}, not a regular file (only a snapshot file can be loaded)", path.display())]
     NotAFile {
         /// The path.
         path: PathBuf,
@@ -18,12 +21,20 @@ pub enum SnapshotError {
         kind: &'static str,
     },
     /// The file has zero length (an interrupted copy, or a placeholder).
+    #[error("file is empty (zero length)")]
     Empty,
     /// The file does not start with the snapshot magic: not a snapshot at all.
+    #[error("bad magic: not a duanlian snapshot")]
     BadMagic,
     /// A format version this build cannot read.
+    #[error(
+        "unsupported format version {0} (this build reads versions {min} to {max})",
+        min = crate::MIN_FORMAT_VERSION,
+        max = crate::FORMAT_VERSION
+    )]
     UnsupportedVersion(u32),
     /// The header's own checksum does not match.
+    #[error("header checksum mismatch: stored {stored:#010x}, computed {actual:#010x}")]
     HeaderChecksum {
         /// CRC32C stored in the header.
         stored: u32,
@@ -31,6 +42,7 @@ pub enum SnapshotError {
         actual: u32,
     },
     /// The archive was written with another rkyv primitive format.
+    #[error("archive uses rkyv format {found:#x}, this build reads {expected:#x}")]
     RkyvFormat {
         /// Format bits in the file.
         found: u32,
@@ -38,6 +50,7 @@ pub enum SnapshotError {
         expected: u32,
     },
     /// The file is shorter than its header says.
+    #[error("truncated: {actual} bytes, the header says {expected}")]
     Truncated {
         /// Length the header implies.
         expected: u64,
@@ -45,6 +58,7 @@ pub enum SnapshotError {
         actual: u64,
     },
     /// The file is longer than its header says.
+    #[error("trailing bytes: {actual} bytes, the header says {expected}")]
     TrailingBytes {
         /// Length the header implies.
         expected: u64,
@@ -52,6 +66,7 @@ pub enum SnapshotError {
         actual: u64,
     },
     /// The archive's checksum does not match the header.
+    #[error("checksum mismatch: stored {stored:#010x}, computed {actual:#010x}")]
     PayloadChecksum {
         /// CRC32C stored in the header.
         stored: u32,
@@ -59,8 +74,10 @@ pub enum SnapshotError {
         actual: u32,
     },
     /// rkyv's validation rejected the archive.
+    #[error("invalid archive: {0}")]
     InvalidArchive(String),
     /// The archive is well-formed but breaks an invariant of the table.
+    #[error("inconsistent table: {0}")]
     Inconsistent(String),
 }
 
@@ -71,79 +88,19 @@ impl PartialEq for SnapshotError {
     }
 }
 
-impl fmt::Display for SnapshotError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SnapshotError::Io { path, source } => write!(f, "{}: {source}", path.display()),
-            SnapshotError::NotAFile { path, kind } => write!(
-                f,
-                "{}: {kind}, not a regular file (only a snapshot file can be loaded)",
-                path.display()
-            ),
-            SnapshotError::Empty => f.write_str("file is empty (zero length)"),
-            SnapshotError::BadMagic => f.write_str("bad magic: not a duanlian snapshot"),
-            SnapshotError::UnsupportedVersion(v) => write!(
-                f,
-                "unsupported format version {v} (this build reads versions {} to {})",
-                crate::MIN_FORMAT_VERSION,
-                crate::FORMAT_VERSION
-            ),
-            SnapshotError::HeaderChecksum { stored, actual } => write!(
-                f,
-                "header checksum mismatch: stored {stored:#010x}, computed {actual:#010x}"
-            ),
-            SnapshotError::RkyvFormat { found, expected } => write!(
-                f,
-                "archive uses rkyv format {found:#x}, this build reads {expected:#x}"
-            ),
-            SnapshotError::Truncated { expected, actual } => {
-                write!(f, "truncated: {actual} bytes, the header says {expected}")
-            }
-            SnapshotError::TrailingBytes { expected, actual } => write!(
-                f,
-                "trailing bytes: {actual} bytes, the header says {expected}"
-            ),
-            SnapshotError::PayloadChecksum { stored, actual } => write!(
-                f,
-                "checksum mismatch: stored {stored:#010x}, computed {actual:#010x}"
-            ),
-            SnapshotError::InvalidArchive(why) => write!(f, "invalid archive: {why}"),
-            SnapshotError::Inconsistent(why) => write!(f, "inconsistent table: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for SnapshotError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            SnapshotError::Io { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
-
 /// Why a link could not be added to a [`crate::Builder`], or the table not finished.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BuildError {
     /// More than 65,535 distinct domains in one snapshot.
+    #[error("more than 65535 domains in one snapshot")]
     TooManyDomains,
     /// More than `u32::MAX - 1` links in one snapshot.
+    #[error("more than 4294967294 links in one snapshot")]
     TooManyLinks,
     /// The same `(domain, code)` more than once; the pairs are indexes in push order.
+    #[error("{} duplicate (domain, code) pairs", .0.len())]
     Duplicates(Vec<crate::Duplicate>),
     /// Serialising the archive failed.
+    #[error("serialising the archive failed: {0}")]
     Archive(String),
 }
-
-impl fmt::Display for BuildError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BuildError::TooManyDomains => f.write_str("more than 65535 domains in one snapshot"),
-            BuildError::TooManyLinks => f.write_str("more than 4294967294 links in one snapshot"),
-            BuildError::Duplicates(d) => write!(f, "{} duplicate (domain, code) pairs", d.len()),
-            BuildError::Archive(why) => write!(f, "serialising the archive failed: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for BuildError {}

@@ -576,10 +576,10 @@ impl Snapshot {
     }
 }
 
-fn io_error(path: &Path, source: std::io::Error) -> SnapshotError {
+fn io_error(path: &Path, error: std::io::Error) -> SnapshotError {
     SnapshotError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 

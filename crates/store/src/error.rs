@@ -1,12 +1,13 @@
 use duanlian_journal::JournalError;
 use duanlian_link::LinkError;
 use duanlian_snapshot::SnapshotError;
-use std::{fmt, io, path::PathBuf};
+use std::{io, path::PathBuf};
 
-/// Why a store operation failed.
-#[derive(Debug)]
+/// Why a store operation failed. Every message carries its cause; `source()` adds nothing.
+#[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The `(domain, code)` is taken.
+    #[error("{domain}/{code} is taken")]
     Conflict {
         /// The link domain.
         domain: String,
@@ -14,6 +15,7 @@ pub enum StoreError {
         code: String,
     },
     /// No link with that `(domain, code)`.
+    #[error("no link {domain}/{code}")]
     NotFound {
         /// The link domain.
         domain: String,
@@ -21,56 +23,38 @@ pub enum StoreError {
         code: String,
     },
     /// A change would make an invalid link (for example a PATCH that empties the window).
+    #[error("{field}: {0}", field = .0.field())]
     Invalid(LinkError),
     /// No free code of this length was found after many tries.
+    #[error("no free code of length {0} found; use a longer code_length")]
     CodeSpaceExhausted(usize),
     /// The journal failed a write or sync earlier: this node takes no more writes.
+    #[error("writes are unavailable: {0}")]
     Unavailable(String),
     /// Another process holds the data directory.
+    #[error("{} is in use by another duanlian process", .0.display())]
     Locked(PathBuf),
     /// A file operation failed.
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
         /// What the OS said.
-        source: io::Error,
+        error: io::Error,
     },
     /// The journal could not be opened or read.
+    #[error("journal: {0}")]
     Journal(JournalError),
     /// A snapshot could not be opened or written.
+    #[error("snapshot: {0}")]
     Snapshot(SnapshotError),
     /// Building a snapshot failed.
+    #[error("building the snapshot failed: {0}")]
     Build(String),
     /// The writer thread is gone (the store is shutting down).
+    #[error("the store is shut down")]
     Closed,
 }
-
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoreError::Conflict { domain, code } => write!(f, "{domain}/{code} is taken"),
-            StoreError::NotFound { domain, code } => write!(f, "no link {domain}/{code}"),
-            StoreError::Invalid(e) => write!(f, "{}: {e}", e.field()),
-            StoreError::CodeSpaceExhausted(len) => {
-                write!(
-                    f,
-                    "no free code of length {len} found; use a longer code_length"
-                )
-            }
-            StoreError::Unavailable(why) => write!(f, "writes are unavailable: {why}"),
-            StoreError::Locked(p) => {
-                write!(f, "{} is in use by another duanlian process", p.display())
-            }
-            StoreError::Io { path, source } => write!(f, "{}: {source}", path.display()),
-            StoreError::Journal(e) => write!(f, "journal: {e}"),
-            StoreError::Snapshot(e) => write!(f, "snapshot: {e}"),
-            StoreError::Build(why) => write!(f, "building the snapshot failed: {why}"),
-            StoreError::Closed => f.write_str("the store is shut down"),
-        }
-    }
-}
-
-impl std::error::Error for StoreError {}
 
 impl From<JournalError> for StoreError {
     fn from(e: JournalError) -> Self {
@@ -85,8 +69,8 @@ impl StoreError {
         const ENOSPC: i32 = 28;
         const EDQUOT: i32 = 122;
         let os = match self {
-            StoreError::Io { source, .. } => source.raw_os_error(),
-            StoreError::Snapshot(SnapshotError::Io { source, .. }) => source.raw_os_error(),
+            StoreError::Io { error, .. } => error.raw_os_error(),
+            StoreError::Snapshot(SnapshotError::Io { error, .. }) => error.raw_os_error(),
             _ => None,
         };
         matches!(os, Some(ENOSPC | EDQUOT))
@@ -100,8 +84,8 @@ impl From<SnapshotError> for StoreError {
 }
 
 pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
+    move |error| StoreError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }

@@ -45,7 +45,7 @@ pub(crate) fn load(path: &Path) -> Result<Counts, StoreError> {
     };
     let damaged = |why: &str| StoreError::Io {
         path: path.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_owned()),
+        error: std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_owned()),
     };
     if bytes.len() < MAGIC.len() + 4 || &bytes[..8] != MAGIC {
         return Err(damaged("not a visits file"));
