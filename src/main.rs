@@ -18,6 +18,7 @@ use duanlian_server::{
 };
 use duanlian_snapshot::{Snapshot, SnapshotError};
 use duanlian_store::{DataDir, Store, StoreOptions};
+use duanlian_write::Writes;
 use import::Format;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -446,7 +447,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         None => None,
     };
     let metrics = Arc::new(match &node {
-        Some(node) => Metrics::new().with_cluster(node.cluster.clone()),
+        Some(node) => Metrics::new().with_writer_gauges(node.cluster.as_ref()),
         None => Metrics::new(),
     });
     // Flags first: a mistake in them must not leave a data directory behind.
@@ -552,10 +553,19 @@ fn serve(args: ServeArgs) -> Result<()> {
     verify_in_background(&index, huge_pages);
     // The one place the retention is set: the redirect path, the reaper and compaction read it.
     index.set_retention(args.expired_retention);
-    // Every kind of node reclaims links past their retention, whatever feeds its index.
-    let _reaper = index
-        .start_reaper(Duration::from_millis(250))
-        .context("starting the reaper thread")?;
+    // Nodes whose overlay takes writes (a data directory, a cluster) reclaim links past their
+    // retention, whatever feeds their index. A read-only node's links all live in its mapped
+    // file, which it never rewrites: it has nothing to reclaim, and skips the reaper's scan of
+    // every record (a second of CPU at 10M links, on the core that serves redirects).
+    let _reaper = if store.is_some() || node.is_some() {
+        Some(
+            index
+                .start_reaper(Duration::from_millis(250))
+                .context("starting the reaper thread")?,
+        )
+    } else {
+        None
+    };
     let health = Arc::new(Health::default());
     let redirector = Redirector::new(index.clone())
         .with_health(health.clone())
@@ -564,7 +574,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         // Counting every visit only makes sense where the counts can be kept.
         .with_visit_counting(store.is_some() || node.is_some());
     let redirector = match &node {
-        Some(node) => redirector.with_cluster(node.cluster.clone()),
+        Some(node) => redirector.with_catch_up(node.cluster.clone()),
         None => redirector,
     };
     let clicks = match (&data_dir, &node, args.no_stats) {
@@ -582,21 +592,17 @@ fn serve(args: ServeArgs) -> Result<()> {
     } else {
         redirector
     };
-    let (admin, reloader) = match (&store, &node) {
-        (Some(store), _) => (
-            Admin::new(admin_opts, store.clone()),
-            Some(Reloader::for_store(store.clone())),
-        ),
+    // The node's writer, the one thing that differs between the three kinds for the admin API.
+    let (writes, reloader): (Arc<dyn Writes>, _) = match (&store, &node) {
+        (Some(store), _) => (store.clone(), Some(Reloader::for_writes(store.clone()))),
         // A cluster node's snapshots come from the cluster, never from a local file.
-        (None, Some(node)) => (
-            Admin::cluster(admin_opts, node.cluster.clone(), index.clone()),
-            None,
-        ),
+        (None, Some(node)) => (node.cluster.clone(), None),
         (None, None) => (
-            Admin::read_only(admin_opts, index.clone()),
+            Arc::new(duanlian_write::ReadOnly),
             Some(Reloader::new(index.clone())),
         ),
     };
+    let admin = Admin::new(admin_opts, index.clone(), writes);
     let mut admin = admin;
     if let Some(reloader) = reloader {
         let mut reloader = reloader
@@ -853,7 +859,7 @@ fn api_keys(flags: &[String], data_dir: Option<&Path>) -> Result<Vec<String>> {
         _ => {
             use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;
-            let key = duanlian_store::random_token()?;
+            let key = duanlian_write::random_token()?;
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create(true)

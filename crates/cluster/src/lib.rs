@@ -34,6 +34,7 @@ mod error;
 mod fold;
 mod node;
 mod publish;
+mod seam;
 
 pub use clicks::ClickForwarder;
 pub use error::ClusterError;

@@ -5,7 +5,7 @@ use async_nats::jetstream::{self, kv, object_store};
 use duanlian_index::Index;
 use duanlian_link::{now_secs, Code, Domain, Link};
 use duanlian_snapshot::Snapshot;
-use duanlian_store::{random_code, Op, Outcome, StoreError, GENERATE_TRIES};
+use duanlian_write::{random_code, Op, Outcome, WriteError, GENERATE_TRIES};
 use futures_util::StreamExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -654,13 +654,13 @@ impl Cluster {
 
     /// The connection, if NATS is reachable right now: writes are refused at once otherwise
     /// (503), instead of waiting out a request timeout.
-    fn writable(&self) -> Result<&Conn, StoreError> {
+    fn writable(&self) -> Result<&Conn, WriteError> {
         match self.conn.get() {
             Some(c) if c.client.connection_state() == async_nats::connection::State::Connected => {
                 Ok(c)
             }
-            Some(_) => Err(StoreError::Unavailable("NATS is unreachable".into())),
-            None => Err(StoreError::Unavailable(
+            Some(_) => Err(WriteError::Unavailable("NATS is unreachable".into())),
+            None => Err(WriteError::Unavailable(
                 "not joined to the cluster yet".into(),
             )),
         }
@@ -683,7 +683,7 @@ impl Cluster {
     /// Writes through the bucket: answered once JetStream acknowledged the write and this
     /// node applied it (so the writer reads its own write). Returns the outcome and the
     /// revision of the last write.
-    pub async fn submit(&self, op: Op) -> Result<(Outcome, u64), StoreError> {
+    pub async fn submit(&self, op: Op) -> Result<(Outcome, u64), WriteError> {
         let conn = self.writable()?;
         let (outcome, revision) = match op {
             Op::Create(new) => self.create(conn, new).await?,
@@ -716,7 +716,7 @@ impl Cluster {
                         Ok(rev) => break (Outcome::Deleted, rev),
                         // Most likely changed since the read: read again (a 404 ends it).
                         Err(_) if tries < 8 => tries += 1,
-                        Err(e) => return Err(StoreError::Unavailable(e)),
+                        Err(e) => return Err(WriteError::Unavailable(e)),
                     }
                 }
             }
@@ -745,16 +745,16 @@ impl Cluster {
         conn: &Conn,
         domain: &Domain,
         code: &Code,
-    ) -> Result<(Link, u64), StoreError> {
+    ) -> Result<(Link, u64), WriteError> {
         let key = codec::key(domain.as_str(), code.as_str());
-        let not_found = || StoreError::NotFound {
+        let not_found = || WriteError::NotFound {
             domain: domain.to_string(),
             code: code.to_string(),
         };
         match conn.kv.entry(key.clone()).await {
             Ok(Some(e)) if e.operation == kv::Operation::Put => codec::decode(&key, &e.value)
                 .map(|l| (l, e.revision))
-                .map_err(|why| StoreError::Unavailable(format!("unreadable bucket entry: {why}"))),
+                .map_err(|why| WriteError::Unavailable(format!("unreadable bucket entry: {why}"))),
             Ok(_) => Err(not_found()),
             Err(e) => Err(unavailable(e)),
         }
@@ -765,8 +765,8 @@ impl Cluster {
     async fn create(
         &self,
         conn: &Conn,
-        new: Vec<duanlian_store::NewLink>,
-    ) -> Result<(Outcome, u64), StoreError> {
+        new: Vec<duanlian_write::NewLink>,
+    ) -> Result<(Outcome, u64), WriteError> {
         let now = now_secs();
         let mut created: Vec<(Link, u64)> = Vec::with_capacity(new.len());
         for n in new {
@@ -790,9 +790,9 @@ impl Cluster {
     async fn create_one(
         &self,
         conn: &Conn,
-        n: duanlian_store::NewLink,
+        n: duanlian_write::NewLink,
         now: i64,
-    ) -> Result<(Link, u64), StoreError> {
+    ) -> Result<(Link, u64), WriteError> {
         let chosen = n.code.clone();
         for _ in 0..GENERATE_TRIES {
             let code = match &chosen {
@@ -808,7 +808,7 @@ impl Cluster {
                 Ok(rev) => return Ok((link, rev)),
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                     if chosen.is_some() {
-                        return Err(StoreError::Conflict {
+                        return Err(WriteError::Conflict {
                             domain: link.domain.to_string(),
                             code: link.code.to_string(),
                         });
@@ -817,12 +817,12 @@ impl Cluster {
                 Err(e) => return Err(unavailable(e)),
             }
         }
-        Err(StoreError::CodeSpaceExhausted(n.code_length))
+        Err(WriteError::CodeSpaceExhausted(n.code_length))
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("NATS: {e}"))
+fn unavailable(e: impl std::fmt::Display) -> WriteError {
+    WriteError::Unavailable(format!("NATS: {e}"))
 }
 
 /// A delete marker that only lands if the key is still at `revision`.

@@ -4,8 +4,8 @@
 //! its own fields. The reaper only reclaims what such links hold: overlay entries and visit
 //! counters. Snapshot links live in the mapped file and leave it at the next compaction.
 //!
-//! Every kind of node runs it ([`Index::start_reaper`]): whatever feeds the index (a journal, a
-//! cluster's bucket, a bulk file), expiring links are scheduled as they are applied, and a new
+//! Every node whose overlay takes writes runs it ([`Index::start_reaper`]): whatever feeds the
+//! index (a journal, a cluster's bucket), expiring links are scheduled as they are applied, and a new
 //! snapshot is scheduled once the reaper sees it swapped in. The retention is read when an entry
 //! is scheduled, so setting it after the index was filled (a journal replayed) is fine.
 //!

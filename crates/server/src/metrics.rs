@@ -54,8 +54,8 @@ pub struct Metrics {
     clicks: Family<Outcome, Counter>,
     click_log_bytes: Gauge,
     click_source: std::sync::OnceLock<Arc<duanlian_clicks::Recorder>>,
-    /// A cluster node's gauges and where to read them.
-    cluster: Option<([Gauge; 4], Arc<duanlian_cluster::Cluster>)>,
+    /// The node writer's own gauges, by name.
+    writer_gauges: Vec<(&'static str, Gauge)>,
 }
 
 thread_local! {
@@ -153,7 +153,7 @@ impl Metrics {
         );
 
         Metrics {
-            cluster: None,
+            writer_gauges: Vec::new(),
             reloads,
             compactions,
             clicks,
@@ -228,46 +228,32 @@ impl Metrics {
         let _ = self.click_source.set(recorder);
     }
 
-    /// Also reports `cluster`'s connection, applied revision and lag.
-    pub fn with_cluster(mut self, cluster: Arc<duanlian_cluster::Cluster>) -> Metrics {
-        let gauges = [
-            ("cluster_connected", "Connected to a NATS server (1/0)"),
-            (
-                "cluster_applied_revision",
-                "The newest bucket revision applied",
-            ),
-            (
-                "cluster_lag_revisions",
-                "Revisions the bucket is ahead of this node",
-            ),
-            (
-                "cluster_caught_up",
-                "Applied what the bucket held when the node started (1/0)",
-            ),
-        ]
-        .map(|(name, help)| {
-            let g = Gauge::default();
-            self.registry.register(name, help, g.clone());
-            g
-        });
-        self.cluster = Some((gauges, cluster));
+    /// Also reports the node writer's own gauges (a cluster node's connection, applied revision
+    /// and lag), registered under the names `writes` gives now and read at every scrape.
+    pub fn with_writer_gauges(mut self, writes: &dyn duanlian_write::Writes) -> Metrics {
+        for g in writes.gauges() {
+            let gauge = Gauge::default();
+            self.registry.register(g.name, g.help, gauge.clone());
+            self.writer_gauges.push((g.name, gauge));
+        }
         self
     }
 
     /// The text exposition, with gauges read from the live state.
-    pub fn render(&self, index: &Index, health: &Health, journal_bytes: Option<u64>) -> String {
-        if let Some((gauges, c)) = &self.cluster {
-            let st = c.status();
-            let values = [
-                i64::from(st.connected),
-                st.applied as i64,
-                st.lag as i64,
-                i64::from(st.caught_up),
-            ];
-            for (g, v) in gauges.iter().zip(values) {
-                g.set(v);
+    pub fn render(
+        &self,
+        index: &Index,
+        health: &Health,
+        writes: &dyn duanlian_write::Writes,
+    ) -> String {
+        if !self.writer_gauges.is_empty() {
+            for g in writes.gauges() {
+                if let Some((_, gauge)) = self.writer_gauges.iter().find(|(n, _)| *n == g.name) {
+                    gauge.set(g.value);
+                }
             }
         }
+        let journal_bytes = writes.journal_bytes();
         if let Some(rec) = self.click_source.get() {
             for (outcome, now) in [
                 ("written", rec.written()),

@@ -61,8 +61,8 @@ pub struct Redirector {
     clicks: Option<(Arc<Recorder>, crate::TrustedProxies)>,
     /// A test clock; `None` reads the system clock directly (one vDSO call, no indirection).
     clock: Option<Arc<dyn Fn() -> i64 + Send + Sync>>,
-    /// A cluster node's bucket, read directly on a miss while the node is behind it.
-    cluster: Option<Arc<duanlian_cluster::Cluster>>,
+    /// A source this node may be behind (a cluster's bucket), read directly on a miss then.
+    catch_up: Option<Arc<dyn duanlian_write::CatchUp>>,
 }
 
 /// Marks a miss that a cluster node may answer after one direct read of the bucket (see
@@ -94,19 +94,20 @@ impl Redirector {
             access_log: None,
             clicks: None,
             clock: None,
-            cluster: None,
+            catch_up: None,
         }
     }
 
-    /// Lets a miss while `cluster` is behind its bucket look the code up in the bucket once.
-    pub fn with_cluster(mut self, cluster: Arc<duanlian_cluster::Cluster>) -> Redirector {
-        self.cluster = Some(cluster);
+    /// Lets a miss while this node is behind `source` (a cluster's bucket) look the code up
+    /// there once.
+    pub fn with_catch_up(mut self, source: Arc<dyn duanlian_write::CatchUp>) -> Redirector {
+        self.catch_up = Some(source);
         self
     }
 
-    /// Whether a miss may be marked [`DirectRead`]: only on a cluster node.
+    /// Whether a miss may be marked [`DirectRead`]: only on a node that can be behind.
     pub(crate) fn may_defer(&self) -> bool {
-        self.cluster.is_some()
+        self.catch_up.is_some()
     }
 
     /// Answers a miss marked [`DirectRead`] from one direct read of the cluster's bucket; any
@@ -117,12 +118,13 @@ impl Redirector {
         peer: Option<SocketAddr>,
         mut first: Response<Body>,
     ) -> Response<Body> {
-        let (Some(DirectRead { domain, code }), Some(cluster)) =
-            (first.extensions_mut().remove::<DirectRead>(), &self.cluster)
-        else {
+        let (Some(DirectRead { domain, code }), Some(source)) = (
+            first.extensions_mut().remove::<DirectRead>(),
+            &self.catch_up,
+        ) else {
             return first;
         };
-        match cluster.direct_get(&domain, &code).await {
+        match source.direct_get(&domain, &code).await {
             Some(link) => decide(
                 self,
                 req,
@@ -342,7 +344,7 @@ fn decide<B>(
     may_defer: bool,
 ) -> Response<Body> {
     let Some(link) = link else {
-        if may_defer && r.cluster.as_ref().is_some_and(|c| c.lagging()) {
+        if may_defer && r.catch_up.as_ref().is_some_and(|c| c.lagging()) {
             let mut res = r.not_found(domain);
             res.extensions_mut().insert(DirectRead {
                 domain: domain.into(),

@@ -1,7 +1,7 @@
 //! Replacing a served bulk snapshot while traffic flows.
 use duanlian_index::{Index, Snapshot};
 use duanlian_snapshot::SnapshotError;
-use duanlian_store::{Store, StoreError};
+use duanlian_write::{WriteError, Writes};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,20 +23,18 @@ pub enum ReloadError {
     /// The file is missing, damaged or not a snapshot.
     #[error("{0}")]
     Snapshot(SnapshotError),
-    /// The data directory could not take it (writes unavailable, disk full, ...).
+    /// The node's writer could not take it (a bad file, writes unavailable, disk full, ...).
     #[error("{0}")]
-    Store(StoreError),
+    Write(WriteError),
 }
 
 impl ReloadError {
     /// Whether the file itself is at fault (rather than the node).
     pub fn is_bad_file(&self) -> bool {
         match self {
-            ReloadError::Snapshot(_) => true,
-            // Writing the folded snapshot can fail for want of space: the node's fault, not the
-            // file's.
-            ReloadError::Store(e @ StoreError::Snapshot(_)) => !e.is_out_of_space(),
-            ReloadError::Store(_) => false,
+            ReloadError::Snapshot(_) | ReloadError::Write(WriteError::BadFile(_)) => true,
+            // Writing the folded snapshot can fail for want of space: the node's fault.
+            ReloadError::Write(_) => false,
         }
     }
 }
@@ -46,8 +44,9 @@ impl ReloadError {
 enum Target {
     /// A read-only node: the file replaces the served snapshot.
     Index(Arc<Index>),
-    /// A data directory: the file replaces its bulk links, API writes stay on top.
-    Store(Arc<Store>),
+    /// A node with a writer (a data directory): the file replaces its bulk links, API writes
+    /// stay on top.
+    Writes(Arc<dyn Writes>),
 }
 
 /// Loads snapshots into a running node: the new file is fully validated (checksum included)
@@ -73,10 +72,10 @@ impl Reloader {
         }
     }
 
-    /// A reloader for a node with a data directory.
-    pub fn for_store(store: Arc<Store>) -> Reloader {
+    /// A reloader for a node whose writer folds bulk files in (a data directory).
+    pub fn for_writes(writes: Arc<dyn Writes>) -> Reloader {
         Reloader {
-            target: Target::Store(store),
+            target: Target::Writes(writes),
             configured: None,
             metrics: None,
             huge_pages: Some(false),
@@ -137,11 +136,11 @@ impl Reloader {
                 })
                 .map_err(ReloadError::Snapshot)
             }
-            Target::Store(store) => store
+            Target::Writes(writes) => writes
                 .load_bulk(path)
                 .await
                 .map(|r| r.links)
-                .map_err(ReloadError::Store),
+                .map_err(ReloadError::Write),
         };
         let result = result.map(|links| Reloaded {
             path: path.to_path_buf(),

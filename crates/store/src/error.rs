@@ -77,6 +77,21 @@ impl StoreError {
     }
 }
 
+/// The write vocabulary's own failures (a PATCH that leaves an invalid link, no randomness),
+/// as the store reports them.
+impl From<duanlian_write::WriteError> for StoreError {
+    fn from(e: duanlian_write::WriteError) -> Self {
+        use duanlian_write::WriteError as W;
+        match e {
+            W::Conflict { domain, code } => StoreError::Conflict { domain, code },
+            W::NotFound { domain, code } => StoreError::NotFound { domain, code },
+            W::Invalid(e) => StoreError::Invalid(e),
+            W::CodeSpaceExhausted(n) => StoreError::CodeSpaceExhausted(n),
+            other => StoreError::Unavailable(other.to_string()),
+        }
+    }
+}
+
 impl From<SnapshotError> for StoreError {
     fn from(e: SnapshotError) -> Self {
         StoreError::Snapshot(e)

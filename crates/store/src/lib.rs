@@ -12,7 +12,8 @@
 //! it atomically, swaps it into the index and drops the folded segments, while writes go on.
 //!
 //! ```no_run
-//! use duanlian_store::{DataDir, NewLink, Op, Outcome, Store, StoreOptions};
+//! use duanlian_store::{DataDir, Store, StoreOptions};
+//! use duanlian_write::{NewLink, Op, Outcome};
 //! use duanlian_link::{Domain, Redirect, Validity};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -39,14 +40,11 @@
 mod compact;
 mod dir;
 mod error;
-mod random;
+mod seam;
 mod visits_file;
 mod writer;
 
 pub use compact::{compact_offline, AutoCompact, CompactReport, Trigger};
 pub use dir::DataDir;
 pub use error::StoreError;
-pub use random::{random_code, random_token};
-pub use writer::{
-    CommitObserver, NewLink, Op, Outcome, Patch, Store, StoreOptions, GENERATE_TRIES,
-};
+pub use writer::{CommitObserver, Store, StoreOptions};

@@ -1,10 +1,11 @@
 //! The writer thread: group commit, preconditions, apply-after-sync.
 use crate::error::io_err;
-use crate::{random_code, DataDir, StoreError};
+use crate::{DataDir, StoreError};
 use duanlian_index::Index;
 use duanlian_journal::{Journal, Options as JournalOptions};
-use duanlian_link::{now_secs, Change, Code, Domain, ForwardQuery, Link, Redirect, Validity};
+use duanlian_link::{now_secs, Change, Code, Domain, Link};
 use duanlian_snapshot::{Builder, Snapshot};
+use duanlian_write::{random_code, Op, Outcome, GENERATE_TRIES};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -43,123 +44,6 @@ impl Default for StoreOptions {
             on_commit: None,
         }
     }
-}
-
-/// A link to create.
-#[derive(Debug, Clone)]
-pub struct NewLink {
-    /// Its link domain (the API checks it is one of ours).
-    pub domain: Domain,
-    /// A chosen code, or `None` to generate one.
-    pub code: Option<Code>,
-    /// Length of a generated code.
-    pub code_length: usize,
-    /// Target, already checked by [`duanlian_link::parse_url`].
-    pub url: Box<str>,
-    /// Redirect status.
-    pub redirect: Redirect,
-    /// Validity window.
-    pub validity: Validity,
-    /// Whether the request's query string is forwarded.
-    pub forward_query: ForwardQuery,
-    /// Where the link sends visitors once expired.
-    pub expired_url: Option<Box<str>>,
-}
-
-impl NewLink {
-    /// The link this request creates under `code`, created at `now`.
-    pub fn into_link(self, code: Code, now: i64) -> Link {
-        Link {
-            domain: self.domain,
-            code,
-            url: self.url,
-            redirect: self.redirect,
-            validity: self.validity,
-            created_at: now,
-            forward_query: self.forward_query,
-            expired_url: self.expired_url,
-        }
-    }
-}
-
-/// Fields a PATCH may change; `None` leaves a field as it is. For the validity bounds,
-/// `Some(None)` clears the bound.
-#[derive(Debug, Clone, Default)]
-pub struct Patch {
-    /// New target.
-    pub url: Option<Box<str>>,
-    /// New redirect status.
-    pub redirect: Option<Redirect>,
-    /// New start of validity.
-    pub valid_since: Option<Option<i64>>,
-    /// New expiry.
-    pub expires_at: Option<Option<i64>>,
-    /// New query forwarding.
-    pub forward_query: Option<ForwardQuery>,
-    /// New visit cap (`Some(None)` removes it).
-    pub max_visits: Option<Option<u64>>,
-    /// New expired-link target (`Some(None)` removes it).
-    pub expired_url: Option<Option<Box<str>>>,
-}
-
-impl Patch {
-    /// `link` with this patch's changes; an error if they leave an invalid link (an empty
-    /// validity window, a zero visit cap).
-    pub fn apply_to(self, mut link: Link) -> Result<Link, StoreError> {
-        if let Some(url) = self.url {
-            link.url = url;
-        }
-        if let Some(r) = self.redirect {
-            link.redirect = r;
-        }
-        if let Some(f) = self.forward_query {
-            link.forward_query = f;
-        }
-        if let Some(u) = self.expired_url {
-            link.expired_url = u;
-        }
-        link.validity = Validity::new(
-            self.valid_since.unwrap_or(link.validity.valid_since),
-            self.expires_at.unwrap_or(link.validity.expires_at),
-        )
-        .and_then(|v| v.with_max_visits(self.max_visits.unwrap_or(link.validity.max_visits)))
-        .map_err(StoreError::Invalid)?;
-        Ok(link)
-    }
-}
-
-/// A write request.
-#[derive(Debug, Clone)]
-pub enum Op {
-    /// Create links, all or none (one journal record).
-    Create(Vec<NewLink>),
-    /// Change an existing link.
-    Update {
-        /// Link domain.
-        domain: Domain,
-        /// Code.
-        code: Code,
-        /// What to change.
-        patch: Patch,
-    },
-    /// Delete an existing link.
-    Delete {
-        /// Link domain.
-        domain: Domain,
-        /// Code.
-        code: Code,
-    },
-}
-
-/// What a write did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The links created, in request order.
-    Created(Vec<Link>),
-    /// The link after the update.
-    Updated(Link),
-    /// The link is gone.
-    Deleted,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -386,9 +270,6 @@ impl Pending<'_> {
         }
     }
 }
-
-/// Draws of a random code before giving up on a code length.
-pub const GENERATE_TRIES: usize = 64;
 
 /// Checks one request against the current state and turns it into changes. On failure the
 /// pending state is left as it was (a batch is all or nothing).

@@ -1,8 +1,7 @@
 //! The write path end to end in-process: preconditions, durability across reopen, compaction.
 use duanlian_link::{parse_url, Code, Domain, Redirect, Validity};
-use duanlian_store::{
-    compact_offline, DataDir, NewLink, Op, Outcome, Patch, Store, StoreError, StoreOptions,
-};
+use duanlian_store::{compact_offline, DataDir, Store, StoreError, StoreOptions};
+use duanlian_write::{NewLink, Op, Outcome, Patch};
 use std::path::PathBuf;
 use std::sync::Arc;
 

@@ -4,7 +4,7 @@ use duanlian_link::{
     now_secs, parse_duration, parse_rfc3339, parse_url, url_host, Code, Domain, ForwardQuery,
     Redirect, Validity, LATEST_INSTANT, LATEST_INSTANT_REASON,
 };
-use duanlian_store::{NewLink, Patch};
+use duanlian_write::{NewLink, Patch};
 use serde_json::{Map, Value};
 
 /// What the API needs to know to judge a link's fields.

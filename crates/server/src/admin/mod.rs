@@ -9,7 +9,7 @@ use crate::Body;
 use bytes::Bytes;
 use duanlian_index::Index;
 use duanlian_link::{format_rfc3339, Code, Domain, Link};
-use duanlian_store::{Op, Outcome, Store, StoreError};
+use duanlian_write::{Op, Operation, Outcome, WriteError, Writes, Written};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{
@@ -49,24 +49,12 @@ impl Default for AdminOptions {
     }
 }
 
-/// Where writes go.
-#[derive(Debug)]
-enum Writes {
-    /// A node serving a bulk snapshot without a data directory.
-    ReadOnly,
-    /// The data directory's journal.
-    Local(Arc<Store>),
-    /// The cluster's bucket.
-    Cluster(Arc<duanlian_cluster::Cluster>),
-}
-
-/// The admin API's state: the index it reads and, unless the node is read-only, where it
-/// writes (the data directory's store, or the cluster).
+/// The admin API's state: the index it reads and the node's writer.
 #[derive(Debug)]
 pub struct Admin {
     opts: AdminOptions,
     index: Arc<Index>,
-    writes: Writes,
+    writes: Arc<dyn Writes>,
     metrics: Option<(Arc<crate::Metrics>, Arc<crate::Health>)>,
     reloader: Option<Arc<crate::Reloader>>,
     stats: Option<Arc<duanlian_clicks::Stats>>,
@@ -75,40 +63,16 @@ pub struct Admin {
 type Answer = Result<Response<Body>, Problem>;
 
 impl Admin {
-    /// A writable admin API over `store`.
-    pub fn new(opts: AdminOptions, store: Arc<Store>) -> Admin {
-        Admin {
-            opts,
-            index: store.index().clone(),
-            writes: Writes::Local(store),
-            metrics: None,
-            reloader: None,
-            stats: None,
-        }
-    }
-
-    /// A read-only admin API (a node serving a bulk snapshot without a data directory).
-    pub fn read_only(opts: AdminOptions, index: Arc<Index>) -> Admin {
+    /// The admin API of a node that reads from `index` and writes through `writes` (the data
+    /// directory's store, a cluster's bucket, or [`duanlian_write::ReadOnly`]).
+    pub fn new(opts: AdminOptions, index: Arc<Index>, writes: Arc<dyn Writes>) -> Admin {
         Admin {
             opts,
             index,
-            writes: Writes::ReadOnly,
+            writes,
             metrics: None,
             reloader: None,
             stats: None,
-        }
-    }
-
-    /// An admin API of a cluster node: reads from `index` (which `cluster` keeps up to date),
-    /// writes to the cluster's bucket.
-    pub fn cluster(
-        opts: AdminOptions,
-        cluster: Arc<duanlian_cluster::Cluster>,
-        index: Arc<Index>,
-    ) -> Admin {
-        Admin {
-            writes: Writes::Cluster(cluster),
-            ..Admin::read_only(opts, index)
         }
     }
 
@@ -163,14 +127,10 @@ impl Admin {
             let Some((metrics, health)) = &self.metrics else {
                 return Err(Problem::not_found("metrics are not enabled"));
             };
-            let journal = match &self.writes {
-                Writes::Local(store) => Some(store.journal_bytes()),
-                _ => None,
-            };
             let mut r = Response::new(Body::new(Bytes::from(metrics.render(
                 &self.index,
                 health,
-                journal,
+                self.writes.as_ref(),
             ))));
             r.headers_mut().insert(
                 CONTENT_TYPE,
@@ -237,26 +197,10 @@ impl Admin {
         }
     }
 
-    fn store(&self) -> Result<&Store, Problem> {
-        match &self.writes {
-            Writes::Local(store) => Ok(store),
-            Writes::ReadOnly => Err(read_only()),
-            Writes::Cluster(_) => Err(cluster_node(
-                "a cluster node has no journal to compact; publish a snapshot of the bucket with `duanlian snapshot publish`",
-            )),
-        }
-    }
-
     /// Submits a write; the revision is the cluster bucket's, for cluster nodes.
     async fn submit(&self, op: Op) -> Result<(Outcome, Option<u64>), Problem> {
-        match &self.writes {
-            Writes::Local(store) => Ok((store.submit(op).await.map_err(store_problem)?, None)),
-            Writes::Cluster(cluster) => {
-                let (outcome, revision) = cluster.submit(op).await.map_err(store_problem)?;
-                Ok((outcome, Some(revision)))
-            }
-            Writes::ReadOnly => Err(read_only()),
-        }
+        let Written { outcome, revision } = self.writes.submit(op).await.map_err(write_problem)?;
+        Ok((outcome, revision))
     }
 
     fn link_json(&self, l: &Link) -> Value {
@@ -534,19 +478,21 @@ impl Admin {
 
     /// Refuses a write before its body is read, on a node that takes none.
     fn writable(&self) -> Result<(), Problem> {
-        match self.writes {
-            Writes::ReadOnly => Err(read_only()),
-            _ => Ok(()),
+        match self.writes.refuses(Operation::Write) {
+            Some(e) => Err(write_problem(e)),
+            None => Ok(()),
         }
     }
 
     async fn compact(&self) -> Answer {
-        let store = self.store()?;
-        let result = store.compact().await;
+        if let Some(e) = self.writes.refuses(Operation::Compact) {
+            return Err(write_problem(e));
+        }
+        let result = self.writes.compact().await;
         if let Some((metrics, _)) = &self.metrics {
             metrics.record_compaction("api", result.is_ok());
         }
-        let report = result.map_err(store_problem)?;
+        let report = result.map_err(write_problem)?;
         Ok(json_response(
             StatusCode::OK,
             &json!({
@@ -559,10 +505,8 @@ impl Admin {
     }
 
     async fn reload(&self, req: Request<Incoming>) -> Answer {
-        if let Writes::Cluster(_) = self.writes {
-            return Err(cluster_node(
-                "a cluster node loads the snapshots published for its bucket; publish one with `duanlian snapshot publish`",
-            ));
+        if let Some(e) = self.writes.refuses(Operation::LoadBulk) {
+            return Err(write_problem(e));
         }
         let Some(reloader) = self.reloader.clone() else {
             return Err(Problem::new(
@@ -592,7 +536,7 @@ impl Admin {
                 }),
             )),
             Err(e) if e.is_bad_file() => Err(Problem::invalid(vec![field("path", e)])),
-            Err(crate::ReloadError::Store(e)) => Err(store_problem(e)),
+            Err(crate::ReloadError::Write(e)) => Err(write_problem(e)),
             Err(e) => Err(internal(&e.to_string())),
         }
     }
@@ -653,35 +597,38 @@ impl Admin {
     }
 }
 
-fn store_problem(e: StoreError) -> Problem {
+fn write_problem(e: WriteError) -> Problem {
     match &e {
-        StoreError::Conflict { .. } => Problem::new(
+        WriteError::Conflict { .. } => Problem::new(
             StatusCode::CONFLICT,
             "code-taken",
             "Code taken",
             e.to_string(),
         ),
-        StoreError::NotFound { .. } => Problem::not_found(e.to_string()),
-        StoreError::Invalid(le) => Problem::invalid(vec![field(le.field(), le)]),
-        StoreError::CodeSpaceExhausted(_) => Problem::new(
+        WriteError::NotFound { .. } => Problem::not_found(e.to_string()),
+        WriteError::Invalid(le) => Problem::invalid(vec![field(le.field(), le)]),
+        WriteError::CodeSpaceExhausted(_) => Problem::new(
             StatusCode::CONFLICT,
             "code-space-exhausted",
             "No free code",
             e.to_string(),
         ),
-        _ if e.is_out_of_space() => Problem::new(
+        WriteError::ReadOnly => read_only(),
+        WriteError::NotHere(why) => cluster_node(why),
+        WriteError::NoSpace(_) => Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "no-space",
             "Writes unavailable: the disk is full",
             e.to_string(),
         ),
-        StoreError::Unavailable(_) | StoreError::Closed => Problem::new(
+        WriteError::Unavailable(_) => Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             "Writes unavailable",
             e.to_string(),
         ),
-        _ => internal(&e.to_string()),
+        WriteError::BadFile(why) => Problem::invalid(vec![field("path", why)]),
+        WriteError::Failed(why) => internal(why),
     }
 }
 

@@ -1,15 +1,18 @@
 //! Random codes and tokens from the OS's generator.
-use crate::StoreError;
+use crate::WriteError;
 
 const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
-fn fill(buf: &mut [u8]) -> Result<(), StoreError> {
-    getrandom::fill(buf).map_err(|e| StoreError::Unavailable(format!("no randomness: {e}")))
+/// Draws of a random code before giving up on a code length.
+pub const GENERATE_TRIES: usize = 64;
+
+fn fill(buf: &mut [u8]) -> Result<(), WriteError> {
+    getrandom::fill(buf).map_err(|e| WriteError::Unavailable(format!("no randomness: {e}")))
 }
 
 /// A code of `len` characters drawn uniformly from `[A-Za-z0-9]`. Bytes of 248 and above are
 /// rejected so that every character has exactly the same chance (248 = 4 × 62).
-pub fn random_code(len: usize) -> Result<String, StoreError> {
+pub fn random_code(len: usize) -> Result<String, WriteError> {
     let mut out = String::with_capacity(len);
     let mut buf = [0u8; 64];
     while out.len() < len {
@@ -24,12 +27,11 @@ pub fn random_code(len: usize) -> Result<String, StoreError> {
 }
 
 /// A secret of 32 random bytes, as 64 hex digits (API keys).
-pub fn random_token() -> Result<String, StoreError> {
+pub fn random_token() -> Result<String, WriteError> {
     let mut buf = [0u8; 32];
     fill(&mut buf)?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
