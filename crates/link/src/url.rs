@@ -160,11 +160,7 @@ fn check_authority(auth: &str) -> Result<(), LinkError> {
             .find(']')
             .ok_or(LinkError::UrlHost("has an unclosed '['"))?;
         let host = &v6[..end];
-        if host.is_empty()
-            || !host
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        {
+        if host.parse::<std::net::Ipv6Addr>().is_err() {
             return Err(LinkError::UrlHost("is not an IPv6 address"));
         }
         (host, &v6[end + 1..])
@@ -188,8 +184,23 @@ fn check_authority(auth: &str) -> Result<(), LinkError> {
             "has a character not allowed in a host name",
         ));
     }
+    // A browser reads a host whose last label is a number (decimal, or 0x hex) as an IPv4
+    // address, and refuses it if it is not one: accept such a host only as a plain dotted quad.
+    if !auth.starts_with('[') {
+        let name = host.strip_suffix('.').unwrap_or(host);
+        let last = name.rsplit('.').next().unwrap_or(name);
+        let numeric = !last.is_empty()
+            && (last.bytes().all(|b| b.is_ascii_digit())
+                || last
+                    .strip_prefix("0x")
+                    .or_else(|| last.strip_prefix("0X"))
+                    .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit())));
+        if numeric && name.parse::<std::net::Ipv4Addr>().is_err() {
+            return Err(LinkError::UrlHost("is not an IPv4 address"));
+        }
+    }
     if let Some(p) = port.strip_prefix(':') {
-        if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u16>().is_err() {
             return Err(LinkError::UrlHost("has a malformed port"));
         }
     } else if !port.is_empty() {
@@ -264,6 +275,29 @@ mod tests {
             parse_url("https://a.cn:80x/"),
             Err(LinkError::UrlHost(_))
         ));
+    }
+
+    /// Found by the differential test against the url crate: hosts a browser refuses.
+    #[test]
+    fn hosts_a_browser_refuses_are_refused() {
+        for bad in [
+            "http://[a0]/",
+            "http://[::1:]/",
+            "http://300.0.0.0/",
+            "http://1.2.3.4.5/",
+            "http://a.b.0x1f/x",
+            "http://example.com:99999/",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "http://[::1]:8080/",
+            "http://192.0.2.1/",
+            "http://a.b.c/",
+            "https://x1.example:65535/",
+        ] {
+            assert!(parse_url(good).is_ok(), "{good}");
+        }
     }
 
     #[test]
