@@ -1,6 +1,6 @@
 //! The TOML configuration file of `duanlian serve`, the lowest of three layers: file, then
 //! environment variables (`DUANLIAN_...`), then flags. Unknown keys are errors.
-use crate::{HugePages, ServeArgs, Shape};
+use crate::args::{HugePages, ServeArgs, Shape};
 use anyhow::{anyhow, Context, Result};
 use clap::parser::ValueSource;
 use clap::ArgMatches;

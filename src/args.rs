@@ -1,0 +1,275 @@
+//! The command line: every subcommand and flag, as clap parses them. Flags of `serve` also
+//! come from the environment (`DUANLIAN_*`) and the configuration file (see `config.rs`).
+use crate::import::Format;
+use crate::{clicks, cluster, journal_cmd};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "duanlian",
+    version,
+    about = "短链 duanlian: a fast short-link redirect service"
+)]
+pub(crate) struct Cli {
+    /// Log format: text (human-readable), json (one object a line), or auto: text on a
+    /// terminal, JSON otherwise. Default is auto. The level comes from DUANLIAN_LOG.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
+    pub(crate) log_format: LogFormat,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    Auto,
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Build, inspect and verify snapshot files.
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
+    /// Serve redirects, and the admin API.
+    Serve(Box<ServeArgs>),
+    /// Check configuration files.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Visit statistics: the click log.
+    #[command(subcommand)]
+    Clicks(ClicksCmd),
+    /// Find and get past damage in a data directory's journal (the server must not be running).
+    #[command(subcommand)]
+    Journal(journal_cmd::JournalCommand),
+    /// Fold a data directory's journal into a new snapshot (the server must not be running).
+    Compact {
+        /// The data directory.
+        #[arg(long, default_value = "duanlian-data")]
+        data_dir: PathBuf,
+        /// Links expired longer ago than this are left out of the new snapshot. Default is 30d.
+        #[arg(long, default_value = "30d", value_parser = parse_period)]
+        expired_retention: i64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ClicksCmd {
+    /// Write the recorded click events (one per redirected GET, bots included) for analytics
+    /// tools. Safe while the server runs.
+    Export(clicks::ExportArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ConfigCmd {
+    /// Validate a TOML configuration file and print the settings `serve` would use with it
+    /// (environment variables and flags given here are applied on top, as in `serve`).
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum SnapshotCmd {
+    /// Build a snapshot from CSV (header row: url, code, and optionally domain, redirect,
+    /// expires_at, valid_since, created_at) or JSON Lines with the same field names.
+    Build {
+        /// Input file; the format follows its extension (.csv, .jsonl, .ndjson) unless --format.
+        #[arg(long)]
+        input: PathBuf,
+        /// Snapshot file to write (atomically: temp file, fsync, rename).
+        #[arg(long)]
+        output: PathBuf,
+        /// Domain for rows without one.
+        #[arg(long)]
+        default_domain: Option<String>,
+        /// Input format. Default is taken from the input's extension.
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+    },
+    /// Cluster mode: fold the links bucket into a snapshot and store it in the cluster's object
+    /// store, where every node picks it up (run it from cron, e.g. hourly).
+    Publish(cluster::PublishArgs),
+    /// Print a snapshot's header, link count and domains.
+    Inspect {
+        /// Snapshot file.
+        file: PathBuf,
+    },
+    /// Check a snapshot thoroughly: checksum, archive, and every link.
+    Verify {
+        /// Snapshot file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ServeArgs {
+    /// A TOML configuration file; environment variables (DUANLIAN_...) override it, flags
+    /// override both. See `duanlian config check`.
+    #[arg(long, env = "DUANLIAN_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Data directory (snapshot, journal, generated API key); enables the admin API's writes.
+    /// Default is ./duanlian-data, seeded with the built-in sample links on first start, unless
+    /// --snapshot is given without --data-dir, which serves that file read-only.
+    #[arg(env = "DUANLIAN_DATA_DIR", long)]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// A bulk snapshot: served read-only without --data-dir; with --data-dir, the seed of an
+    /// empty data directory. Either way SIGHUP loads it again (links written through the API
+    /// stay on top).
+    #[arg(env = "DUANLIAN_SNAPSHOT", long)]
+    pub(crate) snapshot: Option<PathBuf>,
+    /// Address of the redirect listener; port 0 picks a free port. Default is 127.0.0.1:8080.
+    #[arg(env = "DUANLIAN_LISTEN", long, default_value = "127.0.0.1:8080")]
+    pub(crate) listen: std::net::SocketAddr,
+    /// Address of the admin API; never the redirect port. Default is 127.0.0.1:8081.
+    #[arg(env = "DUANLIAN_ADMIN_LISTEN", long, default_value = "127.0.0.1:8081")]
+    pub(crate) admin_listen: std::net::SocketAddr,
+    /// A link domain links may be created on (repeat for more; the first is the default).
+    /// Default is the domains of the loaded snapshot.
+    #[arg(env = "DUANLIAN_DOMAINS", value_delimiter = ',', long = "domain")]
+    pub(crate) domains: Vec<String>,
+    /// An accepted API key (repeatable; also DUANLIAN_API_KEYS, comma-separated). With none,
+    /// a key is generated into the data directory on first start.
+    #[arg(env = "DUANLIAN_API_KEYS", value_delimiter = ',', long = "api-key")]
+    pub(crate) api_keys: Vec<String>,
+    /// Largest admin request body, in bytes. Default is 8388608 (8 MiB).
+    #[arg(env = "DUANLIAN_MAX_BODY_BYTES", long, default_value_t = 8 << 20)]
+    pub(crate) max_body_bytes: usize,
+    /// Length of generated codes. Default is 7.
+    #[arg(env = "DUANLIAN_CODE_LENGTH", long, default_value_t = 7, value_parser = clap::value_parser!(u8).range(4..=32))]
+    pub(crate) code_length: u8,
+    /// Where expired links of a domain go instead of a 410 page: DOMAIN=URL (repeatable).
+    /// A link's own expired_url wins.
+    #[arg(long = "expired-url", value_name = "DOMAIN=URL")]
+    pub(crate) expired_urls: Vec<String>,
+    /// Where unknown codes of a domain go instead of a 404: DOMAIN=URL (repeatable).
+    #[arg(long = "not-found-url", value_name = "DOMAIN=URL")]
+    pub(crate) not_found_urls: Vec<String>,
+    /// Where `/` of a domain goes instead of a 404: DOMAIN=URL (repeatable).
+    #[arg(long = "root-url", value_name = "DOMAIN=URL")]
+    pub(crate) root_urls: Vec<String>,
+    /// How long an expired link keeps answering "expired" before it is purged (then 404, and
+    /// dropped at the next compaction): 30d, 12h, seconds... Default is 30d.
+    #[arg(env = "DUANLIAN_EXPIRED_RETENTION", long, default_value = "30d", value_parser = parse_period)]
+    pub(crate) expired_retention: i64,
+    /// Worker threads for redirects. Default is the number of CPUs.
+    #[arg(env = "DUANLIAN_THREADS", long)]
+    pub(crate) threads: Option<usize>,
+    /// Seconds a client may take to send a request head once it has started one. Default is 30.
+    #[arg(env = "DUANLIAN_HEADER_READ_TIMEOUT", long, default_value_t = 30)]
+    pub(crate) header_read_timeout: u64,
+    /// Seconds an idle keep-alive connection stays open; keep it above the load balancer's idle
+    /// timeout (60 s on common ones). Default is 75.
+    #[arg(env = "DUANLIAN_KEEP_ALIVE_TIMEOUT", long, default_value_t = 75)]
+    pub(crate) keep_alive_timeout: u64,
+    /// Largest request head in bytes; larger ones get 431. Default is 16384.
+    #[arg(env = "DUANLIAN_MAX_HEADER_BYTES", long, default_value_t = 16 << 10)]
+    pub(crate) max_header_bytes: usize,
+    /// Connections served at once; more wait in the listen backlog. Default is 65536.
+    #[arg(env = "DUANLIAN_MAX_CONNECTIONS", long, default_value_t = 65_536)]
+    pub(crate) max_connections: usize,
+    /// After SIGTERM/SIGINT, seconds to keep accepting while /readyz answers 503, so load
+    /// balancers move away first. Default is 5.
+    #[arg(env = "DUANLIAN_DRAIN_DELAY", long, default_value_t = 5)]
+    pub(crate) drain_delay: u64,
+    /// Seconds in-flight requests get to finish after the drain delay. Default is 30.
+    #[arg(env = "DUANLIAN_SHUTDOWN_TIMEOUT", long, default_value_t = 30)]
+    pub(crate) shutdown_timeout: u64,
+    /// A proxy (address or CIDR range) whose X-Forwarded-For and X-Forwarded-Proto are believed;
+    /// repeatable. Anyone else's forwarding headers are ignored. Default is none.
+    #[arg(
+        env = "DUANLIAN_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        long = "trusted-proxy"
+    )]
+    pub(crate) trusted_proxies: Vec<String>,
+    /// Log every request on the redirect listener (target "access", with the client address).
+    /// Default is off.
+    #[arg(env = "DUANLIAN_ACCESS_LOG", long)]
+    pub(crate) access_log: bool,
+    /// Record no click events and keep no visit statistics. Default is to keep them whenever
+    /// there is a data directory (in its clicks/ folder).
+    #[arg(env = "DUANLIAN_NO_STATS", long)]
+    pub(crate) no_stats: bool,
+    /// Click events queued for the click-log writer before new ones are dropped (and counted in
+    /// duanlian_clicks_total{outcome="dropped"}). Default is 65536.
+    #[arg(env = "DUANLIAN_CLICKS_QUEUE", long, default_value_t = 65_536,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) clicks_queue: u32,
+    /// Data-directory nodes compact by themselves once the journal holds this many bytes (a
+    /// restart replays the journal: 256 MiB is about a second). 0: never by size.
+    #[arg(env = "DUANLIAN_COMPACT_JOURNAL_BYTES", long, default_value_t = 256 << 20)]
+    pub(crate) compact_journal_bytes: u64,
+    /// Data-directory nodes compact by themselves once this many links changed since the
+    /// snapshot are held in memory (about 500 bytes each, against about 130 in the snapshot).
+    /// 0: never by count.
+    #[arg(
+        env = "DUANLIAN_COMPACT_OVERLAY_LINKS",
+        long,
+        default_value_t = 100_000
+    )]
+    pub(crate) compact_overlay_links: usize,
+    /// Serve the snapshot from a copy in transparent huge pages: the mapping answers from the
+    /// first millisecond while the copy is made in the background (about a second per GB),
+    /// then the copy takes over, and lookups in a table of gigabytes stop missing the TLB.
+    /// Reloads load straight into huge pages. Read-only nodes (--snapshot, no --data-dir) only.
+    /// auto: for snapshots of 512 MiB and more, when the kernel offers transparent huge pages
+    /// and twice the file fits in available memory. Default is auto; --huge-pages alone is on.
+    #[arg(env = "DUANLIAN_HUGE_PAGES", long, value_enum, default_value_t = HugePages::Auto,
+          num_args = 0..=1, default_missing_value = "on")]
+    pub(crate) huge_pages: HugePages,
+    /// Clicks older than this are forgotten: their days leave the statistics and their click
+    /// log files are deleted (checked at start and hourly). Default is 400d.
+    #[arg(env = "DUANLIAN_STATS_RETENTION", long, default_value = "400d", value_parser = parse_period)]
+    pub(crate) stats_retention: i64,
+    /// Raw click-log files (one line per click, for `clicks export`) older than this are
+    /// deleted; the statistics keep their days in day summaries. Default is 30d.
+    #[arg(env = "DUANLIAN_CLICKS_RETENTION", long, default_value = "30d", value_parser = parse_period)]
+    pub(crate) clicks_retention: i64,
+    /// The most bytes the click log may take (raw files and day summaries); past it the oldest
+    /// raw files go first. 0: no cap. Default is 10 GiB.
+    #[arg(env = "DUANLIAN_CLICKS_MAX_BYTES", long, default_value_t = 10 << 30)]
+    pub(crate) clicks_max_bytes: u64,
+    /// Free space the click log leaves on its disk for the journal: below it the oldest raw
+    /// files are deleted, and raw clicks stop being written (statistics go on) until there is
+    /// room. Default is 1 GiB.
+    #[arg(env = "DUANLIAN_CLICKS_RESERVE_BYTES", long, default_value_t = 1 << 30)]
+    pub(crate) clicks_reserve_bytes: u64,
+    /// Runtime layout: one current-thread runtime per thread with SO_REUSEPORT (per-core), or
+    /// one work-stealing runtime (multi-thread). Default is per-core.
+    #[arg(env = "DUANLIAN_RUNTIME", long, value_enum, default_value_t = Shape::PerCore)]
+    pub(crate) runtime: Shape,
+    #[command(flatten)]
+    pub(crate) cluster: cluster::ClusterArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum HugePages {
+    Auto,
+    On,
+    Off,
+}
+
+impl HugePages {
+    /// `Some(on)` when decided, `None` for a decision per file.
+    pub(crate) fn decided(self) -> Option<bool> {
+        match self {
+            HugePages::Auto => None,
+            HugePages::On => Some(true),
+            HugePages::Off => Some(false),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum Shape {
+    PerCore,
+    MultiThread,
+}
+
+pub(crate) fn parse_period(s: &str) -> Result<i64, String> {
+    duanlian_link::parse_duration(s)
+        .ok_or_else(|| format!("{s:?} is not a period such as 30d, 12h, 90m or seconds"))
+}
