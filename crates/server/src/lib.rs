@@ -28,7 +28,7 @@ mod proxy;
 mod redirect;
 mod reload;
 
-pub use admin::{Admin, AdminOptions};
+pub use admin::{Admin, AdminOptions, RequestBody};
 pub use listen::{
     run, serve_connection, spawn_admin, Answer, FixedRedirect, Health, Options, RuntimeShape,
 };

@@ -11,7 +11,6 @@ use duanlian_index::Index;
 use duanlian_link::{format_rfc3339, Code, Domain, Link};
 use duanlian_write::{Op, Operation, Outcome, WriteError, Writes, Written};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use hyper::header::{
     HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE,
 };
@@ -62,6 +61,22 @@ pub struct Admin {
 
 type Answer = Result<Response<Body>, Problem>;
 
+/// A request body the admin API can read: hyper's on a connection, or any other (a
+/// `Full<Bytes>` in a test that calls [`Admin::handle`] in-process).
+pub trait RequestBody:
+    hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + 'static
+{
+}
+
+impl<T> RequestBody for T where
+    T: hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static
+{
+}
+
 impl Admin {
     /// The admin API of a node that reads from `index` and writes through `writes` (the data
     /// directory's store, a cluster's bucket, or [`duanlian_write::ReadOnly`]).
@@ -100,14 +115,14 @@ impl Admin {
     }
 
     /// Answers one admin request. Every failure is a problem+json answer, never a panic.
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    pub async fn handle<B: RequestBody>(&self, req: Request<B>) -> Response<Body> {
         match self.route(req).await {
             Ok(r) => r,
             Err(p) => p.response(),
         }
     }
 
-    fn authorised(&self, req: &Request<Incoming>) -> bool {
+    fn authorised<B>(&self, req: &Request<B>) -> bool {
         let given = req
             .headers()
             .get(AUTHORIZATION)
@@ -121,7 +136,7 @@ impl Admin {
         })
     }
 
-    async fn route(&self, req: Request<Incoming>) -> Answer {
+    async fn route<B: RequestBody>(&self, req: Request<B>) -> Answer {
         let path = req.uri().path().to_owned();
         if path == "/metrics" {
             let Some((metrics, health)) = &self.metrics else {
@@ -396,7 +411,7 @@ impl Admin {
         Ok(r)
     }
 
-    async fn create(&self, req: Request<Incoming>) -> Answer {
+    async fn create<B: RequestBody>(&self, req: Request<B>) -> Answer {
         self.writable()?;
         let body = self.json_body(req).await?;
         let new = input::create(&body, &self.rules()).map_err(Problem::invalid)?;
@@ -418,7 +433,7 @@ impl Admin {
         }
     }
 
-    async fn batch(&self, req: Request<Incoming>) -> Answer {
+    async fn batch<B: RequestBody>(&self, req: Request<B>) -> Answer {
         self.writable()?;
         let body = self.json_body(req).await?;
         let new = input::batch(&body, &self.rules()).map_err(Problem::invalid)?;
@@ -434,7 +449,7 @@ impl Admin {
         }
     }
 
-    async fn patch(&self, domain: &str, code: &str, req: Request<Incoming>) -> Answer {
+    async fn patch<B: RequestBody>(&self, domain: &str, code: &str, req: Request<B>) -> Answer {
         self.writable()?;
         let (domain, code) = Self::key(domain, code)?;
         let body = self.json_body(req).await?;
@@ -504,7 +519,7 @@ impl Admin {
         ))
     }
 
-    async fn reload(&self, req: Request<Incoming>) -> Answer {
+    async fn reload<B: RequestBody>(&self, req: Request<B>) -> Answer {
         if let Some(e) = self.writes.refuses(Operation::LoadBulk) {
             return Err(write_problem(e));
         }
@@ -541,7 +556,7 @@ impl Admin {
         }
     }
 
-    async fn json_body(&self, req: Request<Incoming>) -> Result<Value, Problem> {
+    async fn json_body<B: RequestBody>(&self, req: Request<B>) -> Result<Value, Problem> {
         let limit = self.opts.max_body_bytes;
         let too_large = || {
             Problem::new(
