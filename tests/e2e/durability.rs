@@ -325,6 +325,14 @@ fn compaction_under_redirect_load_fails_nothing() {
     );
 }
 
+/// Every acknowledged `(code, target)` still redirects to its target.
+fn redirect_all(srv: &Server, acked: &[(String, String)]) {
+    for (code, url) in acked {
+        let r = srv.request("GET", "go.example.cn", &format!("/{code}"));
+        assert_eq!(r.header("location"), Some(url.as_str()), "{code}");
+    }
+}
+
 /// A small tmpfs inside `dir` (a disk that fills up), unmounted on drop. Needs root, as CI has.
 struct Tmpfs(std::path::PathBuf);
 
@@ -405,10 +413,7 @@ fn a_failed_journal_write_stops_writes_with_503() {
     srv.kill9();
     // The restart cuts whatever partial record the failed write left, and keeps every 201.
     let srv = start(&data);
-    for (code, url) in &acked {
-        let r = srv.request("GET", "go.example.cn", &format!("/{code}"));
-        assert_eq!(r.header("location"), Some(url.as_str()), "{code}");
-    }
+    redirect_all(&srv, &acked);
     srv.kill9();
 }
 
@@ -443,16 +448,10 @@ fn compaction_on_a_full_disk_is_503_and_the_node_stays_consistent() {
         .filter(|n| n.contains(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    for (code, url) in &acked {
-        let r = srv.request("GET", "go.example.cn", &format!("/{code}"));
-        assert_eq!(r.header("location"), Some(url.as_str()), "{code}");
-    }
+    redirect_all(&srv, &acked);
     srv.kill9();
     let srv = start(&data);
-    for (code, url) in &acked {
-        let r = srv.request("GET", "go.example.cn", &format!("/{code}"));
-        assert_eq!(r.header("location"), Some(url.as_str()), "{code}");
-    }
+    redirect_all(&srv, &acked);
     srv.kill9();
 }
 
