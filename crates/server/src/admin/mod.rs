@@ -698,48 +698,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// `a=1&b=x%2Fy` into decoded pairs (`+` is a space, as in forms).
+/// `a=1&b=x%2Fy` into decoded pairs (`+` is a space, as in forms), by the WHATWG
+/// `application/x-www-form-urlencoded` rules.
 fn parse_query(q: &str) -> Vec<(String, String)> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let escaped = match b.get(i..i + 3) {
-            Some([b'%', h, l]) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
-                Some(hex_value(*h) << 4 | hex_value(*l))
-            }
-            _ => None,
-        };
-        match (escaped, b[i]) {
-            (Some(v), _) => {
-                out.push(v);
-                i += 3;
-            }
-            (None, b'+') => {
-                out.push(b' ');
-                i += 1;
-            }
-            (None, c) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex_value(h: u8) -> u8 {
-    char::from(h).to_digit(16).unwrap_or(0) as u8
+    form_urlencoded::parse(q.as_bytes()).into_owned().collect()
 }
 
 /// Adds `WWW-Authenticate` to 401 answers, as RFC 9110 asks.
