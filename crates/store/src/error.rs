@@ -1,36 +1,16 @@
 use duanlian_journal::JournalError;
-use duanlian_link::LinkError;
 use duanlian_snapshot::SnapshotError;
+use duanlian_write::WriteError;
 use std::{io, path::PathBuf};
 
 /// Why a store operation failed. Every message carries its cause; `source()` adds nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The `(domain, code)` is taken.
-    #[error("{domain}/{code} is taken")]
-    Conflict {
-        /// The link domain.
-        domain: String,
-        /// The code.
-        code: String,
-    },
-    /// No link with that `(domain, code)`.
-    #[error("no link {domain}/{code}")]
-    NotFound {
-        /// The link domain.
-        domain: String,
-        /// The code.
-        code: String,
-    },
-    /// A change would make an invalid link (for example a PATCH that empties the window).
-    #[error("{field}: {0}", field = .0.field())]
-    Invalid(LinkError),
-    /// No free code of this length was found after many tries.
-    #[error("no free code of length {0} found; use a longer code_length")]
-    CodeSpaceExhausted(usize),
-    /// The journal failed a write or sync earlier: this node takes no more writes.
-    #[error("writes are unavailable: {0}")]
-    Unavailable(String),
+    /// The write itself was refused or could not be carried out: a code taken, a link missing,
+    /// an invalid result, no free code, writes unavailable since a journal write failed. The
+    /// write vocabulary's own error, so the server gets it as it is.
+    #[error("{0}")]
+    Write(WriteError),
     /// Another process holds the data directory.
     #[error("{} is in use by another duanlian process", .0.display())]
     Locked(PathBuf),
@@ -77,18 +57,9 @@ impl StoreError {
     }
 }
 
-/// The write vocabulary's own failures (a PATCH that leaves an invalid link, no randomness),
-/// as the store reports them.
-impl From<duanlian_write::WriteError> for StoreError {
-    fn from(e: duanlian_write::WriteError) -> Self {
-        use duanlian_write::WriteError as W;
-        match e {
-            W::Conflict { domain, code } => StoreError::Conflict { domain, code },
-            W::NotFound { domain, code } => StoreError::NotFound { domain, code },
-            W::Invalid(e) => StoreError::Invalid(e),
-            W::CodeSpaceExhausted(n) => StoreError::CodeSpaceExhausted(n),
-            other => StoreError::Unavailable(other.to_string()),
-        }
+impl From<WriteError> for StoreError {
+    fn from(e: WriteError) -> Self {
+        StoreError::Write(e)
     }
 }
 

@@ -7,14 +7,9 @@ use std::path::Path;
 /// named, so a snapshot it cannot read is the file's fault (422), not the node's.
 fn write_error(e: StoreError, file: bool) -> WriteError {
     match e {
-        StoreError::Conflict { domain, code } => WriteError::Conflict { domain, code },
-        StoreError::NotFound { domain, code } => WriteError::NotFound { domain, code },
-        StoreError::Invalid(e) => WriteError::Invalid(e),
-        StoreError::CodeSpaceExhausted(n) => WriteError::CodeSpaceExhausted(n),
+        StoreError::Write(e) => e,
         e if e.is_out_of_space() => WriteError::NoSpace(e.to_string()),
-        e @ (StoreError::Unavailable(_) | StoreError::Closed) => {
-            WriteError::Unavailable(e.to_string())
-        }
+        e @ StoreError::Closed => WriteError::Unavailable(e.to_string()),
         e @ StoreError::Snapshot(_) if file => WriteError::BadFile(e.to_string()),
         e => WriteError::Failed(e.to_string()),
     }

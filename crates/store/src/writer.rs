@@ -5,7 +5,7 @@ use duanlian_index::Index;
 use duanlian_journal::{Journal, Options as JournalOptions};
 use duanlian_link::{now_secs, Change, Code, Domain, Link};
 use duanlian_snapshot::{Builder, Snapshot};
-use duanlian_write::{random_code, Op, Outcome, GENERATE_TRIES};
+use duanlian_write::{random_code, Op, Outcome, WriteError, GENERATE_TRIES};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -288,10 +288,11 @@ fn plan(op: Op, pending: &mut Pending<'_>, now: i64) -> Result<(Vec<Change>, Out
                     Some(code) => {
                         if pending.taken(&n.domain, &code) {
                             undo(pending, &added);
-                            return Err(StoreError::Conflict {
+                            return Err(WriteError::Conflict {
                                 domain: n.domain.to_string(),
                                 code: code.to_string(),
-                            });
+                            }
+                            .into());
                         }
                         code
                     }
@@ -318,10 +319,11 @@ fn plan(op: Op, pending: &mut Pending<'_>, now: i64) -> Result<(Vec<Change>, Out
             patch,
         } => {
             let Some(link) = pending.current(&domain, &code) else {
-                return Err(StoreError::NotFound {
+                return Err(WriteError::NotFound {
                     domain: domain.to_string(),
                     code: code.to_string(),
-                });
+                }
+                .into());
             };
             let link = patch.apply_to(link)?;
             pending.state.insert((domain, code), Some(link.clone()));
@@ -329,10 +331,11 @@ fn plan(op: Op, pending: &mut Pending<'_>, now: i64) -> Result<(Vec<Change>, Out
         }
         Op::Delete { domain, code } => {
             if !pending.taken(&domain, &code) {
-                return Err(StoreError::NotFound {
+                return Err(WriteError::NotFound {
                     domain: domain.to_string(),
                     code: code.to_string(),
-                });
+                }
+                .into());
             }
             pending.state.insert((domain.clone(), code.clone()), None);
             Ok((vec![Change::Delete { domain, code }], Outcome::Deleted))
@@ -350,7 +353,7 @@ fn generate(pending: &Pending<'_>, domain: &Domain, len: usize) -> Result<Code, 
             return Ok(code);
         }
     }
-    Err(StoreError::CodeSpaceExhausted(len))
+    Err(WriteError::CodeSpaceExhausted(len).into())
 }
 
 fn writer(
@@ -437,7 +440,7 @@ fn commit(
     for (result, reply) in planned {
         let answer = match (result, &written) {
             (Err(e), _) => Err(e),
-            (Ok(_), Err(e)) => Err(StoreError::Unavailable(e.to_string())),
+            (Ok(_), Err(e)) => Err(WriteError::Unavailable(e.to_string()).into()),
             (Ok((changes, outcome)), Ok(_)) => {
                 for change in changes {
                     index.apply(seq, change);

@@ -1,7 +1,7 @@
 //! The write path end to end in-process: preconditions, durability across reopen, compaction.
 use duanlian_link::{parse_url, Code, Domain, Redirect, Validity};
 use duanlian_store::{compact_offline, DataDir, Store, StoreError, StoreOptions};
-use duanlian_write::{NewLink, Op, Outcome, Patch};
+use duanlian_write::{NewLink, Op, Outcome, Patch, WriteError};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -112,26 +112,35 @@ fn preconditions_hold_and_batches_are_all_or_nothing() {
     let again =
         rt.block_on(store.submit(Op::Create(vec![new(Some("taken"), "https://a.example/2")])));
     assert!(
-        matches!(again, Err(StoreError::Conflict { .. })),
+        matches!(again, Err(StoreError::Write(WriteError::Conflict { .. }))),
         "{again:?}"
     );
     let batch = rt.block_on(store.submit(Op::Create(vec![
         new(Some("fresh"), "https://a.example/3"),
         new(Some("taken"), "https://a.example/4"),
     ])));
-    assert!(matches!(batch, Err(StoreError::Conflict { .. })));
+    assert!(matches!(
+        batch,
+        Err(StoreError::Write(WriteError::Conflict { .. }))
+    ));
     assert_eq!(url(&store, "fresh"), None, "a failed batch creates nothing");
     let dup_in_batch = rt.block_on(store.submit(Op::Create(vec![
         new(Some("twin"), "https://a.example/5"),
         new(Some("twin"), "https://a.example/6"),
     ])));
-    assert!(matches!(dup_in_batch, Err(StoreError::Conflict { .. })));
+    assert!(matches!(
+        dup_in_batch,
+        Err(StoreError::Write(WriteError::Conflict { .. }))
+    ));
     assert_eq!(url(&store, "twin"), None);
     let missing = rt.block_on(store.submit(Op::Delete {
         domain: Domain::parse("go.example.cn").expect("d"),
         code: Code::parse("nope").expect("c"),
     }));
-    assert!(matches!(missing, Err(StoreError::NotFound { .. })));
+    assert!(matches!(
+        missing,
+        Err(StoreError::Write(WriteError::NotFound { .. }))
+    ));
     let window = Patch {
         valid_since: Some(Some(10)),
         expires_at: Some(Some(5)),
@@ -142,7 +151,10 @@ fn preconditions_hold_and_batches_are_all_or_nothing() {
         code: Code::parse("taken").expect("c"),
         patch: window,
     }));
-    assert!(matches!(bad, Err(StoreError::Invalid(_))));
+    assert!(matches!(
+        bad,
+        Err(StoreError::Write(WriteError::Invalid(_)))
+    ));
 }
 
 #[test]
@@ -171,7 +183,7 @@ fn racing_creates_of_one_code_grant_it_once() {
         for t in tasks {
             match t.await.expect("join") {
                 Ok(_) => wins += 1,
-                Err(StoreError::Conflict { .. }) => {}
+                Err(StoreError::Write(WriteError::Conflict { .. })) => {}
                 Err(e) => panic!("{e}"),
             }
         }
