@@ -59,18 +59,7 @@ impl Reaper {
             forgotten_through: 0,
         }
     }
-}
 
-/// What one [`Index::reap`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Reaped {
-    /// Overlay entries freed (or reduced to a tombstone over an older snapshot version).
-    pub overlay: usize,
-    /// Snapshot links now past their retention; they leave the file at the next compaction.
-    pub snapshot: usize,
-}
-
-impl Reaper {
     /// Takes what writers left in the inbox.
     fn take_inbox(&mut self, inbox: &Mutex<Inbox>, retention: i64) {
         let (schedule, forget_through) = {
@@ -89,6 +78,15 @@ impl Reaper {
             }
         }
     }
+}
+
+/// What one [`Index::reap`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reaped {
+    /// Overlay entries freed (or reduced to a tombstone over an older snapshot version).
+    pub overlay: usize,
+    /// Snapshot links now past their retention; they leave the file at the next compaction.
+    pub snapshot: usize,
 }
 
 impl Index {
