@@ -45,11 +45,22 @@ fn shows(srv: &Server, metric: &str) -> bool {
         .any(|l| l == metric)
 }
 
+/// A port no other caller in this process got: the kernel may hand the same free port out twice
+/// once the probe socket is closed (a three-server NATS cluster once got two servers on one
+/// port and never formed).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// One `nats-server` with JetStream, optionally one of a cluster.
