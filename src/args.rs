@@ -248,7 +248,10 @@ pub(crate) struct ServeArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum HugePages {
     Auto,
+    // A configuration file may say `huge_pages = true`.
+    #[value(alias = "true")]
     On,
+    #[value(alias = "false")]
     Off,
 }
 

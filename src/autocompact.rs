@@ -51,11 +51,3 @@ pub(crate) fn spawn(store: Arc<Store>, limits: AutoCompact, metrics: Arc<Metrics
         .context("starting the auto-compaction thread")?;
     Ok(())
 }
-
-/// The limits from the flags: 0 turns one off.
-pub(crate) fn limits(journal_bytes: u64, overlay_links: usize) -> AutoCompact {
-    AutoCompact {
-        journal_bytes: (journal_bytes > 0).then_some(journal_bytes),
-        overlay_links: (overlay_links > 0).then_some(overlay_links),
-    }
-}

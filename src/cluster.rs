@@ -1,5 +1,4 @@
 //! `serve --cluster` and `snapshot publish`: the binary's side of cluster mode.
-use crate::ServeArgs;
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use duanlian_cluster::{ClickForwarder, Cluster, ClusterOptions};
@@ -68,19 +67,7 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    pub(crate) fn new(servers: &str, args: &ServeArgs) -> Result<Node> {
-        if args.data_dir.is_some() || args.snapshot.is_some() {
-            return Err(anyhow!(
-                "--cluster replaces --data-dir and --snapshot: a cluster node loads its snapshot from the cluster (see `duanlian snapshot publish`)"
-            ));
-        }
-        if args.domains.is_empty() {
-            return Err(anyhow!(
-                "--cluster needs the link domains (--domain, repeatable): the node starts before it has seen any link"
-            ));
-        }
-        let mut opts = options(servers, &args.cluster);
-        opts.clicks_max_age = Duration::from_secs(args.stats_retention.max(1) as u64);
+    pub(crate) fn new(opts: ClusterOptions) -> Result<Node> {
         let index = Arc::new(Index::empty());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -88,7 +75,7 @@ impl Node {
             .enable_all()
             .build()
             .context("cluster runtime")?;
-        tracing::info!(servers, bucket = %opts.bucket, node = %opts.name, dir = %opts.dir.display(), "cluster mode");
+        tracing::info!(servers = %opts.servers, bucket = %opts.bucket, node = %opts.name, dir = %opts.dir.display(), "cluster mode");
         Ok(Node {
             cluster: Cluster::new(opts, index.clone()),
             index,
@@ -99,10 +86,9 @@ impl Node {
     /// Click events go to the cluster's stream; the aggregates come back from it.
     pub(crate) fn clicks(
         &self,
-        args: &ServeArgs,
+        opts: duanlian_clicks::RecorderOptions,
     ) -> Result<(Arc<duanlian_clicks::Recorder>, duanlian_clicks::Writer)> {
         let forwarder = ClickForwarder::start(&self.cluster, self.runtime.handle(), 256);
-        let opts = crate::recorder_options(args);
         let (recorder, writer) = duanlian_clicks::Recorder::forwarding(Box::new(forwarder), opts)
             .context("click writer")?;
         self.cluster.count_clicks_into(recorder.stats().clone());

@@ -9,14 +9,13 @@ mod config;
 mod import;
 mod journal_cmd;
 mod node;
+mod settings;
 mod snapshot_cmd;
 mod test_hooks;
 
 use anyhow::{anyhow, Result};
-pub(crate) use args::{parse_period, ServeArgs};
 use args::{Cli, ClicksCmd, Command, ConfigCmd, LogFormat, SnapshotCmd};
-use duanlian_link::Domain;
-pub(crate) use node::recorder_options;
+use settings::Settings;
 use std::path::Path;
 
 fn main() {
@@ -60,14 +59,12 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
         Command::Snapshot(SnapshotCmd::Inspect { file }) => snapshot_cmd::inspect(&file),
         Command::Snapshot(SnapshotCmd::Publish(args)) => cluster::publish(&args),
         Command::Snapshot(SnapshotCmd::Verify { file }) => snapshot_cmd::verify(&file),
-        Command::Serve(mut args) => {
-            if let (Some(path), Some(m)) =
-                (args.config.clone(), matches.subcommand_matches("serve"))
-            {
-                config::apply(config::read(&path)?, &mut args, m)
-                    .map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
-            }
-            node::serve(*args)
+        Command::Serve(args) => {
+            let args = match (&args.config, matches.subcommand_matches("serve")) {
+                (Some(file), Some(given)) => config::layered(file, given)?.0,
+                _ => *args,
+            };
+            node::serve(Settings::check(args)?)
         }
         Command::Config(ConfigCmd::Check { file }) => config_check(&file),
         Command::Clicks(ClicksCmd::Export(args)) => clicks::export(&args),
@@ -80,22 +77,16 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
 }
 
 fn config_check(file: &Path) -> Result<()> {
-    use clap::{CommandFactory, FromArgMatches};
+    use clap::CommandFactory;
+    // As `serve` with no flags: the environment applies on top of the file.
     let m = Cli::command().try_get_matches_from(["duanlian", "serve"])?;
-    let Command::Serve(mut args) = Cli::from_arg_matches(&m)?.command else {
-        return Err(anyhow!("internal: serve arguments"));
-    };
-    let serve = m
+    let given = m
         .subcommand_matches("serve")
         .ok_or_else(|| anyhow!("internal: serve matches"))?;
-    config::apply(config::read(file)?, &mut args, serve)
-        .map_err(|e| anyhow!("{}: {e:#}", file.display()))?;
-    // The checks `serve` makes before it starts anything.
-    node::domain_policies(&args).map_err(|e| anyhow!("{}: {e:#}", file.display()))?;
-    for d in &args.domains {
-        Domain::parse(d).map_err(|e| anyhow!("{}: domains: {d}: {e}", file.display()))?;
-    }
-    print!("{}", config::describe(&args));
+    let (args, merged) = config::layered(file, given)?;
+    // The checks `serve` makes before it opens anything.
+    Settings::check(args).map_err(|e| anyhow!("{}: {e:#}", file.display()))?;
+    print!("{}", config::describe(&merged));
     println!("# {}: ok", file.display());
     Ok(())
 }

@@ -1,19 +1,17 @@
 //! `duanlian serve`: the settings turned into a node (a data directory, a read-only snapshot or
 //! a cluster member), its listeners started, and the node run until it is asked to stop.
-use crate::args::{HugePages, ServeArgs, Shape};
 use crate::import::Format;
+use crate::settings::{Kind, Seed, Settings};
 use crate::snapshot_cmd::named;
-use crate::{autocompact, cluster, import, test_hooks};
+use crate::{autocompact, cluster, import};
 use anyhow::{anyhow, Context, Result};
-use duanlian_index::Index;
+use duanlian_index::{Index, ReaperThread};
 use duanlian_link::Domain;
-use duanlian_server::{
-    Admin, AdminOptions, DomainPolicy, Health, Metrics, Options, Redirector, Reloader, RuntimeShape,
-};
+use duanlian_server::{Admin, AdminOptions, Health, Metrics, Options, Redirector, Reloader};
 use duanlian_snapshot::Snapshot;
 use duanlian_store::{DataDir, Store, StoreOptions};
 use duanlian_write::Writes;
-use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,239 +19,243 @@ use std::time::{Duration, Instant};
 /// The links `duanlian serve` answers when given no snapshot, so a first run shows a redirect.
 const SAMPLE_CSV: &str = include_str!("../data/sample-links.csv");
 
-pub(crate) fn serve(args: ServeArgs) -> Result<()> {
-    let started = Instant::now();
-    let node = match &args.cluster.cluster {
-        Some(servers) => Some(cluster::Node::new(servers, &args)?),
-        None => None,
-    };
-    let metrics = Arc::new(match &node {
-        Some(node) => Metrics::new().with_writer_gauges(node.cluster.as_ref()),
-        None => Metrics::new(),
-    });
-    // Flags first: a mistake in them must not leave a data directory behind.
-    let policies = domain_policies(&args)?;
-    let proxies = duanlian_server::TrustedProxies::parse(&args.trusted_proxies)
-        .map_err(|e| anyhow!("--trusted-proxy: {e}"))?;
-    if args.admin_listen == args.listen && args.listen.port() != 0 {
-        return Err(anyhow!(
-            "--admin-listen must differ from --listen: the admin API never shares the redirect port"
-        ));
-    }
-    let read_only = args.snapshot.is_some() && args.data_dir.is_none() && node.is_none();
-    if args.huge_pages == HugePages::On && !read_only {
-        return Err(anyhow!(
-            "--huge-pages applies to a node serving --snapshot without --data-dir"
-        ));
-    }
-    let (index, store, data_dir) = if let Some(node) = &node {
-        (node.index.clone(), None, None)
-    } else if let (Some(path), None) = (&args.snapshot, &args.data_dir) {
-        let snapshot = Snapshot::open_deferred(path).map_err(|e| named(path, e))?;
-        tracing::info!(
-            snapshot = %path.display(),
-            links = snapshot.len(),
-            sequence = snapshot.header().sequence,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "snapshot loaded; serving it read-only (no --data-dir)"
-        );
-        (Arc::new(Index::new(Arc::new(snapshot))), None, None)
-    } else {
-        let path = args
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("duanlian-data"));
-        let dir =
-            DataDir::open(&path).with_context(|| format!("data directory {}", path.display()))?;
-        if !dir.has_snapshot() {
-            match (&args.snapshot, &args.data_dir) {
-                (Some(seed), _) => {
-                    dir.seed_from_file(seed).with_context(|| {
-                        format!("seeding {} from {}", path.display(), seed.display())
-                    })?;
-                    tracing::info!(seed = %seed.display(), "seeded the data directory");
-                }
-                // `duanlian serve` with no arguments: a first run shows working links.
-                (None, None) => {
-                    dir.seed_from_bytes(&sample_image()?)?;
-                    tracing::info!(dir = %path.display(), "seeded the data directory with the built-in sample links");
-                }
-                (None, Some(_)) => {}
-            }
-        }
-        let observer = metrics.clone();
-        let store_opts = StoreOptions {
-            on_commit: Some(duanlian_store::CommitObserver(Arc::new(move |took| {
-                observer.observe_fsync(took)
-            }))),
-            ..StoreOptions::default()
-        };
-        let store =
-            Store::open(dir, store_opts).with_context(|| format!("opening {}", path.display()))?;
-        let index = store.index().clone();
-        tracing::info!(
-            data_dir = %path.display(),
-            links_in_snapshot = index.snapshot().len(),
-            sequence = index.snapshot().header().sequence,
-            journal_records_replayed = store.replayed(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "data directory loaded"
-        );
-        (index, Some(Arc::new(store)), Some(path))
-    };
+pub(crate) fn serve(settings: Settings) -> Result<()> {
+    Node::build(settings)?.run()
+}
 
-    let domains = link_domains(&args.domains, &index)?;
-    let api_keys = api_keys(&args.api_keys, data_dir.as_deref())?;
-    let admin_opts = AdminOptions {
-        domains,
-        api_keys,
-        max_body_bytes: args.max_body_bytes,
-        code_length: usize::from(args.code_length),
-        ..AdminOptions::default()
-    };
-    let defaults = Options::default();
-    let opts = Options {
-        listen: args.listen,
-        threads: args.threads.unwrap_or(defaults.threads),
-        header_read_timeout: Duration::from_secs(args.header_read_timeout),
-        keep_alive_timeout: Duration::from_secs(args.keep_alive_timeout),
-        max_header_bytes: args.max_header_bytes,
-        max_connections: args.max_connections,
-        drain_delay: Duration::from_secs(args.drain_delay),
-        shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
-        shape: match args.runtime {
-            Shape::PerCore => RuntimeShape::PerCore,
-            Shape::MultiThread => RuntimeShape::MultiThread,
-        },
-    };
-    let huge_pages = read_only
-        && args
-            .huge_pages
-            .decided()
-            .unwrap_or_else(|| Snapshot::huge_pages_pay_off(index.snapshot().file_len() as u64));
-    verify_in_background(&index, huge_pages);
-    // The one place the retention is set: the redirect path, the reaper and compaction read it.
-    index.set_retention(args.expired_retention);
-    // Nodes whose overlay takes writes (a data directory, a cluster) reclaim links past their
-    // retention, whatever feeds their index. A read-only node's links all live in its mapped
-    // file, which it never rewrites: it has nothing to reclaim, and skips the reaper's scan of
-    // every record (a second of CPU at 10M links, on the core that serves redirects).
-    let _reaper = if store.is_some() || node.is_some() {
-        Some(
-            index
-                .start_reaper(Duration::from_millis(250))
-                .context("starting the reaper thread")?,
-        )
-    } else {
-        None
-    };
-    let health = Arc::new(Health::default());
-    let redirector = Redirector::new(index.clone())
-        .with_health(health.clone())
-        .with_metrics(metrics.clone())
-        .with_policies(policies)
-        // Counting every visit only makes sense where the counts can be kept.
-        .with_visit_counting(store.is_some() || node.is_some());
-    let redirector = match &node {
-        Some(node) => redirector.with_catch_up(node.cluster.clone()),
-        None => redirector,
-    };
-    let clicks = match (&data_dir, &node, args.no_stats) {
-        (_, _, true) => None,
-        (Some(dir), _, false) => Some(start_clicks(dir, &args)?),
-        (None, Some(node), false) => Some(node.clicks(&args)?),
-        (None, None, false) => None,
-    };
-    let redirector = match &clicks {
-        Some((recorder, _)) => redirector.with_clicks(recorder.clone(), proxies.clone()),
-        None => redirector,
-    };
-    let redirector = if args.access_log {
-        redirector.with_access_log(proxies)
-    } else {
-        redirector
-    };
-    // The node's writer, the one thing that differs between the three kinds for the admin API.
-    let (writes, reloader): (Arc<dyn Writes>, _) = match (&store, &node) {
-        (Some(store), _) => (store.clone(), Some(Reloader::for_writes(store.clone()))),
-        // A cluster node's snapshots come from the cluster, never from a local file.
-        (None, Some(node)) => (node.cluster.clone(), None),
-        (None, None) => (
-            Arc::new(duanlian_write::ReadOnly),
-            Some(Reloader::new(index.clone())),
-        ),
-    };
-    let admin = Admin::new(admin_opts, index.clone(), writes);
-    let mut admin = admin;
-    if let Some(reloader) = reloader {
-        let mut reloader = reloader
+/// Where a node's links come from and where its writes go.
+enum Backend {
+    ReadOnly,
+    DataDir { store: Arc<Store>, path: PathBuf },
+    Cluster(cluster::Node),
+}
+
+/// A node built from its settings: its index loaded, its writer chosen, its background duties
+/// (reaper, checksum, compaction, SIGHUP) started; its listeners not yet.
+struct Node {
+    backend: Backend,
+    redirector: Redirector,
+    admin: Admin,
+    health: Arc<Health>,
+    listener: Options,
+    admin_listen: SocketAddr,
+    clicks: Option<duanlian_clicks::Writer>,
+    _reaper: Option<ReaperThread>,
+}
+
+impl Node {
+    fn build(s: Settings) -> Result<Node> {
+        let started = Instant::now();
+        let metrics = Arc::new(Metrics::new());
+        let configured = match &s.kind {
+            Kind::ReadOnly { snapshot } => Some(snapshot.clone()),
+            Kind::DataDir { reload, .. } => reload.clone(),
+            Kind::Cluster(_) => None,
+        };
+        let (backend, index) = match s.kind {
+            Kind::Cluster(opts) => {
+                let node = cluster::Node::new(*opts)?;
+                let index = node.index.clone();
+                (Backend::Cluster(node), index)
+            }
+            Kind::ReadOnly { snapshot } => {
+                let snapshot = &snapshot;
+                let opened = Snapshot::open_deferred(snapshot).map_err(|e| named(snapshot, e))?;
+                tracing::info!(
+                    snapshot = %snapshot.display(),
+                    links = opened.len(),
+                    sequence = opened.header().sequence,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "snapshot loaded; serving it read-only (no --data-dir)"
+                );
+                (Backend::ReadOnly, Arc::new(Index::new(Arc::new(opened))))
+            }
+            Kind::DataDir { path, seed, .. } => {
+                let store = open_data_dir(&path, &seed, &metrics)?;
+                let index = store.index().clone();
+                tracing::info!(
+                    data_dir = %path.display(),
+                    links_in_snapshot = index.snapshot().len(),
+                    sequence = index.snapshot().header().sequence,
+                    journal_records_replayed = store.replayed(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "data directory loaded"
+                );
+                let store = Arc::new(store);
+                (Backend::DataDir { store, path }, index)
+            }
+        };
+        let metrics = match &backend {
+            Backend::Cluster(node) => {
+                Arc::new(Metrics::new().with_writer_gauges(node.cluster.as_ref()))
+            }
+            _ => metrics,
+        };
+        let read_only = matches!(backend, Backend::ReadOnly);
+        let huge_pages = read_only
+            && s.huge_pages
+                .decided()
+                .unwrap_or_else(|| Snapshot::huge_pages_pay_off(index.snapshot().file_len() as u64));
+        verify_in_background(&index, huge_pages);
+        // The one place the retention is set: the redirect path, the reaper and compaction read it.
+        index.set_retention(s.retention);
+        // Nodes whose overlay takes writes (a data directory, a cluster) reclaim links past their
+        // retention, whatever feeds their index. A read-only node's links all live in its mapped
+        // file, which it never rewrites: it has nothing to reclaim, and skips the reaper's scan of
+        // every record (a second of CPU at 10M links, on the core that serves redirects).
+        let reaper = if read_only {
+            None
+        } else {
+            Some(
+                index
+                    .start_reaper(Duration::from_millis(250))
+                    .context("starting the reaper thread")?,
+            )
+        };
+        let health = Arc::new(Health::default());
+        let mut redirector = Redirector::new(index.clone())
+            .with_health(health.clone())
             .with_metrics(metrics.clone())
-            .with_huge_pages(if read_only {
-                args.huge_pages.decided()
-            } else {
-                Some(false)
-            });
-        if let Some(path) = &args.snapshot {
-            reloader = reloader.with_configured(path.clone());
+            .with_policies(s.policies)
+            // Counting every visit only makes sense where the counts can be kept.
+            .with_visit_counting(!read_only);
+        if let Backend::Cluster(node) = &backend {
+            redirector = redirector.with_catch_up(node.cluster.clone());
         }
-        let reloader = Arc::new(reloader);
-        if reloader.configured().is_some() {
-            reload_on_sighup(reloader.clone())?;
+        let clicks = match (&backend, s.clicks) {
+            (Backend::DataDir { path, .. }, Some(opts)) => Some(start_clicks(path, opts)?),
+            (Backend::Cluster(node), Some(opts)) => Some(node.clicks(opts)?),
+            _ => None,
+        };
+        if let Some((recorder, _)) = &clicks {
+            redirector = redirector.with_clicks(recorder.clone(), s.proxies.clone());
         }
-        admin = admin.with_reloader(reloader);
+        if s.access_log {
+            redirector = redirector.with_access_log(s.proxies);
+        }
+        let data_dir = match &backend {
+            Backend::DataDir { path, .. } => Some(path.as_path()),
+            _ => None,
+        };
+        let admin_opts = AdminOptions {
+            domains: link_domains(s.domains, &index)?,
+            api_keys: api_keys(s.api_keys, data_dir)?,
+            max_body_bytes: s.max_body_bytes,
+            code_length: s.code_length,
+            ..AdminOptions::default()
+        };
+        // The node's writer, the one thing that differs between the three kinds for the admin API.
+        let (writes, reloader): (Arc<dyn Writes>, _) = match &backend {
+            Backend::DataDir { store, .. } => {
+                (store.clone(), Some(Reloader::for_writes(store.clone())))
+            }
+            // A cluster node's snapshots come from the cluster, never from a local file.
+            Backend::Cluster(node) => (node.cluster.clone(), None),
+            Backend::ReadOnly => (
+                Arc::new(duanlian_write::ReadOnly),
+                Some(Reloader::new(index.clone())),
+            ),
+        };
+        let mut admin = Admin::new(admin_opts, index.clone(), writes);
+        if let Some(reloader) = reloader {
+            let mut reloader = reloader.with_metrics(metrics.clone()).with_huge_pages(
+                if read_only {
+                    s.huge_pages.decided()
+                } else {
+                    Some(false)
+                },
+            );
+            if let Some(path) = configured {
+                reloader = reloader.with_configured(path);
+            }
+            let reloader = Arc::new(reloader);
+            if reloader.configured().is_some() {
+                reload_on_sighup(reloader.clone())?;
+            }
+            admin = admin.with_reloader(reloader);
+        }
+        if let Some((recorder, _)) = &clicks {
+            metrics.watch_clicks(recorder.clone());
+            admin = admin.with_stats(recorder.stats().clone());
+        }
+        if let Backend::DataDir { store, .. } = &backend {
+            autocompact::spawn(store.clone(), s.compaction, metrics.clone())?;
+        }
+        let admin = admin.with_metrics(metrics, health.clone());
+        Ok(Node {
+            backend,
+            redirector,
+            admin,
+            health,
+            listener: s.listener,
+            admin_listen: s.admin_listen,
+            clicks: clicks.map(|(_, writer)| writer),
+            _reaper: reaper,
+        })
     }
-    if let Some((recorder, _)) = &clicks {
-        metrics.watch_clicks(recorder.clone());
-        admin = admin.with_stats(recorder.stats().clone());
+
+    /// Serves until SIGTERM/SIGINT, then drains, and leaves every acknowledged write on disk
+    /// (or on its way to the cluster).
+    fn run(self) -> Result<()> {
+        if let Backend::Cluster(node) = &self.backend {
+            let cluster = node.cluster.clone();
+            self.health.gate_on(move || cluster.is_ready());
+            node.start();
+        }
+        duanlian_server::spawn_admin(Arc::new(self.admin), self.admin_listen, &self.listener)
+            .with_context(|| format!("admin listener on {}", self.admin_listen))?;
+        duanlian_server::run(Arc::new(self.redirector), &self.listener, self.health)
+            .with_context(|| format!("serving on {}", self.listener.listen))?;
+        if let Backend::DataDir { store, .. } = &self.backend {
+            store.shutdown();
+        }
+        if let Some(writer) = self.clicks {
+            writer.finish();
+        }
+        if let Backend::Cluster(node) = self.backend {
+            // After the click writer drained into the publisher: give it a moment to send.
+            node.stop();
+        }
+        Ok(())
     }
-    if let Some(store) = &store {
-        let limits = autocompact::limits(args.compact_journal_bytes, args.compact_overlay_links);
-        autocompact::spawn(store.clone(), limits, metrics.clone())?;
+}
+
+/// Opens (and, when empty, seeds) a data directory.
+fn open_data_dir(path: &Path, seed: &Seed, metrics: &Arc<Metrics>) -> Result<Store> {
+    let dir = DataDir::open(path).with_context(|| format!("data directory {}", path.display()))?;
+    if !dir.has_snapshot() {
+        match seed {
+            Seed::File(seed) => {
+                dir.seed_from_file(seed).with_context(|| {
+                    format!("seeding {} from {}", path.display(), seed.display())
+                })?;
+                tracing::info!(seed = %seed.display(), "seeded the data directory");
+            }
+            Seed::Sample => {
+                dir.seed_from_bytes(&sample_image()?)?;
+                tracing::info!(dir = %path.display(), "seeded the data directory with the built-in sample links");
+            }
+            Seed::Nothing => {}
+        }
     }
-    let admin = admin.with_metrics(metrics, health.clone());
-    if let Some(node) = &node {
-        let cluster = node.cluster.clone();
-        health.gate_on(move || cluster.is_ready());
-        node.start();
-    }
-    duanlian_server::spawn_admin(Arc::new(admin), args.admin_listen, &opts)
-        .with_context(|| format!("admin listener on {}", args.admin_listen))?;
-    duanlian_server::run(Arc::new(redirector), &opts, health)
-        .with_context(|| format!("serving on {}", args.listen))?;
-    if let Some(store) = store {
-        store.shutdown();
-    }
-    if let Some((_, writer)) = clicks {
-        writer.finish();
-    }
-    if let Some(node) = node {
-        // After the click writer drained into the publisher: give it a moment to send.
-        node.stop();
-    }
-    Ok(())
+    let observer = metrics.clone();
+    let store_opts = StoreOptions {
+        on_commit: Some(duanlian_store::CommitObserver(Arc::new(move |took| {
+            observer.observe_fsync(took)
+        }))),
+        ..StoreOptions::default()
+    };
+    Store::open(dir, store_opts).with_context(|| format!("opening {}", path.display()))
 }
 
 /// Rebuilds the visit statistics from the click log in `data_dir`/clicks and starts its writer.
-/// The click queue and writer as the flags set them, for either kind of recorder.
-pub(crate) fn recorder_options(args: &ServeArgs) -> duanlian_clicks::RecorderOptions {
-    duanlian_clicks::RecorderOptions {
-        capacity: args.clicks_queue as usize,
-        writer_delay: test_hooks::delay("DUANLIAN_TEST_CLICKS_WRITER_DELAY_MS"),
-        retention: Some(args.stats_retention),
-        log_retention: Some(args.clicks_retention.min(args.stats_retention)),
-        max_log_bytes: (args.clicks_max_bytes > 0).then_some(args.clicks_max_bytes),
-        reserve_bytes: args.clicks_reserve_bytes,
-        ..Default::default()
-    }
-}
-
 fn start_clicks(
     data_dir: &Path,
-    args: &ServeArgs,
+    opts: duanlian_clicks::RecorderOptions,
 ) -> Result<(Arc<duanlian_clicks::Recorder>, duanlian_clicks::Writer)> {
     let started = std::time::Instant::now();
     let dir = data_dir.join("clicks");
-    let (recorder, writer, read) = duanlian_clicks::Recorder::start(&dir, recorder_options(args))
+    let (recorder, writer, read) = duanlian_clicks::Recorder::start(&dir, opts)
         .with_context(|| format!("click log in {}", dir.display()))?;
     tracing::info!(
         clicks = read.clicks,
@@ -344,39 +346,8 @@ fn verify_in_background(index: &Arc<Index>, huge_pages: bool) {
         tracing::error!(error = %e, "could not start the snapshot checksum thread");
     }
 }
-/// `--expired-url`, `--not-found-url` and `--root-url`, grouped by domain.
-pub(crate) fn domain_policies(args: &ServeArgs) -> Result<HashMap<Domain, DomainPolicy>> {
-    type Slot = fn(&mut DomainPolicy) -> &mut Option<Box<str>>;
-    let mut out: HashMap<Domain, DomainPolicy> = HashMap::new();
-    let groups: [(&str, &[String], Slot); 3] = [
-        ("--expired-url", &args.expired_urls, |p| &mut p.expired_url),
-        ("--not-found-url", &args.not_found_urls, |p| {
-            &mut p.not_found_url
-        }),
-        ("--root-url", &args.root_urls, |p| &mut p.root_url),
-    ];
-    for (flag, values, slot) in groups {
-        for v in values {
-            let (d, u) = v
-                .split_once('=')
-                .ok_or_else(|| anyhow!("{flag} {v}: expected DOMAIN=URL"))?;
-            let domain = Domain::parse(d).map_err(|e| anyhow!("{flag} {v}: {e}"))?;
-            let url = duanlian_link::parse_url(u).map_err(|e| anyhow!("{flag} {v}: {e}"))?;
-            *slot(out.entry(domain).or_default()) = Some(url);
-        }
-    }
-    Ok(out)
-}
-
 /// The configured link domains, or else the loaded snapshot's, in name order.
-fn link_domains(flags: &[String], index: &Index) -> Result<Vec<Domain>> {
-    let mut domains = Vec::new();
-    for d in flags {
-        let d = Domain::parse(d).map_err(|e| anyhow!("--domain {d}: {e}"))?;
-        if !domains.contains(&d) {
-            domains.push(d);
-        }
-    }
+fn link_domains(mut domains: Vec<Domain>, index: &Index) -> Result<Vec<Domain>> {
     if domains.is_empty() {
         let snapshot = index.snapshot();
         let mut names: Vec<&str> = snapshot.domains().collect();
@@ -390,11 +361,8 @@ fn link_domains(flags: &[String], index: &Index) -> Result<Vec<Domain>> {
 
 /// API keys from flags and DUANLIAN_API_KEYS; with none, the data directory's generated key
 /// (made on first start, mode 0600).
-fn api_keys(flags: &[String], data_dir: Option<&Path>) -> Result<Vec<String>> {
-    // Flags, else DUANLIAN_API_KEYS (comma-separated), else the configuration file: clap and
-    // `config::apply` have already picked the layer.
-    let mut keys: Vec<String> = flags.iter().map(|k| k.trim().to_owned()).collect();
-    keys.retain(|k| !k.is_empty());
+fn api_keys(keys: Vec<String>, data_dir: Option<&Path>) -> Result<Vec<String>> {
+    // Flags, else DUANLIAN_API_KEYS, else the configuration file: the settings picked the layer.
     if !keys.is_empty() {
         return Ok(keys);
     }

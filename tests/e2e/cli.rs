@@ -90,7 +90,7 @@ fn bad_rows_name_file_line_and_field() {
         ("h.csv", "domain,code,link\ngo.example.cn,x,https://a.example/\n", "h.csv:1: header: unknown column \"link\""),
         ("i.csv", "domain,url\ngo.example.cn,https://a.example/\n", "i.csv:1: header: required column \"code\" is missing"),
         ("j.csv", "code,url\nx,https://a.example/\n", "j.csv:2: domain: missing, and no --default-domain given"),
-        ("k.csv", "domain,code,url\ngo.example.cn,x,\n", "k.csv:2: url: missing"),
+        ("k.csv", "domain,code,url\ngo.example.cn,x,\n", "k.csv:2: url: is required"),
         ("l.csv", "domain,code,url,valid_since,expires_at\ngo.example.cn,x,https://a.example/,20,10\n", "l.csv:2: valid_since: valid_since must be before expires_at"),
         ("m.jsonl", "{\"domain\":\"go.example.cn\",\"code\":\"x\",\"url\":\"https://a/\",\"colour\":1}\n", "m.jsonl:1: colour: unknown field"),
         ("n.jsonl", "{\"code\":\"x\",\"url\":\"https://a/\"}\n{not json\n", "n.jsonl:2: row: not valid JSON"),

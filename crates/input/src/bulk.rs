@@ -1,0 +1,304 @@
+//! Bulk input: CSV (a header row, columns by name) or JSON Lines, into a snapshot table.
+//!
+//! Every row goes through the same [`Fields`] the admin API reads; the first bad row stops the
+//! build with `FILE:LINE: field: reason` for each of its bad fields, and repeated
+//! `(domain, code)` pairs are listed together.
+use crate::fields::{FieldError, Fields, Form, Rules, Value};
+use duanlian_link::{now_secs, Domain};
+use duanlian_snapshot::{BuildError, Builder, Table};
+use std::collections::HashMap;
+use std::io::{BufRead, Read};
+use std::path::Path;
+
+/// Input formats of a bulk file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Comma-separated values with a header row.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+impl Format {
+    /// The format a file's extension says (`.csv`, `.jsonl`, `.ndjson`).
+    pub fn from_path(path: &Path) -> Option<Format> {
+        Format::from_name(path.extension()?.to_str()?)
+    }
+
+    /// `csv`, `jsonl` or `ndjson`, in any case.
+    pub fn from_name(name: &str) -> Option<Format> {
+        match name.to_ascii_lowercase().as_str() {
+            "csv" => Some(Format::Csv),
+            "jsonl" | "ndjson" => Some(Format::Jsonl),
+            _ => None,
+        }
+    }
+}
+
+/// Why a bulk file was not read into a table. Each names the file (the line, where there is
+/// one) as `name`: the name [`Source::name`] gave it.
+#[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // The fields are what the messages say.
+pub enum BulkError {
+    /// The file could not be read.
+    #[error("{name}: {error}")]
+    Io { name: String, error: std::io::Error },
+    /// The CSV header row is wrong.
+    #[error("{name}:1: header: {reason}")]
+    Header { name: String, reason: String },
+    /// A line that is not a row at all (broken CSV quoting, not JSON).
+    #[error("{name}:{line}: row: {reason}")]
+    Row { name: String, line: u64, reason: String },
+    /// A row with bad fields, each on a line of the message.
+    #[error("{}", lines(.name, *.line, .errors))]
+    Fields { name: String, line: u64, errors: Vec<FieldError> },
+    /// The same `(domain, code)` on several lines: `repeats` holds (line, domain, code, first
+    /// line) for up to 20 of them.
+    #[error("{}", duplicates(.name, *.count, .repeats))]
+    Duplicates { name: String, count: usize, repeats: Vec<(u64, String, String, u64)> },
+    /// The table cannot hold the links (too many, too many domains).
+    #[error("{name}: {error}")]
+    Table { name: String, error: BuildError },
+}
+
+fn lines(name: &str, line: u64, errors: &[FieldError]) -> String {
+    let all: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{name}:{line}: {e}"))
+        .collect();
+    all.join("\n")
+}
+
+fn duplicates(name: &str, count: usize, repeats: &[(u64, String, String, u64)]) -> String {
+    let mut msg = format!("{name}: {count} duplicate (domain, code) pairs:");
+    for (line, domain, code, first) in repeats {
+        msg.push_str(&format!(
+            "\n  {name}:{line}: code: {domain}/{code} already defined at line {first}"
+        ));
+    }
+    if count > repeats.len() {
+        msg.push_str(&format!("\n  ... and {} more", count - repeats.len()));
+    }
+    msg
+}
+
+/// A bulk file being read.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    /// The name errors give the file.
+    pub name: &'a str,
+    /// About how many bytes it has (for reserving space; 0 if unknown).
+    pub size: u64,
+    /// CSV or JSON Lines.
+    pub format: Format,
+    /// The domain of rows that name none.
+    pub default_domain: Option<&'a Domain>,
+}
+
+/// What a bulk read made.
+#[derive(Debug)]
+pub struct Imported {
+    /// The links, laid out for a snapshot.
+    pub table: Table,
+    /// How many rows the file had.
+    pub rows: usize,
+}
+
+/// Reads every row of `input` into a snapshot table; `progress(rows, bytes)` is called every
+/// 65,536 rows.
+pub fn read(
+    src: Source<'_>,
+    input: impl Read,
+    mut progress: impl FnMut(usize, u64),
+) -> Result<Imported, BulkError> {
+    let name = src.name;
+    let rules = Rules::bulk(src.default_domain);
+    let now = now_secs();
+    let mut builder = Builder::new();
+    // About 100 bytes a row in typical files; a rough reservation saves most regrowth.
+    builder.reserve((src.size / 100) as usize, 80);
+    let mut lines: Vec<u64> = Vec::new();
+    let mut on_row = |line: u64, fields: Fields, pos: u64| -> Result<(), BulkError> {
+        let link = fields.link(&rules, now).map_err(|errors| BulkError::Fields {
+            name: name.into(),
+            line,
+            errors,
+        })?;
+        builder.push(&link).map_err(|error| BulkError::Table {
+            name: format!("{name}:{line}"),
+            error,
+        })?;
+        lines.push(line);
+        if lines.len().is_multiple_of(65_536) {
+            progress(lines.len(), pos);
+        }
+        Ok(())
+    };
+    let reader = std::io::BufReader::with_capacity(1 << 20, input);
+    match src.format {
+        Format::Csv => read_csv(name, reader, &mut on_row)?,
+        Format::Jsonl => read_jsonl(name, reader, &mut on_row)?,
+    }
+    let rows = lines.len();
+    let table = builder.finish().map_err(|e| match e {
+        BuildError::Duplicates(d) => BulkError::Duplicates {
+            name: name.into(),
+            count: d.len(),
+            repeats: d
+                .iter()
+                .take(20)
+                .map(|dup| {
+                    (
+                        lines[dup.repeat],
+                        dup.domain.clone(),
+                        dup.code.clone(),
+                        lines[dup.first],
+                    )
+                })
+                .collect(),
+        },
+        error => BulkError::Table {
+            name: name.into(),
+            error,
+        },
+    })?;
+    Ok(Imported { table, rows })
+}
+
+type OnRow<'r> = dyn FnMut(u64, Fields, u64) -> Result<(), BulkError> + 'r;
+
+/// Most files use a handful of domains: each spelling is checked once.
+#[derive(Default)]
+struct Domains(HashMap<String, Domain>);
+
+impl Domains {
+    fn read(&mut self, fields: &mut Fields, raw: &str) {
+        if let Some(d) = self.0.get(raw) {
+            return fields.set_domain(d.clone());
+        }
+        match Domain::parse(raw) {
+            Ok(d) => {
+                self.0.insert(raw.to_owned(), d.clone());
+                fields.set_domain(d);
+            }
+            // Read again to keep the error in the row's list.
+            Err(_) => fields.read("domain", Value::Text(raw)),
+        }
+    }
+}
+
+fn read_csv(name: &str, input: impl Read, on_row: &mut OnRow<'_>) -> Result<(), BulkError> {
+    let columns = Form::Bulk.fields();
+    // Records end at '\n' only: with the default CRLF handling csv reports the line before the
+    // real one for CRLF files. The '\r' then left on the last cell goes with the cell trimming.
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_reader(input);
+    let header = |reason: String| BulkError::Header {
+        name: name.into(),
+        reason,
+    };
+    let headers = rdr
+        .byte_headers()
+        .map_err(|e| header(csv_reason(&e)))?
+        .clone();
+    // Column of the file → field name.
+    let mut by_column: Vec<&'static str> = Vec::with_capacity(headers.len());
+    for h in headers.iter() {
+        let h = String::from_utf8_lossy(h);
+        let h = h.trim().trim_start_matches('\u{feff}');
+        match columns.iter().find(|c| c.eq_ignore_ascii_case(h)) {
+            Some(c) if by_column.contains(c) => {
+                return Err(header(format!("column {h:?} appears twice")))
+            }
+            Some(c) => by_column.push(c),
+            None => {
+                return Err(header(format!(
+                    "unknown column {h:?} (known: {})",
+                    columns.join(", ")
+                )))
+            }
+        }
+    }
+    for required in ["url", "code"] {
+        if !by_column.contains(&required) {
+            return Err(header(format!("required column {required:?} is missing")));
+        }
+    }
+    let mut domains = Domains::default();
+    let mut rec = csv::ByteRecord::new();
+    loop {
+        match rdr.read_byte_record(&mut rec) {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(e) => {
+                return Err(BulkError::Row {
+                    name: name.into(),
+                    line: e.position().map_or(0, |p| p.line()),
+                    reason: csv_reason(&e),
+                })
+            }
+        }
+        let (line, pos) = rec.position().map_or((0, 0), |p| (p.line(), p.byte()));
+        let mut fields = Fields::new(Form::Bulk);
+        for (column, bytes) in by_column.iter().zip(rec.iter()) {
+            let Ok(cell) = std::str::from_utf8(bytes) else {
+                fields.read_error(column, "not valid UTF-8");
+                continue;
+            };
+            match cell.trim() {
+                "" => {}
+                cell if *column == "domain" => domains.read(&mut fields, cell),
+                cell => fields.read(column, Value::Text(cell)),
+            }
+        }
+        on_row(line, fields, pos)?;
+    }
+}
+
+fn csv_reason(e: &csv::Error) -> String {
+    match e.kind() {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => format!("has {len} fields, the header has {expected_len}"),
+        csv::ErrorKind::Io(io) => io.to_string(),
+        _ => e.to_string(),
+    }
+}
+
+fn read_jsonl(name: &str, input: impl BufRead, on_row: &mut OnRow<'_>) -> Result<(), BulkError> {
+    let (mut line_no, mut pos) = (0u64, 0u64);
+    let mut domains = Domains::default();
+    for line in input.split(b'\n') {
+        let line = line.map_err(|error| BulkError::Io {
+            name: name.into(),
+            error,
+        })?;
+        line_no += 1;
+        pos += line.len() as u64 + 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let row = |reason: String| BulkError::Row {
+            name: name.into(),
+            line: line_no,
+            reason,
+        };
+        let value: serde_json::Value = serde_json::from_slice(&line)
+            .map_err(|e| row(format!("not valid JSON ({e})")))?;
+        let serde_json::Value::Object(obj) = &value else {
+            return Err(row("expected a JSON object".into()));
+        };
+        let mut fields = Fields::new(Form::Bulk);
+        for (k, v) in obj {
+            match v {
+                serde_json::Value::String(d) if k == "domain" => domains.read(&mut fields, d),
+                v => fields.read(k, Value::Json(v)),
+            }
+        }
+        on_row(line_no, fields, pos)?;
+    }
+    Ok(())
+}
