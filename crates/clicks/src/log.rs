@@ -133,35 +133,10 @@ impl LogWriter {
     }
 }
 
-/// Decimal digits of `n` appended to `out`, two at a time from a table, without the formatting
-/// machinery (the writer does this for every click).
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    const PAIRS: [u8; 200] = {
-        let mut t = [0u8; 200];
-        let mut i = 0;
-        while i < 100 {
-            t[2 * i] = b'0' + (i / 10) as u8;
-            t[2 * i + 1] = b'0' + (i % 10) as u8;
-            i += 1;
-        }
-        t
-    };
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    while n >= 100 {
-        let pair = (n % 100) as usize * 2;
-        n /= 100;
-        i -= 2;
-        digits[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
-    }
-    if n >= 10 {
-        i -= 2;
-        digits[i..i + 2].copy_from_slice(&PAIRS[n as usize * 2..n as usize * 2 + 2]);
-    } else {
-        i -= 1;
-        digits[i] = b'0' + n as u8;
-    }
-    out.extend_from_slice(&digits[i..]);
+/// Decimal digits of `n` appended to `out` without the formatting machinery (the writer does
+/// this for every click).
+fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// One log line, newline included, replacing `out`'s contents.
