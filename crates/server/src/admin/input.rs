@@ -19,7 +19,10 @@ impl Rules<'_> {
 }
 
 fn problems(errors: Vec<duanlian_input::FieldError>) -> Vec<FieldError> {
-    errors.into_iter().map(|e| field(e.field, e.reason)).collect()
+    errors
+        .into_iter()
+        .map(|e| field(e.field, e.reason))
+        .collect()
 }
 
 fn object<'v>(v: &'v Value, what: &str) -> Result<&'v Map<String, Value>, Vec<FieldError>> {

@@ -1,6 +1,7 @@
 //! RFC 9457 problem details: every admin API error is `application/problem+json`.
 use crate::Body;
 use bytes::Bytes;
+use duanlian_write::WriteError;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
@@ -89,4 +90,63 @@ impl Problem {
         );
         r
     }
+}
+
+pub(super) fn write_problem(e: WriteError) -> Problem {
+    match &e {
+        WriteError::Conflict { .. } => Problem::new(
+            StatusCode::CONFLICT,
+            "code-taken",
+            "Code taken",
+            e.to_string(),
+        ),
+        WriteError::NotFound { .. } => Problem::not_found(e.to_string()),
+        WriteError::Invalid(le) => Problem::invalid(vec![field(le.field(), le)]),
+        WriteError::CodeSpaceExhausted(_) => Problem::new(
+            StatusCode::CONFLICT,
+            "code-space-exhausted",
+            "No free code",
+            e.to_string(),
+        ),
+        WriteError::ReadOnly => read_only(),
+        WriteError::NotHere(why) => cluster_node(why),
+        WriteError::NoSpace(_) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no-space",
+            "Writes unavailable: the disk is full",
+            e.to_string(),
+        ),
+        WriteError::Unavailable(_) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Writes unavailable",
+            e.to_string(),
+        ),
+        WriteError::BadFile(why) => Problem::invalid(vec![field("path", why)]),
+        WriteError::Failed(why) => internal(why),
+    }
+}
+
+/// What a cluster node answers for the data-directory and snapshot-file operations.
+fn cluster_node(why: &str) -> Problem {
+    Problem::new(StatusCode::CONFLICT, "cluster-node", "Cluster node", why)
+}
+
+fn read_only() -> Problem {
+    Problem::new(
+        StatusCode::FORBIDDEN,
+        "read-only",
+        "Read-only node",
+        "this node serves a snapshot without a data directory; start it with --data-dir to accept writes",
+    )
+}
+
+pub(super) fn internal(why: &str) -> Problem {
+    tracing::error!(error = why, "admin API internal error");
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "Internal error",
+        why.to_owned(),
+    )
 }

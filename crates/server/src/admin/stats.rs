@@ -1,5 +1,8 @@
 //! `GET /api/v1/links/{domain}/{code}/stats`: a link's visits from the click aggregates.
-use super::{field, json_response, parse_query, Admin, Answer, Problem};
+use super::body::json_response;
+use super::problem::{field, Problem};
+use super::routes::parse_query;
+use super::{Admin, Answer};
 use hyper::StatusCode;
 use serde_json::{json, Value};
 
