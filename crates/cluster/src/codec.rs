@@ -4,6 +4,7 @@
 //! (lowercase host names; codes of letters, digits, `_` and `-`), so the key is readable as is,
 //! `nats kv get links go.example.cn/x7Kp2Qa`. A value is the link's JSON, the same fields the
 //! admin API shows, so operators can read the bucket with the `nats` tool.
+use crate::ClusterError;
 use bytes::Bytes;
 use duanlian_link::{parse_url, Change, Code, Domain, ForwardQuery, Link, Redirect, Validity};
 use serde::{Deserialize, Serialize};
@@ -17,10 +18,13 @@ pub(crate) fn key(domain: &str, code: &str) -> String {
     k
 }
 
-/// The `(domain, code)` of a bucket key; `None` for a key duanlian did not write.
-pub(crate) fn parse_key(key: &str) -> Option<(Domain, Code)> {
-    let (domain, code) = key.split_once('/')?;
-    Some((Domain::parse(domain).ok()?, Code::parse(code).ok()?))
+/// The `(domain, code)` of a bucket key; an error for a key duanlian did not write.
+fn parse_key(key: &str) -> Result<(Domain, Code), ClusterError> {
+    key.split_once('/')
+        .and_then(|(domain, code)| Some((Domain::parse(domain).ok()?, Code::parse(code).ok()?)))
+        .ok_or_else(|| ClusterError::EntryKey {
+            key: key.to_string(),
+        })
 }
 
 #[derive(Serialize, Deserialize)]
@@ -73,10 +77,16 @@ pub(crate) fn encode(link: &Link) -> Bytes {
 }
 
 /// The link a bucket entry holds, checked as the admin API checks input.
-pub(crate) fn decode(key: &str, value: &[u8]) -> Result<Link, String> {
-    let (domain, code) = parse_key(key).ok_or_else(|| format!("{key:?} is not DOMAIN/CODE"))?;
-    let v: Value = serde_json::from_slice(value).map_err(|e| format!("{key}: {e}"))?;
-    let bad = |e: duanlian_link::LinkError| format!("{key}: {}: {e}", e.field());
+pub(crate) fn decode(key: &str, value: &[u8]) -> Result<Link, ClusterError> {
+    let (domain, code) = parse_key(key)?;
+    let v: Value = serde_json::from_slice(value).map_err(|error| ClusterError::EntryJson {
+        key: key.to_string(),
+        error,
+    })?;
+    let bad = |error: duanlian_link::LinkError| ClusterError::EntryLink {
+        key: key.to_string(),
+        error,
+    };
     Ok(Link {
         domain,
         code,
@@ -101,9 +111,9 @@ pub(crate) fn decode(key: &str, value: &[u8]) -> Result<Link, String> {
 }
 
 /// The change a bucket entry makes: a put, or a delete (or purge) marker.
-pub(crate) fn change(key: &str, value: &[u8], deleted: bool) -> Result<Change, String> {
+pub(crate) fn change(key: &str, value: &[u8], deleted: bool) -> Result<Change, ClusterError> {
     if deleted {
-        let (domain, code) = parse_key(key).ok_or_else(|| format!("{key:?} is not DOMAIN/CODE"))?;
+        let (domain, code) = parse_key(key)?;
         Ok(Change::Delete { domain, code })
     } else {
         decode(key, value).map(Change::Put)
@@ -130,17 +140,32 @@ mod tests {
         };
         let k = key("go.example.cn", "x7Kp2Qa");
         assert_eq!(k, "go.example.cn/x7Kp2Qa");
-        assert_eq!(decode(&k, &encode(&link)), Ok(link));
+        assert_eq!(decode(&k, &encode(&link)).expect("decodes"), link);
         let err =
             decode(&k, br#"{"url":"ftp://x","redirect":302,"created_at":1}"#).expect_err("ftp");
-        assert!(err.starts_with("go.example.cn/x7Kp2Qa: url:"), "{err}");
-        assert!(decode("nokey", b"{}").is_err());
+        assert!(matches!(err, ClusterError::EntryLink { .. }), "{err:?}");
+        assert!(
+            err.to_string().starts_with("go.example.cn/x7Kp2Qa: url:"),
+            "{err}"
+        );
+        assert!(matches!(
+            decode("nokey", b"{}"),
+            Err(ClusterError::EntryKey { .. })
+        ));
+        assert!(matches!(
+            decode(&k, b"{"),
+            Err(ClusterError::EntryJson { .. })
+        ));
         assert_eq!(
-            change(&k, b"", true),
-            Ok(Change::Delete {
+            change(&k, b"", true).expect("a delete marker"),
+            Change::Delete {
                 domain: Domain::parse("go.example.cn").expect("domain"),
                 code: Code::parse("x7Kp2Qa").expect("code"),
-            })
+            }
         );
+        assert!(matches!(
+            change("nokey", b"", true),
+            Err(ClusterError::EntryKey { .. })
+        ));
     }
 }

@@ -30,11 +30,14 @@
 
 mod clicks;
 mod codec;
+mod conn;
 mod error;
 mod fold;
+mod follow;
 mod node;
 mod publish;
 mod seam;
+mod writes;
 
 pub use clicks::ClickForwarder;
 pub use error::ClusterError;

@@ -1,7 +1,7 @@
 //! `duanlian snapshot publish`: fold the bucket into a snapshot and put it in the object store.
-use crate::error::nats;
+use crate::conn::{connect, open_bucket, snapshot_store};
+use crate::error::io_err;
 use crate::fold::Fold;
-use crate::node::{connect, open_bucket, snapshot_store};
 use crate::{codec, ClusterError, ClusterOptions};
 use async_nats::jetstream::{self, kv, object_store};
 use futures_util::StreamExt;
@@ -31,9 +31,12 @@ pub async fn publish_snapshot(opts: &ClusterOptions) -> Result<Published, Cluste
     let mut fold = Fold::default();
     let mut skipped = 0;
     if last > 0 {
-        let mut watch = kv.watch_all_from_revision(1).await.map_err(nats)?;
+        let mut watch = kv
+            .watch_all_from_revision(1)
+            .await
+            .map_err(ClusterError::WatchBucket)?;
         while let Some(entry) = watch.next().await {
-            let e = entry.map_err(nats)?;
+            let e = entry.map_err(ClusterError::ReadBucket)?;
             let deleted = !matches!(e.operation, kv::Operation::Put);
             match codec::change(&e.key, &e.value, deleted) {
                 Ok(change) => fold.apply(e.revision, change),
@@ -50,21 +53,16 @@ pub async fn publish_snapshot(opts: &ClusterOptions) -> Result<Published, Cluste
         }
     }
     let revision = fold.through.max(last);
-    let table = fold
-        .table(feed_id)
-        .map_err(|e| ClusterError::Snapshot(e.to_string()))?;
-    std::fs::create_dir_all(&opts.dir)
-        .map_err(|e| ClusterError::Io(format!("{}: {e}", opts.dir.display())))?;
+    let table = fold.table(feed_id).map_err(ClusterError::Build)?;
+    std::fs::create_dir_all(&opts.dir).map_err(io_err(&opts.dir))?;
     let path = opts
         .dir
         .join(format!("publish-{}.snap", std::process::id()));
     let bytes = table
         .write(&path, revision)
-        .map_err(|e| ClusterError::Snapshot(e.to_string()))?;
+        .map_err(ClusterError::Snapshot)?;
     let store = snapshot_store(&js, opts).await?;
-    let mut file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|e| ClusterError::Io(format!("{}: {e}", path.display())))?;
+    let mut file = tokio::fs::File::open(&path).await.map_err(io_err(&path))?;
     let meta = object_store::ObjectMetadata {
         name: opts.snapshot_object(),
         description: Some(format!(
@@ -78,10 +76,13 @@ pub async fn publish_snapshot(opts: &ClusterOptions) -> Result<Published, Cluste
         ]),
         ..Default::default()
     };
-    let put = store.put(meta, &mut file).await.map_err(nats);
+    let put = store
+        .put(meta, &mut file)
+        .await
+        .map_err(ClusterError::Upload);
     let _ = std::fs::remove_file(&path);
     put?;
-    client.flush().await.map_err(nats)?;
+    client.flush().await.map_err(ClusterError::Flush)?;
     Ok(Published {
         revision,
         links: table.len(),
@@ -100,13 +101,11 @@ pub async fn upload_snapshot_file(
     let client = connect(opts).await?;
     let js = jetstream::new(client.clone());
     let store = snapshot_store(&js, opts).await?;
-    let mut file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| ClusterError::Io(format!("{}: {e}", path.display())))?;
+    let mut file = tokio::fs::File::open(path).await.map_err(io_err(path))?;
     let info = store
         .put(opts.snapshot_object().as_str(), &mut file)
         .await
-        .map_err(nats)?;
-    client.flush().await.map_err(nats)?;
+        .map_err(ClusterError::Upload)?;
+    client.flush().await.map_err(ClusterError::Flush)?;
     Ok(info.size as u64)
 }
