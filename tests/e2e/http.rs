@@ -1,5 +1,6 @@
 //! The redirect listener, spoken to over raw sockets.
-use crate::util::{build_snapshot, s, Response, Server, TempDir};
+use crate::util::http::Request;
+use crate::util::{build_snapshot, poll, s, Response, Server, TempDir, PATIENCE};
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
@@ -234,6 +235,7 @@ fn header_read_timeout_disconnects_a_slow_client() {
     let req = b"GET /x7Kp2Qa HTTP/1.1\r\nHost: go.example.cn\r\n\r\n";
     idle.write_all(req).expect("write");
     assert!(idle.read(&mut buf).expect("first answer") > 0);
+    // Idle on purpose, past the 1 s header timeout and short of the 3 s keep-alive timeout.
     std::thread::sleep(Duration::from_millis(1800));
     idle.write_all(req)
         .expect("still open past the header timeout");
@@ -312,25 +314,11 @@ fn the_benchmark_floor_answers_one_fixed_redirect() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn");
-    let started = Instant::now();
-    let answer = loop {
-        match std::net::TcpStream::connect(("127.0.0.1", port)) {
-            Ok(mut c) => {
-                c.write_all(b"GET /anything HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                    .expect("write");
-                let mut out = String::new();
-                let _ = c.read_to_string(&mut out);
-                break out;
-            }
-            Err(_) if started.elapsed() < Duration::from_secs(10) => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Err(e) => panic!("floor server did not come up: {e}"),
-        }
-    };
+    let get = Request::get("/anything").header("Host", "x");
+    let answer = poll(PATIENCE, || get.send(port).ok());
     let _ = child.kill();
     let _ = child.wait();
-    let r = Response::parse(&answer);
+    let r = answer.expect("floor server did not come up");
     assert_eq!(r.status, 302);
     assert!(r.header("location").is_some());
 }

@@ -1,5 +1,8 @@
 //! What a redirect tier behind a load balancer needs: health, graceful shutdown, limits.
-use crate::util::{build_snapshot, s, Response, Server, TempDir};
+use crate::util::http::Request;
+use crate::util::{
+    build_snapshot, metric, poll, s, wait_until, Response, Server, TempDir, PATIENCE,
+};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -106,7 +109,12 @@ fn sigterm_drains_then_finishes_in_flight_requests_and_exits_cleanly() {
     let mut half = srv.connect();
     half.write_all(b"GET /x7Kp2Qa HTTP/1.1\r\nHost: go.exa")
         .expect("write");
-    std::thread::sleep(Duration::from_millis(100));
+    let open = || metric(&srv, "duanlian_open_connections");
+    assert!(
+        wait_until(PATIENCE, || open() >= 2.0),
+        "the server never had both connections open: {}",
+        open()
+    );
 
     let started = Instant::now();
     srv.signal_term();
@@ -187,6 +195,7 @@ fn a_client_dripping_header_bytes_is_disconnected() {
             closed = true;
             break;
         }
+        // The drip itself: a byte every 400 ms never completes the head within 2 s.
         std::thread::sleep(Duration::from_millis(400));
         if started.elapsed() > Duration::from_secs(6) {
             break;
@@ -307,9 +316,11 @@ fn a_hundred_reloads_under_load_fail_nothing_and_leak_nothing() {
     let b = crate::util::build_snapshot_named(&dir, "b", "domain,code,url\ngo.example.cn,shared,https://b.example/\ngo.example.cn,only-b,https://b.example/only\n");
     let srv = Server::start(&["--snapshot", s(&a), "--api-key", "k", "--threads", "2"]);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Load threads that got their first answer, so their connections are open on the server.
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let load: Vec<_> = (0..2)
         .map(|_| {
-            let (stop, port) = (stop.clone(), srv.port);
+            let (stop, answered, port) = (stop.clone(), answered.clone(), srv.port);
             std::thread::spawn(move || {
                 let mut c = crate::util::KeepAlive::connect(port).expect("connect");
                 let (mut ok, mut bad) = (0u64, 0u64);
@@ -318,12 +329,21 @@ fn a_hundred_reloads_under_load_fail_nothing_and_leak_nothing() {
                         Ok(r) if r.status == 302 => ok += 1,
                         _ => bad += 1,
                     }
+                    if ok + bad == 1 {
+                        answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
                 (ok, bad)
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
+    // The descriptor count to come back to includes the load's two connections.
+    let answered = || answered.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        wait_until(PATIENCE, || answered() == 2),
+        "{} of 2 load threads got an answer",
+        answered()
+    );
     let (fds_before, pid) = (fds(srv.pid()), srv.pid());
     for i in 0..100 {
         let file = if i % 2 == 0 { &b } else { &a };
@@ -356,16 +376,13 @@ fn a_hundred_reloads_under_load_fail_nothing_and_leak_nothing() {
     // Old mappings are released once nothing uses them (requests, and the reaper, which lets
     // go of a snapshot at its next round, four times a second), and no descriptor is left
     // behind.
-    let started = std::time::Instant::now();
-    while mapped_snapshots(pid).len() > 1 || fds(pid) > fds_before {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "still mapped: {:?}; descriptors grew from {fds_before} to {}",
-            mapped_snapshots(pid),
-            fds(pid)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let released = || mapped_snapshots(pid).len() <= 1 && fds(pid) <= fds_before;
+    assert!(
+        wait_until(PATIENCE, released),
+        "still mapped: {:?}; descriptors grew from {fds_before} to {}",
+        mapped_snapshots(pid),
+        fds(pid)
+    );
     let mapped = mapped_snapshots(pid);
     assert!(mapped.iter().all(|m| m.ends_with("a.snap")), "{mapped:?}");
     let metrics = srv.api("GET", "/metrics", None, None).body;
@@ -379,19 +396,22 @@ fn a_hundred_reloads_under_load_fail_nothing_and_leak_nothing() {
     );
 }
 
-/// Sends SIGHUP and waits until `path` on go.example.cn redirects (the reload took).
-fn hup_until_redirects(srv: &Server, path: &str) {
+/// Sends SIGHUP (reload the configured snapshot file).
+fn hup(srv: &Server) {
     let _ = std::process::Command::new("kill")
         .args(["-HUP", &srv.pid().to_string()])
         .status();
-    let started = Instant::now();
-    while srv.request("GET", "go.example.cn", path).status != 302 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "SIGHUP did not load the new file"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+}
+
+/// Sends SIGHUP and waits until `path` on go.example.cn redirects (the reload took).
+fn hup_until_redirects(srv: &Server, path: &str) {
+    hup(srv);
+    let redirects = || srv.request("GET", "go.example.cn", path).status == 302;
+    assert!(
+        wait_until(PATIENCE, redirects),
+        "SIGHUP did not load the new file:\n{}",
+        srv.logs()
+    );
 }
 
 #[test]
@@ -414,11 +434,11 @@ fn sighup_reloads_the_configured_file() {
     hup_until_redirects(&srv, "/second");
     assert_eq!(srv.request("GET", "go.example.cn", "/first").status, 404);
     // The swap comes first, the log line right after it.
-    let started = std::time::Instant::now();
-    while !srv.logs().contains("snapshot reloaded") {
-        assert!(started.elapsed() < Duration::from_secs(5), "{}", srv.logs());
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    assert!(
+        wait_until(PATIENCE, || srv.logs().contains("snapshot reloaded")),
+        "{}",
+        srv.logs()
+    );
 }
 
 /// Where each link of the data-directory test should send visitors (None: 404).
@@ -677,22 +697,13 @@ fn forwarded_headers_are_believed_from_trusted_proxies_only() {
     let snap = snapshot(&dir);
     let req = "GET /x7Kp2Qa HTTP/1.1\r\nHost: go.example.cn\r\nX-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n";
     let access = |srv: &Server| -> serde_json::Value {
-        let started = Instant::now();
-        loop {
-            if let Some(line) = srv
-                .logs()
-                .lines()
-                .find(|l| l.contains("\"target\":\"access\""))
-            {
-                return serde_json::from_str(line).expect("json");
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "no access log line:\n{}",
-                srv.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let line = poll(PATIENCE, || {
+            let logs = srv.logs();
+            let line = logs.lines().find(|l| l.contains("\"target\":\"access\""))?;
+            Some(line.to_owned())
+        })
+        .unwrap_or_else(|| panic!("no access log line:\n{}", srv.logs()));
+        serde_json::from_str(&line).expect("json")
     };
     // The same request through a trusted proxy range and through an untrusted one.
     for (proxies, client, proto) in [
@@ -718,11 +729,22 @@ fn forwarded_headers_are_believed_from_trusted_proxies_only() {
             "trusting {proxies}: {line}"
         );
     }
-    // No access log unless asked for.
+    // No access log unless asked for. An access line is written before its answer is sent, and
+    // a SIGHUP's "snapshot reloaded" comes after the answer, on the same stderr: once that is
+    // in, any access line would be too.
     let quiet = Server::start(&["--snapshot", s(&snap)]);
-    quiet.raw(req.as_bytes());
-    std::thread::sleep(Duration::from_millis(100));
-    assert!(!quiet.logs().contains("\"target\":\"access\""));
+    assert_eq!(Response::parse(&quiet.raw(req.as_bytes())).status, 302);
+    hup(&quiet);
+    assert!(
+        wait_until(PATIENCE, || quiet.logs().contains("snapshot reloaded")),
+        "{}",
+        quiet.logs()
+    );
+    assert!(
+        !quiet.logs().contains("\"target\":\"access\""),
+        "{}",
+        quiet.logs()
+    );
     let bad = crate::util::run(&[
         "serve",
         "--snapshot",
@@ -757,40 +779,32 @@ fn running_out_of_descriptors_pauses_accepting_and_recovers() {
         .args(["-c", &cmd])
         .spawn()
         .expect("spawn");
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // Far more connections than descriptors: the accept loop hits EMFILE.
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let started = wait_until(PATIENCE, || TcpStream::connect(("127.0.0.1", port)).is_ok());
+    // Far more connections than descriptors: the accept loop hits EMFILE, and says so.
     let flood: Vec<TcpStream> = (0..80)
         .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(child.try_wait().expect("wait").is_none(), "the server died");
+    let paused = started && wait_until(PATIENCE, || logs().contains("accept failed; pausing"));
+    let alive = child.try_wait().expect("wait").is_none();
     drop(flood);
     // Once descriptors are free again, it serves.
-    let started = Instant::now();
-    let answer = loop {
-        let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        c.set_read_timeout(Some(Duration::from_secs(2)))
-            .expect("timeout");
-        c.write_all(b"GET /x7Kp2Qa HTTP/1.1\r\nHost: go.example.cn\r\nConnection: close\r\n\r\n")
-            .expect("write");
-        let mut out = String::new();
-        let _ = c.read_to_string(&mut out);
-        if out.starts_with("HTTP/1.1 302") || started.elapsed() > Duration::from_secs(10) {
-            break out;
-        }
-    };
+    let get = Request::get("/x7Kp2Qa")
+        .header("Host", "go.example.cn")
+        .timeout(Duration::from_secs(2));
+    let answer = (started && alive)
+        .then(|| poll(PATIENCE, || get.send(port).ok().filter(|r| r.status == 302)))
+        .flatten();
     let _ = child.kill();
     let _ = child.wait();
-    assert!(answer.starts_with("HTTP/1.1 302"), "{answer:?}");
-    let logs = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(logs.contains("accept failed; pausing"), "{logs}");
+    assert!(started, "server did not start: {}", logs());
+    assert!(paused, "accept never failed: {}", logs());
+    assert!(alive, "the server died: {}", logs());
+    assert!(
+        answer.is_some(),
+        "no 302 once descriptors were free: {}",
+        logs()
+    );
 }
 
 #[test]
@@ -812,15 +826,8 @@ fn huge_page_memory_serves_and_reloads_like_a_mapping() {
             .expect("maps")
             .contains(s(&a))
     };
-    let started = Instant::now();
-    while mapped() || !srv.logs().contains("serving it from huge pages") {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{}",
-            srv.logs()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let moved = || !mapped() && srv.logs().contains("serving it from huge pages");
+    assert!(wait_until(PATIENCE, moved), "{}", srv.logs());
     assert_eq!(srv.request("GET", "go.example.cn", "/x7Kp2Qa").status, 302);
     let r = load_snapshot(&srv, &b);
     assert_eq!(r.status, 200, "{}", r.body);

@@ -1,6 +1,6 @@
 //! Visit statistics through the real binary: click events, bots, anonymisation, the stats
 //! endpoint, the export, and the full-queue path.
-use crate::util::{run, s, stderr, stdout, Server, TempDir, BROWSER};
+use crate::util::{run, s, stderr, stdout, Server, TempDir, BROWSER, PATIENCE};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -23,21 +23,16 @@ fn json(srv: &Server, path: &str) -> (u16, Value) {
 
 /// The stats of `code` once the writer has counted `total` clicks (human + bot).
 fn stats_when(srv: &Server, code: &str, total: u64) -> Value {
-    let started = Instant::now();
-    loop {
+    let mut last = Value::Null;
+    crate::util::poll(PATIENCE, || {
         let (status, v) = json(srv, &format!("/api/v1/links/go.example.cn/{code}/stats"));
         assert_eq!(status, 200, "{v}");
         let seen =
             v["visits"]["human"].as_u64().unwrap_or(0) + v["visits"]["bot"].as_u64().unwrap_or(0);
-        if seen >= total {
-            return v;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "stats never reached {total}: {v}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        last = v;
+        (seen >= total).then(|| last.clone())
+    })
+    .unwrap_or_else(|| panic!("stats never reached {total}: {last}"))
 }
 
 #[test]

@@ -1,10 +1,41 @@
-//! Running the binary, and a raw HTTP client that can send anything.
-use std::io::{BufRead, BufReader, Read, Write};
+//! Running the binary, talking HTTP to it (through the shared client in
+//! `tests/support/http.rs`, which sends anything), and waiting for things to happen.
+use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+#[path = "../support/http.rs"]
+pub(crate) mod http;
+
+pub(crate) use http::Response;
+
+/// How long a test waits for something that should happen soon: generous, since a passing
+/// wait ends as soon as its condition holds and only a failing one waits this long.
+pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Polls `f` (every 20 ms) until it returns something, for at most `limit`.
+pub(crate) fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if started.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `condition` (every 20 ms) until it holds, for at most `limit`; whether it held. Use
+/// as `assert!(wait_until(..), "what never happened: {state}")`, so the message shows the
+/// state as it was when the wait gave up.
+pub(crate) fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    poll(limit, || condition().then_some(())).is_some()
+}
 
 /// A desktop browser's User-Agent: requests without one are bots, which count no visits.
 pub(crate) const BROWSER: &str =
@@ -224,14 +255,7 @@ impl Server {
 
     /// Waits for the process to exit (up to `limit`); its exit code, if it exited.
     pub(crate) fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
-        let started = std::time::Instant::now();
-        while started.elapsed() < limit {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        poll(limit, || self.child.try_wait().ok().flatten())?.code()
     }
 
     /// Kills the server with SIGKILL and waits for it.
@@ -240,7 +264,7 @@ impl Server {
         let _ = self.child.wait();
     }
 
-    /// An admin API call with the given key; returns status and body.
+    /// An admin API call with the given key and JSON body.
     pub(crate) fn api(
         &self,
         method: &str,
@@ -248,41 +272,24 @@ impl Server {
         key: Option<&str>,
         body: Option<&str>,
     ) -> Response {
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n");
+        let mut req = http::Request::new(method, path).header("Host", "admin");
         if let Some(k) = key {
-            req.push_str(&format!("Authorization: Bearer {k}\r\n"));
+            req = req.bearer(k);
         }
         if let Some(b) = body {
-            req.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
-                b.len()
-            ));
-        } else {
-            req.push_str("\r\n");
+            req = req.json(b);
         }
-        let mut c = TcpStream::connect(("127.0.0.1", self.admin_port)).expect("connect admin");
-        c.set_read_timeout(Some(Duration::from_secs(30)))
-            .expect("timeout");
-        c.write_all(req.as_bytes()).expect("write");
-        let mut out = Vec::new();
-        let _ = c.read_to_end(&mut out);
-        Response::parse(&String::from_utf8_lossy(&out))
+        req.send(self.admin_port).expect("admin API call")
     }
 
+    /// A raw connection to the redirect listener; reads wait at most 10 s.
     pub(crate) fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        s
+        http::connect(self.port, Some(Duration::from_secs(10))).expect("connect")
     }
 
     /// Sends raw bytes on a fresh connection and reads until the server closes it.
     pub(crate) fn raw(&self, request: &[u8]) -> String {
-        let mut c = self.connect();
-        c.write_all(request).expect("write");
-        let mut out = Vec::new();
-        let _ = c.read_to_end(&mut out);
-        String::from_utf8_lossy(&out).into_owned()
+        http::exchange_once(self.port, request, Some(Duration::from_secs(10))).expect("raw request")
     }
 
     /// `METHOD path` with a Host header, from a browser (bots count no visits), on a connection
@@ -299,12 +306,14 @@ impl Server {
         path: &str,
         headers: &[(&str, &str)],
     ) -> Response {
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+        let mut req = http::Request::new(method, path)
+            .header("Host", host)
+            .timeout(Duration::from_secs(10));
         for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
+            req = req.header(k, v);
         }
-        req.push_str("\r\n");
-        Response::parse(&self.raw(req.as_bytes()))
+        req.send(self.port)
+            .unwrap_or_else(|e| panic!("{method} {host}{path}: {e}"))
     }
 
     pub(crate) fn pid(&self) -> u32 {
@@ -319,42 +328,6 @@ impl Drop for Server {
     }
 }
 
-#[derive(Debug)]
-pub(crate) struct Response {
-    pub(crate) status: u16,
-    pub(crate) headers: Vec<(String, String)>,
-    pub(crate) body: String,
-}
-
-impl Response {
-    pub(crate) fn parse(raw: &str) -> Response {
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap_or_default();
-        let status = status_line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no status line in {raw:?}"));
-        let headers = lines
-            .filter_map(|l| l.split_once(": "))
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
-            .collect();
-        Response {
-            status,
-            headers,
-            body: body.to_owned(),
-        }
-    }
-
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 /// The value of the metric line `NAME VALUE` on `srv`'s `/metrics` (labels included in NAME),
 /// or 0 when there is none.
 pub(crate) fn metric(srv: &Server, name: &str) -> f64 {
@@ -365,68 +338,35 @@ pub(crate) fn metric(srv: &Server, name: &str) -> f64 {
 }
 
 /// One keep-alive connection that sends requests and reads exactly one response each.
-pub(crate) struct KeepAlive {
-    stream: BufReader<TcpStream>,
-}
+pub(crate) struct KeepAlive(http::Conn);
 
 impl KeepAlive {
+    /// Connects to `127.0.0.1:port`; reads wait at most 10 s.
     pub(crate) fn connect(port: u16) -> std::io::Result<KeepAlive> {
-        let s = TcpStream::connect(("127.0.0.1", port))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        s.set_nodelay(true)?;
-        Ok(KeepAlive {
-            stream: BufReader::new(s),
-        })
+        http::Conn::open_with(port, Some(Duration::from_secs(10))).map(KeepAlive)
     }
 
-    /// Sends raw request bytes and reads one response (head and Content-Length body).
-    pub(crate) fn exchange(&mut self, request: &[u8]) -> std::io::Result<Response> {
-        self.stream.get_mut().write_all(request)?;
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            if self.stream.read_line(&mut line)? == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "closed",
-                ));
-            }
-            let end = line == "\r\n";
-            head.push_str(&line);
-            if end {
-                break;
-            }
-        }
-        let mut r = Response::parse(&head);
-        let len: usize = r
-            .header("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0u8; len];
-        self.stream.read_exact(&mut body)?;
-        r.body = String::from_utf8_lossy(&body).into_owned();
-        Ok(r)
-    }
-
+    /// `GET path` from a browser.
     pub(crate) fn get(&mut self, host: &str, path: &str) -> std::io::Result<Response> {
-        self.exchange(
-            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {BROWSER}\r\n\r\n")
-                .as_bytes(),
+        self.0.send(
+            &http::Request::get(path)
+                .header("Host", host)
+                .header("User-Agent", BROWSER),
         )
     }
 
+    /// `POST path` to the admin API with key `key` and a JSON body.
     pub(crate) fn post_json(
         &mut self,
         path: &str,
         key: &str,
         body: &str,
     ) -> std::io::Result<Response> {
-        self.exchange(
-            format!(
-                "POST {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .as_bytes(),
+        self.0.send(
+            &http::Request::new("POST", path)
+                .header("Host", "admin")
+                .bearer(key)
+                .json(body),
         )
     }
 }

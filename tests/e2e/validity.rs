@@ -1,8 +1,7 @@
 //! Validity periods through the real binary: expiry by time and by visits, fallbacks, counts
 //! that survive restarts, and the API's validity inputs.
-use crate::util::{s, KeepAlive, Server, TempDir};
+use crate::util::{poll, s, wait_until, KeepAlive, Server, TempDir, PATIENCE};
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
 
 const KEY: &str = "validity-key";
 
@@ -55,14 +54,10 @@ fn a_short_validity_redirects_then_expires() {
     assert_eq!(srv.request("GET", "go.example.cn", "/own").status, 302);
     assert_eq!(srv.request("GET", "s.example.com", "/dom").status, 302);
     // Wait for the expiry by polling the answer (the clock decides, not a timed assertion).
-    let started = Instant::now();
-    let gone = loop {
-        let r = srv.request("GET", "go.example.cn", "/flash");
-        if r.status != 302 || started.elapsed() > Duration::from_secs(10) {
-            break r;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let gone = poll(PATIENCE, || {
+        Some(srv.request("GET", "go.example.cn", "/flash")).filter(|r| r.status != 302)
+    })
+    .expect("/flash never expired");
     assert_eq!(gone.status, 410);
     assert!(gone.body.contains("This link has expired"), "{}", gone.body);
     assert_eq!(
@@ -144,6 +139,25 @@ fn a_visit_cap_holds_exactly_under_racing_clients() {
     assert_eq!(srv.request("GET", "go.example.cn", "/limited").status, 410);
 }
 
+/// The count `visits.bin` holds for `key` ("domain/code"). The file (crates/store's
+/// visits_file.rs) is "DLVISIT1", then key_len:u16 key count:u64 per link (little-endian), then
+/// a crc32c:u32; it is replaced by a rename, so it is never read half written.
+fn saved_visits(path: &std::path::Path, key: &str) -> Option<u64> {
+    let bytes = std::fs::read(path).ok()?;
+    let records = bytes.get(8..bytes.len().checked_sub(4)?)?;
+    let mut at = 0;
+    while at < records.len() {
+        let len = u16::from_le_bytes(records.get(at..at + 2)?.try_into().ok()?) as usize;
+        let name = records.get(at + 2..at + 2 + len)?;
+        let count = records.get(at + 2 + len..at + 10 + len)?;
+        if name == key.as_bytes() {
+            return Some(u64::from_le_bytes(count.try_into().ok()?));
+        }
+        at += 10 + len;
+    }
+    None
+}
+
 #[test]
 fn visit_counts_survive_restarts() {
     let dir = TempDir::new();
@@ -165,11 +179,13 @@ fn visit_counts_survive_restarts() {
         srv.request("GET", "go.example.cn", "/counted");
     }
     // They are saved every 2 s, so a kill -9 after that loses nothing.
-    let started = Instant::now();
-    while !dir.path("data/visits.bin").exists() || started.elapsed() < Duration::from_millis(2_600)
-    {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let visits = dir.path("data/visits.bin");
+    assert!(
+        wait_until(PATIENCE, || saved_visits(&visits, "go.example.cn/counted")
+            == Some(10)),
+        "visits.bin never held 10 visits: {:?}",
+        saved_visits(&visits, "go.example.cn/counted")
+    );
     srv.kill9();
     let srv = server(&dir, &[]);
     assert_eq!(link(&srv, "go.example.cn", "counted")["visits"], 10);
@@ -398,14 +414,12 @@ fn links_past_their_retention_leave_memory() {
         crate::util::metric(&srv, r#"duanlian_links{layer="overlay"}"#),
         6.0
     );
-    let started = Instant::now();
-    while crate::util::metric(&srv, r#"duanlian_links{layer="overlay"}"#) != 1.0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "expired links never left memory"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let overlay = || crate::util::metric(&srv, r#"duanlian_links{layer="overlay"}"#);
+    assert!(
+        wait_until(PATIENCE, || overlay() == 1.0),
+        "expired links never left memory: {} links in the overlay",
+        overlay()
+    );
     assert_eq!(srv.request("GET", "go.example.cn", "/brief0").status, 404);
     assert_eq!(srv.request("GET", "go.example.cn", "/stays").status, 302);
 }
