@@ -48,14 +48,26 @@ pub enum BulkError {
     Header { name: String, reason: String },
     /// A line that is not a row at all (broken CSV quoting, not JSON).
     #[error("{name}:{line}: row: {reason}")]
-    Row { name: String, line: u64, reason: String },
+    Row {
+        name: String,
+        line: u64,
+        reason: String,
+    },
     /// A row with bad fields, each on a line of the message.
     #[error("{}", lines(.name, *.line, .errors))]
-    Fields { name: String, line: u64, errors: Vec<FieldError> },
+    Fields {
+        name: String,
+        line: u64,
+        errors: Vec<FieldError>,
+    },
     /// The same `(domain, code)` on several lines: `repeats` holds (line, domain, code, first
     /// line) for up to 20 of them.
     #[error("{}", duplicates(.name, *.count, .repeats))]
-    Duplicates { name: String, count: usize, repeats: Vec<(u64, String, String, u64)> },
+    Duplicates {
+        name: String,
+        count: usize,
+        repeats: Vec<(u64, String, String, u64)>,
+    },
     /// The table cannot hold the links (too many, too many domains).
     #[error("{name}: {error}")]
     Table { name: String, error: BuildError },
@@ -119,11 +131,13 @@ pub fn read(
     builder.reserve((src.size / 100) as usize, 80);
     let mut lines: Vec<u64> = Vec::new();
     let mut on_row = |line: u64, fields: Fields, pos: u64| -> Result<(), BulkError> {
-        let link = fields.link(&rules, now).map_err(|errors| BulkError::Fields {
-            name: name.into(),
-            line,
-            errors,
-        })?;
+        let link = fields
+            .link(&rules, now)
+            .map_err(|errors| BulkError::Fields {
+                name: name.into(),
+                line,
+                errors,
+            })?;
         builder.push(&link).map_err(|error| BulkError::Table {
             name: format!("{name}:{line}"),
             error,
@@ -286,8 +300,8 @@ fn read_jsonl(name: &str, input: impl BufRead, on_row: &mut OnRow<'_>) -> Result
             line: line_no,
             reason,
         };
-        let value: serde_json::Value = serde_json::from_slice(&line)
-            .map_err(|e| row(format!("not valid JSON ({e})")))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&line).map_err(|e| row(format!("not valid JSON ({e})")))?;
         let serde_json::Value::Object(obj) = &value else {
             return Err(row("expected a JSON object".into()));
         };

@@ -29,14 +29,19 @@ fn bad_targets_name_the_url() {
         "",
     ] {
         let errs = create(json!({ "url": url })).expect_err(url);
-        assert!(errs.iter().all(|e| e.starts_with("url: ")), "{url}: {errs:?}");
+        assert!(
+            errs.iter().all(|e| e.starts_with("url: ")),
+            "{url}: {errs:?}"
+        );
     }
 }
 
 #[test]
 fn every_bad_field_is_named_at_once() {
-    let errs = create(json!({"url": "ftp://x", "colour": "red", "code_length": 1000, "forward_query": "yes"}))
-        .unwrap_err();
+    let errs = create(
+        json!({"url": "ftp://x", "colour": "red", "code_length": 1000, "forward_query": "yes"}),
+    )
+    .unwrap_err();
     let named: Vec<&str> = errs.iter().map(|e| e.split(':').next().unwrap()).collect();
     for f in ["url", "colour", "code_length", "forward_query"] {
         assert!(named.contains(&f), "{f} in {errs:?}");
@@ -50,9 +55,17 @@ fn a_csv_cell_and_a_json_value_mean_the_same() {
     let mut text = Fields::new(Form::Bulk);
     let mut json_fields = Fields::new(Form::Bulk);
     let cells = [
-        ("url", "https://shop.example.cn/item/1", json!("https://shop.example.cn/item/1")),
+        (
+            "url",
+            "https://shop.example.cn/item/1",
+            json!("https://shop.example.cn/item/1"),
+        ),
         ("code", "x7Kp2Qa", json!("x7Kp2Qa")),
-        ("expires_at", "2027-01-01T00:00:00+08:00", json!("2027-01-01T00:00:00+08:00")),
+        (
+            "expires_at",
+            "2027-01-01T00:00:00+08:00",
+            json!("2027-01-01T00:00:00+08:00"),
+        ),
         ("valid_since", "1700000000", json!(1_700_000_000)),
         ("max_visits", "20", json!(20)),
         ("redirect", "301", json!(301)),
