@@ -16,7 +16,13 @@ use std::path::Path;
 
 /// Flags the file cannot set: the file itself, and the per-domain URLs, which have their own
 /// `[domain."go.example.cn"]` sections.
-const NOT_IN_FILE: &[&str] = &["config", "help", "expired_urls", "not_found_urls", "root_urls"];
+const NOT_IN_FILE: &[&str] = &[
+    "config",
+    "help",
+    "expired_urls",
+    "not_found_urls",
+    "root_urls",
+];
 
 /// The keys of a `[domain."..."]` section and the flag each one feeds.
 const DOMAIN_KEYS: &[(&str, &str)] = &[
@@ -193,7 +199,11 @@ pub(crate) fn describe(m: &ArgMatches) -> String {
             _ if id == "api_keys" => format!("# api_keys: {} configured", values.len()),
             ArgAction::Append => format!(
                 "{id} = [{}]",
-                values.iter().map(|v| quoted(v)).collect::<Vec<_>>().join(", ")
+                values
+                    .iter()
+                    .map(|v| quoted(v))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             _ => match values.first() {
                 Some(v) => format!("{id} = {}", scalar(v)),

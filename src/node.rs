@@ -93,9 +93,9 @@ impl Node {
         };
         let read_only = matches!(backend, Backend::ReadOnly);
         let huge_pages = read_only
-            && s.huge_pages
-                .decided()
-                .unwrap_or_else(|| Snapshot::huge_pages_pay_off(index.snapshot().file_len() as u64));
+            && s.huge_pages.decided().unwrap_or_else(|| {
+                Snapshot::huge_pages_pay_off(index.snapshot().file_len() as u64)
+            });
         verify_in_background(&index, huge_pages);
         // The one place the retention is set: the redirect path, the reaper and compaction read it.
         index.set_retention(s.retention);
@@ -158,13 +158,14 @@ impl Node {
         };
         let mut admin = Admin::new(admin_opts, index.clone(), writes);
         if let Some(reloader) = reloader {
-            let mut reloader = reloader.with_metrics(metrics.clone()).with_huge_pages(
-                if read_only {
-                    s.huge_pages.decided()
-                } else {
-                    Some(false)
-                },
-            );
+            let mut reloader =
+                reloader
+                    .with_metrics(metrics.clone())
+                    .with_huge_pages(if read_only {
+                        s.huge_pages.decided()
+                    } else {
+                        Some(false)
+                    });
             if let Some(path) = configured {
                 reloader = reloader.with_configured(path);
             }

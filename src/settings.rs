@@ -139,8 +139,10 @@ impl Settings {
             retention: args.expired_retention,
             clicks,
             compaction: AutoCompact {
-                journal_bytes: (args.compact_journal_bytes > 0).then_some(args.compact_journal_bytes),
-                overlay_links: (args.compact_overlay_links > 0).then_some(args.compact_overlay_links),
+                journal_bytes: (args.compact_journal_bytes > 0)
+                    .then_some(args.compact_journal_bytes),
+                overlay_links: (args.compact_overlay_links > 0)
+                    .then_some(args.compact_overlay_links),
             },
             huge_pages: args.huge_pages,
         })

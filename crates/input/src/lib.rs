@@ -12,7 +12,7 @@
 //! use duanlian_input::{Fields, Form, Rules, Value};
 //! use duanlian_link::Domain;
 //!
-//! let domains = [Domain::parse("go.example.cn").unwrap()];
+//! let domains = [Domain::parse("go.example.cn").expect("domain")];
 //! let mut fields = Fields::new(Form::Create);
 //! fields.read("url", Value::Text("https://shop.example.cn/item/1"));
 //! fields.read("expires_in", Value::Text("7d"));

@@ -5,14 +5,14 @@ use serde_json::json;
 
 fn domains() -> Vec<Domain> {
     vec![
-        Domain::parse("go.example.cn").unwrap(),
-        Domain::parse("s.example.com").unwrap(),
+        Domain::parse("go.example.cn").expect("ok"),
+        Domain::parse("s.example.com").expect("ok"),
     ]
 }
 
 fn create(body: serde_json::Value) -> Result<duanlian_write::NewLink, Vec<String>> {
     let d = domains();
-    Fields::from_object(Form::Create, body.as_object().unwrap())
+    Fields::from_object(Form::Create, body.as_object().expect("ok"))
         .new_link(&Rules::api(&d, 7), 1_000_000)
         .map_err(|e| e.into_iter().map(|e| e.to_string()).collect())
 }
@@ -41,8 +41,8 @@ fn every_bad_field_is_named_at_once() {
     let errs = create(
         json!({"url": "ftp://x", "colour": "red", "code_length": 1000, "forward_query": "yes"}),
     )
-    .unwrap_err();
-    let named: Vec<&str> = errs.iter().map(|e| e.split(':').next().unwrap()).collect();
+    .expect_err("refused");
+    let named: Vec<&str> = errs.iter().map(|e| e.split(':').next().expect("ok")).collect();
     for f in ["url", "colour", "code_length", "forward_query"] {
         assert!(named.contains(&f), "{f} in {errs:?}");
     }
@@ -75,8 +75,8 @@ fn a_csv_cell_and_a_json_value_mean_the_same() {
         text.read(k, Value::Text(t));
         json_fields.read(k, Value::Json(j));
     }
-    let a = text.link(&rules, 5).unwrap();
-    let b = json_fields.link(&rules, 5).unwrap();
+    let a = text.link(&rules, 5).expect("ok");
+    let b = json_fields.link(&rules, 5).expect("ok");
     assert_eq!(a, b);
     assert_eq!(a.validity.expires_at, Some(1_798_732_800));
     assert_eq!(a.validity.max_visits, Some(20));
@@ -86,14 +86,14 @@ fn a_csv_cell_and_a_json_value_mean_the_same() {
 fn a_patch_cannot_move_a_link_and_null_removes() {
     let d = domains();
     let obj = json!({"domain": "s.example.com", "code": "abc"});
-    let errs = Fields::from_object(Form::Patch, obj.as_object().unwrap())
+    let errs = Fields::from_object(Form::Patch, obj.as_object().expect("ok"))
         .patch(&Rules::api(&d, 7), 0)
-        .unwrap_err();
+        .expect_err("refused");
     assert_eq!(errs.len(), 2);
     let obj = json!({"max_visits": null, "expires_at": null, "expired_url": null});
-    let p = Fields::from_object(Form::Patch, obj.as_object().unwrap())
+    let p = Fields::from_object(Form::Patch, obj.as_object().expect("ok"))
         .patch(&Rules::api(&d, 7), 0)
-        .unwrap();
+        .expect("ok");
     assert_eq!(p.max_visits, Some(None));
     assert_eq!(p.expires_at, Some(None));
     assert_eq!(p.expired_url, Some(None));
@@ -104,11 +104,11 @@ fn a_patch_cannot_move_a_link_and_null_removes() {
 fn past_expiries_are_a_mistake_in_a_request_but_history_in_a_file() {
     let d = domains();
     let body = json!({"url": "https://a.example/", "expires_at": 10});
-    let errs = create(body.clone()).unwrap_err();
+    let errs = create(body.clone()).expect_err("refused");
     assert_eq!(errs, ["expires_at: is in the past"]);
     let mut row = Fields::new(Form::Bulk);
-    row.read_object(body.as_object().unwrap());
+    row.read_object(body.as_object().expect("ok"));
     row.read("code", Value::Text("old"));
-    let link = row.link(&Rules::bulk(d.first()), 1_000_000).unwrap();
+    let link = row.link(&Rules::bulk(d.first()), 1_000_000).expect("ok");
     assert_eq!(link.validity.expires_at, Some(10));
 }
