@@ -18,6 +18,9 @@ use args::{Cli, ClicksCmd, Command, ConfigCmd, LogFormat, SnapshotCmd};
 use settings::Settings;
 use std::path::Path;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     use clap::{CommandFactory, FromArgMatches};
     let matches = Cli::command().get_matches();

@@ -19,7 +19,8 @@
 //! run(Arc::new(redirector), &opts, health)?; // until SIGINT or SIGTERM, then drains
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
-#![forbid(unsafe_code)]
+// One `unsafe` block: registering the redirect listener with the reactor (listen/accept.rs).
+#![deny(unsafe_code)]
 
 mod admin;
 mod listen;

@@ -1,16 +1,22 @@
 //! Binding listeners and accepting connections.
 use super::conn::serve_until_stopped;
+use super::first::{self, First};
+use super::sweep::{Limits, Sweeper};
 use super::{http, stopped, Answer, Options, Shared};
+use super::Health;
 use crate::admin::Admin;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use bytes::Bytes;
+use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::Notify;
 
 /// Whether a listener may share its port with this process's other per-core listeners.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,15 +78,14 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(ENOMEM | ENFILE | EMFILE | ENOBUFS))
 }
 
-/// The next connection. Errors never end the loop: running out of descriptors or memory pauses
-/// it briefly (so it neither spins nor dies), anything else concerns one connection only.
-async fn accept(listener: &TcpListener) -> TcpStream {
+/// The next connection and its peer. Errors never end the loop: running out of descriptors or
+/// memory pauses it briefly (so it neither spins nor dies), anything else concerns one
+/// connection only. `TCP_NODELAY` comes from the listening socket (Linux copies it to every
+/// accepted one), so no `setsockopt` here.
+async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
-                let _ = stream.set_nodelay(true);
-                return stream;
-            }
+            Ok(accepted) => return accepted,
             Err(e) if is_resource_exhaustion(&e) => {
                 tracing::warn!(error = %e, "accept failed; pausing 100 ms");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -90,34 +95,110 @@ async fn accept(listener: &TcpListener) -> TcpStream {
     }
 }
 
+/// The next connection on a redirect listener, not yet registered with the reactor (the
+/// first-request path may finish it without). Errors as in [`accept`].
+async fn accept_raw(
+    listener: &AsyncFd<mio::net::TcpListener>,
+) -> (mio::net::TcpStream, SocketAddr) {
+    loop {
+        let mut ready = match listener.readable().await {
+            Ok(ready) => ready,
+            Err(e) => {
+                tracing::warn!(error = %e, "listener failed; pausing 100 ms");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        match ready.try_io(|l| l.get_ref().accept()) {
+            Ok(Ok(accepted)) => return accepted,
+            Ok(Err(e)) if is_resource_exhaustion(&e) => {
+                tracing::warn!(error = %e, "accept failed; pausing 100 ms");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            // One connection's trouble, or no connection waiting (readiness cleared).
+            Ok(Err(_)) | Err(_) => {}
+        }
+    }
+}
+
 pub(super) async fn accept_loop<A: Answer>(listener: TcpListener, shared: Arc<Shared<A>>) {
+    let registered = listener.into_std().and_then(|l| {
+        let listener = mio::net::TcpListener::from_std(l);
+        // SAFETY: `register` asks that the descriptor stay open and the same for the life of
+        // the `AsyncFd`. The mio listener owns it, closes it only when dropped, and is owned
+        // by the `AsyncFd` from here on, which drops it last.
+        #[allow(unsafe_code)]
+        let fd = unsafe { AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE) };
+        fd.map_err(io::Error::from)
+    });
+    let listener = match registered {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "redirect listener could not be watched");
+            return;
+        }
+    };
     let mut stop = shared.stop.clone();
+    // One future for the whole loop: made anew at every connection, it read the watch
+    // channel's value under its lock each time.
+    let mut stopping = std::pin::pin!(stopped(&mut stop));
+    // This listener's connections are watched by one sweeper task, not one watcher each.
+    let sweeper = Arc::new(Sweeper::new(Limits::of(&shared.opts)));
+    tokio::spawn(sweeper.clone().run(shared.stop.clone()));
+    // A cluster node may answer a miss only after I/O: its connections all go to hyper.
+    let first_here = !shared.answer.may_defer();
     loop {
         // At the connection limit, stop accepting: new clients wait in the backlog.
-        let permit = tokio::select! {
-            p = shared.permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = stopped(&mut stop) => return,
+        if !shared.limit.try_reserve() {
+            tokio::select! {
+                () = shared.limit.reserve() => {}
+                _ = &mut stopping => return,
+            }
+        }
+        let (stream, peer) = tokio::select! {
+            s = accept_raw(&listener) => s,
+            _ = &mut stopping => {
+                shared.limit.release();
+                return;
+            }
         };
-        let stream = tokio::select! {
-            s = accept(&listener) => s,
-            _ = stopped(&mut stop) => return,
+        let (read, answered) = if first_here {
+            match first::serve(&stream, peer, &*shared.answer, shared.opts.max_header_bytes) {
+                First::Closed => {
+                    shared.limit.release();
+                    continue;
+                }
+                First::KeepAlive => (Bytes::new(), true),
+                First::Hyper { read } => (read, false),
+            }
+        } else {
+            (Bytes::new(), false)
         };
+        let stream = match TcpStream::from_std(std::net::TcpStream::from(stream)) {
+            Ok(stream) => stream,
+            Err(_) => {
+                shared.limit.release();
+                continue;
+            }
+        };
+        let state = sweeper.register();
+        if answered {
+            // The answer written starts the keep-alive clock.
+            state.wrote(1);
+        }
         let shared = shared.clone();
+        // The connection's future (hyper's state, a kilobyte and more) goes to the heap in one
+        // move; spawned as it is, tokio moved it through several frames, a `memcpy` each.
         tokio::spawn(async move {
-            shared.health.connections.fetch_add(1, Ordering::AcqRel);
-            serve_until_stopped(stream, &shared).await;
-            shared.health.connections.fetch_sub(1, Ordering::AcqRel);
-            drop(permit);
+            let _open = Open::new(&shared.limit, &shared.health);
+            Box::pin(serve_until_stopped(stream, read, peer, state, &shared)).await;
         });
     }
 }
 
 pub(super) async fn admin_loop(listener: TcpListener, admin: Arc<Admin>, opts: Arc<Options>) {
     loop {
-        let stream = accept(&listener).await;
+        let (stream, _) = accept(&listener).await;
         let (admin, opts) = (admin.clone(), opts.clone());
         tokio::spawn(async move {
             let service = service_fn(move |req| {
@@ -131,5 +212,74 @@ pub(super) async fn admin_loop(listener: TcpListener, admin: Arc<Admin>, opts: A
                 tracing::debug!(error = %e, "admin connection ended with an error");
             }
         });
+    }
+}
+
+/// The connection limit. A slot is taken before `accept`, so at the limit new clients wait in
+/// the listen backlog; two atomic operations a connection, where a semaphore's owned permit
+/// also cloned an `Arc` and took its lock at the limit.
+#[derive(Debug)]
+pub(super) struct ConnLimit {
+    max: usize,
+    used: AtomicUsize,
+    freed: Notify,
+}
+
+impl ConnLimit {
+    pub(super) fn new(max: usize) -> ConnLimit {
+        ConnLimit {
+            max: max.max(1),
+            used: AtomicUsize::new(0),
+            freed: Notify::new(),
+        }
+    }
+
+    /// Takes a slot if one is free.
+    fn try_reserve(&self) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Takes a slot, waiting while all are taken.
+    async fn reserve(&self) {
+        loop {
+            let freed = self.freed.notified();
+            let mut freed = std::pin::pin!(freed);
+            // Listening before looking: a slot freed in between still wakes this.
+            freed.as_mut().enable();
+            if self.try_reserve() {
+                return;
+            }
+            freed.await;
+        }
+    }
+
+    fn release(&self) {
+        if self.used.fetch_sub(1, Ordering::AcqRel) == self.max {
+            self.freed.notify_waiters();
+        }
+    }
+}
+
+/// An open connection: counted in [`Health`] while it lives, its slot given back when it ends.
+struct Open<'a> {
+    limit: &'a ConnLimit,
+    health: &'a Health,
+}
+
+impl<'a> Open<'a> {
+    fn new(limit: &'a ConnLimit, health: &'a Health) -> Open<'a> {
+        health.connections.fetch_add(1, Ordering::AcqRel);
+        Open { limit, health }
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.health.connections.fetch_sub(1, Ordering::AcqRel);
+        self.limit.release();
     }
 }

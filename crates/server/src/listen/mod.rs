@@ -2,13 +2,15 @@
 mod accept;
 mod answer;
 mod conn;
+mod first;
 mod health;
+mod sweep;
 
 pub use answer::{Answer, FixedRedirect};
 pub use health::Health;
 
 use crate::admin::Admin;
-use accept::{accept_loop, admin_loop, bind, check_free, Share};
+use accept::{accept_loop, admin_loop, bind, check_free, ConnLimit, Share};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -19,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 /// How request handling is spread over threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +107,7 @@ struct Shared<A> {
     answer: Arc<A>,
     opts: Options,
     health: Arc<Health>,
-    permits: Arc<Semaphore>,
+    limit: ConnLimit,
     stop: watch::Receiver<bool>,
 }
 
@@ -179,7 +181,7 @@ pub fn run<A: Answer>(answer: Arc<A>, opts: &Options, health: Arc<Health>) -> io
         answer,
         opts: opts.clone(),
         health: health.clone(),
-        permits: Arc::new(Semaphore::new(opts.max_connections.max(1))),
+        limit: ConnLimit::new(opts.max_connections),
         stop,
     };
     let (main_rt, main_listener, workers) = match opts.shape {
