@@ -20,7 +20,45 @@ use std::time::{Duration, Instant};
 const SAMPLE_CSV: &str = include_str!("../data/sample-links.csv");
 
 pub(crate) fn serve(settings: Settings) -> Result<()> {
+    raise_open_file_limit(&settings);
     Node::build(settings)?.run()
+}
+
+/// Raises the soft limit of open files to the hard one: every connection is a descriptor, and
+/// the usual soft default (1024, or less) is reached by a few hundred idle clients, after which
+/// neither listener can accept. The hard limit is the operator's (systemd: `LimitNOFILE=`).
+fn raise_open_file_limit(s: &Settings) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let before = getrlimit(Resource::Nofile);
+    let (soft, hard) = (before.current, before.maximum);
+    let raised = match (soft, hard) {
+        (Some(soft), hard) if hard.is_none_or(|h| h > soft) => setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: hard,
+                maximum: hard,
+            },
+        )
+        .is_ok(),
+        _ => false,
+    };
+    let now = getrlimit(Resource::Nofile).current;
+    let show = |v: Option<u64>| v.map_or("unlimited".to_string(), |v| v.to_string());
+    tracing::info!(
+        soft_before = %show(soft),
+        soft = %show(now),
+        hard = %show(hard),
+        raised,
+        "open-file limit"
+    );
+    let wanted = s.listener.max_connections as u64 + 1024;
+    if now.is_some_and(|n| n < wanted) {
+        tracing::warn!(
+            limit = %show(now),
+            max_connections = s.listener.max_connections,
+            "the open-file limit is below --max-connections (plus room for files): raise the hard limit (systemd: LimitNOFILE=)"
+        );
+    }
 }
 
 /// Where a node's links come from and where its writes go.

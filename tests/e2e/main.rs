@@ -4,6 +4,7 @@ mod browser;
 mod cli;
 mod cluster;
 mod durability;
+mod fresh;
 mod hostile;
 mod http;
 mod ops;

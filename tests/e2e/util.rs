@@ -176,8 +176,27 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// The same, started with a soft limit of `files` open files (the hard limit as it is).
+    pub(crate) fn start_with_file_limit(files: u32, args: &[&str]) -> Server {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            &format!("ulimit -Sn {files} && exec \"$0\" \"$@\""),
+            env!("CARGO_BIN_EXE_duanlian"),
+        ]);
+        Server::launch_cmd(cmd, None, &[], args)
+    }
+
     fn launch(cwd: Option<&Path>, env: &[(&str, &str)], args: &[&str]) -> Server {
-        let mut cmd = bin();
+        Server::launch_cmd(bin(), cwd, env, args)
+    }
+
+    fn launch_cmd(
+        mut cmd: Command,
+        cwd: Option<&Path>,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Server {
         if let Some(cwd) = cwd {
             cmd.current_dir(cwd);
         }

@@ -191,7 +191,8 @@ fn encode(res: &Response<Body>, version: Version, close: bool, head: bool) -> Op
     if close && version == Version::HTTP_11 {
         out.extend_from_slice(b"connection: close\r\n");
     }
-    if !has_length {
+    // hyper says nothing of the length of an empty answer to HEAD (it cannot know the GET's).
+    if !has_length && !(head && body.is_empty()) {
         out.extend_from_slice(b"content-length: ");
         out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
         out.extend_from_slice(b"\r\n");
