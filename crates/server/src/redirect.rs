@@ -2,7 +2,7 @@
 use bytes::Bytes;
 use duanlian_clicks::{is_bot, Click, Device, Recorder};
 use duanlian_index::{Index, LinkRef};
-use duanlian_link::{host_key, merge_query, now_secs, Code, Domain, HostBuf, State};
+use duanlian_link::{host_key, merge_query, now_secs, Code, Domain, HostBuf, State, MAX_CODE_LEN};
 use http_body_util::Full;
 use hyper::header::{
     HeaderMap, HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, HOST, LOCATION, REFERER, USER_AGENT,
@@ -320,13 +320,74 @@ pub fn respond_from<B>(
             None => not_found(),
         };
     }
-    // A trailing slash, a second segment or a stray character can never name a link.
+    // A trailing slash, a second segment or a stray character can never name a link; a
+    // percent-escape may still spell one.
     if !Code::is_valid(code.as_bytes()) {
-        return r.not_found(domain);
+        return escaped(r, req, peer, is_get, domain, code);
     }
     r.index.resolve(domain, code, |link| {
         decide(r, req, peer, is_get, domain, code, link, true)
     })
+}
+
+/// The answer for a path that is not a code as it stands. Escapes are decoded first, as nginx
+/// does, so a link that went through something over-encoding it (`/%61bc` for `/abc`) still
+/// works. Out of line: links are shared unescaped, and the common path must not pay for this.
+#[cold]
+#[inline(never)]
+fn escaped<B>(
+    r: &Redirector,
+    req: &Request<B>,
+    peer: Option<SocketAddr>,
+    is_get: bool,
+    domain: &str,
+    path: &str,
+) -> Response<Body> {
+    let mut buf = [0; MAX_CODE_LEN];
+    match percent_decode(path.as_bytes(), &mut buf) {
+        Some(code) => r.index.resolve(domain, code, |link| {
+            decide(r, req, peer, is_get, domain, code, link, true)
+        }),
+        None => r.not_found(domain),
+    }
+}
+
+/// `path` with its percent-escapes decoded into `buf`, if that is a code. `None` for a path
+/// without escapes (it was checked as it stands), a malformed escape, a decoded byte no code
+/// holds (`%2F` among them: `/%2Fx` must not name a link `x` or reach another segment), or more
+/// than [`MAX_CODE_LEN`] bytes.
+fn percent_decode<'a>(path: &[u8], buf: &'a mut [u8; MAX_CODE_LEN]) -> Option<&'a str> {
+    if !path.contains(&b'%') {
+        return None;
+    }
+    let mut len = 0;
+    let mut bytes = path.iter();
+    while let Some(&b) = bytes.next() {
+        let b = if b == b'%' {
+            let high = hex_digit(*bytes.next()?)?;
+            let low = hex_digit(*bytes.next()?)?;
+            high << 4 | low
+        } else {
+            b
+        };
+        *buf.get_mut(len)? = b;
+        len += 1;
+    }
+    let code = &buf[..len];
+    if Code::is_valid(code) {
+        std::str::from_utf8(code).ok()
+    } else {
+        None
+    }
+}
+
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
 }
 
 /// The answer for the link found under `domain`/`code` (or its absence). `may_defer`: a miss
@@ -571,6 +632,102 @@ mod tests {
         let q = get(&r, "GET", Some("go.example.cn"), "/ok?utm=1");
         assert_eq!(location(&q), Some("https://t.example/ok?utm=1"));
         assert_eq!(get(&r, "GET", Some("other.cn"), "/ok").status(), 404);
+    }
+
+    #[test]
+    fn percent_escapes_are_decoded_before_lookup() {
+        let r = redirector();
+        for path in ["/%6Fk", "/%6fk", "/o%6B", "/%6F%6B"] {
+            let res = get(&r, "GET", Some("go.example.cn"), path);
+            assert_eq!(
+                (res.status().as_u16(), location(&res)),
+                (302, Some("https://t.example/ok")),
+                "{path}"
+            );
+        }
+        let res = get(&r, "GET", Some("go.example.cn"), "/%70erm?utm=1");
+        assert_eq!(
+            (res.status().as_u16(), location(&res)),
+            (308, Some("https://t.example/perm?utm=1"))
+        );
+        assert_eq!(
+            get(&r, "HEAD", Some("go.example.cn"), "/%6Fk").status(),
+            302
+        );
+        // Validity is judged for the decoded code as for the plain one.
+        assert_eq!(
+            get(&r, "GET", Some("go.example.cn"), "/%6Fld").status(),
+            410
+        );
+    }
+
+    #[test]
+    fn escapes_that_spell_no_code_are_not_found() {
+        let long = "%61".repeat(MAX_CODE_LEN + 1);
+        let longest = "%61".repeat(MAX_CODE_LEN);
+        let paths = [
+            "/%2Fok",
+            "/%2fok",
+            "/ok%2F",
+            "/%",
+            "/%6",
+            "/ok%",
+            "/%zz",
+            "/%6g",
+            "/%%6Fk",
+            "/%25",
+            "/%2D",
+            "/%20ok",
+            "/%00",
+            "/%C3%A9",
+            "/%2E%2E",
+            "/o%6B/",
+            &format!("/{long}"),
+            &format!("/{longest}"),
+        ];
+        let with_fallback = redirector();
+        let plain = redirector().with_policies(HashMap::new());
+        for path in paths {
+            let res = get(&with_fallback, "GET", Some("go.example.cn"), path);
+            assert_eq!(
+                (res.status().as_u16(), location(&res)),
+                (302, Some("https://go.example.cn.example/missing")),
+                "{path}: the domain's not-found target"
+            );
+            let res = get(&plain, "GET", Some("go.example.cn"), path);
+            assert_eq!(res.status(), 404, "{path}");
+        }
+    }
+
+    #[test]
+    fn percent_decoding_stays_within_a_code() {
+        let mut buf = [0; MAX_CODE_LEN];
+        assert_eq!(percent_decode(b"%61bc", &mut buf), Some("abc"));
+        assert_eq!(percent_decode(b"a%2Db%5f", &mut buf), Some("a-b_"));
+        // Nothing to decode: the path was already judged as it stands.
+        assert_eq!(percent_decode(b"ok/", &mut buf), None);
+        let longest = "%41".repeat(MAX_CODE_LEN);
+        let decoded = "A".repeat(MAX_CODE_LEN);
+        assert_eq!(
+            percent_decode(longest.as_bytes(), &mut buf),
+            Some(decoded.as_str())
+        );
+        assert_eq!(
+            percent_decode(format!("{longest}A").as_bytes(), &mut buf),
+            None
+        );
+        for bad in [
+            &b"%"[..],
+            b"%4",
+            b"%4G",
+            b"%G4",
+            b"%2F",
+            b"a%2fb",
+            b"%FF",
+            b"%2B",
+        ] {
+            assert_eq!(percent_decode(bad, &mut buf), None, "{bad:?}");
+        }
     }
 
     #[test]
