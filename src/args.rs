@@ -185,6 +185,11 @@ pub(crate) struct ServeArgs {
         long = "trusted-proxy"
     )]
     pub(crate) trusted_proxies: Vec<String>,
+    /// Behind an L4 load balancer: every connection from a --trusted-proxy starts with a PROXY
+    /// protocol header (v1 or v2), whose client address the statistics and access log see.
+    /// Connections from anyone else are refused. Default is off.
+    #[arg(env = "DUANLIAN_PROXY_PROTOCOL", long)]
+    pub(crate) proxy_protocol: bool,
     /// Log every request on the redirect listener (target "access", with the client address).
     /// Default is off.
     #[arg(env = "DUANLIAN_ACCESS_LOG", long)]

@@ -104,6 +104,13 @@ impl Settings {
                 "--huge-pages applies to a node serving --snapshot without --data-dir"
             ));
         }
+        let proxies = TrustedProxies::parse(&args.trusted_proxies)
+            .map_err(|e| anyhow!("--trusted-proxy: {e}"))?;
+        if args.proxy_protocol && args.trusted_proxies.is_empty() {
+            return Err(anyhow!(
+                "--proxy-protocol needs --trusted-proxy: only the load balancers named there may send a PROXY header"
+            ));
+        }
         let defaults = Options::default();
         let listener = Options {
             listen: args.listen,
@@ -118,6 +125,7 @@ impl Settings {
                 Shape::PerCore => RuntimeShape::PerCore,
                 Shape::MultiThread => RuntimeShape::MultiThread,
             },
+            proxy_protocol: args.proxy_protocol.then(|| proxies.clone()),
         };
         let mut api_keys: Vec<String> = args.api_keys.iter().map(|k| k.trim().into()).collect();
         api_keys.retain(|k| !k.is_empty());
@@ -126,8 +134,7 @@ impl Settings {
             .then(|| recorder_options(&args));
         Ok(Settings {
             policies: domain_policies(&args)?,
-            proxies: TrustedProxies::parse(&args.trusted_proxies)
-                .map_err(|e| anyhow!("--trusted-proxy: {e}"))?,
+            proxies,
             kind,
             listener,
             admin_listen: args.admin_listen,

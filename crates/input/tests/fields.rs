@@ -42,7 +42,10 @@ fn every_bad_field_is_named_at_once() {
         json!({"url": "ftp://x", "colour": "red", "code_length": 1000, "forward_query": "yes"}),
     )
     .expect_err("refused");
-    let named: Vec<&str> = errs.iter().map(|e| e.split(':').next().expect("ok")).collect();
+    let named: Vec<&str> = errs
+        .iter()
+        .map(|e| e.split(':').next().expect("ok"))
+        .collect();
     for f in ["url", "colour", "code_length", "forward_query"] {
         assert!(named.contains(&f), "{f} in {errs:?}");
     }

@@ -26,6 +26,7 @@ mod admin;
 mod listen;
 mod metrics;
 mod proxy;
+mod proxy_protocol;
 mod redirect;
 mod reload;
 

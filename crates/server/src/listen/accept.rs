@@ -2,9 +2,11 @@
 use super::conn::serve_until_stopped;
 use super::first::{self, First};
 use super::sweep::{Limits, Sweeper};
-use super::{http, stopped, Answer, Options, Shared};
 use super::Health;
+use super::{http, stopped, Answer, Options, Shared};
 use crate::admin::Admin;
+use crate::proxy_protocol::{self, Parsed, ProxyHeaderError};
+use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
@@ -13,7 +15,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use bytes::Bytes;
 use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Notify;
@@ -95,6 +96,31 @@ async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     }
 }
 
+/// Asks the kernel to hand over a connection only once its first bytes have arrived
+/// (`TCP_DEFER_ACCEPT`), for up to `limit`: the first-request path then finds the request there
+/// when it reads, instead of going to hyper and the reactor to wait for it; and a client that
+/// connects and says nothing never takes a descriptor. Best effort: without it the node works
+/// as before, only a little slower on fresh connections.
+fn defer_accept(listener: &std::net::TcpListener, limit: Duration) {
+    use std::os::fd::AsRawFd;
+    let secs = libc::c_int::try_from(limit.as_secs().max(1)).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `setsockopt` reads `size_of::<c_int>()` bytes from a live `c_int` on this stack
+    // frame, for a descriptor the borrowed listener keeps open during the call.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            std::ptr::from_ref(&secs).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::warn!(error = %io::Error::last_os_error(), "TCP_DEFER_ACCEPT not set");
+    }
+}
+
 /// The next connection on a redirect listener, not yet registered with the reactor (the
 /// first-request path may finish it without). Errors as in [`accept`].
 async fn accept_raw(
@@ -123,12 +149,14 @@ async fn accept_raw(
 
 pub(super) async fn accept_loop<A: Answer>(listener: TcpListener, shared: Arc<Shared<A>>) {
     let registered = listener.into_std().and_then(|l| {
+        defer_accept(&l, shared.opts.header_read_timeout);
         let listener = mio::net::TcpListener::from_std(l);
         // SAFETY: `register` asks that the descriptor stay open and the same for the life of
         // the `AsyncFd`. The mio listener owns it, closes it only when dropped, and is owned
         // by the `AsyncFd` from here on, which drops it last.
         #[allow(unsafe_code)]
-        let fd = unsafe { AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE) };
+        let fd =
+            unsafe { AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE) };
         fd.map_err(io::Error::from)
     });
     let listener = match registered {
@@ -145,8 +173,9 @@ pub(super) async fn accept_loop<A: Answer>(listener: TcpListener, shared: Arc<Sh
     // This listener's connections are watched by one sweeper task, not one watcher each.
     let sweeper = Arc::new(Sweeper::new(Limits::of(&shared.opts)));
     tokio::spawn(sweeper.clone().run(shared.stop.clone()));
-    // A cluster node may answer a miss only after I/O: its connections all go to hyper.
-    let first_here = !shared.answer.may_defer();
+    // A cluster node may answer a miss only after I/O: its requests all go to hyper.
+    let answer_here = !shared.answer.may_defer();
+    let proxy = shared.opts.proxy_protocol.as_ref();
     loop {
         // At the connection limit, stop accepting: new clients wait in the backlog.
         if !shared.limit.try_reserve() {
@@ -162,17 +191,42 @@ pub(super) async fn accept_loop<A: Answer>(listener: TcpListener, shared: Arc<Sh
                 return;
             }
         };
-        let (read, answered) = if first_here {
-            match first::serve(&stream, peer, &*shared.answer, shared.opts.max_header_bytes) {
-                First::Closed => {
-                    shared.limit.release();
-                    continue;
-                }
-                First::KeepAlive => (Bytes::new(), true),
-                First::Hyper { read } => (read, false),
+        let proxied = match proxy {
+            // Only the load balancers named may send a PROXY header: anyone else could claim
+            // any address with one.
+            Some(trusted) if !trusted.contains(peer.ip()) => {
+                tracing::debug!(%peer, "refused: not a trusted source of PROXY headers");
+                shared.limit.release();
+                continue;
             }
+            Some(_) => true,
+            None => false,
+        };
+        let first = if answer_here || proxied {
+            let how = first::Reading {
+                proxy: proxied,
+                answer: answer_here,
+                max_head: shared.opts.max_header_bytes,
+            };
+            first::serve(&stream, peer, &*shared.answer, how)
         } else {
-            (Bytes::new(), false)
+            First::Hyper {
+                read: Bytes::new(),
+                peer,
+                proxy_pending: false,
+            }
+        };
+        let (read, peer, proxy_pending, answered) = match first {
+            First::Closed => {
+                shared.limit.release();
+                continue;
+            }
+            First::KeepAlive { peer } => (Bytes::new(), peer, false, true),
+            First::Hyper {
+                read,
+                peer,
+                proxy_pending,
+            } => (read, peer, proxy_pending, false),
         };
         let stream = match TcpStream::from_std(std::net::TcpStream::from(stream)) {
             Ok(stream) => stream,
@@ -191,8 +245,48 @@ pub(super) async fn accept_loop<A: Answer>(listener: TcpListener, shared: Arc<Sh
         // move; spawned as it is, tokio moved it through several frames, a `memcpy` each.
         tokio::spawn(async move {
             let _open = Open::new(&shared.limit, &shared.health);
+            let mut stream = stream;
+            let (read, peer) = if proxy_pending {
+                let limit = shared.opts.header_read_timeout;
+                match tokio::time::timeout(limit, rest_of_proxy_header(&mut stream, read)).await {
+                    Ok(Ok((source, read))) => (read, source.unwrap_or(peer)),
+                    Ok(Err(e)) => {
+                        return tracing::debug!(%peer, error = %e, "refused: bad PROXY header")
+                    }
+                    Err(_) => return tracing::debug!(%peer, "PROXY header timed out"),
+                }
+            } else {
+                (read, peer)
+            };
             Box::pin(serve_until_stopped(stream, read, peer, state, &shared)).await;
         });
+    }
+}
+
+/// Reads on from `got`, the start of a PROXY header, until the header is whole: its client
+/// address, and what came after it.
+async fn rest_of_proxy_header(
+    stream: &mut TcpStream,
+    got: Bytes,
+) -> Result<(Option<SocketAddr>, Bytes), ProxyHeaderError> {
+    use tokio::io::AsyncReadExt as _;
+    let mut got = bytes::BytesMut::from(&got[..]);
+    loop {
+        match proxy_protocol::parse(&got)? {
+            Parsed::Complete { len, source } => return Ok((source, got.split_off(len).freeze())),
+            Parsed::Incomplete => {
+                // `parse` refuses a header past its longest, so this ends.
+                got.reserve(512);
+                if stream
+                    .read_buf(&mut got)
+                    .await
+                    .map_err(ProxyHeaderError::Io)?
+                    == 0
+                {
+                    return Err(ProxyHeaderError::Closed);
+                }
+            }
+        }
     }
 }
 

@@ -30,7 +30,10 @@ pub(super) async fn serve_until_stopped<A: Answer>(
     state: Arc<ConnState>,
     shared: &Shared<A>,
 ) {
-    let stream = Prefixed { read, inner: stream };
+    let stream = Prefixed {
+        read,
+        inner: stream,
+    };
     let answer = shared.answer.clone();
     let peer = Some(peer);
     if !answer.may_defer() {

@@ -9,6 +9,7 @@
 //! other case goes to hyper with the bytes already read, which then answers exactly as it
 //! always did; this path only ever takes requests whose answer it writes the way hyper does.
 use super::Answer;
+use crate::proxy_protocol::Parsed;
 use crate::redirect::Body;
 use bytes::Bytes;
 use hyper::body::Body as _;
@@ -26,12 +27,29 @@ const HEADERS: usize = 32;
 
 /// What became of a connection's first request.
 pub(super) enum First {
-    /// Answered, and the connection is to close: drop the stream.
+    /// Answered (or refused), and the connection is to close: drop the stream.
     Closed,
     /// Answered; the connection stays open for hyper to serve the next request.
-    KeepAlive,
-    /// Not taken here: hyper serves the connection from its start, `read` included.
-    Hyper { read: Bytes },
+    KeepAlive { peer: SocketAddr },
+    /// Not taken here: hyper serves the connection, starting with `read`; `peer` is the client
+    /// (from a PROXY header if there was one). With `proxy_pending` the PROXY header has not
+    /// all arrived, and `read` is its beginning.
+    Hyper {
+        read: Bytes,
+        peer: SocketAddr,
+        proxy_pending: bool,
+    },
+}
+
+/// How the first request is read.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Reading {
+    /// The connection starts with a PROXY header (the peer is a trusted load balancer).
+    pub(super) proxy: bool,
+    /// Whether to answer here at all: a node whose answers may wait for I/O leaves them to
+    /// hyper, and only the PROXY header is read here.
+    pub(super) answer: bool,
+    pub(super) max_head: usize,
 }
 
 /// Reads and, where it can, answers the first request on `stream`, a non-blocking socket
@@ -40,9 +58,9 @@ pub(super) fn serve<A: Answer>(
     stream: &mio::net::TcpStream,
     peer: SocketAddr,
     answer: &A,
-    max_head: usize,
+    how: Reading,
 ) -> First {
-    READ_BUF.with_borrow_mut(|buf| serve_from(stream, peer, answer, max_head, buf))
+    READ_BUF.with_borrow_mut(|buf| serve_from(stream, peer, answer, how, buf))
 }
 
 thread_local! {
@@ -53,36 +71,55 @@ thread_local! {
 
 fn serve_from<A: Answer>(
     stream: &mio::net::TcpStream,
-    peer: SocketAddr,
+    mut peer: SocketAddr,
     answer: &A,
-    max_head: usize,
+    how: Reading,
     buf: &mut [u8; READ],
 ) -> First {
+    let hyper = |read: &[u8], peer, proxy_pending| First::Hyper {
+        read: Bytes::copy_from_slice(read),
+        peer,
+        proxy_pending,
+    };
     let n = match (&*stream).read(&mut buf[..]) {
         Ok(0) => return First::Closed,
         Ok(n) => n,
         // Nothing yet (the client is slow, or sends later): hyper waits for it.
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            return First::Hyper { read: Bytes::new() }
-        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return hyper(&[], peer, how.proxy),
         Err(_) => return First::Closed,
     };
-    let read = &buf[..n];
-    let Some(head) = parse(read, max_head) else {
-        return First::Hyper {
-            read: Bytes::copy_from_slice(read),
-        };
+    let mut read = &buf[..n];
+    if how.proxy {
+        match crate::proxy_protocol::parse(read) {
+            Ok(Parsed::Complete { len, source }) => {
+                peer = source.unwrap_or(peer);
+                read = &read[len..];
+            }
+            Ok(Parsed::Incomplete) => return hyper(read, peer, true),
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "refused: bad PROXY header");
+                return First::Closed;
+            }
+        }
+    }
+    if !how.answer || read.is_empty() {
+        return hyper(read, peer, false);
+    }
+    let Some(head) = parse(read, how.max_head) else {
+        return hyper(read, peer, false);
     };
     let res = answer.answer(&head.request, Some(peer));
-    let Some(out) = encode(&res, head.version, head.close, head.request.method() == Method::HEAD)
-    else {
-        return First::Hyper {
-            read: Bytes::copy_from_slice(read),
-        };
+    let Some(out) = encode(
+        &res,
+        head.version,
+        head.close,
+        head.request.method() == Method::HEAD,
+    ) else {
+        return hyper(read, peer, false);
     };
     match (&*stream).write(&out) {
         Ok(written) if written == out.len() && head.close => First::Closed,
-        Ok(written) if written == out.len() => First::KeepAlive,
+        Ok(written) if written == out.len() => First::KeepAlive { peer },
         // A fresh socket's send buffer takes a redirect whole; if it ever does not, the rest
         // would need the reactor, and a client that cannot take 300 bytes can lose this
         // connection.
@@ -192,7 +229,8 @@ fn encode(res: &Response<Body>, version: Version, close: bool, head: bool) -> Op
         out.extend_from_slice(b"connection: close\r\n");
     }
     // hyper says nothing of the length of an empty answer to HEAD (it cannot know the GET's).
-    if !has_length && !(head && body.is_empty()) {
+    let empty_head = head && body.is_empty();
+    if !has_length && !empty_head {
         out.extend_from_slice(b"content-length: ");
         out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -292,7 +330,10 @@ mod tests {
         }
         let many: String = (0..40).map(|i| format!("X-{i}: y\r\n")).collect();
         let raw = format!("GET /a HTTP/1.1\r\nHost: a\r\n{many}\r\n");
-        assert!(head(raw.as_bytes()).is_none(), "more headers than taken here");
+        assert!(
+            head(raw.as_bytes()).is_none(),
+            "more headers than taken here"
+        );
         assert!(parse(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n", 10).is_none());
     }
 
@@ -309,7 +350,10 @@ mod tests {
         let (head, body) = text.split_once("\r\n\r\n").expect("head");
         let mut lines = head.lines();
         assert_eq!(lines.next(), Some("HTTP/1.1 404 Not Found"));
-        assert_eq!(lines.next(), Some("content-type: text/plain; charset=utf-8"));
+        assert_eq!(
+            lines.next(),
+            Some("content-type: text/plain; charset=utf-8")
+        );
         assert_eq!(lines.next(), Some("connection: close"));
         assert_eq!(lines.next(), Some("content-length: 10"));
         let date = lines.next().expect("date");
@@ -318,7 +362,10 @@ mod tests {
         let out = encode(&res, Version::HTTP_10, true, true).expect("written");
         let text = String::from_utf8(out).expect("text");
         assert!(text.starts_with("HTTP/1.0 404 Not Found\r\n"));
-        assert!(!text.contains("connection:"), "HTTP/1.0 closes without saying so");
+        assert!(
+            !text.contains("connection:"),
+            "HTTP/1.0 closes without saying so"
+        );
         assert!(text.ends_with("\r\n\r\n"), "no body for HEAD");
     }
 }

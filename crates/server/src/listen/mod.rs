@@ -59,6 +59,9 @@ pub struct Options {
     pub shutdown_timeout: Duration,
     /// Runtime layout. Default is [`RuntimeShape::PerCore`].
     pub shape: RuntimeShape,
+    /// PROXY protocol: connections from these sources start with a PROXY header (v1 or v2)
+    /// naming the client; connections from anywhere else are refused. Default is off.
+    pub proxy_protocol: Option<crate::TrustedProxies>,
 }
 
 impl Default for Options {
@@ -73,6 +76,7 @@ impl Default for Options {
             drain_delay: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(30),
             shape: RuntimeShape::PerCore,
+            proxy_protocol: None,
         }
     }
 }
