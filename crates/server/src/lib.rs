@@ -19,7 +19,8 @@
 //! run(Arc::new(redirector), &opts, health)?; // until SIGINT or SIGTERM, then drains
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
-// One `unsafe` block: registering the redirect listener with the reactor (listen/accept.rs).
+// Two `unsafe` blocks, both in listen/accept.rs: registering the redirect listener with the
+// reactor, and `TCP_DEFER_ACCEPT` on it.
 #![deny(unsafe_code)]
 
 mod admin;
