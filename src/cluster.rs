@@ -101,6 +101,11 @@ impl Node {
     }
 
     pub(crate) fn stop(self) {
+        let cluster = self.cluster.clone();
+        // Unspent visits of capped links go back to the shared counters (at most a second).
+        let _ = self.runtime.block_on(async move {
+            tokio::time::timeout(Duration::from_secs(1), cluster.return_leases()).await
+        });
         self.runtime.shutdown_timeout(Duration::from_secs(1));
     }
 }

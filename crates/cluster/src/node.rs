@@ -113,6 +113,8 @@ pub struct Cluster {
     pub(crate) applying: std::sync::Mutex<()>,
     /// Where the clicks of the cluster are counted (set before `run`).
     pub(crate) stats: OnceLock<Arc<duanlian_clicks::Stats>>,
+    /// This node's leases of visits of capped links.
+    pub(crate) leases: crate::quota::Leases,
 }
 
 impl Cluster {
@@ -128,6 +130,7 @@ impl Cluster {
             lag_ok: AtomicBool::new(true),
             stalled: tokio::sync::Notify::new(),
             applying: std::sync::Mutex::new(()),
+            leases: crate::quota::Leases::default(),
             catching_up: AtomicBool::new(false),
             stats: OnceLock::new(),
         })
@@ -185,6 +188,7 @@ impl Cluster {
         let client = connect(&self.opts).await?;
         let js = jetstream::new(client.clone());
         let (kv, feed_id, last) = open_bucket(&js, &self.opts).await?;
+        let visits = crate::quota::open_visits(&js, &self.opts).await?;
         self.bucket_last.store(last, Ordering::Relaxed);
         match self.load_snapshot(&js, feed_id, last).await {
             Ok(Some(snapshot)) => {
@@ -220,6 +224,7 @@ impl Cluster {
             client,
             js,
             kv,
+            visits,
             feed_id,
         })
     }

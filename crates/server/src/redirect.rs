@@ -63,14 +63,27 @@ pub struct Redirector {
     clock: Option<Arc<dyn Fn() -> i64 + Send + Sync>>,
     /// A source this node may be behind (a cluster's bucket), read directly on a miss then.
     catch_up: Option<Arc<dyn duanlian_write::CatchUp>>,
+    /// Where the visits of capped links come from when they are counted across nodes.
+    quota: Option<Arc<dyn duanlian_write::VisitQuota>>,
 }
 
-/// Marks a miss that a cluster node may answer after one direct read of the bucket (see
-/// [`Redirector::second_chance`]).
+/// Marks an answer a cluster node gives only after one read of the cluster (see
+/// [`Redirector::second_chance`]): a miss while it is behind its bucket, or a visit of a capped
+/// link whose lease is spent.
 #[derive(Debug, Clone)]
 pub(crate) struct DirectRead {
     domain: Box<str>,
     code: Box<str>,
+    wait: Wait,
+}
+
+/// What a deferred answer waits for.
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    /// The link itself, read from the bucket.
+    Link,
+    /// More visits of a capped link, leased from the counter the nodes share.
+    Quota { created_at: i64, cap: u64 },
 }
 
 impl std::fmt::Debug for Redirector {
@@ -95,7 +108,15 @@ impl Redirector {
             clicks: None,
             clock: None,
             catch_up: None,
+            quota: None,
         }
+    }
+
+    /// Counts the visits of capped links with `quota` (a cluster's shared counters) instead
+    /// of this node's counters alone, so a cap holds across nodes.
+    pub fn with_visit_quota(mut self, quota: Arc<dyn duanlian_write::VisitQuota>) -> Redirector {
+        self.quota = Some(quota);
+        self
     }
 
     /// Lets a miss while this node is behind `source` (a cluster's bucket) look the code up
@@ -105,38 +126,80 @@ impl Redirector {
         self
     }
 
-    /// Whether a miss may be marked [`DirectRead`]: only on a node that can be behind.
+    /// Whether an answer may be marked [`DirectRead`]: only on a node that can be behind, or
+    /// that leases the visits of capped links.
     pub(crate) fn may_defer(&self) -> bool {
-        self.catch_up.is_some()
+        self.catch_up.is_some() || self.quota.is_some()
     }
 
-    /// Answers a miss marked [`DirectRead`] from one direct read of the cluster's bucket; any
-    /// other answer is returned as it is.
+    /// Answers an answer marked [`DirectRead`] after its read of the cluster: a miss from one
+    /// direct read of the bucket, a capped link's visit from a new lease. Any other answer is
+    /// returned as it is.
     pub(crate) async fn second_chance<B>(
         &self,
         req: &Request<B>,
         peer: Option<SocketAddr>,
         mut first: Response<Body>,
     ) -> Response<Body> {
-        let (Some(DirectRead { domain, code }), Some(source)) = (
-            first.extensions_mut().remove::<DirectRead>(),
-            &self.catch_up,
-        ) else {
-            return first;
-        };
-        match source.direct_get(&domain, &code).await {
-            Some(link) => decide(
-                self,
-                req,
-                peer,
-                *req.method() == Method::GET,
-                &domain,
-                &code,
-                Some(&LinkRef::from(&link)),
-                false,
-            ),
-            None => first,
+        let is_get = *req.method() == Method::GET;
+        // A link read directly may be capped with its lease spent: one more round then.
+        let mut direct: Option<duanlian_link::Link> = None;
+        for _ in 0..2 {
+            let Some(DirectRead { domain, code, wait }) = first.extensions_mut().remove() else {
+                return first;
+            };
+            first = match (wait, &self.catch_up, &self.quota) {
+                (Wait::Link, Some(source), _) => match source.direct_get(&domain, &code).await {
+                    Some(link) => {
+                        let l = LinkRef::from(&link);
+                        let res = decide(
+                            self,
+                            req,
+                            peer,
+                            is_get,
+                            &domain,
+                            &code,
+                            Some(&l),
+                            false,
+                            None,
+                        );
+                        direct = Some(link);
+                        res
+                    }
+                    None => return first,
+                },
+                (Wait::Quota { created_at, cap }, _, Some(quota)) => {
+                    match quota.refill(&domain, &code, created_at, cap).await {
+                        Ok(granted) => {
+                            let decided = |link: Option<&LinkRef<'_>>| {
+                                decide(
+                                    self,
+                                    req,
+                                    peer,
+                                    is_get,
+                                    &domain,
+                                    &code,
+                                    link,
+                                    false,
+                                    Some(granted),
+                                )
+                            };
+                            match &direct {
+                                Some(link) => decided(Some(&LinkRef::from(link))),
+                                None => self.index.resolve(&domain, &code, decided),
+                            }
+                        }
+                        // Never over the cap: without the counter, no visit.
+                        Err(_) => text(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "the visit counter of this link cannot be reached; try again\n",
+                        ),
+                    }
+                }
+                _ => return first,
+            };
         }
+        first
     }
 
     /// Shares the health state `/readyz` reports (the one [`crate::run`] marks ready and
@@ -326,7 +389,7 @@ pub fn respond_from<B>(
         return escaped(r, req, peer, is_get, domain, code);
     }
     r.index.resolve(domain, code, |link| {
-        decide(r, req, peer, is_get, domain, code, link, true)
+        decide(r, req, peer, is_get, domain, code, link, true, None)
     })
 }
 
@@ -346,7 +409,7 @@ fn escaped<B>(
     let mut buf = [0; MAX_CODE_LEN];
     match percent_decode(path.as_bytes(), &mut buf) {
         Some(code) => r.index.resolve(domain, code, |link| {
-            decide(r, req, peer, is_get, domain, code, link, true)
+            decide(r, req, peer, is_get, domain, code, link, true, None)
         }),
         None => r.not_found(domain),
     }
@@ -403,6 +466,7 @@ fn decide<B>(
     code: &str,
     link: Option<&LinkRef<'_>>,
     may_defer: bool,
+    granted: Option<bool>,
 ) -> Response<Body> {
     let Some(link) = link else {
         if may_defer && r.catch_up.as_ref().is_some_and(|c| c.lagging()) {
@@ -410,6 +474,7 @@ fn decide<B>(
             res.extensions_mut().insert(DirectRead {
                 domain: domain.into(),
                 code: code.into(),
+                wait: Wait::Link,
             });
             return res;
         }
@@ -446,6 +511,34 @@ fn decide<B>(
     let human = counted && !is_bot(user_agent);
     let visits = r.index.visits();
     let used_up = match link.validity.max_visits {
+        // Across nodes, a capped visit is granted from this node's lease of the shared count
+        // (the count here is then only what the statistics show).
+        Some(cap) if human && r.quota.is_some() => {
+            let granted = granted.or_else(|| {
+                r.quota
+                    .as_ref()
+                    .and_then(|q| q.take(domain, code, link.created_at, cap))
+            });
+            match granted {
+                Some(true) => {
+                    visits.hit(domain, code, None);
+                    false
+                }
+                Some(false) => true,
+                None => {
+                    let mut res = r.expired(domain, link);
+                    res.extensions_mut().insert(DirectRead {
+                        domain: domain.into(),
+                        code: code.into(),
+                        wait: Wait::Quota {
+                            created_at: link.created_at,
+                            cap,
+                        },
+                    });
+                    return res;
+                }
+            }
+        }
         // A visit takes one of the capped visits or finds none left; anything else looks.
         Some(cap) if human => !visits.hit(domain, code, Some(cap)),
         Some(cap) => visits.count(domain, code) >= cap,

@@ -41,4 +41,6 @@ mod seam;
 pub use code::{random_code, random_token, GENERATE_TRIES};
 pub use error::WriteError;
 pub use op::{NewLink, Op, Outcome, Patch};
-pub use seam::{CatchUp, Compacted, Gauge, Operation, ReadOnly, WriteFuture, Writes, Written};
+pub use seam::{
+    CatchUp, Compacted, Gauge, Operation, ReadOnly, VisitQuota, WriteFuture, Writes, Written,
+};

@@ -123,3 +123,22 @@ pub trait CatchUp: Send + Sync + std::fmt::Debug {
         code: &'a str,
     ) -> Pin<Box<dyn Future<Output = Option<Link>> + Send + 'a>>;
 }
+
+/// Visits of capped links counted across nodes (a cluster): each node spends visits from a lease
+/// it took from a counter the nodes share, so no more than the cap are ever granted in all.
+pub trait VisitQuota: Send + Sync + std::fmt::Debug {
+    /// One visit of the capped link `domain`/`code` (created at `created_at`) from this node's
+    /// lease, without waiting: `Some(true)` granted, `Some(false)` its cap is used up,
+    /// `None` the lease is spent and [`VisitQuota::refill`] must be asked.
+    fn take(&self, domain: &str, code: &str, created_at: i64, cap: u64) -> Option<bool>;
+
+    /// Leases more visits from the shared counter and takes one: `Ok(true)` granted,
+    /// `Ok(false)` the cap is used up, an error when the counter cannot be reached in time.
+    fn refill<'a>(
+        &'a self,
+        domain: &'a str,
+        code: &'a str,
+        created_at: i64,
+        cap: u64,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, WriteError>> + Send + 'a>>;
+}
