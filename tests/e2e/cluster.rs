@@ -876,6 +876,23 @@ fn a_visit_cap_holds_exactly_across_nodes_under_racing_clicks() {
         statuses.iter().all(|s| *s == 302 || *s == 410),
         "{statuses:?}"
     );
+    // Every node's statistics hold the clicks made on all of them (batched in the stream).
+    for n in &nodes {
+        let human = || {
+            let r = n.api(
+                "GET",
+                "/api/v1/links/go.example.cn/capped/stats",
+                Some(KEY),
+                None,
+            );
+            serde_json::from_str::<Value>(&r.body).unwrap_or_default()["visits"]["human"].clone()
+        };
+        assert!(
+            wait_until(Duration::from_secs(10), || human() == 50),
+            "{}",
+            human()
+        );
+    }
     // A node killed holding a lease: never more than the cap, and at most its lease less.
     let killed = std::cell::RefCell::new(None);
     let statuses = race(&ports, "killed", 300, || {

@@ -4,6 +4,7 @@ mod browser;
 mod cli;
 mod cluster;
 mod durability;
+mod edge;
 mod fresh;
 mod hostile;
 mod http;

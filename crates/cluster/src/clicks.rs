@@ -2,8 +2,10 @@
 //!
 //! Each node's click writer hands batches to a [`ClickForwarder`]: a bounded channel (a full
 //! one refuses the batch, counted as failed; the redirect path never waits) to a task that
-//! publishes every click with a `Nats-Msg-Id` of node name and counter, so a resend after a lost
-//! acknowledgement is dropped by the stream's duplicate window. Every node consumes the whole
+//! publishes each batch as one message (click-log lines, one per click, up to
+//! [`MESSAGE_BYTES`]) with a `Nats-Msg-Id` of node name and counter, so a resend after a lost
+//! acknowledgement is dropped by the stream's duplicate window. One message a batch instead of
+//! one a click: the stream takes a few messages a second per node, not one per redirect. Every node consumes the whole
 //! stream into its aggregates, so any node answers statistics for clicks on all of them; clicks
 //! made on other nodes also count toward this node's visit counters (visit caps are enforced
 //! cluster-wide, a moment late).
@@ -17,6 +19,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 const NODE_HEADER: &str = "Duanlian-Node";
+
+/// The largest message of clicks: well under NATS's default 1 MiB payload limit.
+const MESSAGE_BYTES: usize = 256 << 10;
 
 /// The click writer's way into the cluster's click stream; see the module docs.
 #[derive(Debug)]
@@ -83,15 +88,18 @@ async fn publish(cluster: Arc<crate::Cluster>, mut rx: mpsc::Receiver<Vec<Click>
         if !stream_ready {
             stream_ready = ensure_stream(&js, &opts).await.is_some();
         }
-        let mut pending: Vec<(String, bytes::Bytes)> = batch
-            .iter()
-            .map(|c| {
-                encode_line(c, &mut line);
+        // The batch's click-log lines, cut into messages of at most MESSAGE_BYTES.
+        let mut pending: Vec<(String, bytes::Bytes)> = Vec::new();
+        let mut payload: Vec<u8> = Vec::with_capacity(batch.len() * 64);
+        for (i, c) in batch.iter().enumerate() {
+            encode_line(c, &mut line);
+            payload.extend_from_slice(&line);
+            if payload.len() >= MESSAGE_BYTES || i + 1 == batch.len() {
                 counter += 1;
                 let id = format!("{prefix}-{counter}");
-                (id, bytes::Bytes::copy_from_slice(line.trim_ascii_end()))
-            })
-            .collect();
+                pending.push((id, bytes::Bytes::from(std::mem::take(&mut payload))));
+            }
+        }
         // Resends keep their ids: the stream drops what it already has.
         for attempt in 0..5 {
             let mut acks: Vec<(usize, PublishAckFuture)> = Vec::with_capacity(pending.len());
@@ -168,17 +176,22 @@ pub(crate) async fn consume(
     }
 }
 
+/// Counts the clicks of one message (one click-log line each; a message of an older node
+/// holds one line without its newline).
 fn count(m: &jetstream::Message, own: &str, stats: &Stats, index: &Index) {
-    let Some(click) = std::str::from_utf8(&m.payload).ok().and_then(parse_line) else {
+    let Ok(text) = std::str::from_utf8(&m.payload) else {
         return;
     };
+    let clicks: Vec<Click> = text.lines().filter_map(parse_line).collect();
     let from_elsewhere = m
         .headers
         .as_ref()
         .and_then(|h| h.get(NODE_HEADER))
         .is_none_or(|n| n.as_str() != own);
-    if from_elsewhere && click.device != Device::Bot {
-        index.visits().hit(click.domain(), click.code(), None);
+    if from_elsewhere {
+        for click in clicks.iter().filter(|c| c.device != Device::Bot) {
+            index.visits().hit(click.domain(), click.code(), None);
+        }
     }
-    stats.add(std::slice::from_ref(&click));
+    stats.add(&clicks);
 }
