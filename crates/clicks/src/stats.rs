@@ -127,7 +127,7 @@ impl Stats {
     /// Appends day `day`'s aggregates in the day-summary text form (see [`crate::checkpoint`]):
     /// an `L` line per link (`L domain code mobile desktop other bot`, tab-separated, counts in
     /// [`Device::index`] order), each followed by its `R host count` referrer lines.
-    pub(crate) fn write_day(&self, day: i64, out: &mut Vec<u8>) {
+    pub fn write_day(&self, day: i64, out: &mut Vec<u8>) {
         use std::io::Write;
         let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
         for (key, days) in links.iter() {
@@ -145,7 +145,7 @@ impl Stats {
 
     /// Adds the aggregates of a day summary written by [`Stats::write_day`]; `None` names the
     /// first line that is not one.
-    pub(crate) fn add_day(&self, day: i64, text: &str) -> Result<(), usize> {
+    pub fn add_day(&self, day: i64, text: &str) -> Result<(), usize> {
         let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
         let mut current: Option<Box<str>> = None;
         for (n, line) in text.lines().enumerate() {
@@ -181,6 +181,26 @@ impl Stats {
             }
         }
         Ok(())
+    }
+
+    /// The days (days since 1970-01-01, UTC) that hold clicks of any link, in order.
+    pub fn days(&self) -> Vec<i64> {
+        let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        let mut days: Vec<i64> = links
+            .values()
+            .flat_map(|d| d.all().map(|d| d.day))
+            .collect();
+        days.sort_unstable();
+        days.dedup();
+        days
+    }
+
+    /// Whether no click has been counted.
+    pub fn is_empty(&self) -> bool {
+        self.links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
     }
 
     /// Forgets every day before the one `since` (UTC seconds) falls on, and links left with none.

@@ -1,17 +1,22 @@
-//! Click events through a JetStream stream.
+//! Clicks leave a node aggregated.
 //!
 //! Each node's click writer hands batches to a [`ClickForwarder`]: a bounded channel (a full
 //! one refuses the batch, counted as failed; the redirect path never waits) to a task that
-//! publishes each batch as one message (click-log lines, one per click, up to
-//! [`MESSAGE_BYTES`]) with a `Nats-Msg-Id` of node name and counter, so a resend after a lost
-//! acknowledgement is dropped by the stream's duplicate window. One message a batch instead of
-//! one a click: the stream takes a few messages a second per node, not one per redirect. Every node consumes the whole
-//! stream into its aggregates, so any node answers statistics for clicks on all of them; clicks
-//! made on other nodes also count toward this node's visit counters (visit caps are enforced
-//! cluster-wide, a moment late).
+//! - folds the clicks into a **delta**, this node's aggregates since the last one (per link and
+//!   day: clicks by device class, human visits by referrer host), and publishes it once a second
+//!   to the subject `duanlian.deltas.BUCKET` (stream `<clicks stream>_DELTAS`), cut into
+//!   messages of at most [`MESSAGE_BYTES`];
+//! - publishes the raw clicks, a batch a message, to the stream of click events, for export and
+//!   for analytics outside (no node reads it).
+//!
+//! Every message has a `Nats-Msg-Id` of node name, process start and counter, so a resend after
+//! a lost acknowledgement is dropped by the stream's duplicate window. Every node consumes the
+//! deltas of all nodes into its aggregates (and other nodes' human visits into its visit
+//! counters), so any node answers the statistics of every link, and its work grows with the
+//! nodes and the links clicked each second, not with the clicks.
 use crate::ClusterOptions;
 use async_nats::jetstream::{self, consumer, context::PublishAckFuture, stream};
-use duanlian_clicks::{encode_line, parse_line, Click, Device, Forward, Stats};
+use duanlian_clicks::{encode_line, Click, Forward, Stats};
 use duanlian_index::Index;
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -53,11 +58,36 @@ fn subject(opts: &ClusterOptions) -> String {
     format!("duanlian.clicks.{}", opts.bucket)
 }
 
-async fn ensure_stream(js: &jetstream::Context, opts: &ClusterOptions) -> Option<stream::Stream> {
+fn delta_subject(opts: &ClusterOptions) -> String {
+    format!("duanlian.deltas.{}", opts.bucket)
+}
+
+/// How often a node publishes its delta.
+const DELTA_EVERY: Duration = Duration::from_secs(1);
+
+/// The stream of raw click events (`deltas: false`) or of the nodes' deltas.
+async fn ensure_stream(
+    js: &jetstream::Context,
+    opts: &ClusterOptions,
+    deltas: bool,
+) -> Option<stream::Stream> {
+    let (name, what, subjects) = if deltas {
+        (
+            format!("{}_DELTAS", opts.clicks_stream),
+            "duanlian statistics deltas (per node, per second)",
+            "duanlian.deltas.>",
+        )
+    } else {
+        (
+            opts.clicks_stream.clone(),
+            "duanlian click events",
+            "duanlian.clicks.>",
+        )
+    };
     let config = stream::Config {
-        name: opts.clicks_stream.clone(),
-        description: Some("duanlian click events".into()),
-        subjects: vec!["duanlian.clicks.>".into()],
+        name,
+        description: Some(what.into()),
+        subjects: vec![subjects.into()],
         num_replicas: opts.replicas.max(1),
         max_age: opts.clicks_max_age,
         duplicate_window: Duration::from_secs(120),
@@ -66,28 +96,87 @@ async fn ensure_stream(js: &jetstream::Context, opts: &ClusterOptions) -> Option
     match js.get_or_create_stream(config).await {
         Ok(s) => Some(s),
         Err(e) => {
-            tracing::warn!(error = %e, "cannot open the click stream");
+            tracing::warn!(error = %e, what, "cannot open the stream");
             None
         }
     }
 }
 
+/// `delta` as messages of about `limit` bytes at most (one link's lines are never split): per day a `D day` line, then the day's
+/// lines in the day-summary form (`L` per link, its `R` lines after it). A message is cut only
+/// before an `L` line, and starts again with its day's `D` line.
+fn delta_messages(delta: &Stats, limit: usize) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut message: Vec<u8> = Vec::new();
+    let mut day_text = Vec::new();
+    for day in delta.days() {
+        day_text.clear();
+        delta.write_day(day, &mut day_text);
+        let header = format!("D\t{day}\n");
+        message.extend_from_slice(header.as_bytes());
+        let text = String::from_utf8_lossy(&day_text);
+        let mut link = String::new();
+        for line in text.lines() {
+            if line.starts_with("L\t") && !link.is_empty() {
+                if message.len() + link.len() > limit && message.len() > header.len() {
+                    out.push(std::mem::take(&mut message));
+                    message.extend_from_slice(header.as_bytes());
+                }
+                message.extend_from_slice(link.as_bytes());
+                link.clear();
+            }
+            link.push_str(line);
+            link.push('\n');
+        }
+        message.extend_from_slice(link.as_bytes());
+    }
+    if !message.is_empty() {
+        out.push(message);
+    }
+    out
+}
+
 async fn publish(cluster: Arc<crate::Cluster>, mut rx: mpsc::Receiver<Vec<Click>>) {
     let opts = cluster.options().clone();
-    let subject = subject(&opts);
+    let (subject, delta_subject) = (subject(&opts), delta_subject(&opts));
     let mut counter = 0u64;
     // A per-process prefix, so a restarted node's ids never collide with its last run's.
     let prefix = format!("{}-{:x}", opts.name, duanlian_link::now_secs());
     let mut line = Vec::with_capacity(128);
-    let mut stream_ready = false;
-    while let Some(batch) = rx.recv().await {
+    let mut streams_ready = false;
+    let mut delta = Stats::default();
+    let mut every = tokio::time::interval(DELTA_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let batch = tokio::select! {
+            batch = rx.recv() => match batch {
+                Some(batch) => batch,
+                None => break,
+            },
+            _ = every.tick() => {
+                if !delta.is_empty() {
+                    if let Some(js) = cluster.jetstream() {
+                        let messages = delta_messages(&delta, MESSAGE_BYTES);
+                        delta = Stats::default();
+                        let pending = messages.into_iter().map(|m| {
+                            counter += 1;
+                            (format!("{prefix}-{counter}"), bytes::Bytes::from(m))
+                        }).collect();
+                        send(&js, &opts, &delta_subject, pending, "statistics deltas").await;
+                    }
+                }
+                continue;
+            }
+        };
         let Some(js) = cluster.jetstream() else {
             tracing::debug!(clicks = batch.len(), "not joined yet; clicks dropped");
             continue;
         };
-        if !stream_ready {
-            stream_ready = ensure_stream(&js, &opts).await.is_some();
+        if !streams_ready {
+            streams_ready = ensure_stream(&js, &opts, false).await.is_some()
+                & ensure_stream(&js, &opts, true).await.is_some();
         }
+        delta.add(&batch);
         // The batch's click-log lines, cut into messages of at most MESSAGE_BYTES.
         let mut pending: Vec<(String, bytes::Bytes)> = Vec::new();
         let mut payload: Vec<u8> = Vec::with_capacity(batch.len() * 64);
@@ -100,46 +189,54 @@ async fn publish(cluster: Arc<crate::Cluster>, mut rx: mpsc::Receiver<Vec<Click>
                 pending.push((id, bytes::Bytes::from(std::mem::take(&mut payload))));
             }
         }
-        // Resends keep their ids: the stream drops what it already has.
-        for attempt in 0..5 {
-            let mut acks: Vec<(usize, PublishAckFuture)> = Vec::with_capacity(pending.len());
-            let mut failed = Vec::new();
-            for (i, (id, payload)) in pending.iter().enumerate() {
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert(NODE_HEADER, opts.name.as_str());
-                let msg = jetstream::message::PublishMessage::build()
-                    .payload(payload.clone())
-                    .message_id(id)
-                    .headers(headers);
-                match js.send_publish(subject.clone(), msg).await {
-                    Ok(ack) => acks.push((i, ack)),
-                    Err(_) => failed.push(i),
-                }
-            }
-            for (i, ack) in acks {
-                if ack.await.is_err() {
-                    failed.push(i);
-                }
-            }
-            if failed.is_empty() {
-                break;
-            }
-            failed.sort_unstable();
-            pending = failed.into_iter().map(|i| pending[i].clone()).collect();
-            if attempt == 4 {
-                tracing::warn!(
-                    clicks = pending.len(),
-                    "click events not acknowledged; dropped"
-                );
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
-        }
+        send(&js, &opts, &subject, pending, "click events").await;
     }
 }
 
-/// Feeds every click of the stream into `stats`, and clicks made by people on other nodes into
-/// this node's visit counters; resumes after interruptions.
+/// Publishes `pending` (id, payload) to `subject`, resending what is not acknowledged a few
+/// times (resends keep their ids: the stream drops what it already has).
+async fn send(
+    js: &jetstream::Context,
+    opts: &ClusterOptions,
+    subject: &str,
+    mut pending: Vec<(String, bytes::Bytes)>,
+    what: &str,
+) {
+    for attempt in 0..5 {
+        let mut acks: Vec<(usize, PublishAckFuture)> = Vec::with_capacity(pending.len());
+        let mut failed = Vec::new();
+        for (i, (id, payload)) in pending.iter().enumerate() {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(NODE_HEADER, opts.name.as_str());
+            let msg = jetstream::message::PublishMessage::build()
+                .payload(payload.clone())
+                .message_id(id)
+                .headers(headers);
+            match js.send_publish(subject.to_string(), msg).await {
+                Ok(ack) => acks.push((i, ack)),
+                Err(_) => failed.push(i),
+            }
+        }
+        for (i, ack) in acks {
+            if ack.await.is_err() {
+                failed.push(i);
+            }
+        }
+        if failed.is_empty() {
+            return;
+        }
+        failed.sort_unstable();
+        pending = failed.into_iter().map(|i| pending[i].clone()).collect();
+        if attempt == 4 {
+            tracing::warn!(messages = pending.len(), what, "not acknowledged; dropped");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+    }
+}
+
+/// Feeds the deltas of every node into `stats`, and other nodes' human visits into this
+/// node's visit counters; resumes after interruptions.
 pub(crate) async fn consume(
     js: jetstream::Context,
     opts: ClusterOptions,
@@ -148,10 +245,10 @@ pub(crate) async fn consume(
 ) {
     let mut next = 1u64;
     loop {
-        if let Some(stream) = ensure_stream(&js, &opts).await {
+        if let Some(stream) = ensure_stream(&js, &opts, true).await {
             let config = consumer::push::OrderedConfig {
                 deliver_subject: js.client().new_inbox(),
-                filter_subject: subject(&opts),
+                filter_subject: delta_subject(&opts),
                 deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                     start_sequence: next,
                 },
@@ -164,34 +261,113 @@ pub(crate) async fn consume(
                             if let Ok(info) = m.info() {
                                 next = info.stream_sequence + 1;
                             }
-                            count(&m, &opts.name, &stats, &index);
+                            merge(&m, &opts.name, &stats, &index);
                         }
                     }
-                    Err(e) => tracing::debug!(error = %e, "click stream consumer failed"),
+                    Err(e) => tracing::debug!(error = %e, "delta consumer failed"),
                 },
-                Err(e) => tracing::debug!(error = %e, "cannot consume the click stream"),
+                Err(e) => tracing::debug!(error = %e, "cannot consume the deltas"),
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
-/// Counts the clicks of one message (one click-log line each; a message of an older node
-/// holds one line without its newline).
-fn count(m: &jetstream::Message, own: &str, stats: &Stats, index: &Index) {
+/// Merges one delta message (see [`delta_messages`]).
+fn merge(m: &jetstream::Message, own: &str, stats: &Stats, index: &Index) {
     let Ok(text) = std::str::from_utf8(&m.payload) else {
         return;
     };
-    let clicks: Vec<Click> = text.lines().filter_map(parse_line).collect();
     let from_elsewhere = m
         .headers
         .as_ref()
         .and_then(|h| h.get(NODE_HEADER))
         .is_none_or(|n| n.as_str() != own);
-    if from_elsewhere {
-        for click in clicks.iter().filter(|c| c.device != Device::Bot) {
-            index.visits().hit(click.domain(), click.code(), None);
+    for (day, body) in sections(text) {
+        if stats.add_day(day, &body).is_err() {
+            tracing::warn!(day, "a malformed statistics delta was skipped");
+            continue;
+        }
+        if from_elsewhere {
+            for line in body.lines() {
+                // `L domain code mobile desktop other bot`: people are all but the bots.
+                let f: Vec<&str> = line.split('\t').collect();
+                if let ["L", domain, code, a, b, c, _bot] = f.as_slice() {
+                    let human: u64 = [a, b, c].iter().filter_map(|n| n.parse::<u64>().ok()).sum();
+                    index.visits().add(domain, code, human);
+                }
+            }
         }
     }
-    stats.add(&clicks);
+}
+
+/// A delta message's days and their lines: a `D day` line opens each.
+fn sections(text: &str) -> Vec<(i64, String)> {
+    let mut out: Vec<(i64, String)> = Vec::new();
+    for line in text.lines() {
+        if let Some(day) = line.strip_prefix("D\t") {
+            if let Ok(day) = day.parse() {
+                out.push((day, String::new()));
+            }
+        } else if let Some((_, body)) = out.last_mut() {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use duanlian_clicks::Device;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    #[test]
+    fn a_delta_merges_into_the_same_aggregates_its_clicks_make() {
+        let ip = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7));
+        let clicks: Vec<Click> = (0..3_000)
+            .map(|i| {
+                let code = format!("c{}", i % 700);
+                let referer = (i % 3 == 0).then_some(&b"https://weibo.com/x"[..]);
+                let device = if i % 5 == 0 {
+                    Device::Bot
+                } else {
+                    Device::browser(None)
+                };
+                Click::new(
+                    86_400 * 20_000 + i64::from(i % 2) * 86_400,
+                    "go.example.cn",
+                    &code,
+                    referer,
+                    device,
+                    ip,
+                )
+            })
+            .collect();
+        let direct = Stats::default();
+        direct.add(&clicks);
+        let delta = Stats::default();
+        delta.add(&clicks);
+        let merged = Stats::default();
+        let messages = delta_messages(&delta, 2_000);
+        assert!(messages.len() > 10, "cut into many messages");
+        for m in &messages {
+            assert!(m.starts_with(b"D\t"), "every message names its day");
+            let text = std::str::from_utf8(m).expect("text");
+            for (day, body) in sections(text) {
+                merged.add_day(day, &body).expect("merges");
+            }
+        }
+        for day in direct.days() {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            direct.write_day(day, &mut a);
+            merged.write_day(day, &mut b);
+            let mut a: Vec<&str> = std::str::from_utf8(&a).expect("text").lines().collect();
+            let mut b: Vec<&str> = std::str::from_utf8(&b).expect("text").lines().collect();
+            a.sort_unstable();
+            b.sort_unstable();
+            assert_eq!(a, b, "day {day}");
+        }
+    }
 }

@@ -52,6 +52,29 @@ impl Visits {
         counted
     }
 
+    /// Adds `n` visits made elsewhere (another node's, in cluster mode).
+    pub fn add(&self, domain: &str, code: &str, n: u64) {
+        let Some(key) = KeyBuf::new(domain, code) else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        match self.counts.get(key.as_bytes()) {
+            Some(c) => {
+                c.value().fetch_add(n, Ordering::Relaxed);
+            }
+            None => {
+                self.counts
+                    .entry(key.as_bytes().into())
+                    .or_insert_with(|| AtomicU64::new(0))
+                    .value()
+                    .fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        self.dirty.store(true, Ordering::Relaxed);
+    }
+
     /// The count of a link (0 if never visited).
     pub fn count(&self, domain: &str, code: &str) -> u64 {
         KeyBuf::new(domain, code)
