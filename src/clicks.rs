@@ -15,6 +15,13 @@ pub(crate) struct ExportArgs {
     /// The data directory whose clicks/ folder holds the log.
     #[arg(long, default_value = "duanlian-data")]
     data_dir: PathBuf,
+    /// Cluster mode: read the click events of every node from the cluster's click stream on
+    /// these NATS servers (comma-separated nats://HOST:PORT) instead of a data directory.
+    #[arg(long, value_name = "URLS")]
+    cluster: Option<String>,
+    /// The cluster's links bucket (with --cluster). Default is links.
+    #[arg(long, default_value = "links")]
+    cluster_bucket: String,
     /// Oldest click to include: a date (2026-11-01), an RFC 3339 time, or a period back from now
     /// (7d, 12h). Default is the beginning.
     #[arg(long, value_parser = parse_time)]
@@ -64,7 +71,7 @@ fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
 
 pub(crate) fn export(args: &ExportArgs) -> Result<()> {
     let dir = args.data_dir.join("clicks");
-    if !args.data_dir.is_dir() {
+    if args.cluster.is_none() && !args.data_dir.is_dir() {
         return Err(anyhow!(
             "{}: no such data directory",
             args.data_dir.display()
@@ -83,10 +90,12 @@ pub(crate) fn export(args: &ExportArgs) -> Result<()> {
     }
     let since = args.since.unwrap_or(i64::MIN);
     let until = args.until.unwrap_or(i64::MAX);
-    let report = duanlian_clicks::read_logs(&dir, since, until, |c| {
-        if failed.is_some() {
+    let mut exported = 0u64;
+    let mut write = |c: duanlian_clicks::Click| {
+        if failed.is_some() || c.at < since || c.at >= until {
             return;
         }
+        exported += 1;
         let written = match args.format {
             Format::Csv => writeln!(
                 out,
@@ -114,15 +123,33 @@ pub(crate) fn export(args: &ExportArgs) -> Result<()> {
         if let Err(e) = written {
             failed = Some(e);
         }
-    })
-    .with_context(|| format!("reading {}", dir.display()))?;
+    };
+    let report = match &args.cluster {
+        Some(servers) => {
+            let mut opts = duanlian_cluster::ClusterOptions::new(servers);
+            opts.bucket = args.cluster_bucket.clone();
+            opts.name = format!("duanlian-export-{}", std::process::id());
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("runtime")?;
+            let read = rt
+                .block_on(duanlian_cluster::read_click_events(&opts, &mut write))
+                .with_context(|| format!("reading the click events of bucket {}", opts.bucket))?;
+            duanlian_clicks::ReadReport {
+                clicks: read,
+                skipped: 0,
+            }
+        }
+        None => duanlian_clicks::read_logs(&dir, since, until, &mut write)
+            .with_context(|| format!("reading {}", dir.display()))?,
+    };
     if let Some(e) = failed {
         return Err(e).context("writing the export");
     }
     out.flush().context("writing the export")?;
     eprintln!(
-        "{} clicks exported{}",
-        report.clicks,
+        "{exported} clicks exported{}",
         match report.skipped {
             0 => String::new(),
             n => format!("; {n} damaged lines skipped"),

@@ -876,7 +876,7 @@ fn a_visit_cap_holds_exactly_across_nodes_under_racing_clicks() {
         statuses.iter().all(|s| *s == 302 || *s == 410),
         "{statuses:?}"
     );
-    // Every node's statistics hold the clicks made on all of them (batched in the stream).
+    // Every node's statistics hold the clicks made on all of them (merged from the deltas).
     for n in &nodes {
         let human = || {
             let r = n.api(
@@ -893,6 +893,21 @@ fn a_visit_cap_holds_exactly_across_nodes_under_racing_clicks() {
             human()
         );
     }
+    // The raw click events of all nodes, exported from the cluster's click stream (the three
+    // checks that each node saw the link were bots' fetches, and are there too).
+    let exported = || {
+        let o = run(&["clicks", "export", "--cluster", &url, "--format", "jsonl"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+            .lines()
+            .filter(|l| l.contains("\"code\":\"capped\"") && !l.contains("\"device\":\"bot\""))
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || exported() == 50),
+        "{}",
+        exported()
+    );
     // A node killed holding a lease: never more than the cap, and at most its lease less.
     let killed = std::cell::RefCell::new(None);
     let statuses = race(&ports, "killed", 300, || {

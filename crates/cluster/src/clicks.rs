@@ -235,6 +235,56 @@ async fn send(
     }
 }
 
+/// Reads the click events of `opts`' bucket from the click stream, as far as it had them when
+/// the call began (the stream keeps them for `--stats-retention`); returns how many were read.
+pub async fn read_click_events(
+    opts: &ClusterOptions,
+    mut each: impl FnMut(Click),
+) -> Result<u64, crate::ClusterError> {
+    use crate::ClusterError as E;
+    let client = crate::conn::connect(opts).await?;
+    let js = jetstream::new(client);
+    let mut stream = js
+        .get_stream(&opts.clicks_stream)
+        .await
+        .map_err(E::ClickStream)?;
+    let last = stream
+        .info()
+        .await
+        .map_err(E::ClickStreamInfo)?
+        .state
+        .last_sequence;
+    if last == 0 {
+        return Ok(0);
+    }
+    let config = consumer::push::OrderedConfig {
+        deliver_subject: js.client().new_inbox(),
+        filter_subject: subject(opts),
+        deliver_policy: consumer::DeliverPolicy::All,
+        ..Default::default()
+    };
+    let consumer = stream
+        .create_consumer(config)
+        .await
+        .map_err(E::ClickConsumer)?;
+    let mut messages = consumer.messages().await.map_err(E::ReadClicks)?;
+    let mut read = 0u64;
+    // The subject may hold fewer messages than the stream (other buckets'): stop when idle.
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
+        let m = m.map_err(E::ClickDelivery)?;
+        for line in std::str::from_utf8(&m.payload).unwrap_or_default().lines() {
+            if let Some(click) = duanlian_clicks::parse_line(line) {
+                each(click);
+                read += 1;
+            }
+        }
+        if m.info().is_ok_and(|i| i.stream_sequence >= last) {
+            break;
+        }
+    }
+    Ok(read)
+}
+
 /// Feeds the deltas of every node into `stats`, and other nodes' human visits into this
 /// node's visit counters; resumes after interruptions.
 pub(crate) async fn consume(

@@ -30,6 +30,21 @@ pub enum ClusterError {
     /// not be read.
     #[error("reading the bucket's stream info: {0}")]
     BucketInfo(stream::InfoError),
+    /// The stream of click events could not be found.
+    #[error("finding the click stream: {0}")]
+    ClickStream(context::GetStreamError),
+    /// The state of the click stream could not be read.
+    #[error("reading the click stream's info: {0}")]
+    ClickStreamInfo(stream::InfoError),
+    /// No consumer of the click stream could be made.
+    #[error("consuming the click stream: {0}")]
+    ClickConsumer(stream::ConsumerError),
+    /// The consumer of the click stream could not be read from.
+    #[error("reading the click stream: {0}")]
+    ReadClicks(async_nats::jetstream::consumer::StreamError),
+    /// The click stream failed while delivering.
+    #[error("reading the click stream: {0}")]
+    ClickDelivery(async_nats::jetstream::consumer::push::OrderedError),
     /// The bucket could not be watched.
     #[error("watching the bucket: {0}")]
     WatchBucket(kv::WatchError),

@@ -40,7 +40,7 @@ mod quota;
 mod seam;
 mod writes;
 
-pub use clicks::ClickForwarder;
+pub use clicks::{read_click_events, ClickForwarder};
 pub use error::ClusterError;
 pub use node::{Cluster, ClusterOptions, ClusterStatus};
 pub use publish::{publish_snapshot, upload_snapshot_file, Published};
