@@ -614,6 +614,11 @@ fn redirects_go_on_while_nats_is_down_and_no_revision_is_lost() {
     assert_eq!(refused.status, 503, "{}", refused.body);
     assert!(refused.body.contains("NATS"), "{}", refused.body);
     assert_eq!(a.request("GET", "x", "/readyz").status, 200);
+    // Visits made by people while NATS is down reach the other node's statistics once it is
+    // back: the deltas wait on the node that made them.
+    for _ in 0..7 {
+        assert_eq!(a.request("GET", HOST, "/k5").status, 302);
+    }
 
     nats.start();
     // Writes resume once the client has reconnected, and the watch picks up where it was.
@@ -646,6 +651,20 @@ fn redirects_go_on_while_nats_is_down_and_no_revision_is_lost() {
         assert_eq!(codes(n).len(), 8);
         assert!(shows(n, "duanlian_cluster_applied_revision 8"));
     }
+    let human = || {
+        let r = b.api(
+            "GET",
+            "/api/v1/links/go.example.cn/k5/stats",
+            Some(KEY),
+            None,
+        );
+        serde_json::from_str::<Value>(&r.body).unwrap_or_default()["visits"]["human"].clone()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || human() == 7),
+        "{}",
+        human()
+    );
 }
 
 #[test]

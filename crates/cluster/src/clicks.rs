@@ -145,6 +145,8 @@ async fn publish(cluster: Arc<crate::Cluster>, mut rx: mpsc::Receiver<Vec<Click>
     let mut line = Vec::with_capacity(128);
     let mut streams_ready = false;
     let mut delta = Stats::default();
+    // Delta messages not acknowledged yet (NATS unreachable), oldest first.
+    let mut unsent: Vec<(String, bytes::Bytes)> = Vec::new();
     let mut every = tokio::time::interval(DELTA_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -155,15 +157,18 @@ async fn publish(cluster: Arc<crate::Cluster>, mut rx: mpsc::Receiver<Vec<Click>
             },
             _ = every.tick() => {
                 if !delta.is_empty() {
-                    if let Some(js) = cluster.jetstream() {
-                        let messages = delta_messages(&delta, MESSAGE_BYTES);
-                        delta = Stats::default();
-                        let pending = messages.into_iter().map(|m| {
-                            counter += 1;
-                            (format!("{prefix}-{counter}"), bytes::Bytes::from(m))
-                        }).collect();
-                        send(&js, &opts, &delta_subject, pending, "statistics deltas").await;
-                    }
+                    let messages = delta_messages(&delta, MESSAGE_BYTES);
+                    delta = Stats::default();
+                    unsent.extend(messages.into_iter().map(|m| {
+                        counter += 1;
+                        (format!("{prefix}-{counter}"), bytes::Bytes::from(m))
+                    }));
+                }
+                if let (false, Some(js)) = (unsent.is_empty(), cluster.jetstream()) {
+                    // Sent once a tick: what is not acknowledged waits for the next one, with its
+                    // id, so a late acknowledgement never counts a delta twice.
+                    unsent = send(&js, &opts, &delta_subject, std::mem::take(&mut unsent), 1).await;
+                    keep_within(&mut unsent, MAX_UNSENT_BYTES);
                 }
                 continue;
             }
@@ -189,20 +194,47 @@ async fn publish(cluster: Arc<crate::Cluster>, mut rx: mpsc::Receiver<Vec<Click>
                 pending.push((id, bytes::Bytes::from(std::mem::take(&mut payload))));
             }
         }
-        send(&js, &opts, &subject, pending, "click events").await;
+        let lost = send(&js, &opts, &subject, pending, 5).await;
+        if !lost.is_empty() {
+            tracing::warn!(
+                messages = lost.len(),
+                "click events not acknowledged; dropped"
+            );
+        }
     }
 }
 
-/// Publishes `pending` (id, payload) to `subject`, resending what is not acknowledged a few
-/// times (resends keep their ids: the stream drops what it already has).
+/// The most bytes of deltas kept while NATS cannot take them: minutes of a busy node's
+/// statistics. Past it the oldest are dropped, and said so.
+const MAX_UNSENT_BYTES: usize = 64 << 20;
+
+fn keep_within(unsent: &mut Vec<(String, bytes::Bytes)>, limit: usize) {
+    let mut total: usize = unsent.iter().map(|(_, m)| m.len()).sum();
+    let mut drop = 0;
+    while total > limit && drop < unsent.len() {
+        total -= unsent[drop].1.len();
+        drop += 1;
+    }
+    if drop > 0 {
+        unsent.drain(..drop);
+        tracing::warn!(
+            messages = drop,
+            "statistics deltas dropped: NATS has been unreachable too long"
+        );
+    }
+}
+
+/// Publishes `pending` (id, payload) to `subject`, `attempts` times at most for what is not
+/// acknowledged (resends keep their ids: the stream drops what it already has); returns what
+/// never was.
 async fn send(
     js: &jetstream::Context,
     opts: &ClusterOptions,
     subject: &str,
     mut pending: Vec<(String, bytes::Bytes)>,
-    what: &str,
-) {
-    for attempt in 0..5 {
+    attempts: u32,
+) -> Vec<(String, bytes::Bytes)> {
+    for attempt in 0..attempts {
         let mut acks: Vec<(usize, PublishAckFuture)> = Vec::with_capacity(pending.len());
         let mut failed = Vec::new();
         for (i, (id, payload)) in pending.iter().enumerate() {
@@ -223,16 +255,15 @@ async fn send(
             }
         }
         if failed.is_empty() {
-            return;
+            return Vec::new();
         }
         failed.sort_unstable();
         pending = failed.into_iter().map(|i| pending[i].clone()).collect();
-        if attempt == 4 {
-            tracing::warn!(messages = pending.len(), what, "not acknowledged; dropped");
-            return;
+        if attempt + 1 < attempts {
+            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
         }
-        tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
     }
+    pending
 }
 
 /// Reads the click events of `opts`' bucket from the click stream, as far as it had them when
