@@ -941,6 +941,27 @@ fn a_visit_cap_holds_exactly_across_nodes_under_racing_clicks() {
         redirects >= 50 - 7,
         "{redirects}: undershot by more than one lease (50/8 = 6 at most)"
     );
+    // A node restarted converges on the statistics as on the links: it merges the deltas of
+    // every node from the stream again.
+    if let Some(c) = nodes.pop() {
+        c.kill9();
+    }
+    let c = node(&url, "c", &dir, &[]);
+    ready(&c, Duration::from_secs(20));
+    let human = || {
+        let r = c.api(
+            "GET",
+            "/api/v1/links/go.example.cn/capped/stats",
+            Some(KEY),
+            None,
+        );
+        serde_json::from_str::<Value>(&r.body).unwrap_or_default()["visits"]["human"].clone()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || human() == 50),
+        "{}",
+        human()
+    );
 }
 
 #[test]
