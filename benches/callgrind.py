@@ -92,7 +92,8 @@ def main():
     finally:
         proc.terminate()
         proc.wait(60)
-    dumps = [p for p in glob.glob(prof + "*") if "measured" in open(p, errors="replace").read(4096)]
+    dumps = [p for p in glob.glob(prof + "*")
+             if re.search(r"^desc: Trigger: .*\bmeasured$", open(p, errors="replace").read(4096), re.M)]
     if not dumps:
         sys.exit(f"no dump named 'measured' in {out}")
     text = open(dumps[0], errors="replace").read()

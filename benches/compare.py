@@ -21,6 +21,7 @@ a new TCP connection (what browsers behind an L4 balancer send).
 
 usage: python3 benches/compare.py [--links N] [--duration S] [--rounds R] [--mode keepalive|close]
                                   [--peers nginx[,haproxy]] [--conns C] [--bin PATH] [--work DIR]
+                                  [--peer-defer-accept]
 Needs nginx, wrk and taskset (and haproxy with --peers nginx,haproxy); installs nothing: when one
 is missing it prints the apt-get command and exits with status 2. Generated files are kept under
 --work (default $TMPDIR/duanlian-compare) and reused by later runs with the same --links.
@@ -212,9 +213,10 @@ def free_port():
     return port
 
 
-def nginx_conf(work, port, mapfile):
+def nginx_conf(work, port, mapfile, defer=False):
     """One worker (`daemon off; master_process off;` come from the command line, see
-    `server_cmd`), no access log, the links in a `map`, 302 to the target, 404 otherwise."""
+    `server_cmd`), no access log, the links in a `map`, 302 to the target, 404 otherwise.
+    `defer`: `listen ... deferred` (TCP_DEFER_ACCEPT)."""
     d = os.path.join(work, f"nginx-{port}")
     os.makedirs(os.path.join(d, "tmp"), exist_ok=True)
     conf = os.path.join(d, "nginx.conf")
@@ -237,7 +239,7 @@ http {{
     include {mapfile};
   }}
   server {{
-    listen 127.0.0.1:{port} backlog=4096;
+    listen 127.0.0.1:{port} backlog=4096{" deferred" if defer else ""};
     location / {{
       if ($target = "") {{ return 404; }}
       return 302 $target;
@@ -248,9 +250,10 @@ http {{
     return d, conf
 
 
-def haproxy_conf(work, port, mapfile):
+def haproxy_conf(work, port, mapfile, defer=False):
     """One thread; the map is keyed on `host/code` with the Host lower-cased and without its port,
-    as nginx's $host and duanlian take it (HAProxy's `base` would keep both)."""
+    as nginx's $host and duanlian take it (HAProxy's `base` would keep both). `defer`:
+    `bind ... defer-accept` (TCP_DEFER_ACCEPT)."""
     d = os.path.join(work, f"haproxy-{port}")
     os.makedirs(d, exist_ok=True)
     conf = os.path.join(d, "haproxy.cfg")
@@ -266,7 +269,7 @@ defaults
   timeout http-keep-alive 75s
   option http-keep-alive
 frontend redirects
-  bind 127.0.0.1:{port} backlog 4096
+  bind 127.0.0.1:{port} backlog 4096{" defer-accept" if defer else ""}
   http-request set-var(txn.path) path
   http-request set-var(txn.target) req.hdr(host),lower,field(1,:),concat(,txn.path),map({mapfile})
   http-request redirect location %[var(txn.target)] code 302 if {{ var(txn.target) -m found }}
@@ -316,24 +319,24 @@ class Server:
         self.out.close()
 
 
-def server_cmd(name, port, work, data, binary, snap):
+def server_cmd(name, port, work, data, binary, snap, defer=False):
     """The command line that serves the link set as `name` on 127.0.0.1:`port`, one worker."""
     if name == "duanlian":
         return [binary, "serve", "--snapshot", snap, "--listen", f"127.0.0.1:{port}",
                 "--admin-listen", f"127.0.0.1:{free_port()}", "--threads", "1"]
     if name == "nginx":
-        d, conf = nginx_conf(work, port, os.path.join(data, "nginx-map.conf"))
+        d, conf = nginx_conf(work, port, os.path.join(data, "nginx-map.conf"), defer)
         return [tool("nginx"), "-p", d, "-e", os.path.join(d, "error.log"), "-c", conf,
                 "-g", "daemon off; master_process off;"]
     if name == "haproxy":
-        _, conf = haproxy_conf(work, port, os.path.join(data, "haproxy.map"))
+        _, conf = haproxy_conf(work, port, os.path.join(data, "haproxy.map"), defer)
         return [tool("haproxy"), "-db", "-f", conf]
     raise ValueError(name)
 
 
-def start(name, work, data, binary, snap, wrap=("taskset", "-c", "0")):
+def start(name, work, data, binary, snap, wrap=("taskset", "-c", "0"), defer=False):
     port = free_port()
-    cmd = server_cmd(name, port, work, data, binary, snap)
+    cmd = server_cmd(name, port, work, data, binary, snap, defer)
     return Server(name, port, cmd, os.path.join(work, f"{name}-{port}.log"), wrap)
 
 
@@ -469,6 +472,9 @@ def main():
     ap.add_argument("--work", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "duanlian-compare"),
                     help="where the link set, snapshot, configurations and logs go")
     ap.add_argument("--seed", type=int, default=42, help="link set seed (default 42)")
+    ap.add_argument("--peer-defer-accept", action="store_true",
+                    help="nginx `listen ... deferred`, HAProxy `bind ... defer-accept` (TCP_DEFER_ACCEPT, as "
+                         "duanlian's redirect listener has); default off, as in ../shared/bench")
     a = ap.parse_args()
     peers = [p for p in a.peers.split(",") if p]
     if not peers or peers[0] != "nginx" or not set(peers) <= {"nginx", "haproxy"} or len(set(peers)) != len(peers):
@@ -490,7 +496,7 @@ def main():
     servers = []
     try:
         for name in names:
-            s = start(name, a.work, data, a.bin, snap)
+            s = start(name, a.work, data, a.bin, snap, defer=a.peer_defer_accept)
             servers.append(s)
             s.wait_ready(*sample[0])
         check_same(servers, probes(sample))
@@ -510,6 +516,7 @@ def main():
     med = {k: {m: statistics.median(r[m] for r in v) for m in keys} for k, v in res.items()}
     ready = {s.name: s.ready_s for s in servers}
     print(f"links={a.links} mode={a.mode} conns={a.conns} rounds={a.rounds}x{a.duration}s "
+          f"{'peers with TCP_DEFER_ACCEPT ' if a.peer_defer_accept else ''}"
           f"snapshot build {build_s:.2f}s; bin {describe_bin(a.bin)}")
     if warning:
         print(warning)

@@ -20,7 +20,7 @@ dump's total of instructions executed (user space, all threads), divided by --co
 
 usage: python3 benches/per-connection.py [--links N] [--servers duanlian,nginx,haproxy]
            [--what strace,callgrind] [--warm N] [--count N] [--strace-count N] [--annotate N]
-           [--bin PATH]
+           [--bin PATH] [--peer-defer-accept]
 Needs strace, valgrind (callgrind_control), nginx and haproxy; installs nothing.
 """
 import argparse
@@ -94,7 +94,7 @@ def strace_counts(pid, out, during):
 def run_strace(names, a, work, data, snap, sample):
     table = {}
     for name in names:
-        s = compare.start(name, work, data, a.bin, snap)
+        s = compare.start(name, work, data, a.bin, snap, defer=a.peer_defer_accept)
         try:
             s.wait_ready(*sample[0])
             connections(s.port, sample, a.warm)
@@ -116,7 +116,8 @@ def run_strace(names, a, work, data, snap, sample):
         cells = []
         for k in table:
             v, e = table[k][0].get(c, (0, 0))
-            cells.append(f"{v / n:.2f}" + (f" [{e / n:.2f}]" if e else "") if v else "-")
+            per = f"{v / n:.2f}" if v >= n / 100 else "<0.01"
+            cells.append(per + (f" [{e / n:.2f}]" if e >= n / 100 else "") if v else "-")
         print(f"{c:16}" + "".join(f"{x:>14}" for x in cells))
     print(f"{'total':16}" + "".join(f"{sum(v for v, _ in t[0].values()) / n:>14.2f}" for t in table.values()))
     for k, (_, statuses, took, idle, idle_s, threads) in table.items():
@@ -132,7 +133,7 @@ def run_callgrind(names, a, work, data, snap, sample):
     for name in names:
         prof = os.path.join(out, f"callgrind.{name}")
         wrap = ("valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={prof}.%p")
-        s = compare.start(name, work, data, a.bin, snap, wrap=wrap)
+        s = compare.start(name, work, data, a.bin, snap, wrap=wrap, defer=a.peer_defer_accept)
         try:
             t0 = time.monotonic()
             s.wait_ready(*sample[0], limit=3600)
@@ -174,7 +175,10 @@ def run_callgrind(names, a, work, data, snap, sample):
         for r in rows[1:a.annotate + 1]:
             n, rest = r.split(None, 1)
             rest = re.sub(r"^\([^)]*\)\s*", "", rest)
-            print(f"{int(n.replace(',', '')) / a.count:>10.0f}  {rest[:110]}")
+            m = re.match(r"^[^:]*:(.*?)(?: \[(.*)\])?$", rest)  # file:function [object]
+            if m:
+                rest = m.group(1) + (f"  [{os.path.basename(m.group(2))}]" if m.group(2) else "")
+            print(f"{int(n.replace(',', '')) / a.count:>10.0f}  {rest[:140]}")
 
 
 def main():
@@ -190,6 +194,8 @@ def main():
     ap.add_argument("--bin", default="target/release/duanlian")
     ap.add_argument("--work", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "duanlian-compare"))
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--peer-defer-accept", action="store_true",
+                    help="nginx `listen ... deferred`, HAProxy `bind ... defer-accept` (see compare.py)")
     a = ap.parse_args()
     names = [n for n in a.servers.split(",") if n]
     what = {w for w in a.what.split(",") if w}
@@ -203,7 +209,8 @@ def main():
     data = compare.link_set(a.work, a.links, a.seed)
     sample = compare.requests(data)
     snap, _ = compare.snapshot(a.bin, data, a.work, a.links, a.seed)
-    print(f"links={a.links}; bin {compare.describe_bin(a.bin)}")
+    print(f"links={a.links}; bin {compare.describe_bin(a.bin)}"
+          + ("; peers with TCP_DEFER_ACCEPT" if a.peer_defer_accept else ""))
     if "strace" in what:
         run_strace(names, a, a.work, data, snap, sample)
     if "callgrind" in what:
