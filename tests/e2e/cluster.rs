@@ -665,6 +665,23 @@ fn redirects_go_on_while_nats_is_down_and_no_revision_is_lost() {
         "{}",
         human()
     );
+    // The raw click events of those visits waited on A too, and are in the click stream now;
+    // nothing was dropped (the buffer holds 64 MiB of them).
+    let exported = || {
+        let o = run(&["clicks", "export", "--cluster", &url, "--format", "jsonl"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+            .lines()
+            .filter(|l| l.contains("\"code\":\"k5\"") && !l.contains("\"device\":\"bot\""))
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || exported() == 7),
+        "{}",
+        exported()
+    );
+    assert!(shows(&a, "duanlian_cluster_click_events_dropped 0"));
+    assert!(shows(&a, "duanlian_cluster_deltas_dropped 0"));
 }
 
 #[test]

@@ -9,6 +9,10 @@
 //! - publishes the raw clicks, a batch a message, to the stream of click events, for export and
 //!   for analytics outside (no node reads it).
 //!
+//! Publishing runs in a task of its own, once a second; what NATS does not acknowledge waits
+//! on the node (up to a bound of bytes for each kind, then the oldest go, counted) and goes
+//! out in order when NATS is back.
+//!
 //! Every message has a `Nats-Msg-Id` of node name, process start and counter, so a resend after
 //! a lost acknowledgement is dropped by the stream's duplicate window. Every node consumes the
 //! deltas of all nodes into its aggregates (and other nodes' human visits into its visit
@@ -19,6 +23,8 @@ use async_nats::jetstream::{self, consumer, context::PublishAckFuture, stream};
 use duanlian_clicks::{encode_line, Click, Forward, Stats};
 use duanlian_index::Index;
 use futures_util::StreamExt;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -136,134 +142,241 @@ fn delta_messages(delta: &Stats, limit: usize) -> Vec<Vec<u8>> {
     out
 }
 
-async fn publish(cluster: Arc<crate::Cluster>, mut rx: mpsc::Receiver<Vec<Click>>) {
-    let opts = cluster.options().clone();
-    let (subject, delta_subject) = (subject(&opts), delta_subject(&opts));
-    let mut counter = 0u64;
-    // A per-process prefix, so a restarted node's ids never collide with its last run's.
-    let prefix = format!("{}-{:x}", opts.name, duanlian_link::now_secs());
-    let mut line = Vec::with_capacity(128);
-    let mut streams_ready = false;
-    let mut delta = Stats::default();
-    // Delta messages not acknowledged yet (NATS unreachable), oldest first.
-    let mut unsent: Vec<(String, bytes::Bytes)> = Vec::new();
-    let mut every = tokio::time::interval(DELTA_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let batch = tokio::select! {
-            batch = rx.recv() => match batch {
-                Some(batch) => batch,
-                None => break,
-            },
-            _ = every.tick() => {
-                if !delta.is_empty() {
-                    let messages = delta_messages(&delta, MESSAGE_BYTES);
-                    delta = Stats::default();
-                    unsent.extend(messages.into_iter().map(|m| {
-                        counter += 1;
-                        (format!("{prefix}-{counter}"), bytes::Bytes::from(m))
-                    }));
-                }
-                if let (false, Some(js)) = (unsent.is_empty(), cluster.jetstream()) {
-                    // Sent once a tick: what is not acknowledged waits for the next one, with its
-                    // id, so a late acknowledgement never counts a delta twice.
-                    unsent = send(&js, &opts, &delta_subject, std::mem::take(&mut unsent), 1).await;
-                    keep_within(&mut unsent, MAX_UNSENT_BYTES);
-                }
-                continue;
-            }
-        };
-        let Some(js) = cluster.jetstream() else {
-            tracing::debug!(clicks = batch.len(), "not joined yet; clicks dropped");
-            continue;
-        };
-        if !streams_ready {
-            streams_ready = ensure_stream(&js, &opts, false).await.is_some()
-                & ensure_stream(&js, &opts, true).await.is_some();
+/// Messages waiting for NATS, oldest first, within a bound of bytes; past it the oldest go,
+/// counted in `dropped` (by what each message holds: clicks, or delta messages).
+struct Outbox {
+    what: &'static str,
+    queue: VecDeque<Pending>,
+    bytes: usize,
+    limit: usize,
+}
+
+/// One message to publish: its `Nats-Msg-Id`, payload, and what it counts for when dropped.
+#[derive(Clone)]
+struct Pending {
+    id: String,
+    payload: bytes::Bytes,
+    counts: u64,
+}
+
+impl Outbox {
+    fn new(what: &'static str, limit: usize) -> Outbox {
+        Outbox {
+            what,
+            queue: VecDeque::new(),
+            bytes: 0,
+            limit,
         }
-        delta.add(&batch);
-        // The batch's click-log lines, cut into messages of at most MESSAGE_BYTES.
-        let mut pending: Vec<(String, bytes::Bytes)> = Vec::new();
-        let mut payload: Vec<u8> = Vec::with_capacity(batch.len() * 64);
-        for (i, c) in batch.iter().enumerate() {
-            encode_line(c, &mut line);
-            payload.extend_from_slice(&line);
-            if payload.len() >= MESSAGE_BYTES || i + 1 == batch.len() {
-                counter += 1;
-                let id = format!("{prefix}-{counter}");
-                pending.push((id, bytes::Bytes::from(std::mem::take(&mut payload))));
-            }
+    }
+
+    fn push(&mut self, p: Pending, dropped: &AtomicU64) {
+        self.bytes += p.payload.len();
+        self.queue.push_back(p);
+        self.keep_within(dropped);
+    }
+
+    /// Puts back what a send did not get acknowledged, ahead of what came since.
+    fn put_back(&mut self, unsent: Vec<Pending>, dropped: &AtomicU64) {
+        for p in unsent.into_iter().rev() {
+            self.bytes += p.payload.len();
+            self.queue.push_front(p);
         }
-        let lost = send(&js, &opts, &subject, pending, 5).await;
-        if !lost.is_empty() {
+        self.keep_within(dropped);
+    }
+
+    /// At most `n` of the oldest messages, for one send.
+    fn take(&mut self, n: usize) -> Vec<Pending> {
+        let out: Vec<Pending> = self.queue.drain(..n.min(self.queue.len())).collect();
+        self.bytes -= out.iter().map(|p| p.payload.len()).sum::<usize>();
+        out
+    }
+
+    fn keep_within(&mut self, dropped: &AtomicU64) {
+        let (mut messages, mut counts) = (0u64, 0u64);
+        while self.bytes > self.limit {
+            let Some(p) = self.queue.pop_front() else {
+                break;
+            };
+            self.bytes -= p.payload.len();
+            messages += 1;
+            counts += p.counts;
+        }
+        if messages > 0 {
+            dropped.fetch_add(counts, Ordering::Relaxed);
             tracing::warn!(
-                messages = lost.len(),
-                "click events not acknowledged; dropped"
+                messages,
+                counts,
+                what = self.what,
+                "dropped: NATS has been unreachable longer than the buffer holds"
             );
         }
     }
 }
 
-/// The most bytes of deltas kept while NATS cannot take them: minutes of a busy node's
-/// statistics. Past it the oldest are dropped, and said so.
-const MAX_UNSENT_BYTES: usize = 64 << 20;
+/// What the click publisher tells the metrics.
+#[derive(Debug, Default)]
+pub(crate) struct ClickCounters {
+    /// Click events dropped because NATS stayed unreachable past [`MAX_UNSENT_EVENT_BYTES`].
+    pub(crate) events_dropped: AtomicU64,
+    /// Delta messages dropped because NATS stayed unreachable past [`MAX_UNSENT_DELTA_BYTES`].
+    pub(crate) deltas_dropped: AtomicU64,
+    /// Bytes of click events and deltas waiting for NATS.
+    pub(crate) unsent_bytes: AtomicU64,
+}
 
-fn keep_within(unsent: &mut Vec<(String, bytes::Bytes)>, limit: usize) {
-    let mut total: usize = unsent.iter().map(|(_, m)| m.len()).sum();
-    let mut drop = 0;
-    while total > limit && drop < unsent.len() {
-        total -= unsent[drop].1.len();
-        drop += 1;
-    }
-    if drop > 0 {
-        unsent.drain(..drop);
-        tracing::warn!(
-            messages = drop,
-            "statistics deltas dropped: NATS has been unreachable too long"
-        );
+/// The most bytes of deltas kept while NATS cannot take them: hours of a busy node's
+/// statistics. Past it the oldest are dropped, counted and logged.
+const MAX_UNSENT_DELTA_BYTES: usize = 64 << 20;
+
+/// The most bytes of raw click events kept while NATS cannot take them: about a million
+/// clicks. Past it the oldest are dropped, counted and logged (their statistics are in the
+/// deltas, which are kept apart).
+const MAX_UNSENT_EVENT_BYTES: usize = 64 << 20;
+
+/// The most messages one send takes, so a backlog after an outage goes out in rounds.
+const MESSAGES_PER_SEND: usize = 256;
+
+/// Folds and buffers the clicks the writer hands over; publishes once a second from a task
+/// of its own, so a slow or absent NATS never holds up the folding (nor the click writer).
+async fn publish(cluster: Arc<crate::Cluster>, mut rx: mpsc::Receiver<Vec<Click>>) {
+    let opts = cluster.options().clone();
+    let counters = &cluster.click_counters;
+    let mut counter = 0u64;
+    // A per-process prefix, so a restarted node's ids never collide with its last run's.
+    let prefix = format!("{}-{:x}", opts.name, duanlian_link::now_secs());
+    let mut next_id = move || {
+        counter += 1;
+        format!("{prefix}-{counter}")
+    };
+    let mut line = Vec::with_capacity(128);
+    let mut delta = Stats::default();
+    let mut deltas = Outbox::new("statistics deltas", MAX_UNSENT_DELTA_BYTES);
+    let mut events = Outbox::new("click events", MAX_UNSENT_EVENT_BYTES);
+    // The click-log lines of clicks not yet in an events message.
+    let mut payload: Vec<u8> = Vec::new();
+    let mut in_payload = 0u64;
+    let mut sending: Option<tokio::task::JoinHandle<Sent>> = None;
+    let mut streams_ready = false;
+    let mut every = tokio::time::interval(DELTA_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            batch = rx.recv() => {
+                let Some(batch) = batch else { break };
+                delta.add(&batch);
+                for c in &batch {
+                    encode_line(c, &mut line);
+                    payload.extend_from_slice(&line);
+                    in_payload += 1;
+                    if payload.len() >= MESSAGE_BYTES {
+                        let p = Pending { id: next_id(), payload: std::mem::take(&mut payload).into(), counts: in_payload };
+                        in_payload = 0;
+                        events.push(p, &counters.events_dropped);
+                    }
+                }
+            }
+            sent = async { sending.as_mut().expect("guarded").await }, if sending.is_some() => {
+                sending = None;
+                match sent {
+                    Ok(sent) => {
+                        streams_ready |= sent.streams_ready;
+                        deltas.put_back(sent.deltas, &counters.deltas_dropped);
+                        events.put_back(sent.events, &counters.events_dropped);
+                    }
+                    Err(e) => tracing::error!(error = %e, "the click publisher's send task failed"),
+                }
+            }
+            _ = every.tick() => {
+                if !delta.is_empty() {
+                    for m in delta_messages(&delta, MESSAGE_BYTES) {
+                        let p = Pending { id: next_id(), payload: m.into(), counts: 1 };
+                        deltas.push(p, &counters.deltas_dropped);
+                    }
+                    delta = Stats::default();
+                }
+                if !payload.is_empty() {
+                    let p = Pending { id: next_id(), payload: std::mem::take(&mut payload).into(), counts: in_payload };
+                    in_payload = 0;
+                    events.push(p, &counters.events_dropped);
+                }
+                let waiting = !deltas.queue.is_empty() || !events.queue.is_empty();
+                if let (true, None, Some(js), true) = (waiting, &sending, cluster.jetstream(), cluster.connected()) {
+                    // Deltas first: they are the statistics; the raw events can wait longer.
+                    let d = deltas.take(MESSAGES_PER_SEND);
+                    let e = events.take(MESSAGES_PER_SEND.saturating_sub(d.len()));
+                    sending = Some(tokio::spawn(send_round(js, opts.clone(), streams_ready, d, e)));
+                }
+                counters.unsent_bytes.store((deltas.bytes + events.bytes + payload.len()) as u64, Ordering::Relaxed);
+            }
+        }
     }
 }
 
-/// Publishes `pending` (id, payload) to `subject`, `attempts` times at most for what is not
-/// acknowledged (resends keep their ids: the stream drops what it already has); returns what
-/// never was.
+/// What one round of sending left unacknowledged.
+struct Sent {
+    streams_ready: bool,
+    deltas: Vec<Pending>,
+    events: Vec<Pending>,
+}
+
+async fn send_round(
+    js: jetstream::Context,
+    opts: ClusterOptions,
+    mut streams_ready: bool,
+    deltas: Vec<Pending>,
+    events: Vec<Pending>,
+) -> Sent {
+    if !streams_ready {
+        streams_ready = ensure_stream(&js, &opts, false).await.is_some()
+            & ensure_stream(&js, &opts, true).await.is_some();
+        if !streams_ready {
+            return Sent {
+                streams_ready,
+                deltas,
+                events,
+            };
+        }
+    }
+    // Sent once a round: what is not acknowledged waits for the next one, with its id, so a
+    // late acknowledgement never counts anything twice.
+    let deltas = send(&js, &opts, &delta_subject(&opts), deltas).await;
+    let events = send(&js, &opts, &subject(&opts), events).await;
+    Sent {
+        streams_ready,
+        deltas,
+        events,
+    }
+}
+
+/// Publishes `pending` to `subject` once; returns what was not acknowledged, in order (a
+/// resend keeps its id, so the stream drops what it already has).
 async fn send(
     js: &jetstream::Context,
     opts: &ClusterOptions,
     subject: &str,
-    mut pending: Vec<(String, bytes::Bytes)>,
-    attempts: u32,
-) -> Vec<(String, bytes::Bytes)> {
-    for attempt in 0..attempts {
-        let mut acks: Vec<(usize, PublishAckFuture)> = Vec::with_capacity(pending.len());
-        let mut failed = Vec::new();
-        for (i, (id, payload)) in pending.iter().enumerate() {
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert(NODE_HEADER, opts.name.as_str());
-            let msg = jetstream::message::PublishMessage::build()
-                .payload(payload.clone())
-                .message_id(id)
-                .headers(headers);
-            match js.send_publish(subject.to_string(), msg).await {
-                Ok(ack) => acks.push((i, ack)),
-                Err(_) => failed.push(i),
-            }
-        }
-        for (i, ack) in acks {
-            if ack.await.is_err() {
-                failed.push(i);
-            }
-        }
-        if failed.is_empty() {
-            return Vec::new();
-        }
-        failed.sort_unstable();
-        pending = failed.into_iter().map(|i| pending[i].clone()).collect();
-        if attempt + 1 < attempts {
-            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+    pending: Vec<Pending>,
+) -> Vec<Pending> {
+    let mut acks: Vec<(usize, PublishAckFuture)> = Vec::with_capacity(pending.len());
+    let mut failed = Vec::new();
+    for (i, p) in pending.iter().enumerate() {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(NODE_HEADER, opts.name.as_str());
+        let msg = jetstream::message::PublishMessage::build()
+            .payload(p.payload.clone())
+            .message_id(&p.id)
+            .headers(headers);
+        match js.send_publish(subject.to_string(), msg).await {
+            Ok(ack) => acks.push((i, ack)),
+            Err(_) => failed.push(i),
         }
     }
-    pending
+    for (i, ack) in acks {
+        if ack.await.is_err() {
+            failed.push(i);
+        }
+    }
+    failed.sort_unstable();
+    failed.into_iter().map(|i| pending[i].clone()).collect()
 }
 
 /// Reads the click events of `opts`' bucket from the click stream, as far as it had them when
@@ -401,6 +514,34 @@ fn sections(text: &str) -> Vec<(i64, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_outbox_drops_its_oldest_and_counts_what_they_held() {
+        let dropped = AtomicU64::new(0);
+        let mut out = Outbox::new("click events", 100);
+        let msg = |n: u64| Pending {
+            id: format!("m{n}"),
+            payload: vec![b'x'; 40].into(),
+            counts: n,
+        };
+        for n in 1..=3 {
+            out.push(msg(n), &dropped);
+        }
+        assert_eq!(
+            dropped.load(Ordering::Relaxed),
+            1,
+            "the oldest (1 click) went"
+        );
+        assert_eq!(out.bytes, 80);
+        // What a send did not get acknowledged goes back ahead of the rest, and still counts
+        // against the bound.
+        let sent = out.take(1);
+        out.push(msg(4), &dropped);
+        out.put_back(sent, &dropped);
+        let ids: Vec<&str> = out.queue.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, ["m3", "m4"]);
+        assert_eq!(dropped.load(Ordering::Relaxed), 1 + 2);
+    }
     use duanlian_clicks::Device;
     use std::net::{IpAddr, Ipv4Addr};
 

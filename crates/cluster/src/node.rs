@@ -115,6 +115,8 @@ pub struct Cluster {
     pub(crate) stats: OnceLock<Arc<duanlian_clicks::Stats>>,
     /// This node's leases of visits of capped links.
     pub(crate) leases: crate::quota::Leases,
+    /// What the click publisher dropped and holds back.
+    pub(crate) click_counters: crate::clicks::ClickCounters,
 }
 
 impl Cluster {
@@ -133,6 +135,7 @@ impl Cluster {
             leases: crate::quota::Leases::default(),
             catching_up: AtomicBool::new(false),
             stats: OnceLock::new(),
+            click_counters: Default::default(),
         })
     }
 
@@ -297,7 +300,7 @@ impl Cluster {
         }
     }
 
-    fn connected(&self) -> bool {
+    pub(crate) fn connected(&self) -> bool {
         self.conn.get().is_some_and(|c| {
             c.client.connection_state() == async_nats::connection::State::Connected
         })

@@ -65,8 +65,27 @@ impl Writes for Cluster {
                 help: "Applied what the bucket held when the node started (1/0)",
                 value: i64::from(st.caught_up),
             },
+            Gauge {
+                name: "cluster_click_events_dropped",
+                help: "Click events dropped since start: NATS unreachable longer than the 64 MiB buffer holds",
+                value: counted(&self.click_counters.events_dropped),
+            },
+            Gauge {
+                name: "cluster_deltas_dropped",
+                help: "Statistics delta messages dropped since start: NATS unreachable longer than the 64 MiB buffer holds",
+                value: counted(&self.click_counters.deltas_dropped),
+            },
+            Gauge {
+                name: "cluster_clicks_unsent_bytes",
+                help: "Bytes of click events and statistics deltas waiting for NATS",
+                value: counted(&self.click_counters.unsent_bytes),
+            },
         ]
     }
+}
+
+fn counted(n: &std::sync::atomic::AtomicU64) -> i64 {
+    i64::try_from(n.load(std::sync::atomic::Ordering::Relaxed)).unwrap_or(i64::MAX)
 }
 
 impl CatchUp for Cluster {
