@@ -24,13 +24,16 @@ Both loads are scaled by a click-rate factor (1x, 10x): the same links with bigg
 the delta messages barely grow. For each N in --ns (0 = the three real nodes only) and each
 factor in --factors it runs --warmup seconds, then measures --window seconds:
   delta msgs/s    the deltas stream's last sequence (JetStream API $JS.API.STREAM.INFO over the
-                  raw protocol) before and after the window; raw msgs/s the same for the raw
-                  click stream DUANLIAN_CLICKS (batches of up to 512 clicks);
+                  raw protocol) before and after the window, and its bytes per message; raw
+                  msgs/s the same for the raw click stream DUANLIAN_CLICKS;
   node CPU        utime+stime of each real node (/proc/PID/stat) in ms per second of wall time,
                   min and max of the three; "stats CPU" is the part spent in the threads doing
-                  statistics: duanlian-cluster (NATS client, delta consumer and merge, delta
-                  publisher) and duanlian-clicks (the click writer); per-thread-name totals
-                  (/proc/PID/task/*/{comm,stat}) are printed below the table;
+                  statistics: duanlian-cluster (NATS client; the delta consumer and merge, but
+                  also folding this node's clicks into its delta and publishing the raw click
+                  batches, both per click) and duanlian-clicks (the click writer); per-thread-name
+                  totals (/proc/PID/task/*/{comm,stat}, comm cut at 15 characters) are printed
+                  below the table; the redirect worker is the main thread, "duanlian" (with
+                  --threads T > 1 also duanlian-w2...);
   nats CPU        nats-server's, and the driver's own (this script: loads and sampling);
   real clicks/s   302s answered per second, summed over the three nodes (if Python cannot reach
                   the target rate, the table shows what it reached and says so).
@@ -40,7 +43,13 @@ match exactly on all three nodes. Then the nodes' click counters (/metrics) and 
 lines from their logs are shown.
 
 Expect delta msgs/s close to 3 + N at both factors and node stats CPU that moves with N, not with
-the factor; the redirect workers (duanlian-w1) of course grow with the clicks.
+the factor; the redirect worker of course grows with the clicks. A real node's delta message
+grows from 1x to 10x by itself: at 1x (--rate 200 over --active 200 links, about one click per
+link per second) a second's clicks reach about 63% of its active links and few referrer hosts per
+link, at 10x nearly all of them and more hosts: that is "links clicked each second" growing, not
+clicks. raw msgs/s shows how the nodes batch raw click events (the real nodes only; the
+synthetic ones send deltas alone): with one message a second per node, cut at 256 KiB of
+click-log lines, expect 3/s until a node takes several thousand clicks a second.
 
 usage: python3 benches/cluster-deltas.py [--links L] [--active A] [--rate R] [--window S]
            [--warmup S] [--ns 0,3,30,100] [--factors 1,10] [--threads T] [--bin PATH]
@@ -110,44 +119,52 @@ class Procs:
     die with this script even if it is SIGKILLed."""
 
     def __init__(self):
-        self.children = []
-
-    @staticmethod
-    def _pdeathsig():
+        self.children = []   # (Popen, stop last)
         try:
             import ctypes
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except Exception:  # noqa: BLE001 (best effort)
-            pass
+            self.libc = ctypes.CDLL(None, use_errno=True)
+        except (ImportError, OSError):
+            self.libc = None
 
-    def start(self, cmd, logfile, env=None):
+    def _pdeathsig(self):
+        if self.libc is not None:
+            self.libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+    def start(self, cmd, logfile, env=None, last=False):
+        """Starts `cmd` with its output in `logfile`; `last`: stopped after the others (the
+        nats-server, so the nodes do not log its disappearance)."""
         out = open(logfile, "ab")
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                              env=env, start_new_session=True, preexec_fn=self._pdeathsig)
         out.close()
-        self.children.append(p)
+        self.children.append((p, last))
         return p
 
-    def stop_all(self):
-        for p in self.children:
+    @staticmethod
+    def _stop(group):
+        for p in group:
             if p.poll() is None:
                 try:
                     os.killpg(p.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
         deadline = time.monotonic() + 3
-        for p in self.children:
+        for p in group:
             try:
                 p.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
-        for p in self.children:
+        for p in group:
             if p.poll() is None:
                 try:
                     os.killpg(p.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
                 p.wait()
+
+    def stop_all(self):
+        self._stop([p for p, last in self.children if not last])
+        self._stop([p for p, last in self.children if last])
         self.children = []
 
 
@@ -410,7 +427,7 @@ class Synth(threading.Thread):
         self.stop = threading.Event()
         self.conns = [Nats(port, f"synth-{k}") for k in range(n)]
         self.sets = [random.Random(f"synth-{k}").sample(pool, active) for k in range(n)]
-        self.prefix = [f"synth-{k}-{int(time.time()):x}" for k in range(n)]
+        self.prefix = [f"synth-{k}-{time.time_ns():x}" for k in range(n)]
         self.counter = [0] * n
         self.cache = {}                     # (k, factor, day) -> [(messages, {code: (total, human)})]
         self.sent = collections.Counter()   # (k, factor, day, variant) -> times sent
@@ -636,7 +653,7 @@ def child_env():
 def start_cluster(args, procs, work):
     nats_port = free_port()
     nats = procs.start([args.nats, "-js", "-sd", os.path.join(work, "nats"), "-a", "127.0.0.1",
-                        "-p", str(nats_port)], os.path.join(work, "nats.log"))
+                        "-p", str(nats_port)], os.path.join(work, "nats.log"), last=True)
     wait_until("nats-server's port", 10, lambda: socket.create_connection(
         ("127.0.0.1", nats_port), timeout=1).close() is None)
     url = f"nats://127.0.0.1:{nats_port}"
@@ -881,7 +898,8 @@ def main():
             print(f"\nreal clicks not answered 302: {dict(load.other)}")
         print("\nhint: delta msgs/s should stay near 3 + N at every factor (x a small factor "
               "only for 256 KiB cuts), and node stats CPU should follow N (nodes x active links), "
-              "not the factor; duanlian-w* (redirects) and the raw stream do follow the clicks.")
+              "not the factor; the redirect threads (duanlian = worker 1, duanlian-wN) follow the "
+              "clicks.")
 
         # Correctness: one link the synthetic nodes sent deltas for (if any ran).
         candidates = [c for c in pool if synth_tallies[c][0]] or sets[0]
@@ -903,7 +921,7 @@ def main():
         if not ok:
             sys.exit(1)
     except KeyboardInterrupt as e:
-        log(f"interrupted ({e or 'Ctrl-C'}); stopping")
+        log(f"interrupted ({str(e) or 'Ctrl-C'}); stopping")
         sys.exit(130)
     except BaseException:
         for n in nodes:

@@ -257,16 +257,34 @@ impl Click {
     }
 
     /// `domain \t code`, the key statistics are kept under.
+    #[cfg(test)]
     pub(crate) fn key(&self) -> &str {
-        self.text()
-            .get(..usize::from(self.domain_len) + 1 + usize::from(self.code_len))
-            .unwrap_or("")
+        self.key_and_referrer().0
     }
 
     /// The referring page's host, if the request named one.
     pub fn referrer(&self) -> Option<&str> {
-        let start = usize::from(self.domain_len) + usize::from(self.code_len) + 2;
-        self.text().get(start..).filter(|r| !r.is_empty())
+        self.key_and_referrer().1
+    }
+
+    /// [`Click::key`] and [`Click::referrer`] at the cost of one check of the text: the
+    /// writer thread asks for both of every click.
+    pub(crate) fn key_and_referrer(&self) -> (&str, Option<&str>) {
+        let text = self.text();
+        let key_len = usize::from(self.domain_len) + 1 + usize::from(self.code_len);
+        let key = text.get(..key_len).unwrap_or("");
+        let referrer = text.get(key_len + 1..).filter(|r| !r.is_empty());
+        (key, referrer)
+    }
+
+    /// The bytes of `domain \t code` and of the referrer host (empty if none), unchecked:
+    /// for writers of bytes.
+    pub(crate) fn key_and_referrer_bytes(&self) -> (&[u8], &[u8]) {
+        let text = self.text.bytes();
+        let key_len = usize::from(self.domain_len) + 1 + usize::from(self.code_len);
+        let key = text.get(..key_len).unwrap_or_default();
+        let referrer = text.get(key_len + 1..).unwrap_or_default();
+        (key, referrer)
     }
 }
 

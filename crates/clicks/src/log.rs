@@ -147,11 +147,12 @@ pub fn encode_line(click: &Click, out: &mut Vec<u8>) {
     }
     push_decimal(out, click.at.unsigned_abs());
     out.push(b'\t');
-    out.extend_from_slice(click.key().as_bytes());
+    let (key, referrer) = click.key_and_referrer_bytes();
+    out.extend_from_slice(key);
     out.push(b'\t');
     out.extend_from_slice(click.device.as_str().as_bytes());
     out.push(b'\t');
-    out.extend_from_slice(click.referrer().unwrap_or("").as_bytes());
+    out.extend_from_slice(referrer);
     out.push(b'\t');
     match click.client {
         IpAddr::V4(v4) => {
@@ -324,8 +325,7 @@ pub(crate) fn compress(path: &Path) -> Result<(), ClickError> {
     let result = (|| {
         let mut input = BufReader::new(File::open(path)?);
         let out = File::create(&tmp)?;
-        // Fast compression: the writer thread shares a core with redirects, and click lines
-        // compress about tenfold even at level 1.
+        // Level 1: click lines compress about fourfold even so, at several times the speed.
         let mut enc =
             flate2::write::GzEncoder::new(BufWriter::new(out), flate2::Compression::fast());
         std::io::copy(&mut input, &mut enc)?;

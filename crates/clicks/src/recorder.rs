@@ -151,6 +151,7 @@ impl Recorder {
             last_checkpoint: std::time::Instant::now(),
             last_check: None,
             paused: false,
+            compressor: Compressor::default(),
         };
         let (mut recorder, writer) = Recorder::spawn(Output::Log(Box::new(log)), stats, opts)?;
         recorder.dir = Some(dir.to_path_buf());
@@ -280,6 +281,81 @@ struct LocalLog {
     last_check: Option<std::time::Instant>,
     /// Raw clicks are not written: the disk is down to its reserve.
     paused: bool,
+    compressor: Compressor,
+}
+
+/// Compresses closed click logs on a thread of its own at the lowest priority: a 64 MiB file
+/// is a second of CPU, which on the writer thread would stall the click queue (and drop clicks
+/// in a burst), and at normal priority would take turns with the redirects sharing the core.
+/// Files wait uncompressed while the machine is busy; they count against the log's size cap
+/// as they are, so the disk stays within bounds meanwhile.
+/// Dropped with the log: it finishes the file in hand and leaves the rest to the next start
+/// (which compresses what an earlier run left).
+#[derive(Default)]
+struct Compressor {
+    tx: Option<std::sync::mpsc::Sender<PathBuf>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Compressor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Compressor {
+    fn compress(&mut self, path: PathBuf) {
+        if let Some(tx) = &self.tx {
+            match tx.send(path) {
+                Ok(()) => return,
+                Err(e) => {
+                    self.tx = None;
+                    return self.compress(e.0);
+                }
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
+        let stop = self.stop.clone();
+        let spawned = std::thread::Builder::new()
+            .name("duanlian-gzip".into())
+            .spawn(move || {
+                lowest_priority();
+                for path in rx {
+                    if stop.load(Ordering::Acquire) {
+                        break;
+                    }
+                    if let Err(e) = crate::log::compress(&path) {
+                        tracing::warn!(error = %e, "compressing a closed click log failed");
+                    }
+                }
+            });
+        match spawned {
+            Ok(thread) => {
+                let _ = tx.send(path);
+                self.tx = Some(tx);
+                self.thread = Some(thread);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no thread for compressing click logs; compressing here");
+                if let Err(e) = crate::log::compress(&path) {
+                    tracing::warn!(error = %e, "compressing a closed click log failed");
+                }
+            }
+        }
+    }
+}
+
+/// Nice 19 for the calling thread (on Linux a thread id names one thread); best effort.
+fn lowest_priority() {
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), 19) {
+        tracing::debug!(error = %e, "could not lower the compressor's priority");
+    }
 }
 
 impl LocalLog {
@@ -375,9 +451,7 @@ impl LocalLog {
             self.checkpoint(stats);
         }
         for path in closed {
-            if let Err(e) = crate::log::compress(&path) {
-                tracing::warn!(error = %e, "compressing a closed click log failed");
-            }
+            self.compressor.compress(path);
         }
         if self
             .last_check
@@ -394,9 +468,7 @@ impl LocalLog {
             // Left uncompressed by an earlier run.
             for (name, path, _) in &files {
                 if name.ends_with(".tsv") && self.log.current_name() != Some(name.as_str()) {
-                    if let Err(e) = crate::log::compress(path) {
-                        tracing::warn!(error = %e, "compressing a click log failed");
-                    }
+                    self.compressor.compress(path.clone());
                 }
             }
         }

@@ -102,16 +102,17 @@ impl Stats {
         let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
         for c in clicks {
             let day = c.at.div_euclid(DAY);
-            let days = match links.get_mut(c.key()) {
+            let (key, referrer) = c.key_and_referrer();
+            let days = match links.get_mut(key) {
                 Some(days) => days,
-                None => links.entry(c.key().into()).or_insert_with(|| Days {
+                None => links.entry(key.into()).or_insert_with(|| Days {
                     earlier: Vec::new(),
                     latest: Day::new(day),
                 }),
             };
             let entry = days.get_mut(day);
             entry.devices[c.device.index()] += 1;
-            if let (Some(host), false) = (c.referrer(), c.device == Device::Bot) {
+            if let (Some(host), false) = (referrer, c.device == Device::Bot) {
                 let referrers = entry.referrers.get_or_insert_with(Box::default);
                 if let Some(n) = referrers.get_mut(host) {
                     *n += 1;
