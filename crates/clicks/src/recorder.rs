@@ -46,7 +46,7 @@ impl Default for RecorderOptions {
         RecorderOptions {
             capacity: 65_536,
             max_file_bytes: 64 << 20,
-            poll_every: Duration::from_millis(50),
+            poll_every: Duration::from_millis(2),
             writer_delay: Duration::ZERO,
             retention: Some(400 * 86_400),
             log_retention: Some(30 * 86_400),
@@ -577,7 +577,7 @@ fn write_loop(
         let (got, full) = (batch.len(), batch.len() == batch.capacity());
         // In slices, yielding between them: a whole batch at once is milliseconds of work that
         // a redirect thread sharing this core would wait behind.
-        for slice in batch.chunks(512) {
+        for slice in batch.chunks(128) {
             match &mut output {
                 Output::Log(log) => log.write(slice, counters, stats, &mut failing),
                 Output::Forward(f) => {

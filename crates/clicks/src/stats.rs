@@ -74,7 +74,37 @@ impl Days {
 /// Clicks per link (`domain \t code`) and UTC day.
 #[derive(Debug, Default)]
 pub struct Stats {
-    links: Mutex<Map<Box<str>, Days>>,
+    links: Shards,
+}
+
+/// The per-link map cut into shards by key: a map of a million links that doubles moves
+/// all its entries at once, milliseconds in which the writer thread keeps a core that
+/// redirects share; a shard moves a sixty-fourth of them.
+#[derive(Debug)]
+struct Shards(Box<[Mutex<Map<Box<str>, Days>>]>);
+
+const SHARDS: usize = 64;
+
+impl Default for Shards {
+    fn default() -> Self {
+        Shards((0..SHARDS).map(|_| Mutex::default()).collect())
+    }
+}
+
+impl Shards {
+    fn of(&self, key: &str) -> std::sync::MutexGuard<'_, Map<Box<str>, Days>> {
+        use std::hash::BuildHasher;
+        let h = foldhash::fast::FixedState::with_seed(0x5eed).hash_one(key);
+        lock(&self.0[(h as usize) % SHARDS])
+    }
+
+    fn each(&self) -> impl Iterator<Item = std::sync::MutexGuard<'_, Map<Box<str>, Days>>> {
+        self.0.iter().map(lock)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The statistics of one link over a range of days.
@@ -97,12 +127,12 @@ pub struct Report {
 }
 
 impl Stats {
-    /// Counts a batch of clicks (one lock for the batch).
+    /// Counts a batch of clicks.
     pub fn add(&self, clicks: &[Click]) {
-        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
         for c in clicks {
             let day = c.at.div_euclid(DAY);
             let (key, referrer) = c.key_and_referrer();
+            let mut links = self.links.of(key);
             let days = match links.get_mut(key) {
                 Some(days) => days,
                 None => links.entry(key.into()).or_insert_with(|| Days {
@@ -130,16 +160,17 @@ impl Stats {
     /// [`Device::index`] order), each followed by its `R host count` referrer lines.
     pub fn write_day(&self, day: i64, out: &mut Vec<u8>) {
         use std::io::Write;
-        let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
-        for (key, days) in links.iter() {
-            let Some(d) = days.all().find(|d| d.day == day) else {
-                continue;
-            };
-            let [a, b, c, e] = d.devices;
-            // Writing into a Vec cannot fail.
-            let _ = writeln!(out, "L\t{key}\t{a}\t{b}\t{c}\t{e}");
-            for (host, n) in d.referrers.iter().flat_map(|r| r.iter()) {
-                let _ = writeln!(out, "R\t{host}\t{n}");
+        for links in self.links.each() {
+            for (key, days) in links.iter() {
+                let Some(d) = days.all().find(|d| d.day == day) else {
+                    continue;
+                };
+                let [a, b, c, e] = d.devices;
+                // Writing into a Vec cannot fail.
+                let _ = writeln!(out, "L\t{key}\t{a}\t{b}\t{c}\t{e}");
+                for (host, n) in d.referrers.iter().flat_map(|r| r.iter()) {
+                    let _ = writeln!(out, "R\t{host}\t{n}");
+                }
             }
         }
     }
@@ -147,7 +178,6 @@ impl Stats {
     /// Adds the aggregates of a day summary written by [`Stats::write_day`]; `None` names the
     /// first line that is not one.
     pub fn add_day(&self, day: i64, text: &str) -> Result<(), usize> {
-        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
         let mut current: Option<Box<str>> = None;
         for (n, line) in text.lines().enumerate() {
             let fields: Vec<&str> = line.split('\t').collect();
@@ -158,6 +188,7 @@ impl Stats {
                         *slot = c.parse().map_err(|_| n + 1)?;
                     }
                     let key: Box<str> = format!("{domain}\t{code}").into();
+                    let mut links = self.links.of(&key);
                     let days = links.entry(key.clone()).or_insert_with(|| Days {
                         earlier: Vec::new(),
                         latest: Day::new(day),
@@ -171,6 +202,7 @@ impl Stats {
                 ["R", host, count] => {
                     let count: u64 = count.parse().map_err(|_| n + 1)?;
                     let key = current.as_deref().ok_or(n + 1)?;
+                    let mut links = self.links.of(key);
                     let Some(days) = links.get_mut(key) else {
                         return Err(n + 1);
                     };
@@ -186,11 +218,12 @@ impl Stats {
 
     /// The days (days since 1970-01-01, UTC) that hold clicks of any link, in order.
     pub fn days(&self) -> Vec<i64> {
-        let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
-        let mut days: Vec<i64> = links
-            .values()
-            .flat_map(|d| d.all().map(|d| d.day))
-            .collect();
+        let mut days: Vec<i64> = Vec::new();
+        for links in self.links.each() {
+            days.extend(links.values().flat_map(|d| d.all().map(|d| d.day)));
+            days.sort_unstable();
+            days.dedup();
+        }
         days.sort_unstable();
         days.dedup();
         days
@@ -198,35 +231,30 @@ impl Stats {
 
     /// Whether no click has been counted.
     pub fn is_empty(&self) -> bool {
-        self.links
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
+        self.links.each().all(|links| links.is_empty())
     }
 
     /// Forgets every day before the one `since` (UTC seconds) falls on, and links left with none.
     pub fn forget_before(&self, since: i64) {
         let first = since.div_euclid(DAY);
-        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
-        links.retain(|_, days| {
-            days.earlier.retain(|d| d.day >= first);
-            days.latest.day >= first
-        });
+        for mut links in self.links.each() {
+            links.retain(|_, days| {
+                days.earlier.retain(|d| d.day >= first);
+                days.latest.day >= first
+            });
+        }
     }
 
     /// Forgets a link's statistics (it was deleted; a new link under its code starts afresh).
     pub fn forget(&self, domain: &str, code: &str) {
         let key = format!("{domain}\t{code}");
-        self.links
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key.as_str());
+        self.links.of(&key).remove(key.as_str());
     }
 
     /// The first day with clicks for a link.
     pub fn first_day(&self, domain: &str, code: &str) -> Option<i64> {
         let key = format!("{domain}\t{code}");
-        let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        let links = self.links.of(&key);
         let first = links.get(key.as_str())?.all().next().map(|d| d.day);
         first
     }
@@ -244,7 +272,7 @@ impl Stats {
         let mut devices = [0u64; 4];
         let mut referrers: HashMap<&str, u64> = HashMap::new();
         let mut per_day = Vec::new();
-        let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        let links = self.links.of(&key);
         let mut days = links
             .get(key.as_str())
             .into_iter()
