@@ -81,7 +81,9 @@ pub struct Stats {
 /// all its entries at once, milliseconds in which the writer thread keeps a core that
 /// redirects share; a shard moves a sixty-fourth of them.
 #[derive(Debug)]
-struct Shards(Box<[Mutex<Map<Box<str>, Days>>]>);
+struct Shards(Box<[Mutex<Links>]>);
+
+type Links = Map<Box<str>, Days>;
 
 const SHARDS: usize = 64;
 
@@ -92,13 +94,13 @@ impl Default for Shards {
 }
 
 impl Shards {
-    fn of(&self, key: &str) -> std::sync::MutexGuard<'_, Map<Box<str>, Days>> {
+    fn of(&self, key: &str) -> std::sync::MutexGuard<'_, Links> {
         use std::hash::BuildHasher;
         let h = foldhash::fast::FixedState::with_seed(0x5eed).hash_one(key);
         lock(&self.0[(h as usize) % SHARDS])
     }
 
-    fn each(&self) -> impl Iterator<Item = std::sync::MutexGuard<'_, Map<Box<str>, Days>>> {
+    fn each(&self) -> impl Iterator<Item = std::sync::MutexGuard<'_, Links>> {
         self.0.iter().map(lock)
     }
 }
