@@ -83,15 +83,19 @@ impl Node {
         })
     }
 
-    /// Click events go to the cluster's stream; the aggregates come back from it.
+    /// Click events go to the cluster's streams; this node's aggregates take its own clicks
+    /// directly and every other node's from the stream of deltas.
     pub(crate) fn clicks(
         &self,
         opts: duanlian_clicks::RecorderOptions,
     ) -> Result<(Arc<duanlian_clicks::Recorder>, duanlian_clicks::Writer)> {
+        let stats = Arc::new(duanlian_clicks::Stats::default());
+        // Before the forwarder starts, so that it counts the first click.
+        self.cluster.count_clicks_into(stats.clone());
         let forwarder = ClickForwarder::start(&self.cluster, self.runtime.handle(), 256);
-        let (recorder, writer) = duanlian_clicks::Recorder::forwarding(Box::new(forwarder), opts)
-            .context("click writer")?;
-        self.cluster.count_clicks_into(recorder.stats().clone());
+        let (recorder, writer) =
+            duanlian_clicks::Recorder::forwarding(Box::new(forwarder), stats, opts)
+                .context("click writer")?;
         Ok((Arc::new(recorder), writer))
     }
 

@@ -159,13 +159,13 @@ impl Recorder {
     }
 
     /// A recorder whose writer hands clicks to `forward` instead of a log, and leaves
-    /// [`Recorder::stats`] to whoever consumes what was forwarded (the same aggregates, fed
-    /// from the cluster's stream).
+    /// `stats` (what [`Recorder::stats`] answers) to whoever consumes what was forwarded.
     pub fn forwarding(
         forward: Box<dyn Forward>,
+        stats: Arc<Stats>,
         opts: RecorderOptions,
     ) -> Result<(Recorder, Writer), ClickError> {
-        Recorder::spawn(Output::Forward(forward), Arc::new(Stats::default()), opts)
+        Recorder::spawn(Output::Forward(forward), stats, opts)
     }
 
     /// The queue, the counters and the writer thread that empties the queue into `output`.

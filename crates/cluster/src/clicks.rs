@@ -9,6 +9,10 @@
 //! - publishes the raw clicks, a batch a message, to the stream of click events, for export and
 //!   for analytics outside (no node reads it).
 //!
+//! A node's own clicks go straight into its statistics; its consumer skips the deltas this
+//! process published (known by their id prefix) and merges all others, its own from earlier
+//! runs included.
+//!
 //! Publishing runs in a task of its own, once a second; what NATS does not acknowledge waits
 //! on the node (up to a bound of bytes for each kind, then the oldest go, counted) and goes
 //! out in order when NATS is back.
@@ -242,11 +246,10 @@ async fn publish(cluster: Arc<crate::Cluster>, mut rx: mpsc::Receiver<Vec<Click>
     let opts = cluster.options().clone();
     let counters = &cluster.click_counters;
     let mut counter = 0u64;
-    // A per-process prefix, so a restarted node's ids never collide with its last run's.
-    let prefix = format!("{}-{:x}", opts.name, duanlian_link::now_secs());
+    let prefix = cluster.message_prefix.clone();
     let mut next_id = move || {
         counter += 1;
-        format!("{prefix}-{counter}")
+        format!("{prefix}{counter}")
     };
     let mut line = Vec::with_capacity(128);
     let mut delta = Stats::default();
@@ -264,6 +267,9 @@ async fn publish(cluster: Arc<crate::Cluster>, mut rx: mpsc::Receiver<Vec<Click>
             batch = rx.recv() => {
                 let Some(batch) = batch else { break };
                 delta.add(&batch);
+                if let Some(stats) = cluster.stats.get() {
+                    stats.add(&batch);
+                }
                 for c in &batch {
                     encode_line(c, &mut line);
                     payload.extend_from_slice(&line);
@@ -359,12 +365,12 @@ async fn send(
     let mut acks: Vec<(usize, PublishAckFuture)> = Vec::with_capacity(pending.len());
     let mut failed = Vec::new();
     for (i, p) in pending.iter().enumerate() {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(NODE_HEADER, opts.name.as_str());
+        // `header`, not `headers`: a whole map set after `message_id` would replace the id, and
+        // with it the stream's deduplication of resends (and this node's knowing its own).
         let msg = jetstream::message::PublishMessage::build()
             .payload(p.payload.clone())
-            .message_id(&p.id)
-            .headers(headers);
+            .header(NODE_HEADER, opts.name.as_str())
+            .message_id(&p.id);
         match js.send_publish(subject.to_string(), msg).await {
             Ok(ack) => acks.push((i, ack)),
             Err(_) => failed.push(i),
@@ -436,6 +442,7 @@ pub(crate) async fn consume(
     opts: ClusterOptions,
     stats: Arc<Stats>,
     index: Arc<Index>,
+    own_prefix: String,
 ) {
     let mut next = 1u64;
     loop {
@@ -455,7 +462,14 @@ pub(crate) async fn consume(
                             if let Ok(info) = m.info() {
                                 next = info.stream_sequence + 1;
                             }
-                            merge(&m, &opts.name, &stats, &index);
+                            let own = m
+                                .headers
+                                .as_ref()
+                                .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+                                .is_some_and(|id| id.as_str().starts_with(&own_prefix));
+                            if !own {
+                                merge(&m, &opts.name, &stats, &index);
+                            }
                         }
                     }
                     Err(e) => tracing::debug!(error = %e, "delta consumer failed"),

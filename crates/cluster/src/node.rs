@@ -117,13 +117,15 @@ pub struct Cluster {
     pub(crate) leases: crate::quota::Leases,
     /// What the click publisher dropped and holds back.
     pub(crate) click_counters: crate::clicks::ClickCounters,
+    /// The prefix of this process's message ids (node name and start): a restarted node's
+    /// never collide with its last run's, and its consumer knows its own deltas by it.
+    pub(crate) message_prefix: String,
 }
 
 impl Cluster {
     /// A node that will serve from `index`; nothing happens until [`Cluster::run`].
     pub fn new(opts: ClusterOptions, index: Arc<Index>) -> Arc<Cluster> {
         Arc::new(Cluster {
-            opts,
             index,
             conn: OnceLock::new(),
             applied: tokio::sync::watch::channel(0).0,
@@ -136,11 +138,21 @@ impl Cluster {
             catching_up: AtomicBool::new(false),
             stats: OnceLock::new(),
             click_counters: Default::default(),
+            message_prefix: format!(
+                "{}-{:x}-{:x}-",
+                opts.name,
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+                std::process::id()
+            ),
+            opts,
         })
     }
 
-    /// Keeps the cluster's click aggregates in `stats`, fed from the click stream (call before
-    /// [`Cluster::run`]).
+    /// Keeps the cluster's click aggregates in `stats`: this node's clicks as the forwarder
+    /// takes them, other nodes' from the stream of deltas (call before the forwarder starts
+    /// and before [`Cluster::run`]).
     pub fn count_clicks_into(&self, stats: Arc<duanlian_clicks::Stats>) {
         let _ = self.stats.set(stats);
     }
@@ -181,6 +193,7 @@ impl Cluster {
                 self.opts.clone(),
                 stats.clone(),
                 self.index.clone(),
+                self.message_prefix.clone(),
             ));
         }
         self.tail(conn).await;
