@@ -237,6 +237,11 @@ const MAX_UNSENT_DELTA_BYTES: usize = 64 << 20;
 /// deltas, which are kept apart).
 const MAX_UNSENT_EVENT_BYTES: usize = 64 << 20;
 
+/// The buffer messages of click events are built in, reused: room for a whole one, so it never
+/// grows (and copies itself) line by line; each message is one exact copy out of it, so what
+/// waits in the outbox holds no spare capacity.
+const EVENTS_BUFFER: usize = MESSAGE_BYTES + 4096;
+
 /// The most messages one send takes, so a backlog after an outage goes out in rounds.
 const MESSAGES_PER_SEND: usize = 256;
 
@@ -256,7 +261,7 @@ async fn publish(cluster: Arc<crate::Cluster>, mut rx: mpsc::Receiver<Vec<Click>
     let mut deltas = Outbox::new("statistics deltas", MAX_UNSENT_DELTA_BYTES);
     let mut events = Outbox::new("click events", MAX_UNSENT_EVENT_BYTES);
     // The click-log lines of clicks not yet in an events message.
-    let mut payload: Vec<u8> = Vec::new();
+    let mut payload: Vec<u8> = Vec::with_capacity(EVENTS_BUFFER);
     let mut in_payload = 0u64;
     let mut sending: Option<tokio::task::JoinHandle<Sent>> = None;
     let mut streams_ready = false;
@@ -275,13 +280,19 @@ async fn publish(cluster: Arc<crate::Cluster>, mut rx: mpsc::Receiver<Vec<Click>
                     payload.extend_from_slice(&line);
                     in_payload += 1;
                     if payload.len() >= MESSAGE_BYTES {
-                        let p = Pending { id: next_id(), payload: std::mem::take(&mut payload).into(), counts: in_payload };
+                        let p = Pending { id: next_id(), payload: bytes::Bytes::copy_from_slice(&payload), counts: in_payload };
+                        payload.clear();
                         in_payload = 0;
                         events.push(p, &counters.events_dropped);
                     }
                 }
             }
-            sent = async { sending.as_mut().expect("guarded").await }, if sending.is_some() => {
+            sent = async {
+                match sending.as_mut() {
+                    Some(handle) => handle.await,
+                    None => std::future::pending().await,
+                }
+            }, if sending.is_some() => {
                 sending = None;
                 match sent {
                     Ok(sent) => {
@@ -301,7 +312,8 @@ async fn publish(cluster: Arc<crate::Cluster>, mut rx: mpsc::Receiver<Vec<Click>
                     delta = Stats::default();
                 }
                 if !payload.is_empty() {
-                    let p = Pending { id: next_id(), payload: std::mem::take(&mut payload).into(), counts: in_payload };
+                    let p = Pending { id: next_id(), payload: bytes::Bytes::copy_from_slice(&payload), counts: in_payload };
+                    payload.clear();
                     in_payload = 0;
                     events.push(p, &counters.events_dropped);
                 }
