@@ -126,6 +126,10 @@ impl Settings {
                 Shape::MultiThread => RuntimeShape::MultiThread,
             },
             proxy_protocol: args.proxy_protocol.then(|| proxies.clone()),
+            tls: match (&args.tls_cert, &args.tls_key) {
+                (Some(cert), Some(key)) => Some(duanlian_server::tls_server_config(cert, key)?),
+                _ => None,
+            },
         };
         let mut api_keys: Vec<String> = args.api_keys.iter().map(|k| k.trim().into()).collect();
         api_keys.retain(|k| !k.is_empty());

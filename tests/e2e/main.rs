@@ -10,5 +10,6 @@ mod hostile;
 mod http;
 mod ops;
 mod stats;
+mod tls;
 mod util;
 mod validity;

@@ -1,5 +1,5 @@
 //! Binding listeners and accepting connections.
-use super::conn::serve_until_stopped;
+use super::conn::{serve_until_stopped, Prefixed};
 use super::first::{self, First};
 use super::sweep::{Limits, Sweeper};
 use super::Health;
@@ -173,8 +173,10 @@ pub(super) async fn accept_loop<A: Answer>(listener: TcpListener, shared: Arc<Sh
     // This listener's connections are watched by one sweeper task, not one watcher each.
     let sweeper = Arc::new(Sweeper::new(Limits::of(&shared.opts)));
     tokio::spawn(sweeper.clone().run(shared.stop.clone()));
-    // A cluster node may answer a miss only after I/O: its requests all go to hyper.
-    let answer_here = !shared.answer.may_defer();
+    // A cluster node may answer a miss only after I/O: its requests all go to hyper; so do
+    // requests that arrive inside TLS.
+    let tls = shared.opts.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let answer_here = !shared.answer.may_defer() && tls.is_none();
     let proxy = shared.opts.proxy_protocol.as_ref();
     loop {
         // At the connection limit, stop accepting: new clients wait in the backlog.
@@ -241,6 +243,7 @@ pub(super) async fn accept_loop<A: Answer>(listener: TcpListener, shared: Arc<Sh
             state.wrote(1);
         }
         let shared = shared.clone();
+        let tls = tls.clone();
         // The connection's future (hyper's state, a kilobyte and more) goes to the heap in one
         // move; spawned as it is, tokio moved it through several frames, a `memcpy` each.
         tokio::spawn(async move {
@@ -258,7 +261,27 @@ pub(super) async fn accept_loop<A: Answer>(listener: TcpListener, shared: Arc<Sh
             } else {
                 (read, peer)
             };
-            Box::pin(serve_until_stopped(stream, read, peer, state, &shared)).await;
+            let stream = Prefixed::new(read, stream);
+            match tls {
+                None => Box::pin(serve_until_stopped(stream, peer, state, &shared)).await,
+                Some(tls) => {
+                    // A handshake that never ends would hold the connection's slot: it gets
+                    // what a request head gets.
+                    let limit = shared.opts.header_read_timeout;
+                    let stream = match tokio::time::timeout(limit, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            state.close();
+                            return tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            state.close();
+                            return tracing::debug!(%peer, "TLS handshake timed out");
+                        }
+                    };
+                    Box::pin(serve_until_stopped(stream, peer, state, &shared)).await;
+                }
+            }
         });
     }
 }

@@ -15,7 +15,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 
 /// Serves a connection from `peer` (the address `accept` returned); on shutdown, lets the
 /// request in flight finish and closes it.
@@ -23,17 +22,12 @@ use tokio::net::TcpStream;
 /// hyper's own header timer also runs while a keep-alive connection waits for its next
 /// request, so one setting could not be both short (against slow clients) and longer than a
 /// load balancer's idle timeout. Here hyper's timer is off and the sweeper keeps the two apart.
-pub(super) async fn serve_until_stopped<A: Answer>(
-    stream: TcpStream,
-    read: Bytes,
+pub(super) async fn serve_until_stopped<A: Answer, I: AsyncRead + AsyncWrite + Unpin>(
+    stream: I,
     peer: SocketAddr,
     state: Arc<ConnState>,
     shared: &Shared<A>,
 ) {
-    let stream = Prefixed {
-        read,
-        inner: stream,
-    };
     let answer = shared.answer.clone();
     let peer = Some(peer);
     if !answer.may_defer() {
@@ -114,9 +108,15 @@ where
 
 /// A stream whose first bytes were read already (by the first-request path), handed back
 /// before the rest.
-struct Prefixed<T> {
+pub(super) struct Prefixed<T> {
     read: Bytes,
     inner: T,
+}
+
+impl<T> Prefixed<T> {
+    pub(super) fn new(read: Bytes, inner: T) -> Prefixed<T> {
+        Prefixed { read, inner }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {

@@ -62,6 +62,10 @@ pub struct Options {
     /// PROXY protocol: connections from these sources start with a PROXY header (v1 or v2)
     /// naming the client; connections from anywhere else are refused. Default is off.
     pub proxy_protocol: Option<crate::TrustedProxies>,
+    /// TLS on the redirect listener (see [`crate::tls_server_config`]): every connection
+    /// starts with a handshake, which must be over within `header_read_timeout`. Default is
+    /// off (plain HTTP).
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl Default for Options {
@@ -77,6 +81,7 @@ impl Default for Options {
             shutdown_timeout: Duration::from_secs(30),
             shape: RuntimeShape::PerCore,
             proxy_protocol: None,
+            tls: None,
         }
     }
 }
@@ -206,7 +211,7 @@ pub fn run<A: Answer>(answer: Arc<A>, opts: &Options, health: Arc<Health>) -> io
                 addr = listener.local_addr()?;
                 bound.push((rt, listener));
             }
-            tracing::info!(%addr, threads, shape = "per-core", "redirect listener ready");
+            tracing::info!(%addr, threads, shape = "per-core", tls = opts.tls.is_some(), "redirect listener ready");
             shared.opts.listen = addr;
             let mut bound = bound.into_iter();
             let Some((rt, listener)) = bound.next() else {
@@ -224,7 +229,7 @@ pub fn run<A: Answer>(answer: Arc<A>, opts: &Options, health: Arc<Health>) -> io
                 bind(opts.listen, Share::Alone)?
             };
             let addr = listener.local_addr()?;
-            tracing::info!(%addr, threads, shape = "multi-thread", "redirect listener ready");
+            tracing::info!(%addr, threads, shape = "multi-thread", tls = opts.tls.is_some(), "redirect listener ready");
             shared.opts.listen = addr;
             (rt, listener, Vec::new())
         }

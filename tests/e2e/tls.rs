@@ -1,0 +1,192 @@
+//! HTTPS on the redirect listener through the real binary: `--tls-cert` and `--tls-key`.
+use crate::util::{build_snapshot, run, s, stderr, Server, TempDir};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const CSV: &str = "domain,code,url,redirect,expires_at,valid_since\n\
+                   go.example.cn,x7Kp2Qa,https://shop.example.com/item/42?utm_source=sms,,,\n";
+
+/// A self-signed certificate for `go.example.cn` (ECDSA P-256) in `dir`: (cert, key, DER).
+fn certificate(dir: &TempDir, name: &str) -> (String, String, Vec<u8>) {
+    let made =
+        rcgen::generate_simple_self_signed(vec!["go.example.cn".to_string()]).expect("certificate");
+    let (cert, key) = (
+        dir.path(&format!("{name}.crt")),
+        dir.path(&format!("{name}.key")),
+    );
+    std::fs::write(&cert, made.cert.pem()).expect("write cert");
+    std::fs::write(&key, made.signing_key.serialize_pem()).expect("write key");
+    (
+        s(&cert).to_string(),
+        s(&key).to_string(),
+        made.cert.der().to_vec(),
+    )
+}
+
+/// A TLS client that trusts only `der`, speaking HTTP/1.1 (ALPN) to `port` as `go.example.cn`.
+fn connect(port: u16, der: &[u8]) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(der.to_vec()))
+        .expect("root");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let name = rustls::pki_types::ServerName::try_from("go.example.cn").expect("name");
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+    let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+/// Sends one GET over `tls` and reads the response head (the redirects have no body).
+fn get(tls: &mut impl ReadWrite, path: &str) -> String {
+    write!(tls, "GET {path} HTTP/1.1\r\nHost: go.example.cn\r\n\r\n").expect("write");
+    tls.flush().expect("flush");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tls.read(&mut buf).expect("read");
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+fn server(dir: &TempDir, cert: &str, key: &str, extra: &[&str]) -> Server {
+    let snap = build_snapshot(dir, CSV);
+    let mut args = vec![
+        "--snapshot",
+        s(&snap),
+        "--threads",
+        "1",
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+#[test]
+fn the_redirect_listener_speaks_https_with_the_given_certificate() {
+    let dir = TempDir::new();
+    let (cert, key, der) = certificate(&dir, "go");
+    let srv = server(&dir, &cert, &key, &[]);
+    let mut tls = connect(srv.port, &der);
+    let head = get(&mut tls, "/x7Kp2Qa");
+    assert!(head.starts_with("HTTP/1.1 302"), "{head}");
+    assert!(
+        head.contains("location: https://shop.example.com/item/42?utm_source=sms"),
+        "{head}"
+    );
+    assert_eq!(tls.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+    // Keep-alive inside TLS.
+    let head = get(&mut tls, "/nope");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    // A client speaking plain HTTP to the TLS port is closed, and the node serves on.
+    let mut plain = TcpStream::connect(("127.0.0.1", srv.port)).expect("connect");
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    plain
+        .write_all(b"GET /x7Kp2Qa HTTP/1.1\r\nHost: go.example.cn\r\n\r\n")
+        .expect("write");
+    let mut rest = Vec::new();
+    let _ = plain.read_to_end(&mut rest);
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("HTTP/1.1 302"),
+        "no redirect in the clear"
+    );
+    let mut again = connect(srv.port, &der);
+    assert!(get(&mut again, "/x7Kp2Qa").starts_with("HTTP/1.1 302"));
+}
+
+#[test]
+fn a_handshake_that_never_comes_is_cut_at_the_header_timeout() {
+    let dir = TempDir::new();
+    let (cert, key, _) = certificate(&dir, "go");
+    let srv = server(&dir, &cert, &key, &["--header-read-timeout", "1"]);
+    let mut silent = TcpStream::connect(("127.0.0.1", srv.port)).expect("connect");
+    // Half a ClientHello, then nothing.
+    silent
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .expect("write");
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let closed = matches!(silent.read(&mut buf), Ok(0) | Err(_));
+    assert!(closed, "the connection ends");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_key_that_is_not_the_certificates_is_refused_at_start_naming_both_files() {
+    let dir = TempDir::new();
+    let (cert, _, _) = certificate(&dir, "one");
+    let (_, other_key, _) = certificate(&dir, "two");
+    let snap = build_snapshot(&dir, CSV);
+    let o = run(&[
+        "serve",
+        "--snapshot",
+        s(&snap),
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &other_key,
+    ]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains(&other_key) && err.contains(&cert) && err.contains("is not the key"),
+        "{err}"
+    );
+    // A certificate file without a certificate; a key file without a key.
+    let empty = dir.path("empty.pem");
+    std::fs::write(&empty, "not PEM\n").expect("write");
+    for (c, k, named) in [
+        (s(&empty), other_key.as_str(), s(&empty)),
+        (&cert, s(&empty), s(&empty)),
+    ] {
+        let o = run(&[
+            "serve",
+            "--snapshot",
+            s(&snap),
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            c,
+            "--tls-key",
+            k,
+        ]);
+        assert!(!o.status.success());
+        let err = stderr(&o);
+        assert!(
+            err.contains(named)
+                && (err.contains("no CERTIFICATE block") || err.contains("no PRIVATE KEY block")),
+            "{err}"
+        );
+    }
+    // One without the other.
+    let o = run(&["serve", "--snapshot", s(&snap), "--tls-cert", &cert]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--tls-key"), "{}", stderr(&o));
+}
