@@ -92,7 +92,9 @@ impl Node {
         let stats = Arc::new(duanlian_clicks::Stats::default());
         // Before the forwarder starts, so that it counts the first click.
         self.cluster.count_clicks_into(stats.clone());
-        let forwarder = ClickForwarder::start(&self.cluster, self.runtime.handle(), 256);
+        // 1,024 batches of up to 128 clicks: a second of a busy node's clicks while the cluster
+        // thread merges a burst of other nodes' deltas.
+        let forwarder = ClickForwarder::start(&self.cluster, self.runtime.handle(), 1024);
         let (recorder, writer) =
             duanlian_clicks::Recorder::forwarding(Box::new(forwarder), stats, opts)
                 .context("click writer")?;
@@ -106,8 +108,11 @@ impl Node {
 
     pub(crate) fn stop(self) {
         let cluster = self.cluster.clone();
-        // Unspent visits of capped links go back to the shared counters (at most a second).
         let _ = self.runtime.block_on(async move {
+            // The last second of clicks, and anything held over an outage (the click writer
+            // has finished, so nothing more comes): the acknowledgements wait at most 10 s.
+            let _ = tokio::time::timeout(Duration::from_secs(12), cluster.flush_clicks()).await;
+            // Unspent visits of capped links go back to the shared counters (at most a second).
             tokio::time::timeout(Duration::from_secs(1), cluster.return_leases()).await
         });
         self.runtime.shutdown_timeout(Duration::from_secs(1));

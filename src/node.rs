@@ -254,7 +254,7 @@ impl Node {
             writer.finish();
         }
         if let Backend::Cluster(node) = self.backend {
-            // After the click writer drained into the publisher: give it a moment to send.
+            // After the click writer drained into the publisher: it sends what it holds.
             node.stop();
         }
         Ok(())

@@ -1026,10 +1026,15 @@ fn every_node_answers_the_statistics_of_the_clicks_made_on_all_of_them() {
         return;
     };
     let url = nats.url();
-    let nodes: Vec<Server> = ["a", "b", "c"]
-        .iter()
-        .map(|n| node(&url, n, &dir, &[]))
-        .collect();
+    // c stops at once when told (no drain delay), well inside its one-second publishing tick.
+    let nodes: Vec<Server> = [
+        ("a", &[][..]),
+        ("b", &[][..]),
+        ("c", &["--drain-delay", "0"][..]),
+    ]
+    .iter()
+    .map(|(n, extra)| node(&url, n, &dir, extra))
+    .collect();
     for n in &nodes {
         ready(n, Duration::from_secs(20));
     }
@@ -1072,6 +1077,31 @@ fn every_node_answers_the_statistics_of_the_clicks_made_on_all_of_them() {
                 == serde_json::json!({"human": 10, "bot": 7})),
             "{}",
             visits()
+        );
+    }
+    // Clicks made just before a node is stopped are sent before it exits (not a second later,
+    // by a process that is gone).
+    let mut nodes = nodes;
+    let last = nodes.pop().expect("three nodes");
+    for _ in 0..3 {
+        let r = last.request_with("GET", HOST, "/mixed", &[("User-Agent", BROWSER)]);
+        assert_eq!(r.status, 302);
+    }
+    assert!(last.terminate(), "stopped cleanly");
+    for n in &nodes {
+        let human = || {
+            let r = n.api(
+                "GET",
+                "/api/v1/links/go.example.cn/mixed/stats",
+                Some(KEY),
+                None,
+            );
+            serde_json::from_str::<Value>(&r.body).unwrap_or_default()["visits"]["human"].clone()
+        };
+        assert!(
+            wait_until(Duration::from_secs(5), || human() == 13),
+            "{}",
+            human()
         );
     }
 }

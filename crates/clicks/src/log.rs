@@ -7,7 +7,7 @@
 //! Fields: UTC seconds, domain, code, device class, referrer host (empty for none), anonymised
 //! client address. A file named for day D holds clicks of day D, and stragglers of the day
 //! before that arrived after midnight. A torn last line (a crash mid-write) is skipped on read.
-//! Closed files are gzip-compressed (`.tsv.gz`, about a tenth of the size); readers take both.
+//! Closed files are gzip-compressed (`.tsv.gz`, about a quarter of the size); readers take both.
 use crate::{Click, ClickError, Device};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -255,8 +255,19 @@ pub(crate) fn scan(
     files.sort();
     for (name, path) in files {
         let stem = name.strip_suffix(".gz").unwrap_or(&name);
-        let file = File::open(&path).map_err(|e| ClickError::io(&path, e))?;
-        let reader: Box<dyn BufRead> = if name.ends_with(".gz") {
+        // The compressor may have replaced a closed `.tsv` by its `.tsv.gz` since the listing.
+        let (file, gzip) = match File::open(&path) {
+            Ok(file) => (file, name.ends_with(".gz")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !name.ends_with(".gz") => {
+                let gz = path.with_file_name(format!("{name}.gz"));
+                match File::open(&gz) {
+                    Ok(file) => (file, true),
+                    Err(e) => return Err(ClickError::io(&gz, e)),
+                }
+            }
+            Err(e) => return Err(ClickError::io(&path, e)),
+        };
+        let reader: Box<dyn BufRead> = if gzip {
             Box::new(BufReader::new(flate2::read::GzDecoder::new(file)))
         } else {
             Box::new(BufReader::new(file))
@@ -331,6 +342,10 @@ pub(crate) fn compress(path: &Path) -> Result<(), ClickError> {
         std::io::copy(&mut input, &mut enc)?;
         let out = enc.finish()?.into_inner().map_err(|e| e.into_error())?;
         out.sync_all()?;
+        // Deleted meanwhile (retention, the size cap): do not bring it back compressed.
+        if !path.exists() {
+            return fs::remove_file(&tmp);
+        }
         fs::rename(&tmp, &gz)?;
         fs::remove_file(path)
     })();

@@ -16,8 +16,9 @@ pub struct RecorderOptions {
     pub capacity: usize,
     /// A log file is closed and a new one started past this size. Default 64 MiB.
     pub max_file_bytes: u64,
-    /// How often the writer collects queued clicks and writes them out. Default 50 ms; the
-    /// queue must hold what arrives meanwhile (65,536 clicks is 1.3 M redirects a second).
+    /// How often the writer collects queued clicks and writes them out. Default 2 ms, so that
+    /// its turns on a core it shares with redirects are short; the queue must hold what
+    /// arrives meanwhile, and while the writer waits for the core.
     pub poll_every: Duration,
     /// A pause after each written batch; only for tests of the full-queue path.
     pub writer_delay: Duration,

@@ -204,10 +204,13 @@ impl Stats {
                 ["R", host, count] => {
                     let count: u64 = count.parse().map_err(|_| n + 1)?;
                     let key = current.as_deref().ok_or(n + 1)?;
+                    // Not `get`: the link's entry may have gone since its `L` line (deleted,
+                    // `forget`), and the rest of the day must still count.
                     let mut links = self.links.of(key);
-                    let Some(days) = links.get_mut(key) else {
-                        return Err(n + 1);
-                    };
+                    let days = links.entry(key.into()).or_insert_with(|| Days {
+                        earlier: Vec::new(),
+                        latest: Day::new(day),
+                    });
                     let referrers = days.get_mut(day).referrers.get_or_insert_with(Box::default);
                     *referrers.entry((*host).into()).or_default() += count;
                 }

@@ -6,8 +6,9 @@
 //!   day: clicks by device class, human visits by referrer host), and publishes it once a second
 //!   to the subject `duanlian.deltas.BUCKET` (stream `<clicks stream>_DELTAS`), cut into
 //!   messages of at most [`MESSAGE_BYTES`];
-//! - publishes the raw clicks, a batch a message, to the stream of click events, for export and
-//!   for analytics outside (no node reads it).
+//! - publishes the raw clicks, gathered into messages of at most [`MESSAGE_BYTES`] (cut once a
+//!   second), to the stream of click events, for export and for analytics outside (no node
+//!   reads it).
 //!
 //! A node's own clicks go straight into its statistics; its consumer skips the deltas this
 //! process published (known by their id prefix) and merges all others, its own from earlier
@@ -52,14 +53,18 @@ impl Forward for ClickForwarder {
 
 impl ClickForwarder {
     /// A forwarder whose publishing task runs on `runtime` once `cluster` has joined;
-    /// `buffer` batches wait at most (each up to 512 clicks).
+    /// `buffer` batches wait at most (each up to 128 clicks). At shutdown, await
+    /// [`crate::Cluster::flush_clicks`] after the click writer has finished.
     pub fn start(
         cluster: &Arc<crate::Cluster>,
         runtime: &tokio::runtime::Handle,
         buffer: usize,
     ) -> ClickForwarder {
         let (tx, rx) = mpsc::channel(buffer.max(1));
-        runtime.spawn(publish(cluster.clone(), rx));
+        let task = runtime.spawn(publish(cluster.clone(), rx));
+        if let Ok(mut slot) = cluster.publisher.lock() {
+            *slot = Some(task);
+        }
         ClickForwarder { tx }
     }
 }
@@ -100,7 +105,9 @@ async fn ensure_stream(
         subjects: vec![subjects.into()],
         num_replicas: opts.replicas.max(1),
         max_age: opts.clicks_max_age,
-        duplicate_window: Duration::from_secs(120),
+        // Resends keep their ids for as long as the node holds them; past the window a
+        // message first sent (and stored, its acknowledgement lost) earlier is stored again.
+        duplicate_window: Duration::from_secs(600),
         ..Default::default()
     };
     match js.get_or_create_stream(config).await {
@@ -242,6 +249,10 @@ const MAX_UNSENT_EVENT_BYTES: usize = 64 << 20;
 /// waits in the outbox holds no spare capacity.
 const EVENTS_BUFFER: usize = MESSAGE_BYTES + 4096;
 
+/// How long a round waits for JetStream's acknowledgements before it counts the rest as not
+/// taken (they are sent again with their ids).
+const ACK_WAIT: Duration = Duration::from_secs(10);
+
 /// The most messages one send takes, so a backlog after an outage goes out in rounds.
 const MESSAGES_PER_SEND: usize = 256;
 
@@ -270,7 +281,44 @@ async fn publish(cluster: Arc<crate::Cluster>, mut rx: mpsc::Receiver<Vec<Click>
     loop {
         tokio::select! {
             batch = rx.recv() => {
-                let Some(batch) = batch else { break };
+                let Some(batch) = batch else {
+                    // The click writer has finished (shutdown): what this node holds goes out
+                    // now, or is lost with the process.
+                    for m in delta_messages(&delta, MESSAGE_BYTES) {
+                        let p = Pending { id: next_id(), payload: m.into(), counts: 1 };
+                        deltas.push(p, &counters.deltas_dropped);
+                    }
+                    if !payload.is_empty() {
+                        let p = Pending { id: next_id(), payload: bytes::Bytes::copy_from_slice(&payload), counts: in_payload };
+                        events.push(p, &counters.events_dropped);
+                    }
+                    if let Some(handle) = sending.take() {
+                        if let Ok(sent) = handle.await {
+                            streams_ready |= sent.streams_ready;
+                            deltas.put_back(sent.deltas, &counters.deltas_dropped);
+                            events.put_back(sent.events, &counters.events_dropped);
+                        }
+                    }
+                    while let (false, Some(js)) = (deltas.queue.is_empty() && events.queue.is_empty(), cluster.jetstream()) {
+                        if !cluster.connected() {
+                            break;
+                        }
+                        let d = deltas.take(MESSAGES_PER_SEND);
+                        let e = events.take(MESSAGES_PER_SEND.saturating_sub(d.len()));
+                        let sent = send_round(js, opts.clone(), streams_ready, d, e).await;
+                        let stuck = !sent.deltas.is_empty() || !sent.events.is_empty();
+                        deltas.put_back(sent.deltas, &counters.deltas_dropped);
+                        events.put_back(sent.events, &counters.events_dropped);
+                        if stuck {
+                            break;
+                        }
+                    }
+                    let (d, e) = (deltas.queue.len(), events.queue.len());
+                    if d + e > 0 {
+                        tracing::warn!(deltas = d, click_event_messages = e, "stopping with click data NATS did not take; it is lost");
+                    }
+                    break;
+                };
                 delta.add(&batch);
                 if let Some(stats) = cluster.stats.get() {
                     stats.add(&batch);
@@ -388,10 +436,18 @@ async fn send(
             Err(_) => failed.push(i),
         }
     }
-    for (i, ack) in acks {
-        if ack.await.is_err() {
-            failed.push(i);
-        }
+    // All at once, under one deadline: awaited one after another, each ack's own timeout
+    // (5 s) started only when the one before it ended, so a round of 256 messages whose
+    // connection dropped took 20 minutes to give up.
+    let (ids, acks): (Vec<usize>, Vec<PublishAckFuture>) = acks.into_iter().unzip();
+    let acks = acks.into_iter().map(std::future::IntoFuture::into_future);
+    match tokio::time::timeout(ACK_WAIT, futures_util::future::join_all(acks)).await {
+        Ok(results) => failed.extend(
+            ids.into_iter()
+                .zip(results)
+                .filter_map(|(i, r)| r.is_err().then_some(i)),
+        ),
+        Err(_) => failed.extend(ids),
     }
     failed.sort_unstable();
     failed.into_iter().map(|i| pending[i].clone()).collect()

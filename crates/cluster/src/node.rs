@@ -120,6 +120,8 @@ pub struct Cluster {
     /// The prefix of this process's message ids (node name and start): a restarted node's
     /// never collide with its last run's, and its consumer knows its own deltas by it.
     pub(crate) message_prefix: String,
+    /// The click publisher's task, awaited at shutdown (see [`Cluster::flush_clicks`]).
+    pub(crate) publisher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Cluster {
@@ -138,6 +140,7 @@ impl Cluster {
             catching_up: AtomicBool::new(false),
             stats: OnceLock::new(),
             click_counters: Default::default(),
+            publisher: std::sync::Mutex::new(None),
             message_prefix: format!(
                 "{}-{:x}-{:x}-",
                 opts.name,
@@ -155,6 +158,16 @@ impl Cluster {
     /// and before [`Cluster::run`]).
     pub fn count_clicks_into(&self, stats: Arc<duanlian_clicks::Stats>) {
         let _ = self.stats.set(stats);
+    }
+
+    /// Waits until the click publisher has sent what it held, once the click writer has
+    /// finished (which closes its queue). Bound it with a timeout: with NATS unreachable the
+    /// publisher gives up after one round.
+    pub async fn flush_clicks(&self) {
+        let task = self.publisher.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            let _ = task.await;
+        }
     }
 
     /// The JetStream context, once joined.
