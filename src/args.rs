@@ -192,20 +192,10 @@ pub(crate) struct ServeArgs {
     pub(crate) proxy_protocol: bool,
     /// HTTPS on the redirect listener: this PEM file's certificate chain (leaf first), with
     /// --tls-key. The listener then speaks TLS 1.3 and 1.2 only. Default is plain HTTP.
-    #[arg(
-        env = "DUANLIAN_TLS_CERT",
-        long,
-        requires = "tls_key",
-        value_name = "FILE"
-    )]
+    #[arg(env = "DUANLIAN_TLS_CERT", long, value_name = "FILE")]
     pub(crate) tls_cert: Option<PathBuf>,
     /// The private key of --tls-cert (PEM: PKCS#8, SEC1 or PKCS#1; ECDSA, Ed25519 or RSA).
-    #[arg(
-        env = "DUANLIAN_TLS_KEY",
-        long,
-        requires = "tls_cert",
-        value_name = "FILE"
-    )]
+    #[arg(env = "DUANLIAN_TLS_KEY", long, value_name = "FILE")]
     pub(crate) tls_key: Option<PathBuf>,
     /// Log every request on the redirect listener (target "access", with the client address).
     /// Default is off.

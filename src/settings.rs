@@ -126,9 +126,12 @@ impl Settings {
                 Shape::MultiThread => RuntimeShape::MultiThread,
             },
             proxy_protocol: args.proxy_protocol.then(|| proxies.clone()),
+            // Paired here, not by clap: a configuration file's keys are parsed one at a time.
             tls: match (&args.tls_cert, &args.tls_key) {
                 (Some(cert), Some(key)) => Some(duanlian_server::tls_server_config(cert, key)?),
-                _ => None,
+                (Some(_), None) => return Err(anyhow!("--tls-cert needs --tls-key")),
+                (None, Some(_)) => return Err(anyhow!("--tls-key needs --tls-cert")),
+                (None, None) => None,
             },
         };
         let mut api_keys: Vec<String> = args.api_keys.iter().map(|k| k.trim().into()).collect();

@@ -190,3 +190,24 @@ fn a_key_that_is_not_the_certificates_is_refused_at_start_naming_both_files() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--tls-key"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_configuration_file_names_the_certificate_and_key() {
+    let dir = TempDir::new();
+    let (cert, key, der) = certificate(&dir, "go");
+    let snap = build_snapshot(&dir, CSV);
+    let config = dir.path("duanlian.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "snapshot = {:?}\ntls_cert = {cert:?}\ntls_key = {key:?}\nthreads = 1\n",
+            s(&snap)
+        ),
+    )
+    .expect("write config");
+    let o = run(&["config", "check", s(&config)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let srv = Server::start(&["--config", s(&config)]);
+    let mut tls = connect(srv.port, &der);
+    assert!(get(&mut tls, "/x7Kp2Qa").starts_with("HTTP/1.1 302"));
+}
