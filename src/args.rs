@@ -197,6 +197,11 @@ pub(crate) struct ServeArgs {
     /// The private key of --tls-cert (PEM: PKCS#8, SEC1 or PKCS#1; ECDSA, Ed25519 or RSA).
     #[arg(env = "DUANLIAN_TLS_KEY", long, value_name = "FILE")]
     pub(crate) tls_key: Option<PathBuf>,
+    /// HTTPS on the redirect listener with one certificate per link domain, chosen by the name
+    /// the client asks for (SNI): NAME.crt and NAME.key pairs, NAME a domain, `_.example.cn`
+    /// for `*.example.cn`, or `default` for clients that name no server. Instead of --tls-cert.
+    #[arg(env = "DUANLIAN_TLS_DIR", long, value_name = "DIR")]
+    pub(crate) tls_dir: Option<PathBuf>,
     /// Log every request on the redirect listener (target "access", with the client address).
     /// Default is off.
     #[arg(env = "DUANLIAN_ACCESS_LOG", long)]

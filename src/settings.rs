@@ -127,11 +127,25 @@ impl Settings {
             },
             proxy_protocol: args.proxy_protocol.then(|| proxies.clone()),
             // Paired here, not by clap: a configuration file's keys are parsed one at a time.
-            tls: match (&args.tls_cert, &args.tls_key) {
-                (Some(cert), Some(key)) => Some(duanlian_server::tls_server_config(cert, key)?),
-                (Some(_), None) => return Err(anyhow!("--tls-cert needs --tls-key")),
-                (None, Some(_)) => return Err(anyhow!("--tls-key needs --tls-cert")),
-                (None, None) => None,
+            tls: {
+                use duanlian_server::Certificates;
+                let certs = match (&args.tls_cert, &args.tls_key, &args.tls_dir) {
+                    (Some(_), _, Some(_)) => {
+                        return Err(anyhow!("--tls-cert and --tls-dir: give one or the other"))
+                    }
+                    (Some(cert), Some(key), None) => Some(Certificates::One {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                    }),
+                    (Some(_), None, None) => return Err(anyhow!("--tls-cert needs --tls-key")),
+                    (None, Some(_), _) => return Err(anyhow!("--tls-key needs --tls-cert")),
+                    (None, None, Some(dir)) => Some(Certificates::Dir(dir.clone())),
+                    (None, None, None) => None,
+                };
+                match certs {
+                    Some(c) => Some(duanlian_server::tls_server_config(&c)?),
+                    None => None,
+                }
             },
         };
         let mut api_keys: Vec<String> = args.api_keys.iter().map(|k| k.trim().into()).collect();

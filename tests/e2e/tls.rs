@@ -10,8 +10,12 @@ const CSV: &str = "domain,code,url,redirect,expires_at,valid_since\n\
 
 /// A self-signed certificate for `go.example.cn` (ECDSA P-256) in `dir`: (cert, key, DER).
 fn certificate(dir: &TempDir, name: &str) -> (String, String, Vec<u8>) {
-    let made =
-        rcgen::generate_simple_self_signed(vec!["go.example.cn".to_string()]).expect("certificate");
+    certificate_for(dir, name, "go.example.cn")
+}
+
+/// A self-signed certificate for `host` in `dir` as `name.crt` and `name.key`.
+fn certificate_for(dir: &TempDir, name: &str, host: &str) -> (String, String, Vec<u8>) {
+    let made = rcgen::generate_simple_self_signed(vec![host.to_string()]).expect("certificate");
     let (cert, key) = (
         dir.path(&format!("{name}.crt")),
         dir.path(&format!("{name}.key")),
@@ -27,6 +31,16 @@ fn certificate(dir: &TempDir, name: &str) -> (String, String, Vec<u8>) {
 
 /// A TLS client that trusts only `der`, speaking HTTP/1.1 (ALPN) to `port` as `go.example.cn`.
 fn connect(port: u16, der: &[u8]) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    connect_as(port, der, "go.example.cn", true)
+}
+
+/// The same, checking the certificate for `name`, and naming it to the server only if `sni`.
+fn connect_as(
+    port: u16,
+    der: &[u8],
+    name: &str,
+    sni: bool,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(rustls::pki_types::CertificateDer::from(der.to_vec()))
@@ -38,7 +52,8 @@ fn connect(port: u16, der: &[u8]) -> rustls::StreamOwned<rustls::ClientConnectio
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let name = rustls::pki_types::ServerName::try_from("go.example.cn").expect("name");
+    config.enable_sni = sni;
+    let name = rustls::pki_types::ServerName::try_from(name.to_string()).expect("name");
     let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
     let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     tcp.set_read_timeout(Some(Duration::from_secs(10))).ok();
@@ -210,4 +225,67 @@ fn a_configuration_file_names_the_certificate_and_key() {
     let srv = Server::start(&["--config", s(&config)]);
     let mut tls = connect(srv.port, &der);
     assert!(get(&mut tls, "/x7Kp2Qa").starts_with("HTTP/1.1 302"));
+}
+
+#[test]
+fn a_certificate_directory_answers_each_name_with_its_own() {
+    let dir = TempDir::new();
+    let certs = TempDir::new();
+    let (_, _, exact) = certificate_for(&certs, "go.example.cn", "go.example.cn");
+    let (_, _, wildcard) = certificate_for(&certs, "_.shop.example", "*.shop.example");
+    let (_, _, default) = certificate_for(&certs, "default", "go.example.cn");
+    let snap = build_snapshot(&dir, CSV);
+    let srv = Server::start(&[
+        "--snapshot",
+        s(&snap),
+        "--threads",
+        "1",
+        "--tls-dir",
+        s(&certs.0),
+    ]);
+    let served = |tls: &rustls::StreamOwned<rustls::ClientConnection, TcpStream>| {
+        tls.conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec())
+    };
+    let mut tls = connect_as(srv.port, &exact, "go.example.cn", true);
+    assert!(get(&mut tls, "/x7Kp2Qa").starts_with("HTTP/1.1 302"));
+    assert_eq!(served(&tls), Some(exact.clone()));
+    // A name under the wildcard (the request's Host is what picks the link, as ever).
+    let mut tls = connect_as(srv.port, &wildcard, "a.shop.example", true);
+    assert!(get(&mut tls, "/x7Kp2Qa").starts_with("HTTP/1.1 302"));
+    assert_eq!(served(&tls), Some(wildcard.clone()));
+    // No name: the default.
+    let mut tls = connect_as(srv.port, &default, "go.example.cn", false);
+    assert!(get(&mut tls, "/x7Kp2Qa").starts_with("HTTP/1.1 302"));
+    assert_eq!(served(&tls), Some(default.clone()));
+    // A name with no certificate: refused in the handshake, and the node serves on.
+    let mut tls = connect_as(srv.port, &exact, "other.example", true);
+    let _ = write!(tls, "GET / HTTP/1.1\r\nHost: other.example\r\n\r\n");
+    let mut buf = [0u8; 64];
+    assert!(
+        !matches!(tls.read(&mut buf), Ok(n) if n > 0),
+        "no answer without a certificate for the name"
+    );
+    let mut tls = connect_as(srv.port, &exact, "go.example.cn", true);
+    assert!(get(&mut tls, "/x7Kp2Qa").starts_with("HTTP/1.1 302"));
+
+    // A certificate without its key is refused at start, naming the file.
+    std::fs::remove_file(certs.path("default.key")).expect("remove key");
+    let o = run(&[
+        "serve",
+        "--snapshot",
+        s(&snap),
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-dir",
+        s(&certs.0),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("default.crt") && stderr(&o).contains("no key beside it"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -40,6 +40,6 @@ pub use metrics::Metrics;
 pub use proxy::TrustedProxies;
 pub use redirect::{respond, respond_from, Body, DomainPolicy, Redirector, DEFAULT_RETENTION};
 pub use reload::{ReloadError, Reloaded, Reloader};
-pub use tls::{server_config as tls_server_config, TlsError};
+pub use tls::{server_config as tls_server_config, Certificates, TlsError};
 
 pub use duanlian_index::Index;
