@@ -202,6 +202,10 @@ pub(crate) struct ServeArgs {
     /// for `*.example.cn`, or `default` for clients that name no server. Instead of --tls-cert.
     #[arg(env = "DUANLIAN_TLS_DIR", long, value_name = "DIR")]
     pub(crate) tls_dir: Option<PathBuf>,
+    /// Serve HTTPS on this address, beside plain HTTP on --listen (which then stays plain).
+    /// Needs --tls-cert or --tls-dir. Default: --listen itself speaks TLS when they are given.
+    #[arg(env = "DUANLIAN_TLS_LISTEN", long, value_name = "ADDR")]
+    pub(crate) tls_listen: Option<std::net::SocketAddr>,
     /// Log every request on the redirect listener (target "access", with the client address).
     /// Default is off.
     #[arg(env = "DUANLIAN_ACCESS_LOG", long)]

@@ -111,6 +111,20 @@ impl Settings {
                 "--proxy-protocol needs --trusted-proxy: only the load balancers named there may send a PROXY header"
             ));
         }
+        if let Some(tls_listen) = args.tls_listen {
+            if args.tls_cert.is_none() && args.tls_dir.is_none() {
+                return Err(anyhow!(
+                    "--tls-listen needs --tls-cert and --tls-key, or --tls-dir"
+                ));
+            }
+            if tls_listen.port() != 0
+                && (tls_listen == args.listen || tls_listen == args.admin_listen)
+            {
+                return Err(anyhow!(
+                    "--tls-listen {tls_listen} is also --listen or --admin-listen: give it an address of its own"
+                ));
+            }
+        }
         let defaults = Options::default();
         let listener = Options {
             listen: args.listen,
@@ -147,6 +161,7 @@ impl Settings {
                     None => None,
                 }
             },
+            tls_listen: args.tls_listen,
         };
         let mut api_keys: Vec<String> = args.api_keys.iter().map(|k| k.trim().into()).collect();
         api_keys.retain(|k| !k.is_empty());

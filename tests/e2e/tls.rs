@@ -1,5 +1,5 @@
 //! HTTPS on the redirect listener through the real binary: `--tls-cert` and `--tls-key`.
-use crate::util::{build_snapshot, run, s, stderr, Server, TempDir};
+use crate::util::{build_snapshot, logged_port, run, s, stderr, wait_until, Server, TempDir};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -288,4 +288,44 @@ fn a_certificate_directory_answers_each_name_with_its_own() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn a_tls_listener_beside_the_plain_one_leaves_the_plain_one_plain() {
+    let dir = TempDir::new();
+    let (cert, key, der) = certificate(&dir, "go");
+    let srv = server(&dir, &cert, &key, &["--tls-listen", "127.0.0.1:0"]);
+    let mut https = None;
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            https = srv
+                .logs()
+                .lines()
+                .find(|l| l.contains("https listener ready"))
+                .and_then(logged_port);
+            https.is_some()
+        }),
+        "{}",
+        srv.logs()
+    );
+    let https = https.unwrap_or_default();
+    assert_ne!(https, srv.port);
+    // A printed http:// link answers directly, in the clear.
+    let plain = srv.request("GET", "go.example.cn", "/x7Kp2Qa");
+    assert_eq!(plain.status, 302);
+    // And https:// on the other port.
+    let mut tls = connect(https, &der);
+    assert!(get(&mut tls, "/x7Kp2Qa").starts_with("HTTP/1.1 302"));
+
+    // Without a certificate it is refused.
+    let snap = build_snapshot(&dir, CSV);
+    let o = run(&[
+        "serve",
+        "--snapshot",
+        s(&snap),
+        "--tls-listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--tls-listen needs"), "{}", stderr(&o));
 }

@@ -124,7 +124,7 @@ pub(crate) struct Server {
 }
 
 /// The port in a log line's listen address (`127.0.0.1:PORT`, in text or JSON logs).
-fn logged_port(line: &str) -> Option<u16> {
+pub(crate) fn logged_port(line: &str) -> Option<u16> {
     let at = line.find("127.0.0.1:")?;
     let rest = &line[at + "127.0.0.1:".len()..];
     rest.chars()

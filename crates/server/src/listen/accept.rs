@@ -147,7 +147,13 @@ async fn accept_raw(
     }
 }
 
-pub(super) async fn accept_loop<A: Answer>(listener: TcpListener, shared: Arc<Shared<A>>) {
+/// Accepts on a redirect listener until shutdown; `tls`: every connection starts with a
+/// handshake.
+pub(super) async fn accept_loop<A: Answer>(
+    listener: TcpListener,
+    shared: Arc<Shared<A>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let registered = listener.into_std().and_then(|l| {
         defer_accept(&l, shared.opts.header_read_timeout);
         let listener = mio::net::TcpListener::from_std(l);
@@ -175,7 +181,6 @@ pub(super) async fn accept_loop<A: Answer>(listener: TcpListener, shared: Arc<Sh
     tokio::spawn(sweeper.clone().run(shared.stop.clone()));
     // A cluster node may answer a miss only after I/O: its requests all go to hyper; so do
     // requests that arrive inside TLS.
-    let tls = shared.opts.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let answer_here = !shared.answer.may_defer() && tls.is_none();
     let proxy = shared.opts.proxy_protocol.as_ref();
     loop {

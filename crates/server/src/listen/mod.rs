@@ -21,7 +21,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 /// How request handling is spread over threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +68,9 @@ pub struct Options {
     /// starts with a handshake, which must be over within `header_read_timeout`. Default is
     /// off (plain HTTP).
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// With `tls`: serve HTTPS on this address instead, beside plain HTTP on `listen` (a link
+    /// printed as `http://` then costs no second hop). Default: none, `listen` speaks TLS.
+    pub tls_listen: Option<SocketAddr>,
 }
 
 impl Default for Options {
@@ -82,6 +87,7 @@ impl Default for Options {
             shape: RuntimeShape::PerCore,
             proxy_protocol: None,
             tls: None,
+            tls_listen: None,
         }
     }
 }
@@ -172,6 +178,17 @@ async fn shutdown_signal() {
     }
 }
 
+/// The HTTPS listener beside the plain one, if there is one.
+async fn accept_tls_beside<A: Answer>(
+    listener: Option<TcpListener>,
+    shared: Arc<Shared<A>>,
+    tls: Option<TlsAcceptor>,
+) {
+    if let (Some(listener), Some(tls)) = (listener, tls) {
+        accept_loop(listener, shared, Some(tls)).await;
+    }
+}
+
 fn current_thread() -> io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -193,7 +210,7 @@ pub fn run<A: Answer>(answer: Arc<A>, opts: &Options, health: Arc<Health>) -> io
         limit: ConnLimit::new(opts.max_connections),
         stop,
     };
-    let (main_rt, main_listener, workers) = match opts.shape {
+    let (main_rt, main_listener, main_tls_listener, workers) = match opts.shape {
         RuntimeShape::PerCore => {
             // Bind every listener on this thread first, so a bad address fails the start and
             // port 0 resolves once, to the port all the others then share.
@@ -211,13 +228,31 @@ pub fn run<A: Answer>(answer: Arc<A>, opts: &Options, health: Arc<Health>) -> io
                 addr = listener.local_addr()?;
                 bound.push((rt, listener));
             }
-            tracing::info!(%addr, threads, shape = "per-core", tls = opts.tls.is_some(), "redirect listener ready");
+            let plain_tls = opts.tls.is_some() && opts.tls_listen.is_none();
+            tracing::info!(%addr, threads, shape = "per-core", tls = plain_tls, "redirect listener ready");
             shared.opts.listen = addr;
-            let mut bound = bound.into_iter();
-            let Some((rt, listener)) = bound.next() else {
+            let mut tls_bound: Vec<Option<TcpListener>> = Vec::with_capacity(threads);
+            if let (Some(_), Some(mut tls_addr)) = (&opts.tls, opts.tls_listen) {
+                for (i, (rt, _)) in bound.iter().enumerate() {
+                    let _guard = rt.enter();
+                    if i == 0 {
+                        check_free(tls_addr)?;
+                    }
+                    let listener = bind(tls_addr, Share::PerCore)?;
+                    tls_addr = listener.local_addr()?;
+                    tls_bound.push(Some(listener));
+                }
+                tracing::info!(addr = %tls_addr, threads, "https listener ready");
+            }
+            tls_bound.resize_with(threads, || None);
+            let mut bound = bound
+                .into_iter()
+                .zip(tls_bound)
+                .map(|((rt, l), t)| (rt, l, t));
+            let Some((rt, listener, tls_listener)) = bound.next() else {
                 return Ok(());
             };
-            (rt, listener, bound.collect::<Vec<_>>())
+            (rt, listener, tls_listener, bound.collect::<Vec<_>>())
         }
         RuntimeShape::MultiThread => {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -229,22 +264,42 @@ pub fn run<A: Answer>(answer: Arc<A>, opts: &Options, health: Arc<Health>) -> io
                 bind(opts.listen, Share::Alone)?
             };
             let addr = listener.local_addr()?;
-            tracing::info!(%addr, threads, shape = "multi-thread", tls = opts.tls.is_some(), "redirect listener ready");
+            let plain_tls = opts.tls.is_some() && opts.tls_listen.is_none();
+            tracing::info!(%addr, threads, shape = "multi-thread", tls = plain_tls, "redirect listener ready");
             shared.opts.listen = addr;
-            (rt, listener, Vec::new())
+            let tls_listener = match (&opts.tls, opts.tls_listen) {
+                (Some(_), Some(tls_addr)) => {
+                    let _guard = rt.enter();
+                    let listener = bind(tls_addr, Share::Alone)?;
+                    tracing::info!(addr = %listener.local_addr()?, threads, "https listener ready");
+                    Some(listener)
+                }
+                _ => None,
+            };
+            (rt, listener, tls_listener, Vec::new())
         }
     };
     let shared = Arc::new(shared);
     let deadline_after_drain = opts.shutdown_timeout;
     let mut handles = Vec::new();
-    for (i, (rt, listener)) in workers.into_iter().enumerate() {
+    // TLS on the redirect listener itself, or on listeners of its own beside it.
+    let (plain_tls, beside) = match (&opts.tls, opts.tls_listen) {
+        (Some(config), None) => (Some(TlsAcceptor::from(config.clone())), None),
+        (Some(config), Some(_)) => (None, Some(TlsAcceptor::from(config.clone()))),
+        (None, _) => (None, None),
+    };
+    for (i, (rt, listener, tls_listener)) in workers.into_iter().enumerate() {
         let shared = shared.clone();
+        let (plain_tls, beside) = (plain_tls.clone(), beside.clone());
         handles.push(
             std::thread::Builder::new()
                 .name(format!("duanlian-w{}", i + 1))
                 .spawn(move || {
                     rt.block_on(async {
-                        accept_loop(listener, shared.clone()).await;
+                        let https =
+                            tokio::spawn(accept_tls_beside(tls_listener, shared.clone(), beside));
+                        accept_loop(listener, shared.clone(), plain_tls).await;
+                        let _ = https.await;
                         // This runtime's connections live only while it runs: wait for them.
                         connections_closed(&shared.health, Instant::now() + deadline_after_drain)
                             .await;
@@ -255,7 +310,8 @@ pub fn run<A: Answer>(answer: Arc<A>, opts: &Options, health: Arc<Health>) -> io
     health.set_ready(true);
     let drain = opts.drain_delay;
     main_rt.block_on(async {
-        let accepting = tokio::spawn(accept_loop(main_listener, shared.clone()));
+        let accepting = tokio::spawn(accept_loop(main_listener, shared.clone(), plain_tls));
+        let https = tokio::spawn(accept_tls_beside(main_tls_listener, shared.clone(), beside));
         shutdown_signal().await;
         health.start_draining();
         tracing::info!(
@@ -266,6 +322,7 @@ pub fn run<A: Answer>(answer: Arc<A>, opts: &Options, health: Arc<Health>) -> io
         tokio::time::sleep(drain).await;
         let _ = stop_tx.send(true);
         let _ = accepting.await;
+        let _ = https.await;
         let deadline = Instant::now() + deadline_after_drain;
         connections_closed(&health, deadline).await;
         let left = health.connections();
