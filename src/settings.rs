@@ -156,10 +156,9 @@ impl Settings {
                     (None, None, Some(dir)) => Some(Certificates::Dir(dir.clone())),
                     (None, None, None) => None,
                 };
-                match certs {
-                    Some(c) => Some(duanlian_server::tls_server_config(&c)?),
-                    None => None,
-                }
+                certs
+                    .map(|c| duanlian_server::tls_server_config(&c))
+                    .transpose()?
             },
             tls_listen: args.tls_listen,
         };

@@ -271,17 +271,22 @@ impl Click {
     /// writer thread asks for both of every click.
     pub(crate) fn key_and_referrer(&self) -> (&str, Option<&str>) {
         let text = self.text();
-        let key_len = usize::from(self.domain_len) + 1 + usize::from(self.code_len);
+        let key_len = self.key_len();
         let key = text.get(..key_len).unwrap_or("");
         let referrer = text.get(key_len + 1..).filter(|r| !r.is_empty());
         (key, referrer)
+    }
+
+    /// The length of `domain \t code` at the start of the text.
+    fn key_len(&self) -> usize {
+        usize::from(self.domain_len) + 1 + usize::from(self.code_len)
     }
 
     /// The bytes of `domain \t code` and of the referrer host (empty if none), unchecked:
     /// for writers of bytes.
     pub(crate) fn key_and_referrer_bytes(&self) -> (&[u8], &[u8]) {
         let text = self.text.bytes();
-        let key_len = usize::from(self.domain_len) + 1 + usize::from(self.code_len);
+        let key_len = self.key_len();
         let key = text.get(..key_len).unwrap_or_default();
         let referrer = text.get(key_len + 1..).unwrap_or_default();
         (key, referrer)

@@ -330,9 +330,7 @@ impl Compressor {
                     if stop.load(Ordering::Acquire) {
                         break;
                     }
-                    if let Err(e) = crate::log::compress(&path) {
-                        tracing::warn!(error = %e, "compressing a closed click log failed");
-                    }
+                    compress_here(&path);
                 }
             });
         match spawned {
@@ -343,11 +341,15 @@ impl Compressor {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "no thread for compressing click logs; compressing here");
-                if let Err(e) = crate::log::compress(&path) {
-                    tracing::warn!(error = %e, "compressing a closed click log failed");
-                }
+                compress_here(&path);
             }
         }
+    }
+}
+
+fn compress_here(path: &Path) {
+    if let Err(e) = crate::log::compress(path) {
+        tracing::warn!(error = %e, "compressing a closed click log failed");
     }
 }
 

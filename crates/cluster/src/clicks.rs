@@ -256,24 +256,106 @@ const ACK_WAIT: Duration = Duration::from_secs(10);
 /// The most messages one send takes, so a backlog after an outage goes out in rounds.
 const MESSAGES_PER_SEND: usize = 256;
 
+/// What the publisher holds: the delta being folded, the click-log lines not yet in a
+/// message, and what waits for NATS.
+struct Held<'a> {
+    counters: &'a ClickCounters,
+    prefix: String,
+    counter: u64,
+    delta: Stats,
+    /// The click-log lines of clicks not yet in an events message, and how many clicks.
+    payload: Vec<u8>,
+    in_payload: u64,
+    deltas: Outbox,
+    events: Outbox,
+}
+
+impl Held<'_> {
+    fn next_id(&mut self) -> String {
+        self.counter += 1;
+        format!("{}{}", self.prefix, self.counter)
+    }
+
+    /// Folds `batch` into the delta and its lines into messages of click events.
+    fn add(&mut self, batch: &[Click], line: &mut Vec<u8>) {
+        self.delta.add(batch);
+        for c in batch {
+            encode_line(c, line);
+            self.payload.extend_from_slice(line);
+            self.in_payload += 1;
+            if self.payload.len() >= MESSAGE_BYTES {
+                self.seal_events();
+            }
+        }
+    }
+
+    fn seal_events(&mut self) {
+        if self.payload.is_empty() {
+            return;
+        }
+        let p = Pending {
+            id: self.next_id(),
+            payload: bytes::Bytes::copy_from_slice(&self.payload),
+            counts: self.in_payload,
+        };
+        self.payload.clear();
+        self.in_payload = 0;
+        self.events.push(p, &self.counters.events_dropped);
+    }
+
+    /// The delta so far and the lines so far become messages waiting for NATS.
+    fn seal(&mut self) {
+        if !self.delta.is_empty() {
+            for m in delta_messages(&std::mem::take(&mut self.delta), MESSAGE_BYTES) {
+                let p = Pending {
+                    id: self.next_id(),
+                    payload: m.into(),
+                    counts: 1,
+                };
+                self.deltas.push(p, &self.counters.deltas_dropped);
+            }
+        }
+        self.seal_events();
+    }
+
+    fn waiting(&self) -> bool {
+        !self.deltas.queue.is_empty() || !self.events.queue.is_empty()
+    }
+
+    /// The next round to send: deltas first (they are the statistics; raw events can wait
+    /// longer).
+    fn round(&mut self) -> (Vec<Pending>, Vec<Pending>) {
+        let d = self.deltas.take(MESSAGES_PER_SEND);
+        let e = self.events.take(MESSAGES_PER_SEND.saturating_sub(d.len()));
+        (d, e)
+    }
+
+    /// Takes back what a round left unacknowledged; whether there was any.
+    fn put_back(&mut self, sent: Sent) -> bool {
+        let stuck = !sent.deltas.is_empty() || !sent.events.is_empty();
+        self.deltas
+            .put_back(sent.deltas, &self.counters.deltas_dropped);
+        self.events
+            .put_back(sent.events, &self.counters.events_dropped);
+        stuck
+    }
+}
+
 /// Folds and buffers the clicks the writer hands over; publishes once a second from a task
 /// of its own, so a slow or absent NATS never holds up the folding (nor the click writer).
 async fn publish(cluster: Arc<crate::Cluster>, mut rx: mpsc::Receiver<Vec<Click>>) {
     let opts = cluster.options().clone();
-    let counters = &cluster.click_counters;
-    let mut counter = 0u64;
-    let prefix = cluster.message_prefix.clone();
-    let mut next_id = move || {
-        counter += 1;
-        format!("{prefix}{counter}")
+    let mut held = Held {
+        counters: &cluster.click_counters,
+        prefix: cluster.message_prefix.clone(),
+        counter: 0,
+        delta: Stats::default(),
+        payload: Vec::with_capacity(EVENTS_BUFFER),
+        in_payload: 0,
+        deltas: Outbox::new("statistics deltas", MAX_UNSENT_DELTA_BYTES),
+        events: Outbox::new("click events", MAX_UNSENT_EVENT_BYTES),
     };
     let mut line = Vec::with_capacity(128);
-    let mut delta = Stats::default();
-    let mut deltas = Outbox::new("statistics deltas", MAX_UNSENT_DELTA_BYTES);
-    let mut events = Outbox::new("click events", MAX_UNSENT_EVENT_BYTES);
-    // The click-log lines of clicks not yet in an events message.
-    let mut payload: Vec<u8> = Vec::with_capacity(EVENTS_BUFFER);
-    let mut in_payload = 0u64;
     let mut sending: Option<tokio::task::JoinHandle<Sent>> = None;
     let mut streams_ready = false;
     let mut every = tokio::time::interval(DELTA_EVERY);
@@ -281,58 +363,10 @@ async fn publish(cluster: Arc<crate::Cluster>, mut rx: mpsc::Receiver<Vec<Click>
     loop {
         tokio::select! {
             batch = rx.recv() => {
-                let Some(batch) = batch else {
-                    // The click writer has finished (shutdown): what this node holds goes out
-                    // now, or is lost with the process.
-                    for m in delta_messages(&delta, MESSAGE_BYTES) {
-                        let p = Pending { id: next_id(), payload: m.into(), counts: 1 };
-                        deltas.push(p, &counters.deltas_dropped);
-                    }
-                    if !payload.is_empty() {
-                        let p = Pending { id: next_id(), payload: bytes::Bytes::copy_from_slice(&payload), counts: in_payload };
-                        events.push(p, &counters.events_dropped);
-                    }
-                    if let Some(handle) = sending.take() {
-                        if let Ok(sent) = handle.await {
-                            streams_ready |= sent.streams_ready;
-                            deltas.put_back(sent.deltas, &counters.deltas_dropped);
-                            events.put_back(sent.events, &counters.events_dropped);
-                        }
-                    }
-                    while let (false, Some(js)) = (deltas.queue.is_empty() && events.queue.is_empty(), cluster.jetstream()) {
-                        if !cluster.connected() {
-                            break;
-                        }
-                        let d = deltas.take(MESSAGES_PER_SEND);
-                        let e = events.take(MESSAGES_PER_SEND.saturating_sub(d.len()));
-                        let sent = send_round(js, opts.clone(), streams_ready, d, e).await;
-                        let stuck = !sent.deltas.is_empty() || !sent.events.is_empty();
-                        deltas.put_back(sent.deltas, &counters.deltas_dropped);
-                        events.put_back(sent.events, &counters.events_dropped);
-                        if stuck {
-                            break;
-                        }
-                    }
-                    let (d, e) = (deltas.queue.len(), events.queue.len());
-                    if d + e > 0 {
-                        tracing::warn!(deltas = d, click_event_messages = e, "stopping with click data NATS did not take; it is lost");
-                    }
-                    break;
-                };
-                delta.add(&batch);
+                let Some(batch) = batch else { break };
+                held.add(&batch, &mut line);
                 if let Some(stats) = cluster.stats.get() {
                     stats.add(&batch);
-                }
-                for c in &batch {
-                    encode_line(c, &mut line);
-                    payload.extend_from_slice(&line);
-                    in_payload += 1;
-                    if payload.len() >= MESSAGE_BYTES {
-                        let p = Pending { id: next_id(), payload: bytes::Bytes::copy_from_slice(&payload), counts: in_payload };
-                        payload.clear();
-                        in_payload = 0;
-                        events.push(p, &counters.events_dropped);
-                    }
                 }
             }
             sent = async {
@@ -345,36 +379,46 @@ async fn publish(cluster: Arc<crate::Cluster>, mut rx: mpsc::Receiver<Vec<Click>
                 match sent {
                     Ok(sent) => {
                         streams_ready |= sent.streams_ready;
-                        deltas.put_back(sent.deltas, &counters.deltas_dropped);
-                        events.put_back(sent.events, &counters.events_dropped);
+                        held.put_back(sent);
                     }
                     Err(e) => tracing::error!(error = %e, "the click publisher's send task failed"),
                 }
             }
             _ = every.tick() => {
-                if !delta.is_empty() {
-                    for m in delta_messages(&delta, MESSAGE_BYTES) {
-                        let p = Pending { id: next_id(), payload: m.into(), counts: 1 };
-                        deltas.push(p, &counters.deltas_dropped);
-                    }
-                    delta = Stats::default();
-                }
-                if !payload.is_empty() {
-                    let p = Pending { id: next_id(), payload: bytes::Bytes::copy_from_slice(&payload), counts: in_payload };
-                    payload.clear();
-                    in_payload = 0;
-                    events.push(p, &counters.events_dropped);
-                }
-                let waiting = !deltas.queue.is_empty() || !events.queue.is_empty();
-                if let (true, None, Some(js), true) = (waiting, &sending, cluster.jetstream(), cluster.connected()) {
-                    // Deltas first: they are the statistics; the raw events can wait longer.
-                    let d = deltas.take(MESSAGES_PER_SEND);
-                    let e = events.take(MESSAGES_PER_SEND.saturating_sub(d.len()));
+                held.seal();
+                if let (true, None, Some(js), true) = (held.waiting(), &sending, cluster.jetstream(), cluster.connected()) {
+                    let (d, e) = held.round();
                     sending = Some(tokio::spawn(send_round(js, opts.clone(), streams_ready, d, e)));
                 }
-                counters.unsent_bytes.store((deltas.bytes + events.bytes + payload.len()) as u64, Ordering::Relaxed);
+                let unsent = held.deltas.bytes + held.events.bytes + held.payload.len();
+                held.counters.unsent_bytes.store(unsent as u64, Ordering::Relaxed);
             }
         }
+    }
+    // The click writer has finished (shutdown): what this node holds goes out now, or is lost
+    // with the process.
+    held.seal();
+    if let Some(handle) = sending.take() {
+        if let Ok(sent) = handle.await {
+            streams_ready |= sent.streams_ready;
+            held.put_back(sent);
+        }
+    }
+    while let (true, Some(js), true) = (held.waiting(), cluster.jetstream(), cluster.connected()) {
+        let (d, e) = held.round();
+        let sent = send_round(js, opts.clone(), streams_ready, d, e).await;
+        streams_ready |= sent.streams_ready;
+        if held.put_back(sent) {
+            break;
+        }
+    }
+    let (d, e) = (held.deltas.queue.len(), held.events.queue.len());
+    if d + e > 0 {
+        tracing::warn!(
+            deltas = d,
+            click_event_messages = e,
+            "stopping with click data NATS did not take; it is lost"
+        );
     }
 }
 

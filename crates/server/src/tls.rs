@@ -31,6 +31,9 @@ pub enum TlsError {
         /// The library's reason.
         reason: rustls::Error,
     },
+    /// The TLS library refused the configuration itself.
+    #[error("TLS configuration: {0}")]
+    Config(rustls::Error),
     /// The key is not the one the certificate was issued for.
     #[error("{key} is not the key of the certificate in {cert}")]
     Mismatch {
@@ -67,10 +70,7 @@ pub fn server_config(certs: &Certificates) -> Result<Arc<ServerConfig>, TlsError
     };
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|reason| TlsError::File {
-            path: PathBuf::new(),
-            what: format!("TLS versions: {reason}"),
-        })?
+        .map_err(TlsError::Config)?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];

@@ -210,6 +210,12 @@ pub fn run<A: Answer>(answer: Arc<A>, opts: &Options, health: Arc<Health>) -> io
         limit: ConnLimit::new(opts.max_connections),
         stop,
     };
+    // TLS on the redirect listener itself, or on listeners of its own beside it.
+    let (plain_tls, beside) = match (&opts.tls, opts.tls_listen) {
+        (Some(config), None) => (Some(TlsAcceptor::from(config.clone())), None),
+        (Some(config), Some(_)) => (None, Some(TlsAcceptor::from(config.clone()))),
+        (None, _) => (None, None),
+    };
     let (main_rt, main_listener, main_tls_listener, workers) = match opts.shape {
         RuntimeShape::PerCore => {
             // Bind every listener on this thread first, so a bad address fails the start and
@@ -228,11 +234,10 @@ pub fn run<A: Answer>(answer: Arc<A>, opts: &Options, health: Arc<Health>) -> io
                 addr = listener.local_addr()?;
                 bound.push((rt, listener));
             }
-            let plain_tls = opts.tls.is_some() && opts.tls_listen.is_none();
-            tracing::info!(%addr, threads, shape = "per-core", tls = plain_tls, "redirect listener ready");
+            tracing::info!(%addr, threads, shape = "per-core", tls = plain_tls.is_some(), "redirect listener ready");
             shared.opts.listen = addr;
             let mut tls_bound: Vec<Option<TcpListener>> = Vec::with_capacity(threads);
-            if let (Some(_), Some(mut tls_addr)) = (&opts.tls, opts.tls_listen) {
+            if let (Some(_), Some(mut tls_addr)) = (&beside, opts.tls_listen) {
                 for (i, (rt, _)) in bound.iter().enumerate() {
                     let _guard = rt.enter();
                     if i == 0 {
@@ -264,10 +269,9 @@ pub fn run<A: Answer>(answer: Arc<A>, opts: &Options, health: Arc<Health>) -> io
                 bind(opts.listen, Share::Alone)?
             };
             let addr = listener.local_addr()?;
-            let plain_tls = opts.tls.is_some() && opts.tls_listen.is_none();
-            tracing::info!(%addr, threads, shape = "multi-thread", tls = plain_tls, "redirect listener ready");
+            tracing::info!(%addr, threads, shape = "multi-thread", tls = plain_tls.is_some(), "redirect listener ready");
             shared.opts.listen = addr;
-            let tls_listener = match (&opts.tls, opts.tls_listen) {
+            let tls_listener = match (&beside, opts.tls_listen) {
                 (Some(_), Some(tls_addr)) => {
                     let _guard = rt.enter();
                     let listener = bind(tls_addr, Share::Alone)?;
@@ -282,12 +286,6 @@ pub fn run<A: Answer>(answer: Arc<A>, opts: &Options, health: Arc<Health>) -> io
     let shared = Arc::new(shared);
     let deadline_after_drain = opts.shutdown_timeout;
     let mut handles = Vec::new();
-    // TLS on the redirect listener itself, or on listeners of its own beside it.
-    let (plain_tls, beside) = match (&opts.tls, opts.tls_listen) {
-        (Some(config), None) => (Some(TlsAcceptor::from(config.clone())), None),
-        (Some(config), Some(_)) => (None, Some(TlsAcceptor::from(config.clone()))),
-        (None, _) => (None, None),
-    };
     for (i, (rt, listener, tls_listener)) in workers.into_iter().enumerate() {
         let shared = shared.clone();
         let (plain_tls, beside) = (plain_tls.clone(), beside.clone());
