@@ -246,6 +246,24 @@ fn codes(srv: &Server) -> Vec<(String, String)> {
     out
 }
 
+/// The `visits` of a link's statistics on `srv`: `{"human": N, "bot": N}`.
+fn visits(srv: &Server, code: &str) -> Value {
+    let path = format!("/api/v1/links/go.example.cn/{code}/stats");
+    let r = srv.api("GET", &path, Some(KEY), None);
+    serde_json::from_str::<Value>(&r.body).unwrap_or_default()["visits"].clone()
+}
+
+/// How many click events of people on `code` the cluster's click stream holds, exported.
+fn exported_people(url: &str, code: &str) -> usize {
+    let o = run(&["clicks", "export", "--cluster", url, "--format", "jsonl"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let code = format!("\"code\":\"{code}\"");
+    stdout(&o)
+        .lines()
+        .filter(|l| l.contains(&code) && !l.contains("\"device\":\"bot\""))
+        .count()
+}
+
 fn publish(url: &str) -> String {
     let o = run(&["snapshot", "publish", "--cluster", url]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -338,24 +356,9 @@ fn links_propagate_to_every_node_within_a_second_and_codes_are_granted_once() {
         assert_eq!(r.status, 302);
     }
     assert!(
-        wait_until(Duration::from_secs(10), || {
-            let r = c.api(
-                "GET",
-                "/api/v1/links/go.example.cn/first/stats",
-                Some(KEY),
-                None,
-            );
-            let v: Value = serde_json::from_str(&r.body).unwrap_or_default();
-            v["visits"]["human"] == 2
-        }),
+        wait_until(Duration::from_secs(10), || visits(c, "first")["human"] == 2),
         "{}",
-        c.api(
-            "GET",
-            "/api/v1/links/go.example.cn/first/stats",
-            Some(KEY),
-            None
-        )
-        .body
+        visits(c, "first")
     );
     // C redirected nobody itself; its visit counter holds the other nodes' visits.
     let r = c.api("GET", "/api/v1/links/go.example.cn/first", Some(KEY), None);
@@ -651,15 +654,7 @@ fn redirects_go_on_while_nats_is_down_and_no_revision_is_lost() {
         assert_eq!(codes(n).len(), 8);
         assert!(shows(n, "duanlian_cluster_applied_revision 8"));
     }
-    let human = || {
-        let r = b.api(
-            "GET",
-            "/api/v1/links/go.example.cn/k5/stats",
-            Some(KEY),
-            None,
-        );
-        serde_json::from_str::<Value>(&r.body).unwrap_or_default()["visits"]["human"].clone()
-    };
+    let human = || visits(&b, "k5")["human"].clone();
     assert!(
         wait_until(Duration::from_secs(20), || human() == 7),
         "{}",
@@ -667,14 +662,7 @@ fn redirects_go_on_while_nats_is_down_and_no_revision_is_lost() {
     );
     // The raw click events of those visits waited on A too, and are in the click stream now;
     // nothing was dropped (the buffer holds 64 MiB of them).
-    let exported = || {
-        let o = run(&["clicks", "export", "--cluster", &url, "--format", "jsonl"]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        stdout(&o)
-            .lines()
-            .filter(|l| l.contains("\"code\":\"k5\"") && !l.contains("\"device\":\"bot\""))
-            .count()
-    };
+    let exported = || exported_people(&url, "k5");
     assert!(
         wait_until(Duration::from_secs(10), || exported() == 7),
         "{}",
@@ -921,15 +909,7 @@ fn a_visit_cap_holds_exactly_across_nodes_under_racing_clicks() {
     );
     // Every node's statistics hold the clicks made on all of them (merged from the deltas).
     for n in &nodes {
-        let human = || {
-            let r = n.api(
-                "GET",
-                "/api/v1/links/go.example.cn/capped/stats",
-                Some(KEY),
-                None,
-            );
-            serde_json::from_str::<Value>(&r.body).unwrap_or_default()["visits"]["human"].clone()
-        };
+        let human = || visits(n, "capped")["human"].clone();
         assert!(
             wait_until(Duration::from_secs(10), || human() == 50),
             "{}",
@@ -938,14 +918,7 @@ fn a_visit_cap_holds_exactly_across_nodes_under_racing_clicks() {
     }
     // The raw click events of all nodes, exported from the cluster's click stream (the three
     // checks that each node saw the link were bots' fetches, and are there too).
-    let exported = || {
-        let o = run(&["clicks", "export", "--cluster", &url, "--format", "jsonl"]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        stdout(&o)
-            .lines()
-            .filter(|l| l.contains("\"code\":\"capped\"") && !l.contains("\"device\":\"bot\""))
-            .count()
-    };
+    let exported = || exported_people(&url, "capped");
     assert!(
         wait_until(Duration::from_secs(10), || exported() == 50),
         "{}",
@@ -972,15 +945,7 @@ fn a_visit_cap_holds_exactly_across_nodes_under_racing_clicks() {
     }
     let c = node(&url, "c", &dir, &[]);
     ready(&c, Duration::from_secs(20));
-    let human = || {
-        let r = c.api(
-            "GET",
-            "/api/v1/links/go.example.cn/capped/stats",
-            Some(KEY),
-            None,
-        );
-        serde_json::from_str::<Value>(&r.body).unwrap_or_default()["visits"]["human"].clone()
-    };
+    let human = || visits(&c, "capped")["human"].clone();
     assert!(
         wait_until(Duration::from_secs(10), || human() == 50),
         "{}",
@@ -1063,20 +1028,11 @@ fn every_node_answers_the_statistics_of_the_clicks_made_on_all_of_them() {
         }
     }
     for n in &nodes {
-        let visits = || {
-            let r = n.api(
-                "GET",
-                "/api/v1/links/go.example.cn/mixed/stats",
-                Some(KEY),
-                None,
-            );
-            serde_json::from_str::<Value>(&r.body).unwrap_or_default()["visits"].clone()
-        };
         assert!(
-            wait_until(Duration::from_secs(10), || visits()
+            wait_until(Duration::from_secs(10), || visits(n, "mixed")
                 == serde_json::json!({"human": 10, "bot": 7})),
             "{}",
-            visits()
+            visits(n, "mixed")
         );
     }
     // Clicks made just before a node is stopped are sent before it exits (not a second later,
@@ -1089,15 +1045,7 @@ fn every_node_answers_the_statistics_of_the_clicks_made_on_all_of_them() {
     }
     assert!(last.terminate(), "stopped cleanly");
     for n in &nodes {
-        let human = || {
-            let r = n.api(
-                "GET",
-                "/api/v1/links/go.example.cn/mixed/stats",
-                Some(KEY),
-                None,
-            );
-            serde_json::from_str::<Value>(&r.body).unwrap_or_default()["visits"]["human"].clone()
-        };
+        let human = || visits(n, "mixed")["human"].clone();
         assert!(
             wait_until(Duration::from_secs(5), || human() == 13),
             "{}",

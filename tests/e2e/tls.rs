@@ -77,6 +77,15 @@ fn get(tls: &mut impl ReadWrite, path: &str) -> String {
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
+/// `serve --snapshot SNAP --listen 127.0.0.1:0 ARGS`, which must refuse to start: its error.
+fn refused(snap: &std::path::Path, args: &[&str]) -> String {
+    let mut all = vec!["serve", "--snapshot", s(snap), "--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let o = run(&all);
+    assert!(!o.status.success(), "started with {args:?}");
+    stderr(&o)
+}
+
 fn server(dir: &TempDir, cert: &str, key: &str, extra: &[&str]) -> Server {
     let snap = build_snapshot(dir, CSV);
     let mut args = vec![
@@ -157,19 +166,7 @@ fn a_key_that_is_not_the_certificates_is_refused_at_start_naming_both_files() {
     let (cert, _, _) = certificate(&dir, "one");
     let (_, other_key, _) = certificate(&dir, "two");
     let snap = build_snapshot(&dir, CSV);
-    let o = run(&[
-        "serve",
-        "--snapshot",
-        s(&snap),
-        "--listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        &cert,
-        "--tls-key",
-        &other_key,
-    ]);
-    assert!(!o.status.success());
-    let err = stderr(&o);
+    let err = refused(&snap, &["--tls-cert", &cert, "--tls-key", &other_key]);
     assert!(
         err.contains(&other_key) && err.contains(&cert) && err.contains("is not the key"),
         "{err}"
@@ -181,19 +178,7 @@ fn a_key_that_is_not_the_certificates_is_refused_at_start_naming_both_files() {
         (s(&empty), other_key.as_str(), s(&empty)),
         (&cert, s(&empty), s(&empty)),
     ] {
-        let o = run(&[
-            "serve",
-            "--snapshot",
-            s(&snap),
-            "--listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            c,
-            "--tls-key",
-            k,
-        ]);
-        assert!(!o.status.success());
-        let err = stderr(&o);
+        let err = refused(&snap, &["--tls-cert", c, "--tls-key", k]);
         assert!(
             err.contains(named)
                 && (err.contains("no CERTIFICATE block") || err.contains("no PRIVATE KEY block")),
@@ -201,9 +186,8 @@ fn a_key_that_is_not_the_certificates_is_refused_at_start_naming_both_files() {
         );
     }
     // One without the other.
-    let o = run(&["serve", "--snapshot", s(&snap), "--tls-cert", &cert]);
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("--tls-key"), "{}", stderr(&o));
+    let err = refused(&snap, &["--tls-cert", &cert]);
+    assert!(err.contains("--tls-key"), "{err}");
 }
 
 #[test]
@@ -273,20 +257,10 @@ fn a_certificate_directory_answers_each_name_with_its_own() {
 
     // A certificate without its key is refused at start, naming the file.
     std::fs::remove_file(certs.path("default.key")).expect("remove key");
-    let o = run(&[
-        "serve",
-        "--snapshot",
-        s(&snap),
-        "--listen",
-        "127.0.0.1:0",
-        "--tls-dir",
-        s(&certs.0),
-    ]);
-    assert!(!o.status.success());
+    let err = refused(&snap, &["--tls-dir", s(&certs.0)]);
     assert!(
-        stderr(&o).contains("default.crt") && stderr(&o).contains("no key beside it"),
-        "{}",
-        stderr(&o)
+        err.contains("default.crt") && err.contains("no key beside it"),
+        "{err}"
     );
 }
 
@@ -319,13 +293,6 @@ fn a_tls_listener_beside_the_plain_one_leaves_the_plain_one_plain() {
 
     // Without a certificate it is refused.
     let snap = build_snapshot(&dir, CSV);
-    let o = run(&[
-        "serve",
-        "--snapshot",
-        s(&snap),
-        "--tls-listen",
-        "127.0.0.1:0",
-    ]);
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("--tls-listen needs"), "{}", stderr(&o));
+    let err = refused(&snap, &["--tls-listen", "127.0.0.1:0"]);
+    assert!(err.contains("--tls-listen needs"), "{err}");
 }
