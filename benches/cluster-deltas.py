@@ -78,6 +78,8 @@ import time
 import urllib.error
 import urllib.request
 
+from compare import free_port
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 DOMAIN = "go.example.cn"
@@ -167,18 +169,6 @@ class Procs:
         self._stop([p for p, last in self.children if last])
         self.children = []
 
-
-_ports = set()
-
-
-def free_port():
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _ports:
-            _ports.add(port)
-            return port
 
 
 def wait_until(what, limit, fn, step=0.05):

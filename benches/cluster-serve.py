@@ -85,6 +85,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
+from compare import free_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NATS = os.path.join(ROOT, "target", "nats-server-2.12.8", "bin", "nats-server")
 # Bulk-format columns (README "Bulk input format") and how each becomes an API create field.
@@ -99,16 +101,6 @@ def say(msg):
     print(line, file=sys.stderr, flush=True)
     if LOG:
         LOG.write(line + "\n")
-
-
-def free_port(_taken=set()):
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _taken:
-            _taken.add(port)
-            return port
 
 
 def child_env():

@@ -205,12 +205,16 @@ def snapshot(binary, data, work, links, seed=42):
 # ---------------------------------------------------------------------------------------------
 # servers
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+def free_port(_taken=set()):
+    """A free port on 127.0.0.1, never the same one twice in a run: several servers may be
+    given theirs before any of them binds it."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _taken:
+            _taken.add(port)
+            return port
 
 
 def nginx_conf(work, port, mapfile, defer=False):
