@@ -206,6 +206,11 @@ pub(crate) struct ServeArgs {
     /// Needs --tls-cert or --tls-dir. Default: --listen itself speaks TLS when they are given.
     #[arg(env = "DUANLIAN_TLS_LISTEN", long, value_name = "ADDR")]
     pub(crate) tls_listen: Option<std::net::SocketAddr>,
+    /// Strict-Transport-Security on every HTTPS answer of a domain: DOMAIN=PERIOD, the header's
+    /// max-age (such as go.example.cn=365d; repeatable). Browsers then use HTTPS for that
+    /// domain by themselves. Never sent over plain HTTP. Default is none.
+    #[arg(long = "hsts", value_name = "DOMAIN=PERIOD")]
+    pub(crate) hsts: Vec<String>,
     /// Log every request on the redirect listener (target "access", with the client address).
     /// Default is off.
     #[arg(env = "DUANLIAN_ACCESS_LOG", long)]

@@ -22,6 +22,7 @@ const NOT_IN_FILE: &[&str] = &[
     "expired_urls",
     "not_found_urls",
     "root_urls",
+    "hsts",
 ];
 
 /// The keys of a `[domain."..."]` section and the flag each one feeds.
@@ -29,6 +30,7 @@ const DOMAIN_KEYS: &[(&str, &str)] = &[
     ("expired_url", "expired-url"),
     ("not_found_url", "not-found-url"),
     ("root_url", "root-url"),
+    ("hsts", "hsts"),
 ];
 
 /// `serve`'s flags alone, as clap sees them.
@@ -150,7 +152,7 @@ fn domain_sections(value: &toml::Value) -> Result<Vec<OsString>, String> {
         for (key, url) in section {
             let Some((_, long)) = DOMAIN_KEYS.iter().find(|(k, _)| k == key) else {
                 return Err(format!(
-                    "domain.{domain}: unknown key `{key}` (known: expired_url, not_found_url, root_url)"
+                    "domain.{domain}: unknown key `{key}` (known: expired_url, not_found_url, root_url, hsts)"
                 ));
             };
             let toml::Value::String(url) = url else {
@@ -219,6 +221,7 @@ pub(crate) fn describe(m: &ArgMatches) -> String {
         ("expired_url", "expired_urls"),
         ("not_found_url", "not_found_urls"),
         ("root_url", "root_urls"),
+        ("hsts", "hsts"),
     ] {
         for v in m.get_raw(id).into_iter().flatten() {
             let v = v.to_string_lossy();

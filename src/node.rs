@@ -84,7 +84,12 @@ struct Node {
 impl Node {
     fn build(s: Settings) -> Result<Node> {
         let started = Instant::now();
-        let metrics = Arc::new(Metrics::new());
+        let tls = s.listener.tls.clone();
+        let fresh_metrics = || match &tls {
+            Some(tls) => Metrics::new().with_tls(tls.clone()),
+            None => Metrics::new(),
+        };
+        let metrics = Arc::new(fresh_metrics());
         let configured = match &s.kind {
             Kind::ReadOnly { snapshot } => Some(snapshot.clone()),
             Kind::DataDir { reload, .. } => reload.clone(),
@@ -125,7 +130,7 @@ impl Node {
         };
         let metrics = match &backend {
             Backend::Cluster(node) => {
-                Arc::new(Metrics::new().with_writer_gauges(node.cluster.as_ref()))
+                Arc::new(fresh_metrics().with_writer_gauges(node.cluster.as_ref()))
             }
             _ => metrics,
         };
@@ -197,6 +202,7 @@ impl Node {
             ),
         };
         let mut admin = Admin::new(admin_opts, index.clone(), writes);
+        let mut admin_reloader = None;
         if let Some(reloader) = reloader {
             let mut reloader =
                 reloader
@@ -210,9 +216,7 @@ impl Node {
                 reloader = reloader.with_configured(path);
             }
             let reloader = Arc::new(reloader);
-            if reloader.configured().is_some() {
-                reload_on_sighup(reloader.clone())?;
-            }
+            admin_reloader = Some(reloader.clone());
             admin = admin.with_reloader(reloader);
         }
         if let Some((recorder, _)) = &clicks {
@@ -222,6 +226,10 @@ impl Node {
         if let Backend::DataDir { store, .. } = &backend {
             autocompact::spawn(store.clone(), s.compaction, metrics.clone())?;
         }
+        if let Some(tls) = &tls {
+            admin = admin.with_tls(tls.clone());
+        }
+        reload_on_sighup(admin_reloader.clone(), tls)?;
         let admin = admin.with_metrics(metrics, health.clone());
         Ok(Node {
             backend,
@@ -307,8 +315,16 @@ fn start_clicks(
     Ok((Arc::new(recorder), writer))
 }
 
-/// SIGHUP reloads the configured snapshot (validated first; a bad file changes nothing).
-fn reload_on_sighup(reloader: Arc<Reloader>) -> Result<()> {
+/// SIGHUP reloads the configured snapshot and the TLS certificates (each validated first; a
+/// bad file changes nothing, and is logged and counted).
+fn reload_on_sighup(
+    reloader: Option<Arc<Reloader>>,
+    tls: Option<Arc<duanlian_server::Tls>>,
+) -> Result<()> {
+    let reloader = reloader.filter(|r| r.configured().is_some());
+    if reloader.is_none() && tls.is_none() {
+        return Ok(());
+    }
     use tokio::signal::unix::{signal, SignalKind};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -325,9 +341,15 @@ fn reload_on_sighup(reloader: Arc<Reloader>) -> Result<()> {
         .spawn(move || {
             rt.block_on(async move {
                 while hup.recv().await.is_some() {
-                    if let Some(path) = reloader.configured() {
-                        // The outcome is logged and counted by the reloader itself.
-                        let _ = reloader.reload(path).await;
+                    // The outcomes are logged and counted by the reloaders themselves.
+                    if let Some(tls) = &tls {
+                        let tls = tls.clone();
+                        let _ = tokio::task::spawn_blocking(move || tls.reload()).await;
+                    }
+                    if let Some(path) = reloader.as_ref().and_then(|r| r.configured()) {
+                        if let Some(r) = &reloader {
+                            let _ = r.reload(path).await;
+                        }
                     }
                 }
             });

@@ -12,6 +12,7 @@ use duanlian_store::AutoCompact;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What kind of node the settings describe.
@@ -125,6 +126,12 @@ impl Settings {
                 ));
             }
         }
+        let hsts = hsts(&args)?;
+        if !hsts.is_empty() && args.tls_cert.is_none() && args.tls_dir.is_none() {
+            return Err(anyhow!(
+                "--hsts needs HTTPS (--tls-cert and --tls-key, or --tls-dir): browsers ignore the header over plain HTTP"
+            ));
+        }
         let defaults = Options::default();
         let listener = Options {
             listen: args.listen,
@@ -157,7 +164,7 @@ impl Settings {
                     (None, None, None) => None,
                 };
                 certs
-                    .map(|c| duanlian_server::tls_server_config(&c))
+                    .map(|c| duanlian_server::Tls::load(c).map(|t| Arc::new(t.with_hsts(hsts))))
                     .transpose()?
             },
             tls_listen: args.tls_listen,
@@ -213,6 +220,26 @@ fn parse_domains(flags: &[String]) -> Result<Vec<Domain>> {
         }
     }
     Ok(domains)
+}
+
+/// `--hsts DOMAIN=PERIOD`: the max-age of each domain's Strict-Transport-Security header, in
+/// seconds; a later value for a domain wins.
+fn hsts(args: &ServeArgs) -> Result<Vec<(String, u64)>> {
+    let mut out: Vec<(String, u64)> = Vec::new();
+    for v in &args.hsts {
+        let (d, period) = v.split_once('=').ok_or_else(|| {
+            anyhow!("--hsts {v}: expected DOMAIN=PERIOD (such as go.example.cn=365d)")
+        })?;
+        let domain = Domain::parse(d).map_err(|e| anyhow!("--hsts {v}: {e}"))?;
+        let secs = duanlian_link::parse_duration(period)
+            .filter(|s| *s >= 0)
+            .ok_or_else(|| {
+                anyhow!("--hsts {v}: {period} is not a period (365d, 12h, seconds...)")
+            })?;
+        out.retain(|(name, _)| name != domain.as_str());
+        out.push((domain.as_str().to_string(), secs as u64));
+    }
+    Ok(out)
 }
 
 /// `--expired-url`, `--not-found-url` and `--root-url`, grouped by domain; a later value for the

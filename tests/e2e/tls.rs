@@ -22,11 +22,18 @@ fn certificate_for(dir: &TempDir, name: &str, host: &str) -> (String, String, Ve
     );
     std::fs::write(&cert, made.cert.pem()).expect("write cert");
     std::fs::write(&key, made.signing_key.serialize_pem()).expect("write key");
+    private(&key);
     (
         s(&cert).to_string(),
         s(&key).to_string(),
         made.cert.der().to_vec(),
     )
+}
+
+/// Readable by its owner only, as a private key must be.
+fn private(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
 }
 
 /// A TLS client that trusts only `der`, speaking HTTP/1.1 (ALPN) to `port` as `go.example.cn`.
@@ -41,6 +48,12 @@ fn connect_as(
     name: &str,
     sni: bool,
 ) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    connect_with(port, client(der, sni), name)
+}
+
+/// A client configuration trusting only `der`; connections made with one resume each other's
+/// sessions.
+fn client(der: &[u8], sni: bool) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(rustls::pki_types::CertificateDer::from(der.to_vec()))
@@ -53,8 +66,16 @@ fn connect_as(
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.enable_sni = sni;
+    Arc::new(config)
+}
+
+fn connect_with(
+    port: u16,
+    config: Arc<rustls::ClientConfig>,
+    name: &str,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     let name = rustls::pki_types::ServerName::try_from(name.to_string()).expect("name");
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+    let conn = rustls::ClientConnection::new(config, name).expect("client");
     let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     tcp.set_read_timeout(Some(Duration::from_secs(10))).ok();
     rustls::StreamOwned::new(conn, tcp)
@@ -174,6 +195,7 @@ fn a_key_that_is_not_the_certificates_is_refused_at_start_naming_both_files() {
     // A certificate file without a certificate; a key file without a key.
     let empty = dir.path("empty.pem");
     std::fs::write(&empty, "not PEM\n").expect("write");
+    private(&empty);
     for (c, k, named) in [
         (s(&empty), other_key.as_str(), s(&empty)),
         (&cert, s(&empty), s(&empty)),
@@ -295,4 +317,175 @@ fn a_tls_listener_beside_the_plain_one_leaves_the_plain_one_plain() {
     let snap = build_snapshot(&dir, CSV);
     let err = refused(&snap, &["--tls-listen", "127.0.0.1:0"]);
     assert!(err.contains("--tls-listen needs"), "{err}");
+}
+
+/// The leaf certificate a connection was served.
+fn served(tls: &rustls::StreamOwned<rustls::ClientConnection, TcpStream>) -> Option<Vec<u8>> {
+    tls.conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec())
+}
+
+#[test]
+fn certificates_reload_by_the_admin_api_and_sighup_and_a_bad_file_changes_nothing() {
+    let dir = TempDir::new();
+    let (cert, key, first) = certificate(&dir, "go");
+    let srv = server(&dir, &cert, &key, &["--api-key", "k"]);
+    let mut open = connect(srv.port, &first);
+    assert!(get(&mut open, "/x7Kp2Qa").starts_with("HTTP/1.1 302"));
+
+    // New files in place, then the admin API: new connections get them, the open one goes on.
+    let (_, _, second) = certificate(&dir, "go");
+    let r = srv.api("POST", "/api/v1/admin/tls/reload", Some("k"), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.contains("\"name\":\"default\"") && r.body.contains("seconds_left"),
+        "{}",
+        r.body
+    );
+    let mut tls = connect(srv.port, &second);
+    assert!(get(&mut tls, "/x7Kp2Qa").starts_with("HTTP/1.1 302"));
+    assert_eq!(served(&tls), Some(second.clone()));
+    assert!(get(&mut open, "/x7Kp2Qa").starts_with("HTTP/1.1 302"));
+
+    // A bad key: 422 naming the file, and the certificate in use stays.
+    std::fs::write(&key, "not a key\n").expect("write");
+    let r = srv.api("POST", "/api/v1/admin/tls/reload", Some("k"), None);
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.body.contains(&key) && r.body.contains("certificates"),
+        "{}",
+        r.body
+    );
+    let mut tls = connect(srv.port, &second);
+    assert!(get(&mut tls, "/x7Kp2Qa").starts_with("HTTP/1.1 302"));
+
+    // SIGHUP reads them again.
+    let (_, _, third) = certificate(&dir, "go");
+    let o = std::process::Command::new("kill")
+        .args(["-HUP", &srv.pid().to_string()])
+        .output()
+        .expect("kill");
+    assert!(o.status.success());
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let mut tls = connect(srv.port, &third);
+            tls.conn.complete_io(&mut tls.sock).is_ok() && served(&tls) == Some(third.clone())
+        }),
+        "SIGHUP did not load the new certificate:\n{}",
+        srv.logs()
+    );
+
+    let m = |name: &str| crate::util::metric(&srv, name);
+    assert_eq!(m("duanlian_tls_reloads_total{outcome=\"error\"}"), 1.0);
+    assert_eq!(m("duanlian_tls_reloads_total{outcome=\"ok\"}"), 2.0);
+    assert!(m("duanlian_tls_handshakes_total{outcome=\"full\"}") >= 4.0);
+    let left = m("duanlian_tls_certificate_expiry_seconds{name=\"default\"}");
+    assert!(left > 86_400.0, "{left}");
+    // Without TLS there is nothing to reload.
+    let plain = Server::start(&[
+        "--snapshot",
+        s(&build_snapshot(&dir, CSV)),
+        "--api-key",
+        "k",
+    ]);
+    let r = plain.api("POST", "/api/v1/admin/tls/reload", Some("k"), None);
+    assert_eq!(r.status, 409, "{}", r.body);
+}
+
+#[test]
+fn an_expired_certificate_and_a_key_others_can_read_are_refused_at_start() {
+    let dir = TempDir::new();
+    let snap = build_snapshot(&dir, CSV);
+    let mut params =
+        rcgen::CertificateParams::new(vec!["go.example.cn".to_string()]).expect("params");
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let signing = rcgen::KeyPair::generate().expect("key");
+    let made = params.self_signed(&signing).expect("certificate");
+    let (cert, key) = (dir.path("old.crt"), dir.path("old.key"));
+    std::fs::write(&cert, made.pem()).expect("write");
+    std::fs::write(&key, signing.serialize_pem()).expect("write");
+    private(&key);
+    let err = refused(&snap, &["--tls-cert", s(&cert), "--tls-key", s(&key)]);
+    assert!(
+        err.contains(s(&cert)) && err.contains("expired on 2021-01-01"),
+        "{err}"
+    );
+
+    let (cert, key, _) = certificate(&dir, "go");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let err = refused(&snap, &["--tls-cert", &cert, "--tls-key", &key]);
+    assert!(
+        err.contains(&key) && err.contains("mode 0644") && err.contains("chmod 600"),
+        "{err}"
+    );
+}
+
+#[test]
+fn hsts_goes_with_https_answers_of_its_domain_and_sessions_resume() {
+    let dir = TempDir::new();
+    let (cert, key, der) = certificate(&dir, "go");
+    let srv = server(
+        &dir,
+        &cert,
+        &key,
+        &[
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--hsts",
+            "go.example.cn=365d",
+        ],
+    );
+    let mut https = None;
+    assert!(wait_until(Duration::from_secs(5), || {
+        https = srv
+            .logs()
+            .lines()
+            .find(|l| l.contains("https listener ready"))
+            .and_then(logged_port);
+        https.is_some()
+    }));
+    let https = https.unwrap_or_default();
+    let config = client(&der, true);
+    let mut tls = connect_with(https, config.clone(), "go.example.cn");
+    let head = get(&mut tls, "/x7Kp2Qa");
+    assert!(
+        head.starts_with("HTTP/1.1 302")
+            && head.contains("strict-transport-security: max-age=31536000"),
+        "{head}"
+    );
+    // Another domain's answer has none.
+    write!(tls, "GET /x HTTP/1.1\r\nHost: other.example\r\n\r\n").expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tls.read(&mut buf).expect("read");
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(!String::from_utf8_lossy(&got).contains("strict-transport"));
+    // Nor does plain HTTP.
+    let plain = srv.request("GET", "go.example.cn", "/x7Kp2Qa");
+    assert_eq!(plain.status, 302);
+    assert!(plain.header("strict-transport-security").is_none());
+    drop(tls);
+
+    // The client comes back with its ticket: no full handshake.
+    let mut again = connect_with(https, config, "go.example.cn");
+    assert!(get(&mut again, "/x7Kp2Qa").starts_with("HTTP/1.1 302"));
+    assert_eq!(
+        again.conn.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+    assert!(crate::util::metric(&srv, "duanlian_tls_handshakes_total{outcome=\"resumed\"}") >= 1.0);
+
+    // HSTS without HTTPS is refused.
+    let err = refused(
+        &build_snapshot(&dir, CSV),
+        &["--hsts", "go.example.cn=365d"],
+    );
+    assert!(err.contains("--hsts needs HTTPS"), "{err}");
 }

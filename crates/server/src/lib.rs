@@ -40,6 +40,6 @@ pub use metrics::Metrics;
 pub use proxy::TrustedProxies;
 pub use redirect::{respond, respond_from, Body, DomainPolicy, Redirector, DEFAULT_RETENTION};
 pub use reload::{ReloadError, Reloaded, Reloader};
-pub use tls::{server_config as tls_server_config, Certificates, TlsError};
+pub use tls::{CertificateInfo, Certificates, TicketKey, Tickets, Tls, TlsCounts, TlsError};
 
 pub use duanlian_index::Index;

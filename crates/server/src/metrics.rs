@@ -27,6 +27,11 @@ struct Compaction {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Name {
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Layer {
     layer: &'static str,
 }
@@ -54,6 +59,7 @@ pub struct Metrics {
     clicks: Family<Outcome, Counter>,
     click_log_bytes: Gauge,
     click_source: std::sync::OnceLock<Arc<duanlian_clicks::Recorder>>,
+    tls: std::sync::OnceLock<TlsMetrics>,
     /// The node writer's own gauges, by name.
     writer_gauges: Vec<(&'static str, Gauge)>,
 }
@@ -159,6 +165,7 @@ impl Metrics {
             clicks,
             click_log_bytes,
             click_source: std::sync::OnceLock::new(),
+            tls: std::sync::OnceLock::new(),
             redirect: counter("redirect"),
             not_found: counter("not_found"),
             expired: counter("expired"),
@@ -228,6 +235,35 @@ impl Metrics {
         let _ = self.click_source.set(recorder);
     }
 
+    /// Also reports `tls`'s handshakes, reloads and certificate expiry.
+    pub fn with_tls(mut self, tls: Arc<crate::Tls>) -> Metrics {
+        let handshakes = Family::<Outcome, Counter>::default();
+        self.registry.register(
+            "tls_handshakes",
+            "TLS handshakes on the redirect listener, by outcome (full, resumed, failed; timed_out and unknown_name are failures counted again by cause)",
+            handshakes.clone(),
+        );
+        let reloads = Family::<Outcome, Counter>::default();
+        self.registry.register(
+            "tls_reloads",
+            "Certificate reloads, by result (ok, error: nothing changed)",
+            reloads.clone(),
+        );
+        let expiry = Family::<Name, Gauge>::default();
+        self.registry.register(
+            "tls_certificate_expiry_seconds",
+            "Seconds until each served certificate expires, by the name it answers",
+            expiry.clone(),
+        );
+        let _ = self.tls.set(TlsMetrics {
+            tls,
+            handshakes,
+            reloads,
+            expiry,
+        });
+        self
+    }
+
     /// Also reports the node writer's own gauges (a cluster node's connection, applied revision
     /// and lag), registered under the names `writes` gives now and read at every scrape.
     pub fn with_writer_gauges(mut self, writes: &dyn duanlian_write::Writes) -> Metrics {
@@ -266,6 +302,9 @@ impl Metrics {
             }
             self.click_log_bytes.set(rec.log_bytes() as i64);
         }
+        if let Some(t) = self.tls.get() {
+            t.render();
+        }
         let snap = index.snapshot();
         self.links
             .get_or_create(&Layer { layer: "snapshot" })
@@ -286,5 +325,44 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+/// The TLS counts, copied from the handshake's atomics at each scrape.
+#[derive(Debug)]
+struct TlsMetrics {
+    tls: Arc<crate::Tls>,
+    handshakes: Family<Outcome, Counter>,
+    reloads: Family<Outcome, Counter>,
+    expiry: Family<Name, Gauge>,
+}
+
+impl TlsMetrics {
+    fn render(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = self.tls.counts();
+        let set = |family: &Family<Outcome, Counter>, outcome, now: u64| {
+            let counter = family.get_or_create(&Outcome { outcome });
+            counter.inc_by(now.saturating_sub(counter.get()));
+        };
+        set(&self.handshakes, "full", c.full.load(Relaxed));
+        set(&self.handshakes, "resumed", c.resumed.load(Relaxed));
+        set(&self.handshakes, "failed", c.failed.load(Relaxed));
+        set(&self.handshakes, "timed_out", c.timed_out.load(Relaxed));
+        set(
+            &self.handshakes,
+            "unknown_name",
+            c.unknown_name.load(Relaxed),
+        );
+        set(&self.reloads, "ok", c.reloads_ok.load(Relaxed));
+        set(&self.reloads, "error", c.reloads_failed.load(Relaxed));
+        // Names no longer served leave the family, so a removed domain stops alerting.
+        self.expiry.clear();
+        let now = duanlian_link::now_secs();
+        for cert in self.tls.certificates() {
+            self.expiry
+                .get_or_create(&Name { name: cert.name })
+                .set(cert.not_after - now);
+        }
     }
 }

@@ -46,6 +46,40 @@ impl Admin {
         ))
     }
 
+    fn tls_handle(&self) -> Result<std::sync::Arc<crate::Tls>, Problem> {
+        self.tls.clone().ok_or_else(|| {
+            Problem::new(
+                StatusCode::CONFLICT,
+                "no-tls",
+                "TLS not enabled",
+                "this node serves plain HTTP; start it with --tls-cert and --tls-key, --tls-dir or --acme-directory",
+            )
+        })
+    }
+
+    pub(super) fn tls_certificates(&self) -> Answer {
+        let tls = self.tls_handle()?;
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "certificates": certificates_json(&tls.certificates()) }),
+        ))
+    }
+
+    pub(super) async fn tls_reload(&self) -> Answer {
+        let tls = self.tls_handle()?;
+        let reloaded = tokio::task::spawn_blocking(move || tls.reload())
+            .await
+            .map_err(|e| internal(&e.to_string()))?;
+        match reloaded {
+            Ok(certs) => Ok(json_response(
+                StatusCode::OK,
+                &json!({ "certificates": certificates_json(&certs) }),
+            )),
+            // The files are at fault: nothing changed, as with a bad snapshot.
+            Err(e) => Err(Problem::invalid(vec![field("certificates", e)])),
+        }
+    }
+
     pub(super) async fn reload<B: RequestBody>(&self, req: Request<B>) -> Answer {
         if let Some(e) = self.writes.refuses(Operation::LoadBulk) {
             return Err(write_problem(e));
@@ -82,4 +116,19 @@ impl Admin {
             Err(e) => Err(internal(&e.to_string())),
         }
     }
+}
+
+fn certificates_json(certs: &[crate::CertificateInfo]) -> Value {
+    let now = duanlian_link::now_secs();
+    certs
+        .iter()
+        .map(|c| {
+            json!({
+                "name": c.name,
+                "file": c.file.display().to_string(),
+                "not_after": duanlian_link::format_rfc3339(c.not_after),
+                "seconds_left": c.not_after - now,
+            })
+        })
+        .collect()
 }

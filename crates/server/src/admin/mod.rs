@@ -56,6 +56,7 @@ pub struct Admin {
     writes: Arc<dyn Writes>,
     metrics: Option<(Arc<crate::Metrics>, Arc<crate::Health>)>,
     reloader: Option<Arc<crate::Reloader>>,
+    tls: Option<Arc<crate::Tls>>,
     stats: Option<Arc<duanlian_clicks::Stats>>,
 }
 
@@ -87,6 +88,7 @@ impl Admin {
             writes,
             metrics: None,
             reloader: None,
+            tls: None,
             stats: None,
         }
     }
@@ -100,6 +102,13 @@ impl Admin {
     /// Enables `POST /api/v1/admin/snapshot`, loading a bulk snapshot.
     pub fn with_reloader(mut self, reloader: Arc<crate::Reloader>) -> Admin {
         self.reloader = Some(reloader);
+        self
+    }
+
+    /// Lists `tls`'s certificates at `GET /admin/tls` and reloads them at
+    /// `POST /admin/tls/reload`.
+    pub fn with_tls(mut self, tls: Arc<crate::Tls>) -> Admin {
+        self.tls = Some(tls);
         self
     }
 

@@ -60,13 +60,17 @@ impl Admin {
             (["links", domain, code], &Method::DELETE) => self.delete(domain, code).await,
             (["admin", "compact"], &Method::POST) => self.compact().await,
             (["admin", "snapshot"], &Method::POST) => self.reload(req).await,
+            (["admin", "tls"], &Method::GET) => self.tls_certificates(),
+            (["admin", "tls", "reload"], &Method::POST) => self.tls_reload().await,
             (
                 ["domains"]
                 | ["links"]
                 | ["links", "batch"]
                 | ["links", _, _]
                 | ["admin", "compact"]
-                | ["admin", "snapshot"],
+                | ["admin", "snapshot"]
+                | ["admin", "tls"]
+                | ["admin", "tls", "reload"],
                 _,
             ) => Err(Problem::new(
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -152,7 +152,7 @@ async fn accept_raw(
 pub(super) async fn accept_loop<A: Answer>(
     listener: TcpListener,
     shared: Arc<Shared<A>>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<crate::Tls>>,
 ) {
     let registered = listener.into_std().and_then(|l| {
         defer_accept(&l, shared.opts.header_read_timeout);
@@ -182,6 +182,7 @@ pub(super) async fn accept_loop<A: Answer>(
     // A cluster node may answer a miss only after I/O: its requests all go to hyper; so do
     // requests that arrive inside TLS.
     let answer_here = !shared.answer.may_defer() && tls.is_none();
+    let acceptor = tls.as_ref().map(|t| t.acceptor());
     let proxy = shared.opts.proxy_protocol.as_ref();
     loop {
         // At the connection limit, stop accepting: new clients wait in the backlog.
@@ -248,7 +249,7 @@ pub(super) async fn accept_loop<A: Answer>(
             state.wrote(1);
         }
         let shared = shared.clone();
-        let tls = tls.clone();
+        let tls = tls.clone().zip(acceptor.clone());
         // The connection's future (hyper's state, a kilobyte and more) goes to the heap in one
         // move; spawned as it is, tokio moved it through several frames, a `memcpy` each.
         tokio::spawn(async move {
@@ -268,23 +269,27 @@ pub(super) async fn accept_loop<A: Answer>(
             };
             let stream = Prefixed::new(read, stream);
             match tls {
-                None => Box::pin(serve_until_stopped(stream, peer, state, &shared)).await,
-                Some(tls) => {
+                None => Box::pin(serve_until_stopped(stream, peer, state, &shared, None)).await,
+                Some((tls, acceptor)) => {
                     // A handshake that never ends would hold the connection's slot: it gets
                     // what a request head gets.
                     let limit = shared.opts.header_read_timeout;
-                    let stream = match tokio::time::timeout(limit, tls.accept(stream)).await {
+                    let stream = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(e)) => {
                             state.close();
+                            tls.count_failure(false);
                             return tracing::debug!(%peer, error = %e, "TLS handshake failed");
                         }
                         Err(_) => {
                             state.close();
+                            tls.count_failure(true);
                             return tracing::debug!(%peer, "TLS handshake timed out");
                         }
                     };
-                    Box::pin(serve_until_stopped(stream, peer, state, &shared)).await;
+                    tls.count_handshake(stream.get_ref().1);
+                    let hsts = tls.has_hsts().then(|| tls.clone());
+                    Box::pin(serve_until_stopped(stream, peer, state, &shared, hsts)).await;
                 }
             }
         });

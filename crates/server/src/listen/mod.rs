@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 
 /// How request handling is spread over threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,10 +63,9 @@ pub struct Options {
     /// PROXY protocol: connections from these sources start with a PROXY header (v1 or v2)
     /// naming the client; connections from anywhere else are refused. Default is off.
     pub proxy_protocol: Option<crate::TrustedProxies>,
-    /// TLS on the redirect listener (see [`crate::tls_server_config`]): every connection
-    /// starts with a handshake, which must be over within `header_read_timeout`. Default is
-    /// off (plain HTTP).
-    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// TLS on the redirect listener (see [`crate::Tls`]): every connection starts with a
+    /// handshake, which must be over within `header_read_timeout`. Default is off (plain HTTP).
+    pub tls: Option<Arc<crate::Tls>>,
     /// With `tls`: serve HTTPS on this address instead, beside plain HTTP on `listen` (a link
     /// printed as `http://` then costs no second hop). Default: none, `listen` speaks TLS.
     pub tls_listen: Option<SocketAddr>,
@@ -182,7 +180,7 @@ async fn shutdown_signal() {
 async fn accept_tls_beside<A: Answer>(
     listener: Option<TcpListener>,
     shared: Arc<Shared<A>>,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<crate::Tls>>,
 ) {
     if let (Some(listener), Some(tls)) = (listener, tls) {
         accept_loop(listener, shared, Some(tls)).await;
@@ -212,8 +210,8 @@ pub fn run<A: Answer>(answer: Arc<A>, opts: &Options, health: Arc<Health>) -> io
     };
     // TLS on the redirect listener itself, or on listeners of its own beside it.
     let (plain_tls, beside) = match (&opts.tls, opts.tls_listen) {
-        (Some(config), None) => (Some(TlsAcceptor::from(config.clone())), None),
-        (Some(config), Some(_)) => (None, Some(TlsAcceptor::from(config.clone()))),
+        (Some(tls), None) => (Some(tls.clone()), None),
+        (Some(tls), Some(_)) => (None, Some(tls.clone())),
         (None, _) => (None, None),
     };
     let (main_rt, main_listener, main_tls_listener, workers) = match opts.shape {
