@@ -206,6 +206,25 @@ pub(crate) struct ServeArgs {
     /// Needs --tls-cert or --tls-dir. Default: --listen itself speaks TLS when they are given.
     #[arg(env = "DUANLIAN_TLS_LISTEN", long, value_name = "ADDR")]
     pub(crate) tls_listen: Option<std::net::SocketAddr>,
+    /// Certificates for every link domain from this ACME CA's directory URL (Let's Encrypt:
+    /// https://acme-v02.api.letsencrypt.org/directory), proved by HTTP-01 on --listen (port 80
+    /// for a public CA) and served by HTTPS on --tls-listen; kept in the data directory and
+    /// renewed before they expire. Instead of --tls-cert or --tls-dir. Default is off.
+    #[arg(env = "DUANLIAN_ACME_DIRECTORY", long, value_name = "URL")]
+    pub(crate) acme_directory: Option<String>,
+    /// A contact for the ACME account, where the CA writes about expiring certificates:
+    /// mailto:ops@example.cn (repeatable). Default is none.
+    #[arg(
+        env = "DUANLIAN_ACME_CONTACT",
+        value_delimiter = ',',
+        long = "acme-contact",
+        value_name = "URI"
+    )]
+    pub(crate) acme_contacts: Vec<String>,
+    /// Trust this CA certificate (PEM) for the ACME server's own HTTPS instead of the system's
+    /// roots: a company CA, or a test server such as pebble. Default: the system's roots.
+    #[arg(env = "DUANLIAN_ACME_CA_CERT", long, value_name = "FILE")]
+    pub(crate) acme_ca_cert: Option<PathBuf>,
     /// Strict-Transport-Security on every HTTPS answer of a domain: DOMAIN=PERIOD, the header's
     /// max-age (such as go.example.cn=365d; repeatable). Browsers then use HTTPS for that
     /// domain by themselves. Never sent over plain HTTP. Default is none.

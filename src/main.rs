@@ -1,6 +1,7 @@
 //! `duanlian`: build, check and serve short-link snapshots.
 #![forbid(unsafe_code)]
 
+mod acme;
 mod args;
 mod autocompact;
 mod clicks;

@@ -7,7 +7,9 @@ use crate::{autocompact, cluster, import};
 use anyhow::{anyhow, Context, Result};
 use duanlian_index::{Index, ReaperThread};
 use duanlian_link::Domain;
-use duanlian_server::{Admin, AdminOptions, Health, Metrics, Options, Redirector, Reloader};
+use duanlian_server::{
+    AcmeAnswers, Admin, AdminOptions, Health, Metrics, Options, Redirector, Reloader,
+};
 use duanlian_snapshot::Snapshot;
 use duanlian_store::{DataDir, Store, StoreOptions};
 use duanlian_write::Writes;
@@ -79,6 +81,8 @@ struct Node {
     admin_listen: SocketAddr,
     clicks: Option<duanlian_clicks::Writer>,
     _reaper: Option<ReaperThread>,
+    /// The certificate robot, started once the listeners are up.
+    acme: Option<(duanlian_acme::AcmeOptions, Arc<AcmeAnswers>)>,
 }
 
 impl Node {
@@ -162,6 +166,10 @@ impl Node {
             .with_policies(s.policies)
             // Counting every visit only makes sense where the counts can be kept.
             .with_visit_counting(!read_only);
+        let acme = s.acme.map(|opts| (opts, Arc::new(AcmeAnswers::default())));
+        if let Some((_, answers)) = &acme {
+            redirector = redirector.with_acme_answers(answers.clone());
+        }
         if let Backend::Cluster(node) = &backend {
             redirector = redirector
                 .with_catch_up(node.cluster.clone())
@@ -240,6 +248,7 @@ impl Node {
             admin_listen: s.admin_listen,
             clicks: clicks.map(|(_, writer)| writer),
             _reaper: reaper,
+            acme,
         })
     }
 
@@ -250,6 +259,9 @@ impl Node {
             let cluster = node.cluster.clone();
             self.health.gate_on(move || cluster.is_ready());
             node.start();
+        }
+        if let (Some((opts, answers)), Some(tls)) = (self.acme, &self.listener.tls) {
+            crate::acme::spawn(opts, answers, tls.clone(), self.health.clone())?;
         }
         duanlian_server::spawn_admin(Arc::new(self.admin), self.admin_listen, &self.listener)
             .with_context(|| format!("admin listener on {}", self.admin_listen))?;

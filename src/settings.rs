@@ -59,6 +59,8 @@ pub(crate) struct Settings {
     pub(crate) clicks: Option<RecorderOptions>,
     pub(crate) compaction: AutoCompact,
     pub(crate) huge_pages: HugePages,
+    /// Certificates from an ACME CA, into the managed directory `listener.tls` serves.
+    pub(crate) acme: Option<duanlian_acme::AcmeOptions>,
 }
 
 impl Settings {
@@ -113,9 +115,9 @@ impl Settings {
             ));
         }
         if let Some(tls_listen) = args.tls_listen {
-            if args.tls_cert.is_none() && args.tls_dir.is_none() {
+            if args.tls_cert.is_none() && args.tls_dir.is_none() && args.acme_directory.is_none() {
                 return Err(anyhow!(
-                    "--tls-listen needs --tls-cert and --tls-key, or --tls-dir"
+                    "--tls-listen needs --tls-cert and --tls-key, --tls-dir, or --acme-directory"
                 ));
             }
             if tls_listen.port() != 0
@@ -127,7 +129,8 @@ impl Settings {
             }
         }
         let hsts = hsts(&args)?;
-        if !hsts.is_empty() && args.tls_cert.is_none() && args.tls_dir.is_none() {
+        let acme = acme(&args, &kind, &domains)?;
+        if !hsts.is_empty() && args.tls_cert.is_none() && args.tls_dir.is_none() && acme.is_none() {
             return Err(anyhow!(
                 "--hsts needs HTTPS (--tls-cert and --tls-key, or --tls-dir): browsers ignore the header over plain HTTP"
             ));
@@ -163,9 +166,19 @@ impl Settings {
                     (None, None, Some(dir)) => Some(Certificates::Dir(dir.clone())),
                     (None, None, None) => None,
                 };
-                certs
-                    .map(|c| duanlian_server::Tls::load(c).map(|t| Arc::new(t.with_hsts(hsts))))
-                    .transpose()?
+                let tls = match (certs, &acme) {
+                    (Some(c), None) => Some(duanlian_server::Tls::load(c)?),
+                    (None, Some(a)) => Some(duanlian_server::Tls::managed(
+                        duanlian_acme::certs_dir(&a.state_dir),
+                    )?),
+                    (None, None) => None,
+                    (Some(_), Some(_)) => {
+                        return Err(anyhow!(
+                            "--acme-directory and --tls-cert or --tls-dir: give one way to get certificates"
+                        ))
+                    }
+                };
+                tls.map(|t| Arc::new(t.with_hsts(hsts)))
             },
             tls_listen: args.tls_listen,
         };
@@ -194,6 +207,7 @@ impl Settings {
                     .then_some(args.compact_overlay_links),
             },
             huge_pages: args.huge_pages,
+            acme,
         })
     }
 }
@@ -220,6 +234,65 @@ fn parse_domains(flags: &[String]) -> Result<Vec<Domain>> {
         }
     }
     Ok(domains)
+}
+
+/// `--acme-directory` and its companions, checked: certificates need a data directory to live
+/// in, the challenge needs plain HTTP on --listen, and the link domains must be known at start.
+fn acme(
+    args: &ServeArgs,
+    kind: &Kind,
+    domains: &[Domain],
+) -> Result<Option<duanlian_acme::AcmeOptions>> {
+    let Some(directory) = &args.acme_directory else {
+        if !args.acme_contacts.is_empty() || args.acme_ca_cert.is_some() {
+            return Err(anyhow!(
+                "--acme-contact and --acme-ca-cert need --acme-directory"
+            ));
+        }
+        return Ok(None);
+    };
+    if !(directory.starts_with("https://") || directory.starts_with("http://")) {
+        return Err(anyhow!(
+            "--acme-directory {directory}: expected the CA's directory URL (https://...)"
+        ));
+    }
+    let state_dir = match kind {
+        Kind::DataDir { path, .. } => path.join("acme"),
+        Kind::ReadOnly { .. } => {
+            return Err(anyhow!(
+                "--acme-directory needs --data-dir: the account key and certificates are kept there"
+            ))
+        }
+        Kind::Cluster(_) => {
+            return Err(anyhow!(
+                "--acme-directory is not available in cluster mode yet: give each node --tls-dir with the same certificates"
+            ))
+        }
+    };
+    if args.tls_listen.is_none() {
+        return Err(anyhow!(
+            "--acme-directory needs --tls-listen: the CA's HTTP-01 challenge is answered in plain HTTP on --listen, HTTPS is served on --tls-listen"
+        ));
+    }
+    if domains.is_empty() {
+        return Err(anyhow!(
+            "--acme-directory needs the link domains (--domain, repeatable): they are the names ordered"
+        ));
+    }
+    for c in &args.acme_contacts {
+        if !c.starts_with("mailto:") {
+            return Err(anyhow!(
+                "--acme-contact {c}: expected a mailto: URI (mailto:ops@example.cn)"
+            ));
+        }
+    }
+    Ok(Some(duanlian_acme::AcmeOptions {
+        directory: directory.clone(),
+        contact: args.acme_contacts.clone(),
+        domains: domains.iter().map(|d| d.as_str().to_string()).collect(),
+        state_dir,
+        ca_cert: args.acme_ca_cert.clone(),
+    }))
 }
 
 /// `--hsts DOMAIN=PERIOD`: the max-age of each domain's Strict-Transport-Security header, in

@@ -6,9 +6,9 @@
 //! `--ignored`. Run without them, it fails saying what is missing. `DUANLIAN_SCREENSHOTS=DIR`
 //! keeps the screenshots (the README's come from there).
 use crate::util::http::{Conn, Request};
-use crate::util::{Server, TempDir, BROWSER};
+use crate::util::{free_port, Server, TempDir, BROWSER};
 use serde_json::{json, Value};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,13 +20,6 @@ struct Driver {
     port: u16,
     session: String,
     child: Child,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// One HTTP/1.1 exchange with chromedriver; the JSON body of the answer. chromedriver keeps

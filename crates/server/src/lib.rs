@@ -38,7 +38,9 @@ pub use listen::{
 };
 pub use metrics::Metrics;
 pub use proxy::TrustedProxies;
-pub use redirect::{respond, respond_from, Body, DomainPolicy, Redirector, DEFAULT_RETENTION};
+pub use redirect::{
+    respond, respond_from, AcmeAnswers, Body, DomainPolicy, Redirector, DEFAULT_RETENTION,
+};
 pub use reload::{ReloadError, Reloaded, Reloader};
 pub use tls::{CertificateInfo, Certificates, TicketKey, Tickets, Tls, TlsCounts, TlsError};
 

@@ -65,6 +65,43 @@ pub struct Redirector {
     catch_up: Option<Arc<dyn duanlian_write::CatchUp>>,
     /// Where the visits of capped links come from when they are counted across nodes.
     quota: Option<Arc<dyn duanlian_write::VisitQuota>>,
+    /// Answers to a certificate authority's HTTP-01 challenges, while an order is open.
+    acme: Option<Arc<AcmeAnswers>>,
+}
+
+/// The key authorizations a certificate authority fetches at
+/// `/.well-known/acme-challenge/TOKEN` (RFC 8555 §8.3) on any of the link domains, in plain
+/// HTTP. That path can never be a code (codes have no `/` or `.`), so links are never shadowed.
+#[derive(Debug, Default)]
+pub struct AcmeAnswers(std::sync::RwLock<HashMap<String, String>>);
+
+impl AcmeAnswers {
+    /// Serves `key_authorization` for `token` from now on.
+    pub fn publish(&self, token: &str, key_authorization: &str) {
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        map.insert(token.to_string(), key_authorization.to_string());
+    }
+
+    /// Stops serving `token`.
+    pub fn withdraw(&self, token: &str) {
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        map.remove(token);
+    }
+
+    fn answer(&self, token: &str) -> Response<Body> {
+        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
+        match map.get(token) {
+            Some(v) => {
+                let mut r = Response::new(Full::new(Bytes::from(v.clone())));
+                r.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                r
+            }
+            None => not_found(),
+        }
+    }
 }
 
 /// Marks an answer a cluster node gives only after one read of the cluster (see
@@ -95,6 +132,12 @@ impl std::fmt::Debug for Redirector {
 }
 
 impl Redirector {
+    /// Answers certificate authorities' HTTP-01 challenges from `answers`.
+    pub fn with_acme_answers(mut self, answers: Arc<AcmeAnswers>) -> Redirector {
+        self.acme = Some(answers);
+        self
+    }
+
     /// Redirects from `index`: no fallbacks, the index's retention, visits not counted (except
     /// for links with a visit cap, which must count to enforce it).
     pub fn new(index: Arc<Index>) -> Redirector {
@@ -109,6 +152,7 @@ impl Redirector {
             clock: None,
             catch_up: None,
             quota: None,
+            acme: None,
         }
     }
 
@@ -406,6 +450,11 @@ fn escaped<B>(
     domain: &str,
     path: &str,
 ) -> Response<Body> {
+    if let (Some(answers), Some(token)) =
+        (&r.acme, path.strip_prefix(".well-known/acme-challenge/"))
+    {
+        return answers.answer(token);
+    }
     let mut buf = [0; MAX_CODE_LEN];
     match percent_decode(path.as_bytes(), &mut buf) {
         Some(code) => r.index.resolve(domain, code, |link| {

@@ -1,0 +1,281 @@
+//! Certificates for the link domains from an ACME certificate authority (RFC 8555: Let's
+//! Encrypt, ZeroSSL, a company's own CA, pebble in tests), without anyone placing files.
+//!
+//! Each domain is ordered on its own (one domain's failure holds up no other) and proved with
+//! the HTTP-01 challenge: the CA fetches `http://DOMAIN/.well-known/acme-challenge/TOKEN`, which
+//! the redirect listener answers in plain HTTP from what [`Challenges`] was given. Certificates
+//! are written as `NAME.crt` and `NAME.key` (mode 0600) into [`certs_dir`], the directory the
+//! TLS listener serves, and `on_issued` is called so it reloads them. A certificate is renewed
+//! when 30 days or a third of its lifetime remain, whichever is less (so short-lived
+//! certificates renew in time too); a failed order is retried after 1 minute, doubling up to
+//! 6 hours.
+//!
+//! ```no_run
+//! use duanlian_acme::{Acme, AcmeOptions, Challenges};
+//! # struct Board;
+//! # impl Challenges for Board {
+//! #     fn publish(&self, _: &str, _: &str) {}
+//! #     fn withdraw(&self, _: &str) {}
+//! # }
+//! # async fn run() {
+//! let opts = AcmeOptions {
+//!     directory: "https://acme-v02.api.letsencrypt.org/directory".into(),
+//!     contact: vec!["mailto:ops@example.cn".into()],
+//!     domains: vec!["go.example.cn".into()],
+//!     state_dir: "/var/lib/duanlian/acme".into(),
+//!     ca_cert: None,
+//! };
+//! Acme::new(opts, std::sync::Arc::new(Board), Box::new(|| { /* reload TLS */ }))
+//!     .run()
+//!     .await;
+//! # }
+//! ```
+mod schedule;
+mod store;
+
+pub use schedule::{backoff, renew_at};
+pub use store::certs_dir;
+
+use instant_acme::{
+    Account, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus,
+    RetryPolicy,
+};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where challenge answers go: the redirect listener serves each token's key authorization at
+/// `/.well-known/acme-challenge/TOKEN` until it is withdrawn.
+pub trait Challenges: Send + Sync + 'static {
+    /// Serve `key_authorization` for `token`.
+    fn publish(&self, token: &str, key_authorization: &str);
+    /// Stop serving `token`.
+    fn withdraw(&self, token: &str);
+}
+
+/// What to order, from where, and where to keep it.
+#[derive(Debug, Clone)]
+pub struct AcmeOptions {
+    /// The CA's directory URL.
+    pub directory: String,
+    /// Contact URIs for the account (`mailto:ops@example.cn`): where the CA writes about
+    /// expiring certificates and policy changes.
+    pub contact: Vec<String>,
+    /// The names to hold certificates for.
+    pub domains: Vec<String>,
+    /// The account key and the certificates ([`certs_dir`]) live here.
+    pub state_dir: PathBuf,
+    /// Trust this CA certificate (PEM) for the ACME server's own HTTPS, instead of the system's
+    /// roots: for a company CA or a test server.
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// Why an account or an order failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AcmeError {
+    /// A file of the state directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The stored account is not one this version can read.
+    #[error("{path}: not an ACME account file: {reason}")]
+    Account {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// The CA refused or could not be reached.
+    #[error("ACME: {0}")]
+    Ca(#[from] instant_acme::Error),
+    /// The order ended without a certificate.
+    #[error("{domain}: {reason}")]
+    Order {
+        /// The name ordered.
+        domain: String,
+        /// What the CA said, or which step failed.
+        reason: String,
+    },
+}
+
+/// The certificate robot of one node.
+pub struct Acme {
+    opts: AcmeOptions,
+    challenges: Arc<dyn Challenges>,
+    on_issued: Box<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for Acme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acme").field("opts", &self.opts).finish()
+    }
+}
+
+/// How long to wait between looks when nothing is due.
+const IDLE: i64 = 3600;
+
+impl Acme {
+    /// A robot for `opts`; `on_issued` runs after each new certificate is in place.
+    pub fn new(
+        opts: AcmeOptions,
+        challenges: Arc<dyn Challenges>,
+        on_issued: Box<dyn Fn() + Send + Sync>,
+    ) -> Acme {
+        Acme {
+            opts,
+            challenges,
+            on_issued,
+        }
+    }
+
+    /// Orders what is missing or due, then sleeps until the next renewal or retry; forever.
+    pub async fn run(self) {
+        let mut tries = 0;
+        let account = loop {
+            match self.account().await {
+                Ok(a) => break a,
+                Err(e) => {
+                    tries += 1;
+                    let wait = backoff(tries);
+                    tracing::warn!(error = %e, retry_in_s = wait.as_secs(), "ACME account unavailable");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        };
+        // Per domain: failures in a row, and when to try again.
+        let mut failed: HashMap<String, (u32, i64)> = HashMap::new();
+        loop {
+            let now = duanlian_link::now_secs();
+            let mut next = now + IDLE;
+            for domain in &self.opts.domains {
+                let due = match store::validity(&self.opts.state_dir, domain) {
+                    Some((from, until)) => renew_at(from, until),
+                    None => now,
+                };
+                let at = due.max(failed.get(domain).map_or(0, |f| f.1));
+                if at > now {
+                    next = next.min(at);
+                    continue;
+                }
+                match self.order(&account, domain).await {
+                    Ok(until) => {
+                        failed.remove(domain);
+                        tracing::info!(%domain, not_after = %duanlian_link::format_rfc3339(until), "ACME certificate issued");
+                        (self.on_issued)();
+                        if let Some((from, until)) = store::validity(&self.opts.state_dir, domain) {
+                            next = next.min(renew_at(from, until));
+                        }
+                    }
+                    Err(e) => {
+                        let f = failed.entry(domain.clone()).or_insert((0, 0));
+                        f.0 += 1;
+                        let wait = backoff(f.0);
+                        f.1 = duanlian_link::now_secs() + wait.as_secs() as i64;
+                        next = next.min(f.1);
+                        tracing::warn!(%domain, error = %e, failures = f.0, retry_in_s = wait.as_secs(), "ACME order failed");
+                    }
+                }
+            }
+            let wait = (next - duanlian_link::now_secs()).max(1);
+            tokio::time::sleep(Duration::from_secs(wait as u64)).await;
+        }
+    }
+
+    /// The stored account for this directory, or a new one (then stored).
+    async fn account(&self) -> Result<Account, AcmeError> {
+        let builder = match &self.opts.ca_cert {
+            Some(ca) => Account::builder_with_root(ca)?,
+            None => Account::builder()?,
+        };
+        if let Some(credentials) = store::account(&self.opts.state_dir, &self.opts.directory)? {
+            return Ok(builder.from_credentials(credentials).await?);
+        }
+        let contact: Vec<&str> = self.opts.contact.iter().map(String::as_str).collect();
+        let (account, credentials) = builder
+            .create(
+                &NewAccount {
+                    contact: &contact,
+                    terms_of_service_agreed: true,
+                    only_return_existing: false,
+                },
+                self.opts.directory.clone(),
+                None,
+            )
+            .await?;
+        store::save_account(&self.opts.state_dir, &self.opts.directory, &credentials)?;
+        tracing::info!(directory = %self.opts.directory, id = account.id(), "ACME account created");
+        Ok(account)
+    }
+
+    /// One order for `domain`, through to the files; the new certificate's end of validity.
+    async fn order(&self, account: &Account, domain: &str) -> Result<i64, AcmeError> {
+        let fail = |reason: String| AcmeError::Order {
+            domain: domain.to_string(),
+            reason,
+        };
+        let ids = [Identifier::Dns(domain.to_string())];
+        let mut order = account.new_order(&NewOrder::new(&ids)).await?;
+        let mut published = Vec::new();
+        let mut authorizations = order.authorizations();
+        let mut proved = Ok(());
+        while let Some(authz) = authorizations.next().await {
+            let mut authz = authz?;
+            match authz.status {
+                AuthorizationStatus::Pending => {}
+                AuthorizationStatus::Valid => continue,
+                other => {
+                    proved = Err(fail(format!("authorization is {other:?}")));
+                    break;
+                }
+            }
+            let Some(mut challenge) = authz.challenge(ChallengeType::Http01) else {
+                proved = Err(fail("the CA offers no http-01 challenge".into()));
+                break;
+            };
+            let key_authorization = challenge.key_authorization();
+            self.challenges
+                .publish(&challenge.token, key_authorization.as_str());
+            published.push(challenge.token.clone());
+            if let Err(e) = challenge.set_ready().await {
+                proved = Err(e.into());
+                break;
+            }
+        }
+        let issued = match proved {
+            Ok(()) => self.finish(&mut order, domain).await,
+            Err(e) => Err(e),
+        };
+        for token in &published {
+            self.challenges.withdraw(token);
+        }
+        issued
+    }
+
+    async fn finish(
+        &self,
+        order: &mut instant_acme::Order,
+        domain: &str,
+    ) -> Result<i64, AcmeError> {
+        let retry = RetryPolicy::new().timeout(Duration::from_secs(90));
+        let status = order.poll_ready(&retry).await?;
+        if status != OrderStatus::Ready {
+            let why = order
+                .state()
+                .error
+                .as_ref()
+                .map_or_else(|| format!("order is {status:?}"), |p| p.to_string());
+            return Err(AcmeError::Order {
+                domain: domain.to_string(),
+                reason: why,
+            });
+        }
+        let key = order.finalize().await?;
+        let chain = order.poll_certificate(&retry).await?;
+        store::save_certificate(&self.opts.state_dir, domain, &chain, &key)
+    }
+}
