@@ -106,6 +106,42 @@ impl Node {
         self.runtime.spawn(self.cluster.clone().run());
     }
 
+    /// Keeps `tls`'s session-ticket keys the same on every node (from the cluster's secrets,
+    /// rotated on the tickets' period), so a client resumes wherever it lands. Until the
+    /// cluster answers, the node seals with keys of its own.
+    pub(crate) fn share_ticket_keys(&self, tls: Arc<duanlian_server::Tls>) {
+        let cluster = self.cluster.clone();
+        self.runtime.spawn(async move {
+            let tickets = tls.tickets().clone();
+            let period = Duration::from_secs(u64::from(tickets.period()));
+            let key = |s: duanlian_cluster::Secret| {
+                duanlian_server::TicketKey::from_random(&s.bytes, s.created)
+            };
+            let mut warned = false;
+            loop {
+                let wait = match cluster.rotating_secret("tls-tickets", period).await {
+                    Ok(r) => {
+                        let next = r.current.created + period.as_secs() as i64;
+                        tickets.install(key(r.current), r.previous.map(key));
+                        warned = false;
+                        // Look again when it is due, and at least every minute (another node
+                        // may rotate first).
+                        (next - duanlian_link::now_secs()).clamp(1, 60) as u64
+                    }
+                    Err(duanlian_cluster::ClusterError::NotJoined) => 1,
+                    Err(e) => {
+                        if !warned {
+                            tracing::warn!(error = %e, "TLS ticket keys not shared yet; retrying");
+                            warned = true;
+                        }
+                        5
+                    }
+                };
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+            }
+        });
+    }
+
     pub(crate) fn stop(self) {
         let cluster = self.cluster.clone();
         let _ = self.runtime.block_on(async move {

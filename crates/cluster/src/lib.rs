@@ -38,9 +38,11 @@ mod node;
 mod publish;
 mod quota;
 mod seam;
+mod secrets;
 mod writes;
 
 pub use clicks::{read_click_events, ClickForwarder};
 pub use error::ClusterError;
 pub use node::{Cluster, ClusterOptions, ClusterStatus};
 pub use publish::{publish_snapshot, upload_snapshot_file, Published};
+pub use secrets::{Rotated, Secret, SECRET_LEN};

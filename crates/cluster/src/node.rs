@@ -122,6 +122,8 @@ pub struct Cluster {
     pub(crate) message_prefix: String,
     /// The click publisher's task, awaited at shutdown (see [`Cluster::flush_clicks`]).
     pub(crate) publisher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The bucket of shared secrets, once opened (`secrets.rs`).
+    pub(crate) secrets: tokio::sync::OnceCell<async_nats::jetstream::kv::Store>,
 }
 
 impl Cluster {
@@ -141,6 +143,7 @@ impl Cluster {
             stats: OnceLock::new(),
             click_counters: Default::default(),
             publisher: std::sync::Mutex::new(None),
+            secrets: tokio::sync::OnceCell::new(),
             message_prefix: format!(
                 "{}-{:x}-{:x}-",
                 opts.name,

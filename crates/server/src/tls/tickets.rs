@@ -45,6 +45,19 @@ impl TicketKey {
         Some(key)
     }
 
+    /// A key from 48 random bytes (its id, then its secret) made at `created`: how a key
+    /// shared by a cluster arrives.
+    pub fn from_random(bytes: &[u8; 48], created: i64) -> TicketKey {
+        let mut key = TicketKey {
+            id: [0; ID_LEN],
+            secret: [0; 32],
+            created,
+        };
+        key.id.copy_from_slice(&bytes[..ID_LEN]);
+        key.secret.copy_from_slice(&bytes[ID_LEN..]);
+        key
+    }
+
     /// When it was made (Unix seconds).
     pub fn created(&self) -> i64 {
         self.created
@@ -128,7 +141,8 @@ impl Tickets {
     }
 
     /// From now on seals with `current` and opens with it and `previous`; the node no longer
-    /// rotates keys itself (whoever installs them does).
+    /// rotates keys itself (whoever installs them does), unless the installed key grows twice
+    /// its period old (the installer is gone: a key must not seal forever).
     pub fn install(&self, current: TicketKey, previous: Option<TicketKey>) {
         let (Some(current), previous) = (Sealer::new(current), previous.and_then(Sealer::new))
         else {
@@ -143,11 +157,16 @@ impl Tickets {
     fn now_keys(&self) -> Option<arc_swap::Guard<Arc<Option<Keys>>>> {
         let keys = self.keys.load();
         let now = duanlian_link::now_secs();
+        let periods = if self.installed.load(Ordering::Acquire) {
+            2
+        } else {
+            1
+        };
         let due = match &**keys {
-            Some(k) => k.current.key.created + i64::from(self.period) <= now,
+            Some(k) => k.current.key.created + periods * i64::from(self.period) <= now,
             None => true,
         };
-        if !due || self.installed.load(Ordering::Acquire) {
+        if !due {
             return Some(keys);
         }
         let fresh = Sealer::new(TicketKey::generate(now)?)?;

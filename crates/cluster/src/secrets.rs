@@ -1,0 +1,174 @@
+//! Secrets every node must hold alike (the TLS session-ticket keys, so a client resumes on
+//! whichever node the load balancer picks), kept in the bucket `<bucket>-secrets`. The first
+//! node to find a secret past its period rotates it by compare-and-set, so exactly one new
+//! secret wins, and the one before it is kept beside it for what it sealed.
+use crate::{Cluster, ClusterError};
+use async_nats::jetstream::kv;
+use std::time::Duration;
+
+/// Bytes of one secret.
+pub const SECRET_LEN: usize = 48;
+
+/// One secret and when it was made (Unix seconds).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret {
+    /// Its random bytes.
+    pub bytes: [u8; SECRET_LEN],
+    /// When it was made.
+    pub created: i64,
+}
+
+impl std::fmt::Debug for Secret {
+    // The bytes stay out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secret")
+            .field("created", &self.created)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A rotated secret: the one to use now, and the one before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotated {
+    /// Seal with this one.
+    pub current: Secret,
+    /// Still open what this one sealed.
+    pub previous: Option<Secret>,
+}
+
+const ONE: usize = 8 + SECRET_LEN;
+
+fn encode(r: &Rotated) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 * ONE);
+    for s in std::iter::once(&r.current).chain(r.previous.as_ref()) {
+        out.extend_from_slice(&s.created.to_be_bytes());
+        out.extend_from_slice(&s.bytes);
+    }
+    out
+}
+
+fn decode(b: &[u8]) -> Option<Rotated> {
+    let one = |b: &[u8]| -> Option<Secret> {
+        let created = i64::from_be_bytes(b.get(..8)?.try_into().ok()?);
+        let bytes = b.get(8..ONE)?.try_into().ok()?;
+        Some(Secret { bytes, created })
+    };
+    match b.len() {
+        ONE => Some(Rotated {
+            current: one(b)?,
+            previous: None,
+        }),
+        n if n == 2 * ONE => Some(Rotated {
+            current: one(&b[..ONE])?,
+            previous: Some(one(&b[ONE..])?),
+        }),
+        _ => None,
+    }
+}
+
+fn fresh(now: i64) -> Result<Secret, String> {
+    let mut bytes = [0u8; SECRET_LEN];
+    getrandom::fill(&mut bytes).map_err(|e| e.to_string())?;
+    Ok(Secret {
+        bytes,
+        created: now,
+    })
+}
+
+impl Cluster {
+    /// The shared secret `name`, rotated first if its current one is `period` old or older
+    /// (or made, if there is none).
+    pub async fn rotating_secret(
+        &self,
+        name: &str,
+        period: Duration,
+    ) -> Result<Rotated, ClusterError> {
+        let fail = |reason: String| ClusterError::Secret {
+            name: name.to_string(),
+            reason,
+        };
+        let store = self.secrets_bucket().await?;
+        // A lost race means another node rotated: read again and take its secret.
+        for _ in 0..5 {
+            let now = duanlian_link::now_secs();
+            let entry = store.entry(name).await.map_err(|e| fail(e.to_string()))?;
+            let live = entry.filter(|e| e.operation == kv::Operation::Put);
+            let (stored, revision) = match &live {
+                Some(e) => (decode(&e.value), Some(e.revision)),
+                None => (None, None),
+            };
+            match (&stored, revision) {
+                (Some(r), _) if r.current.created + period.as_secs() as i64 > now => {
+                    return Ok(r.clone())
+                }
+                _ => {}
+            }
+            let next = Rotated {
+                current: fresh(now).map_err(fail)?,
+                previous: stored.map(|r| r.current),
+            };
+            let written = match revision {
+                Some(rev) => store.update(name, encode(&next).into(), rev).await.is_ok(),
+                None => store.create(name, encode(&next).into()).await.is_ok(),
+            };
+            if written {
+                tracing::info!(secret = name, "shared secret rotated");
+                return Ok(next);
+            }
+        }
+        Err(fail("lost every rotation race; try again".into()))
+    }
+
+    async fn secrets_bucket(&self) -> Result<&kv::Store, ClusterError> {
+        let js = self.jetstream().ok_or(ClusterError::NotJoined)?;
+        let name = format!("{}-secrets", self.opts.bucket);
+        let replicas = self.opts.replicas.max(1);
+        self.secrets
+            .get_or_try_init(|| async move {
+                if let Ok(store) = js.get_key_value(&name).await {
+                    return Ok(store);
+                }
+                match js
+                    .create_key_value(kv::Config {
+                        bucket: name.clone(),
+                        description: "duanlian secrets every node holds alike".into(),
+                        history: 1,
+                        num_replicas: replicas,
+                        ..Default::default()
+                    })
+                    .await
+                {
+                    Ok(store) => Ok(store),
+                    // Another node created it meanwhile.
+                    Err(_) => js
+                        .get_key_value(&name)
+                        .await
+                        .map_err(ClusterError::OpenBucket),
+                }
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rotated_secret_reads_back_as_written() {
+        let a = fresh(100).expect("random");
+        let b = fresh(200).expect("random");
+        assert_ne!(a.bytes, b.bytes);
+        let one = Rotated {
+            current: a.clone(),
+            previous: None,
+        };
+        let two = Rotated {
+            current: b,
+            previous: Some(a),
+        };
+        assert_eq!(decode(&encode(&one)), Some(one));
+        assert_eq!(decode(&encode(&two)), Some(two));
+        assert_eq!(decode(&[0; 10]), None);
+    }
+}
