@@ -30,6 +30,7 @@
 //!     .await;
 //! # }
 //! ```
+mod http;
 mod schedule;
 mod store;
 
@@ -188,10 +189,8 @@ impl Acme {
 
     /// The stored account for this directory, or a new one (then stored).
     async fn account(&self) -> Result<Account, AcmeError> {
-        let builder = match &self.opts.ca_cert {
-            Some(ca) => Account::builder_with_root(ca)?,
-            None => Account::builder()?,
-        };
+        let client = http::Client::new(self.opts.ca_cert.as_deref())?;
+        let builder = Account::builder_with_http(Box::new(client));
         if let Some(credentials) = store::account(&self.opts.state_dir, &self.opts.directory)? {
             return Ok(builder.from_credentials(credentials).await?);
         }

@@ -1,5 +1,5 @@
 //! Binding listeners and accepting connections.
-use super::conn::{serve_until_stopped, Prefixed};
+use super::conn::{serve_until_stopped, serve_with_hsts, Prefixed};
 use super::first::{self, First};
 use super::sweep::{Limits, Sweeper};
 use super::Health;
@@ -269,7 +269,7 @@ pub(super) async fn accept_loop<A: Answer>(
             };
             let stream = Prefixed::new(read, stream);
             match tls {
-                None => Box::pin(serve_until_stopped(stream, peer, state, &shared, None)).await,
+                None => Box::pin(serve_until_stopped(stream, peer, state, &shared)).await,
                 Some((tls, acceptor)) => {
                     // A handshake that never ends would hold the connection's slot: it gets
                     // what a request head gets.
@@ -288,8 +288,11 @@ pub(super) async fn accept_loop<A: Answer>(
                         }
                     };
                     tls.count_handshake(stream.get_ref().1);
-                    let hsts = tls.has_hsts().then(|| tls.clone());
-                    Box::pin(serve_until_stopped(stream, peer, state, &shared, hsts)).await;
+                    if tls.has_hsts() {
+                        Box::pin(serve_with_hsts(stream, peer, state, &shared, tls)).await;
+                    } else {
+                        Box::pin(serve_until_stopped(stream, peer, state, &shared)).await;
+                    }
                 }
             }
         });
