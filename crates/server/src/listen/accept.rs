@@ -1,7 +1,7 @@
 //! Binding listeners and accepting connections.
 use super::conn::{serve_until_stopped, serve_with_hsts, Prefixed};
 use super::first::{self, First};
-use super::sweep::{Limits, Sweeper};
+use super::sweep::{ConnState, Limits, Sweeper};
 use super::Health;
 use super::{http, stopped, Answer, Options, Shared};
 use crate::admin::Admin;
@@ -271,28 +271,7 @@ pub(super) async fn accept_loop<A: Answer>(
             match tls {
                 None => Box::pin(serve_until_stopped(stream, peer, state, &shared)).await,
                 Some((tls, acceptor)) => {
-                    // A handshake that never ends would hold the connection's slot: it gets
-                    // what a request head gets.
-                    let limit = shared.opts.header_read_timeout;
-                    let stream = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(e)) => {
-                            state.close();
-                            tls.count_failure(false);
-                            return tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        }
-                        Err(_) => {
-                            state.close();
-                            tls.count_failure(true);
-                            return tracing::debug!(%peer, "TLS handshake timed out");
-                        }
-                    };
-                    tls.count_handshake(stream.get_ref().1);
-                    if tls.has_hsts() {
-                        Box::pin(serve_with_hsts(stream, peer, state, &shared, tls)).await;
-                    } else {
-                        Box::pin(serve_until_stopped(stream, peer, state, &shared)).await;
-                    }
+                    Box::pin(serve_tls(stream, peer, state, &shared, tls, acceptor)).await
                 }
             }
         });
@@ -411,5 +390,40 @@ impl Drop for Open<'_> {
     fn drop(&mut self) {
         self.health.connections.fetch_sub(1, Ordering::AcqRel);
         self.limit.release();
+    }
+}
+
+/// A connection that starts with a TLS handshake: out of the plain connections' task, whose
+/// code (and hyper's, inlined into it) stays as it was without TLS.
+#[inline(never)]
+async fn serve_tls<A: Answer>(
+    stream: Prefixed<TcpStream>,
+    peer: SocketAddr,
+    state: Arc<ConnState>,
+    shared: &Shared<A>,
+    tls: Arc<crate::Tls>,
+    acceptor: tokio_rustls::TlsAcceptor,
+) {
+    // A handshake that never ends would hold the connection's slot: it gets what a request
+    // head gets.
+    let limit = shared.opts.header_read_timeout;
+    let stream = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            state.close();
+            tls.count_failure(false);
+            return tracing::debug!(%peer, error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            state.close();
+            tls.count_failure(true);
+            return tracing::debug!(%peer, "TLS handshake timed out");
+        }
+    };
+    tls.count_handshake(stream.get_ref().1);
+    if tls.has_hsts() {
+        Box::pin(serve_with_hsts(stream, peer, state, shared, tls)).await;
+    } else {
+        Box::pin(serve_until_stopped(stream, peer, state, shared)).await;
     }
 }
