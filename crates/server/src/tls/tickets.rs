@@ -8,7 +8,7 @@
 use arc_swap::ArcSwap;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 const ID_LEN: usize = 16;
@@ -92,12 +92,32 @@ impl TicketKey {
 struct Sealer {
     key: TicketKey,
     aead: LessSafeKey,
+    /// Nonces: a random prefix drawn once for this sealer, then a count, so that no two
+    /// tickets share one (nodes sharing a key draw different prefixes) and sealing asks the
+    /// kernel for no randomness.
+    prefix: [u8; 4],
+    count: AtomicU64,
 }
 
 impl Sealer {
     fn new(key: TicketKey) -> Option<Sealer> {
         let aead = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key.secret).ok()?);
-        Some(Sealer { key, aead })
+        let mut prefix = [0u8; 4];
+        SystemRandom::new().fill(&mut prefix).ok()?;
+        Some(Sealer {
+            key,
+            aead,
+            prefix,
+            count: AtomicU64::new(0),
+        })
+    }
+
+    fn next_nonce(&self) -> [u8; NONCE_LEN] {
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce[..4].copy_from_slice(&self.prefix);
+        let n = self.count.fetch_add(1, Ordering::Relaxed);
+        nonce[4..].copy_from_slice(&n.to_be_bytes());
+        nonce
     }
 }
 
@@ -113,7 +133,6 @@ pub struct Tickets {
     period: u32,
     /// Keys come from outside ([`Tickets::install`]); never rotate them here.
     installed: AtomicBool,
-    rng: SystemRandom,
 }
 
 impl std::fmt::Debug for Tickets {
@@ -131,7 +150,6 @@ impl Tickets {
             keys: ArcSwap::from_pointee(None),
             period,
             installed: AtomicBool::new(false),
-            rng: SystemRandom::new(),
         }
     }
 
@@ -196,8 +214,7 @@ impl rustls::server::ProducesTickets for Tickets {
     fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
         let keys = self.now_keys()?;
         let sealer = &(**keys).as_ref()?.current;
-        let mut nonce = [0u8; NONCE_LEN];
-        self.rng.fill(&mut nonce).ok()?;
+        let nonce = sealer.next_nonce();
         let mut out = Vec::with_capacity(ID_LEN + NONCE_LEN + plain.len() + 16);
         out.extend_from_slice(&sealer.key.id);
         out.extend_from_slice(&nonce);
