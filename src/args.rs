@@ -209,7 +209,8 @@ pub(crate) struct ServeArgs {
     /// Certificates for every link domain from this ACME CA's directory URL (Let's Encrypt:
     /// https://acme-v02.api.letsencrypt.org/directory), proved by HTTP-01 on --listen (port 80
     /// for a public CA) and served by HTTPS on --tls-listen; kept in the data directory and
-    /// renewed before they expire. Instead of --tls-cert or --tls-dir. Default is off.
+    /// renewed before they expire (in cluster mode: in the cluster, one node ordering). Instead
+    /// of --tls-cert or --tls-dir. Default is off.
     #[arg(env = "DUANLIAN_ACME_DIRECTORY", long, value_name = "URL")]
     pub(crate) acme_directory: Option<String>,
     /// A contact for the ACME account, where the CA writes about expiring certificates:

@@ -101,6 +101,11 @@ impl Node {
         Ok((Arc::new(recorder), writer))
     }
 
+    /// The runtime the node's cluster work runs on.
+    pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
+        self.runtime.handle()
+    }
+
     /// Joins in the background: `/readyz` says ready once the node caught up.
     pub(crate) fn start(&self) {
         self.runtime.spawn(self.cluster.clone().run());

@@ -263,8 +263,21 @@ impl Node {
             self.health.gate_on(move || cluster.is_ready());
             node.start();
         }
-        if let (Some((opts, answers)), Some(tls)) = (self.acme, &self.listener.tls) {
-            crate::acme::spawn(opts, answers, tls.clone(), self.health.clone())?;
+        match (self.acme, &self.listener.tls, &self.backend) {
+            (Some((opts, answers)), Some(tls), Backend::Cluster(node)) => {
+                crate::acme::spawn_in_cluster(
+                    node.handle(),
+                    node.cluster.clone(),
+                    opts,
+                    answers,
+                    tls.clone(),
+                    self.health.clone(),
+                )
+            }
+            (Some((opts, answers)), Some(tls), _) => {
+                crate::acme::spawn(opts, answers, tls.clone(), self.health.clone())?
+            }
+            _ => {}
         }
         duanlian_server::spawn_admin(Arc::new(self.admin), self.admin_listen, &self.listener)
             .with_context(|| format!("admin listener on {}", self.admin_listen))?;

@@ -260,14 +260,11 @@ fn acme(
         Kind::DataDir { path, .. } => path.join("acme"),
         Kind::ReadOnly { .. } => {
             return Err(anyhow!(
-                "--acme-directory needs --data-dir: the account key and certificates are kept there"
+                "--acme-directory needs --data-dir (or --cluster): the account key and certificates are kept there"
             ))
         }
-        Kind::Cluster(_) => {
-            return Err(anyhow!(
-                "--acme-directory is not available in cluster mode yet: give each node --tls-dir with the same certificates"
-            ))
-        }
+        // The bucket keeps them; each node mirrors them under its cluster directory.
+        Kind::Cluster(opts) => opts.dir.join("acme"),
     };
     if args.tls_listen.is_none() {
         return Err(anyhow!(

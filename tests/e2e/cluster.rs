@@ -1073,3 +1073,59 @@ fn a_tls_session_made_on_one_node_resumes_on_another() {
     assert!(resumed_elsewhere, "{}\n{}", a.logs(), b.logs());
     assert!(crate::util::metric(&b, "duanlian_tls_handshakes_total{outcome=\"resumed\"}") >= 1.0);
 }
+
+#[test]
+#[ignore = "needs nats-server on PATH and Debian's pebble (apt-get install pebble); run with --ignored"]
+fn one_node_orders_a_certificate_and_every_node_serves_it() {
+    use crate::acme::{leaf, Pebble};
+    use crate::tls::https_port;
+    let Some((nats, dir)) = one_nats() else {
+        return;
+    };
+    // The CA validates on node a's plain port, and node b orders (a's robot starts late): the
+    // challenge b is given must be answered by a.
+    let http = crate::util::free_port();
+    let pebble = Pebble::start(http, 3600);
+    let directory = pebble.directory();
+    let listen = format!("127.0.0.1:{http}");
+    let acme = [
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--acme-directory",
+        &directory,
+        "--acme-ca-cert",
+        &pebble.ca_file,
+    ];
+    let mut on_a = vec!["--listen", listen.as_str()];
+    on_a.extend_from_slice(&acme);
+    let a = node_env(
+        &nats.url(),
+        "a",
+        &dir,
+        &on_a,
+        &[("DUANLIAN_TEST_ACME_START_DELAY_MS", "3000")],
+    );
+    let b = node(&nats.url(), "b", &dir, &acme);
+    ready(&a, Duration::from_secs(10));
+    ready(&b, Duration::from_secs(10));
+    let root = pebble.root();
+    let (tls_a, tls_b) = (https_port(&a), https_port(&b));
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            leaf(tls_a, &root, HOST).is_some() && leaf(tls_b, &root, HOST).is_some()
+        }),
+        "not served by both:\n{}\n{}\n{}",
+        a.logs(),
+        b.logs(),
+        pebble.logs()
+    );
+    assert_eq!(leaf(tls_a, &root, HOST), leaf(tls_b, &root, HOST));
+    let issued = |srv: &Server| srv.logs().matches("ACME certificate issued").count();
+    assert_eq!(
+        (issued(&a), issued(&b)),
+        (0, 1),
+        "{}\n{}",
+        a.logs(),
+        b.logs()
+    );
+}

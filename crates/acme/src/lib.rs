@@ -3,19 +3,20 @@
 //!
 //! Each domain is ordered on its own (one domain's failure holds up no other) and proved with
 //! the HTTP-01 challenge: the CA fetches `http://DOMAIN/.well-known/acme-challenge/TOKEN`, which
-//! the redirect listener answers in plain HTTP from what [`Challenges`] was given. Certificates
-//! are written as `NAME.crt` and `NAME.key` (mode 0600) into [`certs_dir`], the directory the
-//! TLS listener serves, and `on_issued` is called so it reloads them. A certificate is renewed
+//! the redirect listener answers in plain HTTP from what [`Challenges`] was given. The account
+//! and certificates are kept by a [`Store`]: [`DirStore`] writes `NAME.crt` and `NAME.key` (mode
+//! 0600) into [`certs_dir`], the directory the TLS listener serves, and `on_issued` is called so
+//! it reloads them; a cluster keeps them in its bucket, and lets one node order at a time. A certificate is renewed
 //! when 30 days or a third of its lifetime remain, whichever is less (so short-lived
 //! certificates renew in time too); a failed order is retried after 1 minute, doubling up to
 //! 6 hours.
 //!
 //! ```no_run
-//! use duanlian_acme::{Acme, AcmeOptions, Challenges};
+//! use duanlian_acme::{Acme, AcmeOptions, Challenges, DirStore};
 //! # struct Board;
 //! # impl Challenges for Board {
-//! #     fn publish(&self, _: &str, _: &str) {}
-//! #     fn withdraw(&self, _: &str) {}
+//! #     async fn publish(&self, _: &str, _: &str) {}
+//! #     async fn withdraw(&self, _: &str) {}
 //! # }
 //! # async fn run() {
 //! let opts = AcmeOptions {
@@ -25,7 +26,8 @@
 //!     state_dir: "/var/lib/duanlian/acme".into(),
 //!     ca_cert: None,
 //! };
-//! Acme::new(opts, std::sync::Arc::new(Board), Box::new(|| { /* reload TLS */ }))
+//! let store = DirStore::new(opts.state_dir.clone());
+//! Acme::new(opts, store, Board, Box::new(|| { /* reload TLS */ }))
 //!     .run()
 //!     .await;
 //! # }
@@ -35,24 +37,54 @@ mod schedule;
 mod store;
 
 pub use schedule::{backoff, renew_at};
-pub use store::certs_dir;
+pub use store::{certs_dir, leaf_validity, write_certificate, DirStore};
 
 use instant_acme::{
     Account, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus,
     RetryPolicy,
 };
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Where challenge answers go: the redirect listener serves each token's key authorization at
-/// `/.well-known/acme-challenge/TOKEN` until it is withdrawn.
+/// `/.well-known/acme-challenge/TOKEN` until it is withdrawn. In a cluster, every node must
+/// serve it before `publish` returns (the CA may ask any of them).
 pub trait Challenges: Send + Sync + 'static {
     /// Serve `key_authorization` for `token`.
-    fn publish(&self, token: &str, key_authorization: &str);
+    fn publish(&self, token: &str, key_authorization: &str) -> impl Future<Output = ()> + Send;
     /// Stop serving `token`.
-    fn withdraw(&self, token: &str);
+    fn withdraw(&self, token: &str) -> impl Future<Output = ()> + Send;
+}
+
+/// Where the account and the certificates are kept, and who may order.
+pub trait Store: Send + Sync + 'static {
+    /// The account stored for `directory` (its JSON), if any.
+    fn account(
+        &self,
+        directory: &str,
+    ) -> impl Future<Output = Result<Option<String>, AcmeError>> + Send;
+    /// Keeps the account for `directory`.
+    fn save_account(
+        &self,
+        directory: &str,
+        json: &str,
+    ) -> impl Future<Output = Result<(), AcmeError>> + Send;
+    /// The stored certificate's validity for `domain` (not before, not after), if any.
+    fn validity(&self, domain: &str) -> impl Future<Output = Option<(i64, i64)>> + Send;
+    /// Keeps a new chain and key for `domain`.
+    fn save_certificate(
+        &self,
+        domain: &str,
+        chain: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<(), AcmeError>> + Send;
+    /// Whether this node may order `domain` now, for at most `ttl` (in a cluster, one node at
+    /// a time: the others find the certificate in the store when it is done).
+    fn claim(&self, domain: &str, ttl: Duration) -> impl Future<Output = bool> + Send;
+    /// Gives the claim on `domain` back.
+    fn release(&self, domain: &str) -> impl Future<Output = ()> + Send;
 }
 
 /// What to order, from where, and where to keep it.
@@ -94,6 +126,9 @@ pub enum AcmeError {
     /// The CA refused or could not be reached.
     #[error("ACME: {0}")]
     Ca(#[from] instant_acme::Error),
+    /// The store (a cluster's bucket) could not keep or give what was asked.
+    #[error("keeping the ACME account or a certificate: {0}")]
+    Store(String),
     /// The order ended without a certificate.
     #[error("{domain}: {reason}")]
     Order {
@@ -105,13 +140,14 @@ pub enum AcmeError {
 }
 
 /// The certificate robot of one node.
-pub struct Acme {
+pub struct Acme<S, C> {
     opts: AcmeOptions,
-    challenges: Arc<dyn Challenges>,
+    store: S,
+    challenges: C,
     on_issued: Box<dyn Fn() + Send + Sync>,
 }
 
-impl std::fmt::Debug for Acme {
+impl<S, C> std::fmt::Debug for Acme<S, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Acme").field("opts", &self.opts).finish()
     }
@@ -119,16 +155,24 @@ impl std::fmt::Debug for Acme {
 
 /// How long to wait between looks when nothing is due.
 const IDLE: i64 = 3600;
+/// How long a claim to order a domain holds (an order takes seconds; a node that dies holding
+/// one delays the others by at most this).
+const CLAIM: Duration = Duration::from_secs(600);
+/// How soon to look again at a domain another node is ordering.
+const CLAIMED_ELSEWHERE: i64 = 30;
 
-impl Acme {
-    /// A robot for `opts`; `on_issued` runs after each new certificate is in place.
+impl<S: Store, C: Challenges> Acme<S, C> {
+    /// A robot for `opts`, keeping what it gets in `store`; `on_issued` runs after each new
+    /// certificate is stored.
     pub fn new(
         opts: AcmeOptions,
-        challenges: Arc<dyn Challenges>,
+        store: S,
+        challenges: C,
         on_issued: Box<dyn Fn() + Send + Sync>,
-    ) -> Acme {
+    ) -> Acme<S, C> {
         Acme {
             opts,
+            store,
             challenges,
             on_issued,
         }
@@ -154,7 +198,7 @@ impl Acme {
             let now = duanlian_link::now_secs();
             let mut next = now + IDLE;
             for domain in &self.opts.domains {
-                let due = match store::validity(&self.opts.state_dir, domain) {
+                let due = match self.store.validity(domain).await {
                     Some((from, until)) => renew_at(from, until),
                     None => now,
                 };
@@ -163,12 +207,18 @@ impl Acme {
                     next = next.min(at);
                     continue;
                 }
-                match self.order(&account, domain).await {
+                if !self.store.claim(domain, CLAIM).await {
+                    next = next.min(now + CLAIMED_ELSEWHERE);
+                    continue;
+                }
+                let ordered = self.order(&account, domain).await;
+                self.store.release(domain).await;
+                match ordered {
                     Ok(until) => {
                         failed.remove(domain);
                         tracing::info!(%domain, not_after = %duanlian_link::format_rfc3339(until), "ACME certificate issued");
                         (self.on_issued)();
-                        if let Some((from, until)) = store::validity(&self.opts.state_dir, domain) {
+                        if let Some((from, until)) = self.store.validity(domain).await {
                             next = next.min(renew_at(from, until));
                         }
                     }
@@ -191,7 +241,12 @@ impl Acme {
     async fn account(&self) -> Result<Account, AcmeError> {
         let client = http::Client::new(self.opts.ca_cert.as_deref())?;
         let builder = Account::builder_with_http(Box::new(client));
-        if let Some(credentials) = store::account(&self.opts.state_dir, &self.opts.directory)? {
+        let directory = &self.opts.directory;
+        if let Some(json) = self.store.account(directory).await? {
+            let credentials = serde_json::from_str(&json).map_err(|e| AcmeError::Account {
+                path: PathBuf::from("account"),
+                reason: e.to_string(),
+            })?;
             return Ok(builder.from_credentials(credentials).await?);
         }
         let contact: Vec<&str> = self.opts.contact.iter().map(String::as_str).collect();
@@ -206,7 +261,11 @@ impl Acme {
                 None,
             )
             .await?;
-        store::save_account(&self.opts.state_dir, &self.opts.directory, &credentials)?;
+        let json = serde_json::to_string(&credentials).map_err(|e| AcmeError::Account {
+            path: PathBuf::from("account"),
+            reason: e.to_string(),
+        })?;
+        self.store.save_account(directory, &json).await?;
         tracing::info!(directory = %self.opts.directory, id = account.id(), "ACME account created");
         Ok(account)
     }
@@ -238,7 +297,8 @@ impl Acme {
             };
             let key_authorization = challenge.key_authorization();
             self.challenges
-                .publish(&challenge.token, key_authorization.as_str());
+                .publish(&challenge.token, key_authorization.as_str())
+                .await;
             published.push(challenge.token.clone());
             if let Err(e) = challenge.set_ready().await {
                 proved = Err(e.into());
@@ -250,7 +310,7 @@ impl Acme {
             Err(e) => Err(e),
         };
         for token in &published {
-            self.challenges.withdraw(token);
+            self.challenges.withdraw(token).await;
         }
         issued
     }
@@ -275,6 +335,11 @@ impl Acme {
         }
         let key = order.finalize().await?;
         let chain = order.poll_certificate(&retry).await?;
-        store::save_certificate(&self.opts.state_dir, domain, &chain, &key)
+        let (_, until) = leaf_validity(chain.as_bytes()).ok_or_else(|| AcmeError::Order {
+            domain: domain.to_string(),
+            reason: "the CA sent no readable certificate".into(),
+        })?;
+        self.store.save_certificate(domain, &chain, &key).await?;
+        Ok(until)
     }
 }

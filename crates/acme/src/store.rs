@@ -1,7 +1,6 @@
 //! The state directory: `account.json` (the account key, mode 0600) and `certs/NAME.crt` with
 //! `certs/NAME.key` (mode 0600), each file replaced whole by a rename.
 use crate::AcmeError;
-use instant_acme::AccountCredentials;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::CertificateDer;
 use std::io::Write as _;
@@ -21,77 +20,98 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AcmeError + '_ {
     }
 }
 
+/// The account and certificates in a directory of this node's: `account.json` and
+/// [`certs_dir`]. One node orders: every claim is granted.
+#[derive(Debug, Clone)]
+pub struct DirStore {
+    dir: PathBuf,
+}
+
+impl DirStore {
+    /// Keeps everything under `dir` (created when first written).
+    pub fn new(dir: PathBuf) -> DirStore {
+        DirStore { dir }
+    }
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Stored {
     directory: String,
-    credentials: AccountCredentials,
+    credentials: serde_json::Value,
 }
 
-/// The account stored for `directory`, if there is one (an account of another CA is not).
-pub(crate) fn account(
-    state_dir: &Path,
-    directory: &str,
-) -> Result<Option<AccountCredentials>, AcmeError> {
-    let path = state_dir.join("account.json");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io(&path)(e)),
-    };
-    let stored: Stored = serde_json::from_str(&text).map_err(|e| AcmeError::Account {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
-    if stored.directory != directory {
-        tracing::info!(stored = %stored.directory, %directory, "the ACME account on file is another CA's: making a new one");
-        return Ok(None);
+impl crate::Store for DirStore {
+    async fn account(&self, directory: &str) -> Result<Option<String>, AcmeError> {
+        let path = self.dir.join("account.json");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let stored: Stored = serde_json::from_str(&text).map_err(|e| AcmeError::Account {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        if stored.directory != directory {
+            tracing::info!(stored = %stored.directory, %directory, "the ACME account on file is another CA's: making a new one");
+            return Ok(None);
+        }
+        Ok(Some(stored.credentials.to_string()))
     }
-    Ok(Some(stored.credentials))
+
+    async fn save_account(&self, directory: &str, json: &str) -> Result<(), AcmeError> {
+        let path = self.dir.join("account.json");
+        let credentials: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| AcmeError::Account {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        let text = serde_json::to_string_pretty(&Stored {
+            directory: directory.to_string(),
+            credentials,
+        })
+        .map_err(|e| AcmeError::Account {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        replace(&path, text.as_bytes(), 0o600)
+    }
+
+    async fn validity(&self, domain: &str) -> Option<(i64, i64)> {
+        let path = certs_dir(&self.dir).join(format!("{domain}.crt"));
+        leaf_validity(&std::fs::read(path).ok()?)
+    }
+
+    async fn save_certificate(
+        &self,
+        domain: &str,
+        chain: &str,
+        key: &str,
+    ) -> Result<(), AcmeError> {
+        write_certificate(&certs_dir(&self.dir), domain, chain, key)
+    }
+
+    async fn claim(&self, _domain: &str, _ttl: std::time::Duration) -> bool {
+        true
+    }
+
+    async fn release(&self, _domain: &str) {}
 }
 
-pub(crate) fn save_account(
-    state_dir: &Path,
-    directory: &str,
-    credentials: &AccountCredentials,
-) -> Result<(), AcmeError> {
-    let path = state_dir.join("account.json");
-    // Serialized through a borrowed copy: the credentials type is not Clone.
-    let text = serde_json::to_string_pretty(&serde_json::json!({
-        "directory": directory,
-        "credentials": credentials,
-    }))
-    .map_err(|e| AcmeError::Account {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
-    replace(&path, text.as_bytes(), 0o600)
-}
-
-/// Writes the chain and key for `domain`, the key first; the chain's end of validity.
-pub(crate) fn save_certificate(
-    state_dir: &Path,
+/// Writes `domain`'s chain and key into `dir` as the TLS listener reads them, the key first
+/// (mode 0600), each replaced whole.
+pub fn write_certificate(
+    dir: &Path,
     domain: &str,
     chain: &str,
     key: &str,
-) -> Result<i64, AcmeError> {
-    let dir = certs_dir(state_dir);
-    let cert = dir.join(format!("{domain}.crt"));
-    let (_, until) = leaf_validity(chain.as_bytes()).ok_or_else(|| AcmeError::Order {
-        domain: domain.to_string(),
-        reason: "the CA sent no readable certificate".into(),
-    })?;
+) -> Result<(), AcmeError> {
     replace(&dir.join(format!("{domain}.key")), key.as_bytes(), 0o600)?;
-    replace(&cert, chain.as_bytes(), 0o644)?;
-    Ok(until)
+    replace(&dir.join(format!("{domain}.crt")), chain.as_bytes(), 0o644)
 }
 
-/// The stored certificate's validity for `domain` (not before, not after), if it can be read.
-pub(crate) fn validity(state_dir: &Path, domain: &str) -> Option<(i64, i64)> {
-    let path = certs_dir(state_dir).join(format!("{domain}.crt"));
-    leaf_validity(&std::fs::read(path).ok()?)
-}
-
-fn leaf_validity(pem: &[u8]) -> Option<(i64, i64)> {
+/// The first certificate's validity in a PEM chain (not before, not after, Unix seconds).
+pub fn leaf_validity(pem: &[u8]) -> Option<(i64, i64)> {
     use x509_parser::prelude::FromDer as _;
     let leaf = CertificateDer::pem_slice_iter(pem).next()?.ok()?;
     let (_, parsed) = x509_parser::certificate::X509Certificate::from_der(leaf.as_ref()).ok()?;
@@ -132,7 +152,7 @@ mod tests {
         assert_eq!(std::fs::read(&path).expect("read"), b"two");
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert!(validity(&dir, "go.example.cn").is_none());
+        assert!(leaf_validity(b"not PEM").is_none());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

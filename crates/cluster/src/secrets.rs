@@ -119,6 +119,68 @@ impl Cluster {
         Err(fail("lost every rotation race; try again".into()))
     }
 
+    /// A value of the secrets bucket, and its revision (for [`Cluster::shared_update`]).
+    pub async fn shared_get(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>, ClusterError> {
+        let store = self.secrets_bucket().await?;
+        let entry = store.entry(key).await.map_err(|e| secret_error(key, e))?;
+        Ok(entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .map(|e| (e.value.to_vec(), e.revision)))
+    }
+
+    /// Sets a value of the secrets bucket.
+    pub async fn shared_put(&self, key: &str, value: Vec<u8>) -> Result<(), ClusterError> {
+        let store = self.secrets_bucket().await?;
+        store
+            .put(key, value.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| secret_error(key, e))
+    }
+
+    /// Sets a value the bucket does not hold yet; `false` if it does.
+    pub async fn shared_create(&self, key: &str, value: Vec<u8>) -> Result<bool, ClusterError> {
+        let store = self.secrets_bucket().await?;
+        Ok(store.create(key, value.into()).await.is_ok())
+    }
+
+    /// Replaces a value read at `revision`; `false` if it changed since.
+    pub async fn shared_update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        revision: u64,
+    ) -> Result<bool, ClusterError> {
+        let store = self.secrets_bucket().await?;
+        Ok(store.update(key, value.into(), revision).await.is_ok())
+    }
+
+    /// Removes a value.
+    pub async fn shared_delete(&self, key: &str) -> Result<(), ClusterError> {
+        let store = self.secrets_bucket().await?;
+        store.delete(key).await.map_err(|e| secret_error(key, e))
+    }
+
+    /// Every value under `prefix` (`acme.`), then every change to them: the key, and its value
+    /// (`None` once deleted). Ends when the connection does; watch again then.
+    pub async fn watch_shared(
+        &self,
+        prefix: &str,
+    ) -> Result<impl futures_util::Stream<Item = (String, Option<Vec<u8>>)> + Send, ClusterError>
+    {
+        use futures_util::StreamExt as _;
+        let store = self.secrets_bucket().await?;
+        let watch = store
+            .watch_with_history(format!("{prefix}>"))
+            .await
+            .map_err(|e| secret_error(prefix, e))?;
+        Ok(watch.filter_map(|entry| async move {
+            let entry = entry.ok()?;
+            let value = (entry.operation == kv::Operation::Put).then(|| entry.value.to_vec());
+            Some((entry.key, value))
+        }))
+    }
+
     async fn secrets_bucket(&self) -> Result<&kv::Store, ClusterError> {
         let js = self.jetstream().ok_or(ClusterError::NotJoined)?;
         let name = format!("{}-secrets", self.opts.bucket);
@@ -147,6 +209,13 @@ impl Cluster {
                 }
             })
             .await
+    }
+}
+
+fn secret_error(key: &str, e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Secret {
+        name: key.to_string(),
+        reason: e.to_string(),
     }
 }
 
