@@ -276,6 +276,12 @@ fn a_certificate_directory_answers_each_name_with_its_own() {
     );
     let mut tls = connect_as(srv.port, &exact, "go.example.cn", true);
     assert!(get(&mut tls, "/x7Kp2Qa").starts_with("HTTP/1.1 302"));
+    assert!(
+        crate::util::metric(
+            &srv,
+            "duanlian_tls_handshakes_total{outcome=\"unknown_name\"}"
+        ) >= 1.0
+    );
 
     // A certificate without its key is refused at start, naming the file.
     std::fs::remove_file(certs.path("default.key")).expect("remove key");
@@ -484,4 +490,54 @@ pub(crate) fn https_port(srv: &Server) -> u16 {
         srv.logs()
     );
     https.unwrap_or_default()
+}
+
+#[test]
+#[ignore = "needs openssl on PATH (Debian's openssl; ring makes no RSA keys); run with --ignored"]
+fn an_rsa_certificate_serves_tls_1_2_and_1_3_clients() {
+    let dir = TempDir::new();
+    let (cert, key) = (dir.path("rsa.crt"), dir.path("rsa.key"));
+    // ring makes no RSA keys; openssl does (Debian's openssl package, as .ci/run installs).
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+        ])
+        .args([
+            "-subj",
+            "/CN=go.example.cn",
+            "-addext",
+            "subjectAltName=DNS:go.example.cn",
+        ])
+        // A server's own certificate, not a CA's (openssl's default), or clients refuse it.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-keyout", s(&key), "-out", s(&cert)])
+        .output()
+        .expect("openssl (apt-get install openssl)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    private(&key);
+    use rustls::pki_types::pem::PemObject as _;
+    let der = rustls::pki_types::CertificateDer::from_pem_file(&cert)
+        .expect("certificate")
+        .to_vec();
+    let srv = server(&dir, s(&cert), s(&key), &[]);
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from(der.clone()))
+            .expect("root");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[version])
+            .expect("version")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let mut tls = connect_with(srv.port, Arc::new(config), "go.example.cn");
+        assert!(get(&mut tls, "/x7Kp2Qa").starts_with("HTTP/1.1 302"));
+        assert_eq!(tls.conn.protocol_version(), Some(version.version));
+    }
 }
