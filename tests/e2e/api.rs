@@ -65,6 +65,15 @@ fn command_line_settings_reach_the_admin_api() {
     let none = srv.api("GET", "/api/v1/domains", None, None);
     assert_problem(&none, 401, &[]);
     assert_eq!(none.header("www-authenticate"), Some("Bearer"));
+    assert!(none.body.contains("no API key sent"), "{}", none.body);
+    // A wrong key is told apart from none.
+    let wrong = srv.api("GET", "/api/v1/domains", Some("not-a-key"), None);
+    assert_problem(&wrong, 401, &[]);
+    assert!(
+        wrong.body.contains("not one this node accepts"),
+        "{}",
+        wrong.body
+    );
     let big = json!({"url": format!("https://a.example/{}", "x".repeat(2000))}).to_string();
     assert_problem(
         &srv.api("POST", "/api/v1/links", Some(KEY), Some(&big)),

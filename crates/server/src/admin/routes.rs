@@ -7,18 +7,27 @@ use hyper::header::{HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 
 impl Admin {
-    fn authorised<B>(&self, req: &Request<B>) -> bool {
+    /// `None` when the request may go on; else why not, for the 401's detail (a key that was
+    /// sent and is wrong is told apart from none sent: the fixes differ).
+    fn refusal<B>(&self, req: &Request<B>) -> Option<&'static str> {
         let given = req
             .headers()
             .get(AUTHORIZATION)
             .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
             .or_else(|| req.headers().get("x-api-key").map(|v| v.as_bytes()));
-        let Some(given) = given else { return false };
+        let Some(given) = given else {
+            return Some(
+                "no API key sent: send one as 'Authorization: Bearer KEY' or 'X-Api-Key: KEY'",
+            );
+        };
         // Every key is compared in full, so timing tells nothing about which key or how much
         // of it matched.
-        self.opts.api_keys.iter().fold(false, |ok, key| {
+        let known = self.opts.api_keys.iter().fold(false, |ok, key| {
             ok | constant_time_eq(key.as_bytes(), given)
-        })
+        });
+        (!known).then_some(
+            "the API key sent is not one this node accepts (a typo, or a key that was replaced?)",
+        )
     }
 
     pub(super) async fn route<B: RequestBody>(&self, req: Request<B>) -> Answer {
@@ -35,12 +44,12 @@ impl Admin {
         let Some(rest) = segments.strip_prefix(&["api", "v1"]) else {
             return Err(Problem::not_found(format!("no such endpoint: {path}")));
         };
-        if !self.authorised(&req) {
+        if let Some(why) = self.refusal(&req) {
             return Err(Problem::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "Unauthorized",
-                "send an API key as 'Authorization: Bearer KEY' or 'X-Api-Key: KEY'",
+                why,
             ));
         }
         let method = req.method().clone();
