@@ -228,8 +228,8 @@ pub(crate) fn publish(args: &PublishArgs) -> Result<()> {
         .map_err(|_| anyhow!("{}: no answer within 10 minutes", args.cluster))?
         .with_context(|| format!("publishing a snapshot of bucket {}", opts.bucket))?;
     println!(
-        "published {} links of bucket {} at revision {} ({} bytes) as {}/{} in {:.1}s{}",
-        published.links,
+        "published {} of bucket {} at revision {} ({} bytes) as {}/{} in {:.1}s{}",
+        crate::count(published.links as u64, "link", "links"),
         opts.bucket,
         published.revision,
         published.bytes,
@@ -237,7 +237,10 @@ pub(crate) fn publish(args: &PublishArgs) -> Result<()> {
         format_args!("{}.snap", opts.bucket),
         started.elapsed().as_secs_f64(),
         if published.skipped > 0 {
-            format!("; {} unreadable entries skipped", published.skipped)
+            format!(
+                "; {} skipped",
+                crate::count(published.skipped, "unreadable entry", "unreadable entries")
+            )
         } else {
             String::new()
         }

@@ -94,3 +94,8 @@ fn config_check(file: &Path) -> Result<()> {
     println!("# {}: ok", file.display());
     Ok(())
 }
+
+/// `n` with its noun, singular for one: "1 link", "2 links".
+pub(crate) fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}

@@ -26,9 +26,9 @@ pub(crate) fn build(
     let imported = import::import(input, format, default_domain)?;
     let size = imported.table.write(output, 0)?;
     eprintln!(
-        "wrote {} ({} links, {} bytes) in {:.2}s",
+        "wrote {} ({}, {} bytes) in {:.2}s",
         output.display(),
-        imported.rows,
+        crate::count(imported.rows as u64, "link", "links"),
         size,
         started.elapsed().as_secs_f64()
     );
@@ -85,10 +85,10 @@ pub(crate) fn verify(path: &Path) -> Result<()> {
         .verify()
         .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     println!(
-        "{}: ok: {} links on {} domains ({} with an expiry), verified in {:.2}s",
+        "{}: ok: {} on {} ({} with an expiry), verified in {:.2}s",
         path.display(),
-        snap.len(),
-        report.domains.len(),
+        crate::count(snap.len() as u64, "link", "links"),
+        crate::count(report.domains.len() as u64, "domain", "domains"),
         report.with_expiry,
         started.elapsed().as_secs_f64()
     );
@@ -100,11 +100,15 @@ pub(crate) fn compact(data_dir: &Path, retention: i64) -> Result<()> {
         .with_context(|| format!("data directory {}", data_dir.display()))?;
     let report = duanlian_store::compact_offline(&dir, retention)?;
     println!(
-        "{}: snapshot at sequence {} with {} links; {} journal segments removed; {:.2}s",
+        "{}: snapshot at sequence {} with {}; {} removed; {:.2}s",
         data_dir.display(),
         report.sequence,
-        report.links,
-        report.segments_removed,
+        crate::count(report.links as u64, "link", "links"),
+        crate::count(
+            report.segments_removed as u64,
+            "journal segment",
+            "journal segments"
+        ),
         report.elapsed.as_secs_f64()
     );
     Ok(())

@@ -70,7 +70,7 @@ fn jsonl_input_builds_the_same_links() {
     assert!(o.status.success(), "{}", stderr(&o));
     let v = run(&["snapshot", "verify", s(&dir.path("out.snap"))]);
     assert!(
-        stdout(&v).contains("ok: 2 links on 1 domains (1 with an expiry)"),
+        stdout(&v).contains("ok: 2 links on 1 domain (1 with an expiry)"),
         "{}",
         stdout(&v)
     );
