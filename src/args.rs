@@ -12,8 +12,8 @@ use std::path::PathBuf;
     about = "短链 duanlian: a fast short-link redirect service"
 )]
 pub(crate) struct Cli {
-    /// Log format: text (human-readable), json (one object a line), or auto: text on a
-    /// terminal, JSON otherwise. Default is auto. The level comes from DUANLIAN_LOG.
+    /// Log format: text (human-readable), json (one object a line), or auto: text on a terminal,
+    /// JSON otherwise. The level comes from DUANLIAN_LOG.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
     pub(crate) log_format: LogFormat,
     #[command(subcommand)]
@@ -48,7 +48,7 @@ pub(crate) enum Command {
         /// The data directory.
         #[arg(long, default_value = "duanlian-data")]
         data_dir: PathBuf,
-        /// Links expired longer ago than this are left out of the new snapshot. Default is 30d.
+        /// Links expired longer ago than this are left out of the new snapshot.
         #[arg(long, default_value = "30d", value_parser = parse_period)]
         expired_retention: i64,
     },
@@ -120,10 +120,10 @@ pub(crate) struct ServeArgs {
     /// stay on top).
     #[arg(env = "DUANLIAN_SNAPSHOT", long)]
     pub(crate) snapshot: Option<PathBuf>,
-    /// Address of the redirect listener; port 0 picks a free port. Default is 127.0.0.1:8080.
+    /// Address of the redirect listener; port 0 picks a free port.
     #[arg(env = "DUANLIAN_LISTEN", long, default_value = "127.0.0.1:8080")]
     pub(crate) listen: std::net::SocketAddr,
-    /// Address of the admin API; never the redirect port. Default is 127.0.0.1:8081.
+    /// Address of the admin API; never the redirect port.
     #[arg(env = "DUANLIAN_ADMIN_LISTEN", long, default_value = "127.0.0.1:8081")]
     pub(crate) admin_listen: std::net::SocketAddr,
     /// A link domain links may be created on (repeat for more; the first is the default).
@@ -134,10 +134,10 @@ pub(crate) struct ServeArgs {
     /// a key is generated into the data directory on first start.
     #[arg(env = "DUANLIAN_API_KEYS", value_delimiter = ',', long = "api-key")]
     pub(crate) api_keys: Vec<String>,
-    /// Largest admin request body, in bytes. Default is 8388608 (8 MiB).
+    /// Largest admin request body, in bytes.
     #[arg(env = "DUANLIAN_MAX_BODY_BYTES", long, default_value_t = 8 << 20)]
     pub(crate) max_body_bytes: usize,
-    /// Length of generated codes. Default is 7.
+    /// Length of generated codes.
     #[arg(env = "DUANLIAN_CODE_LENGTH", long, default_value_t = 7, value_parser = clap::value_parser!(u8).range(4..=32))]
     pub(crate) code_length: u8,
     /// Where expired links of a domain go instead of a 410 page: DOMAIN=URL (repeatable).
@@ -151,30 +151,30 @@ pub(crate) struct ServeArgs {
     #[arg(long = "root-url", value_name = "DOMAIN=URL")]
     pub(crate) root_urls: Vec<String>,
     /// How long an expired link keeps answering "expired" before it is purged (then 404, and
-    /// dropped at the next compaction): 30d, 12h, seconds... Default is 30d.
+    /// dropped at the next compaction): 30d, 12h, seconds...
     #[arg(env = "DUANLIAN_EXPIRED_RETENTION", long, default_value = "30d", value_parser = parse_period)]
     pub(crate) expired_retention: i64,
     /// Worker threads for redirects. Default is the number of CPUs.
     #[arg(env = "DUANLIAN_THREADS", long)]
     pub(crate) threads: Option<usize>,
-    /// Seconds a client may take to send a request head once it has started one. Default is 30.
+    /// Seconds a client may take to send a request head once it has started one.
     #[arg(env = "DUANLIAN_HEADER_READ_TIMEOUT", long, default_value_t = 30)]
     pub(crate) header_read_timeout: u64,
     /// Seconds an idle keep-alive connection stays open; keep it above the load balancer's idle
-    /// timeout (60 s on common ones). Default is 75.
+    /// timeout (60 s on common ones).
     #[arg(env = "DUANLIAN_KEEP_ALIVE_TIMEOUT", long, default_value_t = 75)]
     pub(crate) keep_alive_timeout: u64,
-    /// Largest request head in bytes; larger ones get 431. Default is 16384.
+    /// Largest request head in bytes; larger ones get 431.
     #[arg(env = "DUANLIAN_MAX_HEADER_BYTES", long, default_value_t = 16 << 10)]
     pub(crate) max_header_bytes: usize,
-    /// Connections served at once; more wait in the listen backlog. Default is 65536.
+    /// Connections served at once; more wait in the listen backlog.
     #[arg(env = "DUANLIAN_MAX_CONNECTIONS", long, default_value_t = 65_536)]
     pub(crate) max_connections: usize,
-    /// After SIGTERM/SIGINT, seconds to keep accepting while /readyz answers 503, so load
-    /// balancers move away first. Default is 5.
+    /// After SIGTERM/SIGINT, seconds to keep accepting while /readyz answers 503, so load balancers
+    /// move away first.
     #[arg(env = "DUANLIAN_DRAIN_DELAY", long, default_value_t = 5)]
     pub(crate) drain_delay: u64,
-    /// Seconds in-flight requests get to finish after the drain delay. Default is 30.
+    /// Seconds in-flight requests get to finish after the drain delay.
     #[arg(env = "DUANLIAN_SHUTDOWN_TIMEOUT", long, default_value_t = 30)]
     pub(crate) shutdown_timeout: u64,
     /// A proxy (address or CIDR range) whose X-Forwarded-For and X-Forwarded-Proto are believed;
@@ -240,7 +240,7 @@ pub(crate) struct ServeArgs {
     #[arg(env = "DUANLIAN_NO_STATS", long)]
     pub(crate) no_stats: bool,
     /// Click events queued for the click-log writer before new ones are dropped (and counted in
-    /// duanlian_clicks_total{outcome="dropped"}). Default is 65536.
+    /// duanlian_clicks_total{outcome="dropped"}).
     #[arg(env = "DUANLIAN_CLICKS_QUEUE", long, default_value_t = 65_536,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) clicks_queue: u32,
@@ -257,34 +257,33 @@ pub(crate) struct ServeArgs {
         default_value_t = 100_000
     )]
     pub(crate) compact_overlay_links: usize,
-    /// Serve the snapshot from a copy in transparent huge pages: the mapping answers from the
-    /// first millisecond while the copy is made in the background (about a second per GB),
-    /// then the copy takes over, and lookups in a table of gigabytes stop missing the TLB.
-    /// Reloads load straight into huge pages. Read-only nodes (--snapshot, no --data-dir) only.
-    /// auto: for snapshots of 512 MiB and more, when the kernel offers transparent huge pages
-    /// and twice the file fits in available memory. Default is auto; --huge-pages alone is on.
+    /// Serve the snapshot from a copy in transparent huge pages: the mapping answers from the first
+    /// millisecond while the copy is made in the background (about a second per GB), then the copy
+    /// takes over, and lookups in a table of gigabytes stop missing the TLB. Reloads load straight
+    /// into huge pages. Read-only nodes (--snapshot, no --data-dir) only. auto: for snapshots of
+    /// 512 MiB and more, when the kernel offers transparent huge pages and twice the file fits in
+    /// available memory. --huge-pages alone is on.
     #[arg(env = "DUANLIAN_HUGE_PAGES", long, value_enum, default_value_t = HugePages::Auto,
           num_args = 0..=1, default_missing_value = "on")]
     pub(crate) huge_pages: HugePages,
-    /// Clicks older than this are forgotten: their days leave the statistics and their click
-    /// log files are deleted (checked at start and hourly). Default is 400d.
+    /// Clicks older than this are forgotten: their days leave the statistics and their click log
+    /// files are deleted (checked at start and hourly).
     #[arg(env = "DUANLIAN_STATS_RETENTION", long, default_value = "400d", value_parser = parse_period)]
     pub(crate) stats_retention: i64,
-    /// Raw click-log files (one line per click, for `clicks export`) older than this are
-    /// deleted; the statistics keep their days in day summaries. Default is 30d.
+    /// Raw click-log files (one line per click, for `clicks export`) older than this are deleted;
+    /// the statistics keep their days in day summaries.
     #[arg(env = "DUANLIAN_CLICKS_RETENTION", long, default_value = "30d", value_parser = parse_period)]
     pub(crate) clicks_retention: i64,
-    /// The most bytes the click log may take (raw files and day summaries); past it the oldest
-    /// raw files go first. 0: no cap. Default is 10 GiB.
+    /// The most bytes the click log may take (raw files and day summaries); past it the oldest raw
+    /// files go first. 0: no cap.
     #[arg(env = "DUANLIAN_CLICKS_MAX_BYTES", long, default_value_t = 10 << 30)]
     pub(crate) clicks_max_bytes: u64,
-    /// Free space the click log leaves on its disk for the journal: below it the oldest raw
-    /// files are deleted, and raw clicks stop being written (statistics go on) until there is
-    /// room. Default is 1 GiB.
+    /// Free space the click log leaves on its disk for the journal: below it the oldest raw files
+    /// are deleted, and raw clicks stop being written (statistics go on) until there is room.
     #[arg(env = "DUANLIAN_CLICKS_RESERVE_BYTES", long, default_value_t = 1 << 30)]
     pub(crate) clicks_reserve_bytes: u64,
-    /// Runtime layout: one current-thread runtime per thread with SO_REUSEPORT (per-core), or
-    /// one work-stealing runtime (multi-thread). Default is per-core.
+    /// Runtime layout: one current-thread runtime per thread with SO_REUSEPORT (per-core), or one
+    /// work-stealing runtime (multi-thread).
     #[arg(env = "DUANLIAN_RUNTIME", long, value_enum, default_value_t = Shape::PerCore)]
     pub(crate) runtime: Shape,
     #[command(flatten)]

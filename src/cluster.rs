@@ -15,11 +15,11 @@ pub(crate) struct ClusterArgs {
     /// --snapshot. Default is single-node mode.
     #[arg(env = "DUANLIAN_CLUSTER", long = "cluster", value_name = "URLS")]
     pub(crate) cluster: Option<String>,
-    /// The key-value bucket of the links. Default is links.
+    /// The key-value bucket of the links.
     #[arg(env = "DUANLIAN_CLUSTER_BUCKET", long, default_value = "links")]
     pub(crate) cluster_bucket: String,
-    /// Replicas of the bucket, the snapshot store and the click stream, when this node creates
-    /// them (a JetStream cluster of at least as many servers). Default is 1.
+    /// Replicas of the bucket, the snapshot store and the click stream, when this node creates them
+    /// (a JetStream cluster of at least as many servers).
     #[arg(env = "DUANLIAN_CLUSTER_REPLICAS", long, default_value_t = 1,
           value_parser = clap::value_parser!(u8).range(1..=5))]
     pub(crate) cluster_replicas: u8,
@@ -27,8 +27,8 @@ pub(crate) struct ClusterArgs {
     /// Default is a folder in the system's temporary directory.
     #[arg(env = "DUANLIAN_CLUSTER_DIR", long)]
     pub(crate) cluster_dir: Option<PathBuf>,
-    /// /readyz fails while this node stays more than this many revisions behind the bucket for
-    /// over 5 seconds. Default is 10000.
+    /// /readyz fails while this node stays more than this many revisions behind the bucket for over
+    /// 5 seconds.
     #[arg(env = "DUANLIAN_CLUSTER_MAX_LAG", long, default_value_t = 10_000)]
     pub(crate) cluster_max_lag: u64,
     /// This node's name in NATS and in click-event ids. Default is the host name and process id.
@@ -172,14 +172,14 @@ pub(crate) struct PublishArgs {
 
 #[derive(Args, Debug)]
 struct PublishSettings {
-    /// The key-value bucket of the links. Default is links.
+    /// The key-value bucket of the links.
     #[arg(
         env = "DUANLIAN_CLUSTER_BUCKET",
         long = "cluster-bucket",
         default_value = "links"
     )]
     bucket: String,
-    /// Replicas, if the bucket or the snapshot store has to be created. Default is 1.
+    /// Replicas, if the bucket or the snapshot store has to be created.
     #[arg(env = "DUANLIAN_CLUSTER_REPLICAS", long = "cluster-replicas", default_value_t = 1,
           value_parser = clap::value_parser!(u8).range(1..=5))]
     replicas: u8,

@@ -249,3 +249,22 @@ fn crlf_and_bom_csv_files_build() {
     let v = run(&["snapshot", "verify", s(&dir.path("out.snap"))]);
     assert!(stdout(&v).contains("ok: 2 links"), "{}", stderr(&v));
 }
+
+#[test]
+fn help_states_each_default_once() {
+    for cmd in [
+        &["serve", "--help"][..],
+        &["snapshot", "build", "--help"],
+        &["compact", "--help"],
+        &["snapshot", "publish", "--help"],
+    ] {
+        let help = stdout(&run(cmd));
+        assert!(help.contains("[default:"), "{cmd:?}: {help}");
+        for entry in help.split("\n      -") {
+            assert!(
+                !(entry.contains("Default is") && entry.contains("[default:")),
+                "{cmd:?} says its default twice: {entry}"
+            );
+        }
+    }
+}
