@@ -59,28 +59,44 @@ pub(crate) async fn open_bucket(
     js: &jetstream::Context,
     opts: &ClusterOptions,
 ) -> Result<(kv::Store, u64, u64), ClusterError> {
-    let kv = match js.get_key_value(&opts.bucket).await {
-        Ok(kv) => kv,
-        Err(_) => match js
-            .create_key_value(kv::Config {
-                bucket: opts.bucket.clone(),
-                description: "duanlian links: DOMAIN/CODE -> link JSON".into(),
-                history: 1,
-                num_replicas: opts.replicas.max(1),
-                ..Default::default()
-            })
-            .await
-        {
-            Ok(kv) => kv,
-            // Another node created it meanwhile.
-            Err(_) => js
-                .get_key_value(&opts.bucket)
-                .await
-                .map_err(ClusterError::OpenBucket)?,
-        },
-    };
+    let kv = open_kv(
+        js,
+        &opts.bucket,
+        "duanlian links: DOMAIN/CODE -> link JSON",
+        opts.replicas,
+    )
+    .await?;
     let (last, created) = bucket_state(js, opts).await?;
     Ok((kv, feed_id(&opts.bucket, created), last))
+}
+
+/// The key-value bucket `name` (history 1, no limits), created with `replicas` if missing.
+pub(crate) async fn open_kv(
+    js: &jetstream::Context,
+    name: &str,
+    description: &str,
+    replicas: usize,
+) -> Result<kv::Store, ClusterError> {
+    if let Ok(store) = js.get_key_value(name).await {
+        return Ok(store);
+    }
+    match js
+        .create_key_value(kv::Config {
+            bucket: name.to_string(),
+            description: description.to_string(),
+            history: 1,
+            num_replicas: replicas.max(1),
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(store) => Ok(store),
+        // Another node created it meanwhile.
+        Err(_) => js
+            .get_key_value(name)
+            .await
+            .map_err(ClusterError::OpenBucket),
+    }
 }
 
 /// The bucket's last revision and creation time, fresh from the server.

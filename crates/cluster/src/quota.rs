@@ -199,27 +199,13 @@ pub(crate) async fn open_visits(
     js: &async_nats::jetstream::Context,
     opts: &crate::ClusterOptions,
 ) -> Result<kv::Store, crate::ClusterError> {
-    let name = format!("{}-visits", opts.bucket);
-    if let Ok(store) = js.get_key_value(&name).await {
-        return Ok(store);
-    }
-    match js
-        .create_key_value(kv::Config {
-            bucket: name.clone(),
-            description: "duanlian visit caps: DOMAIN/CODE/CREATED_AT -> visits granted".into(),
-            history: 1,
-            num_replicas: opts.replicas.max(1),
-            ..Default::default()
-        })
-        .await
-    {
-        Ok(store) => Ok(store),
-        // Another node created it meanwhile.
-        Err(_) => js
-            .get_key_value(&name)
-            .await
-            .map_err(crate::ClusterError::OpenBucket),
-    }
+    crate::conn::open_kv(
+        js,
+        &format!("{}-visits", opts.bucket),
+        "duanlian visit caps: DOMAIN/CODE/CREATED_AT -> visits granted",
+        opts.replicas,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -184,29 +184,16 @@ impl Cluster {
     async fn secrets_bucket(&self) -> Result<&kv::Store, ClusterError> {
         let js = self.jetstream().ok_or(ClusterError::NotJoined)?;
         let name = format!("{}-secrets", self.opts.bucket);
-        let replicas = self.opts.replicas.max(1);
+        let replicas = self.opts.replicas;
         self.secrets
             .get_or_try_init(|| async move {
-                if let Ok(store) = js.get_key_value(&name).await {
-                    return Ok(store);
-                }
-                match js
-                    .create_key_value(kv::Config {
-                        bucket: name.clone(),
-                        description: "duanlian secrets every node holds alike".into(),
-                        history: 1,
-                        num_replicas: replicas,
-                        ..Default::default()
-                    })
-                    .await
-                {
-                    Ok(store) => Ok(store),
-                    // Another node created it meanwhile.
-                    Err(_) => js
-                        .get_key_value(&name)
-                        .await
-                        .map_err(ClusterError::OpenBucket),
-                }
+                crate::conn::open_kv(
+                    &js,
+                    &name,
+                    "duanlian secrets every node holds alike",
+                    replicas,
+                )
+                .await
             })
             .await
     }
