@@ -374,8 +374,8 @@ fn reload_on_sighup(
                         let tls = tls.clone();
                         let _ = tokio::task::spawn_blocking(move || tls.reload()).await;
                     }
-                    if let Some(path) = reloader.as_ref().and_then(|r| r.configured()) {
-                        if let Some(r) = &reloader {
+                    if let Some(r) = &reloader {
+                        if let Some(path) = r.configured() {
                             let _ = r.reload(path).await;
                         }
                     }

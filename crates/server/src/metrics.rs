@@ -297,8 +297,7 @@ impl Metrics {
                 ("failed", rec.failed()),
                 ("unlogged", rec.unlogged()),
             ] {
-                let c = self.clicks.get_or_create(&Outcome { outcome });
-                c.inc_by(now.saturating_sub(c.get()));
+                catch_up(&self.clicks, outcome, now);
             }
             self.click_log_bytes.set(rec.log_bytes() as i64);
         }
@@ -341,21 +340,17 @@ impl TlsMetrics {
     fn render(&self) {
         use std::sync::atomic::Ordering::Relaxed;
         let c = self.tls.counts();
-        let set = |family: &Family<Outcome, Counter>, outcome, now: u64| {
-            let counter = family.get_or_create(&Outcome { outcome });
-            counter.inc_by(now.saturating_sub(counter.get()));
-        };
-        set(&self.handshakes, "full", c.full.load(Relaxed));
-        set(&self.handshakes, "resumed", c.resumed.load(Relaxed));
-        set(&self.handshakes, "failed", c.failed.load(Relaxed));
-        set(&self.handshakes, "timed_out", c.timed_out.load(Relaxed));
-        set(
+        catch_up(&self.handshakes, "full", c.full.load(Relaxed));
+        catch_up(&self.handshakes, "resumed", c.resumed.load(Relaxed));
+        catch_up(&self.handshakes, "failed", c.failed.load(Relaxed));
+        catch_up(&self.handshakes, "timed_out", c.timed_out.load(Relaxed));
+        catch_up(
             &self.handshakes,
             "unknown_name",
             c.unknown_name.load(Relaxed),
         );
-        set(&self.reloads, "ok", c.reloads_ok.load(Relaxed));
-        set(&self.reloads, "error", c.reloads_failed.load(Relaxed));
+        catch_up(&self.reloads, "ok", c.reloads_ok.load(Relaxed));
+        catch_up(&self.reloads, "error", c.reloads_failed.load(Relaxed));
         // Names no longer served leave the family, so a removed domain stops alerting.
         self.expiry.clear();
         let now = duanlian_link::now_secs();
@@ -365,4 +360,11 @@ impl TlsMetrics {
                 .set(cert.not_after - now);
         }
     }
+}
+
+/// Brings `family`'s counter for `outcome` up to `now`, a total kept elsewhere (an atomic read
+/// at scrape time).
+fn catch_up(family: &Family<Outcome, Counter>, outcome: &'static str, now: u64) {
+    let counter = family.get_or_create(&Outcome { outcome });
+    counter.inc_by(now.saturating_sub(counter.get()));
 }

@@ -148,11 +148,6 @@ impl Loaded {
         let parent = name.split_once('.').map(|(_, p)| p)?;
         self.wildcard.get(parent)
     }
-
-    /// Whether a certificate for exactly `name` is here (not by wildcard or default).
-    pub(super) fn has_exact(&self, name: &str) -> bool {
-        self.exact.contains_key(name)
-    }
 }
 
 fn file_error(path: &Path, what: String) -> TlsError {

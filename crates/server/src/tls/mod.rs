@@ -222,12 +222,6 @@ impl Tls {
         self.current.loaded.load().info.clone()
     }
 
-    /// Whether a certificate for exactly `name` is served (a wildcard or default does not
-    /// count).
-    pub fn serves(&self, name: &str) -> bool {
-        self.current.loaded.load().has_exact(name)
-    }
-
     /// Handshake and reload counts.
     pub fn counts(&self) -> &TlsCounts {
         &self.current.counts
@@ -248,16 +242,11 @@ impl Tls {
 
     /// The HSTS header for a request's `Host`, if its domain has one.
     pub(crate) fn hsts_for<B>(&self, req: &hyper::Request<B>) -> Option<&HeaderValue> {
-        let host = req.headers().get(hyper::header::HOST)?.to_str().ok()?;
-        let host = match host.rsplit_once(':') {
-            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-            _ => host,
-        };
-        let host = host.strip_suffix('.').unwrap_or(host);
-        if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            return self.hsts.get(host.to_ascii_lowercase().as_str());
-        }
-        self.hsts.get(host)
+        let host = req.headers().get(hyper::header::HOST)?;
+        // The same normal form the redirect looks links up by.
+        let mut buf = duanlian_link::HostBuf::default();
+        self.hsts
+            .get(duanlian_link::host_key(host.as_bytes(), &mut buf)?)
     }
 
     /// Counts how a handshake ended.

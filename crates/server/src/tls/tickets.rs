@@ -62,31 +62,6 @@ impl TicketKey {
     pub fn created(&self) -> i64 {
         self.created
     }
-
-    /// Its stored form: id, secret, creation time (56 bytes).
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(56);
-        out.extend_from_slice(&self.id);
-        out.extend_from_slice(&self.secret);
-        out.extend_from_slice(&self.created.to_be_bytes());
-        out
-    }
-
-    /// Reads the form [`TicketKey::to_bytes`] writes.
-    pub fn from_bytes(b: &[u8]) -> Option<TicketKey> {
-        if b.len() != 56 {
-            return None;
-        }
-        let mut key = TicketKey {
-            id: [0; ID_LEN],
-            secret: [0; 32],
-            created: 0,
-        };
-        key.id.copy_from_slice(&b[..16]);
-        key.secret.copy_from_slice(&b[16..48]);
-        key.created = i64::from_be_bytes(b[48..56].try_into().ok()?);
-        Some(key)
-    }
 }
 
 struct Sealer {
@@ -278,16 +253,16 @@ mod tests {
     #[test]
     fn installed_keys_are_shared_and_the_previous_one_still_opens() {
         let now = duanlian_link::now_secs();
+        // As a cluster shares them: the same random bytes on each node.
+        let mut shared = [0u8; 48];
+        SystemRandom::new().fill(&mut shared).expect("random");
         let (k1, k2) = (
-            TicketKey::generate(now - 10).expect("key"),
+            TicketKey::from_random(&shared, now - 10),
             TicketKey::generate(now).expect("key"),
         );
         let (a, b) = (Tickets::new(3600), Tickets::new(3600));
         a.install(k1.clone(), None);
-        b.install(
-            TicketKey::from_bytes(&k1.to_bytes()).expect("round trip"),
-            None,
-        );
+        b.install(TicketKey::from_random(&shared, now - 10), None);
         let sealed = a.encrypt(b"session").expect("sealed");
         assert_eq!(b.decrypt(&sealed).as_deref(), Some(&b"session"[..]));
         b.install(k2, Some(k1));
