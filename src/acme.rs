@@ -39,10 +39,10 @@ pub(crate) fn spawn(
     std::thread::Builder::new()
         .name("duanlian-acme".into())
         .spawn(move || {
-            while !health.is_ready() {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            rt.block_on(robot.run())
+            rt.block_on(async {
+                when_ready(&health).await;
+                robot.run().await
+            })
         })
         .context("starting the ACME thread")?;
     Ok(())
@@ -53,7 +53,9 @@ pub(crate) fn spawn(
 /// certificates into its own managed directory and answers every challenge.
 pub(crate) mod shared {
     use super::Board;
-    use duanlian_acme::{leaf_validity, write_certificate, AcmeError, Challenges, Store};
+    use duanlian_acme::{
+        account_of, account_record, leaf_validity, write_certificate, AcmeError, Challenges, Store,
+    };
     use duanlian_cluster::Cluster;
     use duanlian_server::{AcmeAnswers, Tls};
     use std::path::PathBuf;
@@ -67,12 +69,6 @@ pub(crate) mod shared {
     pub(crate) struct ClusterStore {
         pub(crate) cluster: Arc<Cluster>,
         pub(crate) node: String,
-    }
-
-    #[derive(serde::Serialize, serde::Deserialize)]
-    struct Account {
-        directory: String,
-        credentials: serde_json::Value,
     }
 
     #[derive(serde::Serialize, serde::Deserialize)]
@@ -96,24 +92,16 @@ pub(crate) mod shared {
                 .shared_get("acme.account")
                 .await
                 .map_err(store_error)?;
-            let Some((bytes, _)) = got else {
-                return Ok(None);
-            };
-            let stored: Account =
-                serde_json::from_slice(&bytes).map_err(|e| AcmeError::Store(e.to_string()))?;
-            Ok((stored.directory == directory).then(|| stored.credentials.to_string()))
+            match got {
+                Some((record, _)) => account_of(&record, directory).map_err(AcmeError::Store),
+                None => Ok(None),
+            }
         }
 
         async fn save_account(&self, directory: &str, json: &str) -> Result<(), AcmeError> {
-            let credentials =
-                serde_json::from_str(json).map_err(|e| AcmeError::Store(e.to_string()))?;
-            let value = serde_json::to_vec(&Account {
-                directory: directory.to_string(),
-                credentials,
-            })
-            .map_err(|e| AcmeError::Store(e.to_string()))?;
+            let record = account_record(directory, json).map_err(AcmeError::Store)?;
             self.cluster
-                .shared_put("acme.account", value)
+                .shared_put("acme.account", record)
                 .await
                 .map_err(store_error)
         }
@@ -275,15 +263,20 @@ pub(crate) fn spawn_in_cluster(
     // The mirror loads what the robot stores, on this node as on the others.
     let robot = Acme::new(opts, store, board, Box::new(|| {}));
     runtime.spawn(async move {
-        // Ready means caught up with the cluster and listening: the CA may call at once.
-        while !health.is_ready() {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        // A test makes another node order first, so that a challenge crosses nodes.
-        tokio::time::sleep(crate::test_hooks::delay(
-            "DUANLIAN_TEST_ACME_START_DELAY_MS",
-        ))
-        .await;
+        when_ready(&health).await;
         robot.run().await
     });
+}
+
+/// Returns once the node is ready (listening; in a cluster, caught up): the CA may call as soon
+/// as the robot orders.
+async fn when_ready(health: &Health) {
+    while !health.is_ready() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // A test makes another node order first, so that a challenge crosses nodes.
+    tokio::time::sleep(crate::test_hooks::delay(
+        "DUANLIAN_TEST_ACME_START_DELAY_MS",
+    ))
+    .await;
 }

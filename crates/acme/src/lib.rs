@@ -37,7 +37,9 @@ mod schedule;
 mod store;
 
 pub use schedule::{backoff, renew_at};
-pub use store::{certs_dir, leaf_validity, write_certificate, DirStore};
+pub use store::{
+    account_of, account_record, certs_dir, leaf_validity, write_certificate, DirStore,
+};
 
 use instant_acme::{
     Account, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus,

@@ -40,41 +40,44 @@ struct Stored {
     credentials: serde_json::Value,
 }
 
+/// How a [`Store`](crate::Store) keeps an account: the credentials' JSON beside the CA's
+/// directory URL, so that an account of another CA is never used.
+pub fn account_record(directory: &str, credentials: &str) -> Result<Vec<u8>, String> {
+    let credentials = serde_json::from_str(credentials).map_err(|e| e.to_string())?;
+    serde_json::to_vec_pretty(&Stored {
+        directory: directory.to_string(),
+        credentials,
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// The credentials' JSON in a record [`account_record`] made, if it is `directory`'s.
+pub fn account_of(record: &[u8], directory: &str) -> Result<Option<String>, String> {
+    let stored: Stored = serde_json::from_slice(record).map_err(|e| e.to_string())?;
+    if stored.directory != directory {
+        tracing::info!(stored = %stored.directory, %directory, "the ACME account kept is another CA's: making a new one");
+        return Ok(None);
+    }
+    Ok(Some(stored.credentials.to_string()))
+}
+
 impl crate::Store for DirStore {
     async fn account(&self, directory: &str) -> Result<Option<String>, AcmeError> {
         let path = self.dir.join("account.json");
-        let text = match std::fs::read_to_string(&path) {
+        let record = match std::fs::read(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io(&path)(e)),
         };
-        let stored: Stored = serde_json::from_str(&text).map_err(|e| AcmeError::Account {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        if stored.directory != directory {
-            tracing::info!(stored = %stored.directory, %directory, "the ACME account on file is another CA's: making a new one");
-            return Ok(None);
-        }
-        Ok(Some(stored.credentials.to_string()))
+        account_of(&record, directory).map_err(|reason| AcmeError::Account { path, reason })
     }
 
     async fn save_account(&self, directory: &str, json: &str) -> Result<(), AcmeError> {
         let path = self.dir.join("account.json");
-        let credentials: serde_json::Value =
-            serde_json::from_str(json).map_err(|e| AcmeError::Account {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-        let text = serde_json::to_string_pretty(&Stored {
-            directory: directory.to_string(),
-            credentials,
-        })
-        .map_err(|e| AcmeError::Account {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        replace(&path, text.as_bytes(), 0o600)
+        match account_record(directory, json) {
+            Ok(record) => replace(&path, &record, 0o600),
+            Err(reason) => Err(AcmeError::Account { path, reason }),
+        }
     }
 
     async fn validity(&self, domain: &str) -> Option<(i64, i64)> {
