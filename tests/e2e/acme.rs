@@ -5,9 +5,8 @@
 //! installs Debian's `pebble` package and runs them with `--ignored`. Run without it, they fail
 //! saying what is missing.
 use crate::tls::{connect_as, https_port};
-use crate::util::{free_port, s, wait_until, Server, TempDir};
+use crate::util::{free_port, listening, s, wait_until, Server, TempDir};
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -119,15 +118,7 @@ impl Pebble {
             management,
             children: vec![dns_server, pebble],
         };
-        assert!(
-            wait_until(Duration::from_secs(10), || TcpStream::connect((
-                "127.0.0.1",
-                p.port
-            ))
-            .is_ok()),
-            "pebble did not start:\n{}",
-            p.logs()
-        );
+        assert!(listening(p.port), "pebble did not start:\n{}", p.logs());
         p
     }
 
@@ -176,28 +167,22 @@ pub(crate) fn leaf(port: u16, root: &[u8], name: &str) -> Option<Vec<u8>> {
 fn node(data: &Path, http: u16, pebble: &Pebble) -> Server {
     let listen = format!("127.0.0.1:{http}");
     let directory = pebble.directory();
-    Server::start(&[
-        "--data-dir",
-        s(data),
-        "--domain",
-        "go.example.cn",
-        "--domain",
-        "s.example.com",
-        "--api-key",
+    Server::data_node(
+        data,
         "k",
-        "--threads",
-        "1",
-        "--listen",
-        &listen,
-        "--tls-listen",
-        "127.0.0.1:0",
-        "--acme-directory",
-        &directory,
-        "--acme-ca-cert",
-        &pebble.ca_file,
-        "--acme-contact",
-        "mailto:ops@example.cn",
-    ])
+        &[
+            "--listen",
+            &listen,
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--acme-directory",
+            &directory,
+            "--acme-ca-cert",
+            &pebble.ca_file,
+            "--acme-contact",
+            "mailto:ops@example.cn",
+        ],
+    )
 }
 
 fn issued(srv: &Server, times: usize) -> bool {

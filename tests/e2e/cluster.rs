@@ -6,7 +6,6 @@
 //! saying what is missing.
 use crate::util::{free_port, run, s, stderr, stdout, wait_until, Server, TempDir, BROWSER};
 use serde_json::Value;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -113,11 +112,7 @@ impl Nats {
         }
         self.child = Some(cmd.spawn().expect("spawn nats-server"));
         assert!(
-            wait_until(Duration::from_secs(10), || TcpStream::connect((
-                "127.0.0.1",
-                self.port
-            ))
-            .is_ok()),
+            crate::util::listening(self.port),
             "nats-server did not open port {}",
             self.port
         );

@@ -420,3 +420,11 @@ pub(crate) fn free_port() -> u16 {
         }
     }
 }
+
+/// Whether something accepts connections on 127.0.0.1:`port` within 10 s (a server the test
+/// started).
+pub(crate) fn listening(port: u16) -> bool {
+    wait_until(Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+}
