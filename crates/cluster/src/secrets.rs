@@ -87,29 +87,26 @@ impl Cluster {
             name: name.to_string(),
             reason,
         };
-        let store = self.secrets_bucket().await?;
         // A lost race means another node rotated: read again and take its secret.
         for _ in 0..5 {
             let now = duanlian_link::now_secs();
-            let entry = store.entry(name).await.map_err(|e| fail(e.to_string()))?;
-            let live = entry.filter(|e| e.operation == kv::Operation::Put);
-            let (stored, revision) = match &live {
-                Some(e) => (decode(&e.value), Some(e.revision)),
+            let entry = self.shared_get(name).await?;
+            let (stored, revision) = match &entry {
+                Some((value, revision)) => (decode(value), Some(*revision)),
                 None => (None, None),
             };
-            match (&stored, revision) {
-                (Some(r), _) if r.current.created + period.as_secs() as i64 > now => {
-                    return Ok(r.clone())
+            if let Some(r) = &stored {
+                if r.current.created + period.as_secs() as i64 > now {
+                    return Ok(r.clone());
                 }
-                _ => {}
             }
             let next = Rotated {
                 current: fresh(now).map_err(fail)?,
                 previous: stored.map(|r| r.current),
             };
             let written = match revision {
-                Some(rev) => store.update(name, encode(&next).into(), rev).await.is_ok(),
-                None => store.create(name, encode(&next).into()).await.is_ok(),
+                Some(rev) => self.shared_update(name, encode(&next), rev).await?,
+                None => self.shared_create(name, encode(&next)).await?,
             };
             if written {
                 tracing::info!(secret = name, "shared secret rotated");
