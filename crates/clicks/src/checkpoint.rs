@@ -37,37 +37,163 @@ fn day_of(name: &str) -> Option<i64> {
 }
 
 /// Writes the summaries of `days`, each including every click before `at`.
+#[cfg(test)]
 pub(crate) fn write(
     dir: &Path,
     stats: &Stats,
     days: &BTreeSet<i64>,
     at: &Position,
 ) -> Result<(), ClickError> {
-    let folder = days_dir(dir);
-    fs::create_dir_all(&folder).map_err(|e| ClickError::io(&folder, e))?;
-    let mut text = Vec::new();
-    for &day in days {
-        text.clear();
-        // Writing into a Vec cannot fail.
-        let _ = writeln!(text, "{HEADER}\t{}\t{}", at.0, at.1);
-        stats.write_day(day, &mut text);
-        let stamp = duanlian_link::format_date(day * DAY).replace('-', "");
-        let path = folder.join(format!("{stamp}.tsv"));
-        let tmp = folder.join(format!("{stamp}.tsv.tmp"));
-        let written = (|| {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&text)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)
-        })();
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(ClickError::io(&path, e));
+    let mut pass = Pass::new(at.clone(), days.clone());
+    while !pass.step(dir, stats, usize::MAX, true)? {}
+    Ok(())
+}
+
+/// A checkpoint under way: the summaries of `days` as of `at`, built a shard at a time, then
+/// written to disk on a thread of their own. A day of a million links is a quarter of a second
+/// of formatting, and its file's fsync can take longer than the click queue holds: in one go
+/// on the writer thread the first would hold a core that redirects share, the second would
+/// drop clicks. While a pass is building, the writer counts no new click (it holds them back),
+/// so every summary is the aggregates as of `at`, exactly.
+pub(crate) struct Pass {
+    at: Position,
+    days: BTreeSet<i64>,
+    /// The last day started.
+    last: Option<i64>,
+    /// The day being built and its next shard.
+    current: Option<(i64, usize)>,
+    text: Vec<u8>,
+    /// The days built.
+    built: Vec<(i64, Vec<u8>)>,
+    /// Writing the built days, once all are.
+    writing: Option<std::thread::JoinHandle<Result<(), ClickError>>>,
+}
+
+impl Pass {
+    pub(crate) fn new(at: Position, days: BTreeSet<i64>) -> Pass {
+        Pass {
+            at,
+            days,
+            last: None,
+            current: None,
+            text: Vec::new(),
+            built: Vec::new(),
+            writing: None,
         }
     }
-    File::open(&folder)
+
+    /// The days this pass summarises, and the position it summarises them as of.
+    pub(crate) fn into_parts(self) -> (BTreeSet<i64>, Position) {
+        (self.days, self.at)
+    }
+
+    /// Whether the summaries are still being built from the aggregates (which must then not
+    /// change).
+    pub(crate) fn building(&self) -> bool {
+        self.writing.is_none()
+    }
+
+    /// Builds shards until about `budget` links have been looked at; once all are built, has
+    /// them written. Whether the pass is done: `wait` waits for the files.
+    pub(crate) fn step(
+        &mut self,
+        dir: &Path,
+        stats: &Stats,
+        budget: usize,
+        wait: bool,
+    ) -> Result<bool, ClickError> {
+        if let Some(writing) = self.writing.take() {
+            if !wait && !writing.is_finished() {
+                self.writing = Some(writing);
+                return Ok(false);
+            }
+            return writing
+                .join()
+                .unwrap_or_else(|_| Err(ClickError::io(dir, std::io::Error::other("panicked"))))
+                .map(|()| true);
+        }
+        use std::ops::Bound::{Excluded, Unbounded};
+        let mut spent = 0;
+        loop {
+            let (day, part) = match self.current {
+                Some(c) => c,
+                None => {
+                    let next = match self.last {
+                        None => self.days.iter().next(),
+                        Some(last) => self.days.range((Excluded(last), Unbounded)).next(),
+                    };
+                    let Some(&day) = next else {
+                        break;
+                    };
+                    self.last = Some(day);
+                    self.text.clear();
+                    // Writing into a Vec cannot fail.
+                    let _ = writeln!(self.text, "{HEADER}\t{}\t{}", self.at.0, self.at.1);
+                    (day, 0)
+                }
+            };
+            if part == crate::stats::SHARDS {
+                self.built.push((day, std::mem::take(&mut self.text)));
+                self.current = None;
+                continue;
+            }
+            self.current = Some((day, part));
+            if spent >= budget {
+                return Ok(false);
+            }
+            spent += stats.write_day_part(day, part, &mut self.text).max(1);
+            self.current = Some((day, part + 1));
+        }
+        let built = std::sync::Arc::new(std::mem::take(&mut self.built));
+        let write = {
+            let (dir, built) = (dir.to_path_buf(), built.clone());
+            move || write_files(&dir, &built)
+        };
+        match std::thread::Builder::new()
+            .name("duanlian-days".into())
+            .spawn(write)
+        {
+            Ok(handle) => self.writing = Some(handle),
+            // No thread: written here.
+            Err(_) => return write_files(dir, &built).map(|()| true),
+        }
+        if wait {
+            return self.step(dir, stats, 0, wait);
+        }
+        Ok(false)
+    }
+}
+
+/// The built days' files, then their folder, durably.
+fn write_files(dir: &Path, built: &[(i64, Vec<u8>)]) -> Result<(), ClickError> {
+    for (day, text) in built {
+        write_file(dir, *day, text)?;
+    }
+    let folder = days_dir(dir);
+    fs::create_dir_all(&folder)
+        .and_then(|()| File::open(&folder))
         .and_then(|d| d.sync_all())
         .map_err(|e| ClickError::io(&folder, e))
+}
+
+/// One day's summary, whole: temporary file, fsync, rename.
+fn write_file(dir: &Path, day: i64, text: &[u8]) -> Result<(), ClickError> {
+    let folder = days_dir(dir);
+    fs::create_dir_all(&folder).map_err(|e| ClickError::io(&folder, e))?;
+    let stamp = duanlian_link::format_date(day * DAY).replace('-', "");
+    let path = folder.join(format!("{stamp}.tsv"));
+    let tmp = folder.join(format!("{stamp}.tsv.tmp"));
+    let written = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(text)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(ClickError::io(&path, e));
+    }
+    Ok(())
 }
 
 /// Loads every summary of a day at or after `first_day` into `stats` and deletes older ones;

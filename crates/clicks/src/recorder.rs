@@ -153,6 +153,10 @@ impl Recorder {
             last_check: None,
             paused: false,
             compressor: Compressor::default(),
+            pass: None,
+            held: std::collections::VecDeque::new(),
+            due: false,
+            recheck: false,
         };
         let (mut recorder, writer) = Recorder::spawn(Output::Log(Box::new(log)), stats, opts)?;
         recorder.dir = Some(dir.to_path_buf());
@@ -283,7 +287,20 @@ struct LocalLog {
     /// Raw clicks are not written: the disk is down to its reserve.
     paused: bool,
     compressor: Compressor,
+    /// A checkpoint under way, and the clicks written to the raw log while it was building its
+    /// summaries (which must hold exactly the clicks before its position). They are counted
+    /// after, a slice a turn: hundreds of thousands at once would hold the core for as long as
+    /// the checkpoint took to build. The next checkpoint waits for them.
+    pass: Option<checkpoint::Pass>,
+    held: std::collections::VecDeque<Click>,
+    /// A checkpoint is due: it starts once the one under way ends.
+    due: bool,
+    /// A checkpoint has made more raw files deletable: look at them at the next turn.
+    recheck: bool,
 }
+
+/// Links a checkpoint looks at in one turn of the writer: about a millisecond.
+const CHECKPOINT_STEP: usize = 4096;
 
 /// Compresses closed click logs on a thread of its own at the lowest priority: a 64 MiB file
 /// is a second of CPU, which on the writer thread would stall the click queue (and drop clicks
@@ -365,14 +382,10 @@ impl LocalLog {
     fn write(&mut self, batch: &[Click], counters: &Counters, stats: &Stats, failing: &mut bool) {
         // Aggregates count every click, even ones the disk refused: the log is the export, the
         // aggregates are what the API shows.
-        stats.add(batch);
-        let mut last = None;
-        for c in batch {
-            let day = c.at.div_euclid(DAY);
-            if last != Some(day) {
-                self.dirty.insert(day);
-                last = Some(day);
-            }
+        if self.pass.as_ref().is_some_and(|p| p.building()) {
+            self.held.extend(batch.iter().cloned());
+        } else {
+            self.count(batch, stats);
         }
         if self.paused {
             counters
@@ -406,8 +419,24 @@ impl LocalLog {
         }
     }
 
-    /// Writes the summaries of the days that got clicks, as of the log's current position.
-    fn checkpoint(&mut self, stats: &Stats) {
+    fn count(&mut self, batch: &[Click], stats: &Stats) {
+        stats.add(batch);
+        let mut last = None;
+        for c in batch {
+            let day = c.at.div_euclid(DAY);
+            if last != Some(day) {
+                self.dirty.insert(day);
+                last = Some(day);
+            }
+        }
+    }
+
+    /// Starts summarising the days that got clicks, as of the log's current position, unless
+    /// a checkpoint is under way already.
+    fn start_checkpoint(&mut self) {
+        if self.pass.is_some() || !self.held.is_empty() {
+            return;
+        }
         self.last_checkpoint = std::time::Instant::now();
         let at = match (self.pending.take(), self.log.position()) {
             (_, Some(at)) => at,
@@ -420,15 +449,57 @@ impl LocalLog {
         if self.log.flush().is_err() {
             return; // the write path reports it
         }
-        match checkpoint::write(&self.dir, stats, &self.dirty, &at) {
-            Ok(()) => {
-                self.dirty.clear();
+        tracing::debug!(days = self.dirty.len(), "click checkpoint started");
+        self.pass = Some(checkpoint::Pass::new(at, std::mem::take(&mut self.dirty)));
+    }
+
+    /// Takes the checkpoint under way a step further (`budget` links; `wait`: for its files);
+    /// once its summaries are built the clicks held back meanwhile are counted.
+    fn step_checkpoint(&mut self, stats: &Stats, budget: usize, wait: bool) {
+        let Some(pass) = &mut self.pass else {
+            return;
+        };
+        let outcome = pass.step(&self.dir, stats, budget, wait);
+        if let Ok(false) = outcome {
+            return;
+        }
+        let Some(pass) = self.pass.take() else {
+            return;
+        };
+        tracing::debug!(
+            held = self.held.len(),
+            ok = outcome.is_ok(),
+            "click checkpoint ended"
+        );
+        let (days, at) = pass.into_parts();
+        match outcome {
+            Ok(_) => {
                 self.safe = Some(at);
+                self.recheck = true;
             }
             Err(e) => {
-                tracing::error!(error = %e, "writing the click day summaries failed; will retry")
+                self.dirty.extend(days);
+                tracing::error!(error = %e, "writing the click day summaries failed; will retry");
             }
         }
+    }
+
+    /// Counts up to `n` of the clicks held back while a checkpoint was building.
+    fn count_held(&mut self, stats: &Stats, n: usize) {
+        if self.pass.as_ref().is_some_and(|p| p.building()) || self.held.is_empty() {
+            return;
+        }
+        let n = n.min(self.held.len());
+        let slice: Vec<Click> = self.held.drain(..n).collect();
+        self.count(&slice, stats);
+    }
+
+    /// A whole checkpoint now: at shutdown, and before deleting for the disk's reserve.
+    fn checkpoint(&mut self, stats: &Stats) {
+        self.step_checkpoint(stats, usize::MAX, true);
+        self.count_held(stats, usize::MAX);
+        self.start_checkpoint();
+        self.step_checkpoint(stats, usize::MAX, true);
     }
 
     /// Whether a raw file may be deleted: closed, and all its clicks in summaries.
@@ -451,17 +522,25 @@ impl LocalLog {
             || self.pending.is_some()
             || (!self.dirty.is_empty() && self.last_checkpoint.elapsed() >= opts.checkpoint_every)
         {
-            self.checkpoint(stats);
+            self.due = true;
         }
+        if self.due && self.pass.is_none() {
+            self.due = false;
+            self.start_checkpoint();
+        }
+        self.step_checkpoint(stats, CHECKPOINT_STEP, false);
+        self.count_held(stats, CHECKPOINT_STEP);
         for path in closed {
             self.compressor.compress(path);
         }
-        if self
-            .last_check
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        if !self.recheck
+            && self
+                .last_check
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
         {
             return;
         }
+        self.recheck = false;
         let first = self.last_check.is_none();
         self.last_check = Some(std::time::Instant::now());
         let Ok(files) = crate::log::log_files(&self.dir) else {

@@ -11,8 +11,6 @@ pub const OTHER_REFERRERS: &str = "(other)";
 /// The bucket for visits without a referrer.
 pub const DIRECT: &str = "(direct)";
 
-type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
 /// One link's clicks on one UTC day: 48 bytes, plus the referrer table once a person arrives
 /// from somewhere.
 #[derive(Debug)]
@@ -24,8 +22,11 @@ struct Day {
     /// per-day cap bounds what colliding hosts could cost. Boxed so that the many days without
     /// referrers (bots, SMS campaigns) keep `Day` at 48 bytes instead of 80.
     #[allow(clippy::box_collection)]
-    referrers: Option<Box<HashMap<Box<str>, u64, foldhash::fast::FixedState>>>,
+    referrers: Option<Box<Referrers>>,
 }
+
+/// Human visits by referrer host.
+type Referrers = HashMap<Box<[u8]>, u64, foldhash::fast::FixedState>;
 
 impl Day {
     fn new(day: i64) -> Day {
@@ -33,6 +34,19 @@ impl Day {
             day,
             devices: [0; 4],
             referrers: None,
+        }
+    }
+
+    fn count_referrer(&mut self, host: &[u8], n: u64) {
+        let referrers = self.referrers.get_or_insert_with(Box::default);
+        if let Some(sum) = referrers.get_mut(host) {
+            *sum += n;
+        } else if referrers.len() < MAX_REFERRERS_PER_DAY {
+            referrers.insert(host.into(), n);
+        } else {
+            *referrers
+                .entry(OTHER_REFERRERS.as_bytes().into())
+                .or_default() += n;
         }
     }
 }
@@ -71,42 +85,95 @@ impl Days {
     }
 }
 
-/// Clicks per link (`domain \t code`) and UTC day.
+/// Clicks per link (`domain \t code`, as bytes: a click's text is never checked again on the
+/// writer thread) and UTC day.
 #[derive(Debug, Default)]
 pub struct Stats {
     links: Shards,
 }
 
+/// A link's key and days.
+#[derive(Debug)]
+struct Link {
+    key: Box<[u8]>,
+    days: Days,
+}
+
 /// The per-link map cut into shards by key: a map of a million links that doubles moves
 /// all its entries at once, milliseconds in which the writer thread keeps a core that
-/// redirects share; a shard moves a sixty-fourth of them.
+/// redirects share; a shard moves a thousandth of them. A day summary is also written a few
+/// shards at a time ([`Stats::write_day_part`]). A key is hashed once, for its shard and for
+/// its slot in the shard's table.
 #[derive(Debug)]
-struct Shards(Box<[Mutex<Links>]>);
+struct Shards {
+    shards: Box<[Mutex<Links>]>,
+    hasher: foldhash::fast::RandomState,
+}
 
-type Links = Map<Box<str>, Days>;
+type Links = hashbrown::HashTable<Link>;
 
-const SHARDS: usize = 64;
+/// How many parts a day summary is written in, one shard each.
+pub(crate) const SHARDS: usize = 1024;
 
 impl Default for Shards {
     fn default() -> Self {
-        Shards((0..SHARDS).map(|_| Mutex::default()).collect())
+        Shards {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
     }
 }
 
 impl Shards {
-    fn of(&self, key: &str) -> std::sync::MutexGuard<'_, Links> {
+    fn hash(&self, key: &[u8]) -> u64 {
         use std::hash::BuildHasher;
-        let h = foldhash::fast::FixedState::with_seed(0x5eed).hash_one(key);
-        lock(&self.0[(h as usize) % SHARDS])
+        self.hasher.hash_one(key)
+    }
+
+    /// The shard of a key's hash. Its middle bits: the table places an entry by the low bits
+    /// and tags it with the top seven, and both must vary within a shard.
+    fn of(&self, hash: u64) -> std::sync::MutexGuard<'_, Links> {
+        lock(&self.shards[(hash >> 32) as usize % SHARDS])
     }
 
     fn each(&self) -> impl Iterator<Item = std::sync::MutexGuard<'_, Links>> {
-        self.0.iter().map(lock)
+        self.shards.iter().map(lock)
+    }
+
+    /// A link's days, created (starting at `day`) if it has none.
+    fn days_mut<'a>(&self, links: &'a mut Links, hash: u64, key: &[u8], day: i64) -> &'a mut Days {
+        let entry = links.entry(hash, |l| *l.key == *key, |l| self.hash(&l.key));
+        &mut entry
+            .or_insert_with(|| Link {
+                key: key.into(),
+                days: Days {
+                    earlier: Vec::new(),
+                    latest: Day::new(day),
+                },
+            })
+            .into_mut()
+            .days
+    }
+
+    /// What `f` makes of a link's days, if it has any.
+    fn read<R>(&self, key: &[u8], f: impl FnOnce(Option<&Days>) -> R) -> R {
+        let hash = self.hash(key);
+        let links = self.of(hash);
+        f(links.find(hash, |l| *l.key == *key).map(|l| &l.days))
     }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn link_key(domain: &str, code: &str) -> Vec<u8> {
+    [domain.as_bytes(), b"\t", code.as_bytes()].concat()
+}
+
+fn push_count(out: &mut Vec<u8>, n: u64) {
+    out.push(b'\t');
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// The statistics of one link over a range of days.
@@ -133,26 +200,13 @@ impl Stats {
     pub fn add(&self, clicks: &[Click]) {
         for c in clicks {
             let day = c.at.div_euclid(DAY);
-            let (key, referrer) = c.key_and_referrer();
-            let mut links = self.links.of(key);
-            let days = match links.get_mut(key) {
-                Some(days) => days,
-                None => links.entry(key.into()).or_insert_with(|| Days {
-                    earlier: Vec::new(),
-                    latest: Day::new(day),
-                }),
-            };
-            let entry = days.get_mut(day);
+            let (key, referrer) = c.key_and_referrer_bytes();
+            let hash = self.links.hash(key);
+            let mut links = self.links.of(hash);
+            let entry = self.links.days_mut(&mut links, hash, key, day).get_mut(day);
             entry.devices[c.device.index()] += 1;
-            if let (Some(host), false) = (referrer, c.device == Device::Bot) {
-                let referrers = entry.referrers.get_or_insert_with(Box::default);
-                if let Some(n) = referrers.get_mut(host) {
-                    *n += 1;
-                } else if referrers.len() < MAX_REFERRERS_PER_DAY {
-                    referrers.insert(host.into(), 1);
-                } else {
-                    *referrers.entry(OTHER_REFERRERS.into()).or_default() += 1;
-                }
+            if !referrer.is_empty() && c.device != Device::Bot {
+                entry.count_referrer(referrer, 1);
             }
         }
     }
@@ -161,26 +215,42 @@ impl Stats {
     /// an `L` line per link (`L domain code mobile desktop other bot`, tab-separated, counts in
     /// [`Device::index`] order), each followed by its `R host count` referrer lines.
     pub fn write_day(&self, day: i64, out: &mut Vec<u8>) {
-        use std::io::Write;
-        for links in self.links.each() {
-            for (key, days) in links.iter() {
-                let Some(d) = days.all().find(|d| d.day == day) else {
-                    continue;
-                };
-                let [a, b, c, e] = d.devices;
-                // Writing into a Vec cannot fail.
-                let _ = writeln!(out, "L\t{key}\t{a}\t{b}\t{c}\t{e}");
-                for (host, n) in d.referrers.iter().flat_map(|r| r.iter()) {
-                    let _ = writeln!(out, "R\t{host}\t{n}");
-                }
+        for part in 0..SHARDS {
+            self.write_day_part(day, part, out);
+        }
+    }
+
+    /// [`Stats::write_day`] for the links of one shard (`part < SHARDS`); returns how many
+    /// links it looked at, to pace a writer that shares a core with redirects.
+    pub(crate) fn write_day_part(&self, day: i64, part: usize, out: &mut Vec<u8>) -> usize {
+        let Some(shard) = self.links.shards.get(part) else {
+            return 0;
+        };
+        let links = lock(shard);
+        for link in links.iter() {
+            let Some(d) = link.days.all().find(|d| d.day == day) else {
+                continue;
+            };
+            out.extend_from_slice(b"L\t");
+            out.extend_from_slice(&link.key);
+            for n in d.devices {
+                push_count(out, n);
+            }
+            out.push(b'\n');
+            for (host, n) in d.referrers.iter().flat_map(|r| r.iter()) {
+                out.extend_from_slice(b"R\t");
+                out.extend_from_slice(host);
+                push_count(out, *n);
+                out.push(b'\n');
             }
         }
+        links.len()
     }
 
     /// Adds the aggregates of a day summary written by [`Stats::write_day`]; `None` names the
     /// first line that is not one.
     pub fn add_day(&self, day: i64, text: &str) -> Result<(), usize> {
-        let mut current: Option<Box<str>> = None;
+        let mut current: Option<(Vec<u8>, u64)> = None;
         for (n, line) in text.lines().enumerate() {
             let fields: Vec<&str> = line.split('\t').collect();
             match fields.as_slice() {
@@ -189,30 +259,26 @@ impl Stats {
                     for (slot, c) in devices.iter_mut().zip(counts) {
                         *slot = c.parse().map_err(|_| n + 1)?;
                     }
-                    let key: Box<str> = format!("{domain}\t{code}").into();
-                    let mut links = self.links.of(&key);
-                    let days = links.entry(key.clone()).or_insert_with(|| Days {
-                        earlier: Vec::new(),
-                        latest: Day::new(day),
-                    });
-                    let entry = days.get_mut(day);
+                    let key = link_key(domain, code);
+                    let hash = self.links.hash(&key);
+                    let mut links = self.links.of(hash);
+                    let entry = self
+                        .links
+                        .days_mut(&mut links, hash, &key, day)
+                        .get_mut(day);
                     for (sum, c) in entry.devices.iter_mut().zip(devices) {
                         *sum += c;
                     }
-                    current = Some(key);
+                    current = Some((key, hash));
                 }
                 ["R", host, count] => {
                     let count: u64 = count.parse().map_err(|_| n + 1)?;
-                    let key = current.as_deref().ok_or(n + 1)?;
-                    // Not `get`: the link's entry may have gone since its `L` line (deleted,
-                    // `forget`), and the rest of the day must still count.
-                    let mut links = self.links.of(key);
-                    let days = links.entry(key.into()).or_insert_with(|| Days {
-                        earlier: Vec::new(),
-                        latest: Day::new(day),
-                    });
-                    let referrers = days.get_mut(day).referrers.get_or_insert_with(Box::default);
-                    *referrers.entry((*host).into()).or_default() += count;
+                    let (key, hash) = current.as_ref().ok_or(n + 1)?;
+                    // The link's entry may have gone since its `L` line (deleted, `forget`),
+                    // and the rest of the day must still count.
+                    let mut links = self.links.of(*hash);
+                    let days = self.links.days_mut(&mut links, *hash, key, day);
+                    days.get_mut(day).count_referrer(host.as_bytes(), count);
                 }
                 [""] => {}
                 _ => return Err(n + 1),
@@ -225,12 +291,10 @@ impl Stats {
     pub fn days(&self) -> Vec<i64> {
         let mut days: Vec<i64> = Vec::new();
         for links in self.links.each() {
-            days.extend(links.values().flat_map(|d| d.all().map(|d| d.day)));
+            days.extend(links.iter().flat_map(|l| l.days.all().map(|d| d.day)));
             days.sort_unstable();
             days.dedup();
         }
-        days.sort_unstable();
-        days.dedup();
         days
     }
 
@@ -243,25 +307,28 @@ impl Stats {
     pub fn forget_before(&self, since: i64) {
         let first = since.div_euclid(DAY);
         for mut links in self.links.each() {
-            links.retain(|_, days| {
-                days.earlier.retain(|d| d.day >= first);
-                days.latest.day >= first
+            links.retain(|l| {
+                l.days.earlier.retain(|d| d.day >= first);
+                l.days.latest.day >= first
             });
         }
     }
 
     /// Forgets a link's statistics (it was deleted; a new link under its code starts afresh).
     pub fn forget(&self, domain: &str, code: &str) {
-        let key = format!("{domain}\t{code}");
-        self.links.of(&key).remove(key.as_str());
+        let key = link_key(domain, code);
+        let hash = self.links.hash(&key);
+        let mut links = self.links.of(hash);
+        if let Ok(entry) = links.find_entry(hash, |l| *l.key == *key) {
+            entry.remove();
+        }
     }
 
     /// The first day with clicks for a link.
     pub fn first_day(&self, domain: &str, code: &str) -> Option<i64> {
-        let key = format!("{domain}\t{code}");
-        let links = self.links.of(&key);
-        let first = links.get(key.as_str())?.all().next().map(|d| d.day);
-        first
+        self.links.read(&link_key(domain, code), |days| {
+            days.and_then(|d| d.all().next()).map(|d| d.day)
+        })
     }
 
     /// A link's statistics for days `from_day..=to_day`, with the `top` referrers.
@@ -273,38 +340,38 @@ impl Stats {
         to_day: i64,
         top: usize,
     ) -> Report {
-        let key = format!("{domain}\t{code}");
         let mut devices = [0u64; 4];
-        let mut referrers: HashMap<&str, u64> = HashMap::new();
+        let mut referrers: HashMap<String, u64> = HashMap::new();
         let mut per_day = Vec::new();
-        let links = self.links.of(&key);
-        let mut days = links
-            .get(key.as_str())
-            .into_iter()
-            .flat_map(Days::all)
-            .skip_while(|d| d.day < from_day)
-            .peekable();
-        for day in from_day..=to_day {
-            match days.next_if(|d| d.day == day) {
-                Some(stats) => {
-                    for (sum, n) in devices.iter_mut().zip(stats.devices) {
-                        *sum += n;
+        self.links.read(&link_key(domain, code), |link| {
+            let mut days = link
+                .into_iter()
+                .flat_map(Days::all)
+                .skip_while(|d| d.day < from_day)
+                .peekable();
+            for day in from_day..=to_day {
+                match days.next_if(|d| d.day == day) {
+                    Some(stats) => {
+                        for (sum, n) in devices.iter_mut().zip(stats.devices) {
+                            *sum += n;
+                        }
+                        for (host, n) in stats.referrers.iter().flat_map(|r| r.iter()) {
+                            *referrers
+                                .entry(String::from_utf8_lossy(host).into_owned())
+                                .or_default() += n;
+                        }
+                        let bot = stats.devices[Device::Bot.index()];
+                        per_day.push((day, stats.devices.iter().sum::<u64>() - bot, bot));
                     }
-                    for (host, n) in stats.referrers.iter().flat_map(|r| r.iter()) {
-                        *referrers.entry(host).or_default() += n;
-                    }
-                    let bot = stats.devices[Device::Bot.index()];
-                    per_day.push((day, stats.devices.iter().sum::<u64>() - bot, bot));
+                    None => per_day.push((day, 0, 0)),
                 }
-                None => per_day.push((day, 0, 0)),
             }
-        }
+        });
         let bot = devices[Device::Bot.index()];
         let human = devices.iter().sum::<u64>() - bot;
         let direct = human - referrers.values().sum::<u64>();
         let mut referrers: Vec<(String, u64)> = referrers
             .into_iter()
-            .map(|(h, n)| (h.to_owned(), n))
             .chain((direct > 0).then(|| (DIRECT.to_owned(), direct)))
             .collect();
         referrers.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
