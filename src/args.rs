@@ -14,7 +14,7 @@ use std::path::PathBuf;
 pub(crate) struct Cli {
     /// Log format: text (human-readable), json (one object a line), or auto: text on a terminal,
     /// JSON otherwise. The level comes from DUANLIAN_LOG.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
+    #[arg(env = "DUANLIAN_LOG_FORMAT", long, global = true, value_enum, default_value_t = LogFormat::Auto)]
     pub(crate) log_format: LogFormat,
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -142,13 +142,31 @@ pub(crate) struct ServeArgs {
     pub(crate) code_length: u8,
     /// Where expired links of a domain go instead of a 410 page: DOMAIN=URL (repeatable).
     /// A link's own expired_url wins.
-    #[arg(long = "expired-url", value_name = "DOMAIN=URL")]
+    // Space-separated in the variable: a URL may hold a comma, never a bare space.
+    #[arg(
+        env = "DUANLIAN_EXPIRED_URL",
+        value_delimiter = ' ',
+        long = "expired-url",
+        value_name = "DOMAIN=URL"
+    )]
     pub(crate) expired_urls: Vec<String>,
     /// Where unknown codes of a domain go instead of a 404: DOMAIN=URL (repeatable).
-    #[arg(long = "not-found-url", value_name = "DOMAIN=URL")]
+    // Space-separated in the variable: a URL may hold a comma, never a bare space.
+    #[arg(
+        env = "DUANLIAN_NOT_FOUND_URL",
+        value_delimiter = ' ',
+        long = "not-found-url",
+        value_name = "DOMAIN=URL"
+    )]
     pub(crate) not_found_urls: Vec<String>,
     /// Where `/` of a domain goes instead of a 404: DOMAIN=URL (repeatable).
-    #[arg(long = "root-url", value_name = "DOMAIN=URL")]
+    // Space-separated in the variable: a URL may hold a comma, never a bare space.
+    #[arg(
+        env = "DUANLIAN_ROOT_URL",
+        value_delimiter = ' ',
+        long = "root-url",
+        value_name = "DOMAIN=URL"
+    )]
     pub(crate) root_urls: Vec<String>,
     /// How long an expired link keeps answering "expired" before it is purged (then 404, and
     /// dropped at the next compaction): 30d, 12h, seconds...
@@ -229,7 +247,12 @@ pub(crate) struct ServeArgs {
     /// Strict-Transport-Security on every HTTPS answer of a domain: DOMAIN=PERIOD, the header's
     /// max-age (such as go.example.cn=365d; repeatable). Browsers then use HTTPS for that
     /// domain by themselves. Never sent over plain HTTP. Default is none.
-    #[arg(long = "hsts", value_name = "DOMAIN=PERIOD")]
+    #[arg(
+        env = "DUANLIAN_HSTS",
+        value_delimiter = ',',
+        long = "hsts",
+        value_name = "DOMAIN=PERIOD"
+    )]
     pub(crate) hsts: Vec<String>,
     /// Log every request on the redirect listener (target "access", with the client address).
     /// Default is off.

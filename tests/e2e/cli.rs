@@ -268,3 +268,67 @@ fn help_states_each_default_once() {
         }
     }
 }
+
+/// Every `serve` flag can come from the environment, and the README's manual names every one.
+#[test]
+fn every_serve_flag_has_a_variable_and_a_readme_entry() {
+    let help = stdout(&run(&["serve", "--help"]));
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let mut entries: Vec<String> = Vec::new();
+    for line in help.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if line.trim_start().starts_with('-') && indent <= 6 {
+            entries.push(String::new());
+        }
+        if let Some(entry) = entries.last_mut() {
+            entry.push_str(line);
+            entry.push('\n');
+        }
+    }
+    assert!(entries.len() > 30, "{help}");
+    for entry in &entries {
+        let flag = entry
+            .split_whitespace()
+            .find(|w| w.starts_with("--"))
+            .map(|w| w.trim_end_matches(','))
+            .unwrap_or_default();
+        if flag == "--help" {
+            continue;
+        }
+        assert!(
+            entry.contains("[env: DUANLIAN_"),
+            "{flag} has no environment variable: {entry}"
+        );
+        assert!(
+            readme.contains(&format!("`{flag}")),
+            "the README does not name {flag}"
+        );
+    }
+}
+
+/// One run names every bad row (up to 100, then a count), so a file is fixed in one pass.
+#[test]
+fn snapshot_build_names_every_bad_row() {
+    let dir = TempDir::new();
+    let o = build(
+        &dir,
+        "links.csv",
+        "domain,code,url\ngo.example.cn,ok1,https://a.example/\ngo.example.cn,b1,ftp://x/\ngo.example.cn,ok2,https://a.example/2\ngo.example.cn,b 2,https://a.example/3\n,b3,https://a.example/4\n",
+        &[],
+    );
+    assert_clean_failure(&o, "links.csv:3: url");
+    let err = stderr(&o);
+    assert!(err.contains("links.csv:5: code"), "{err}");
+    assert!(err.contains("links.csv:6: domain"), "{err}");
+    assert!(!err.contains(":2:") && !err.contains(":4:"), "{err}");
+    let mut csv = String::from("domain,code,url\n");
+    for i in 0..105 {
+        csv.push_str(&format!("go.example.cn,c{i},not-a-url\n"));
+    }
+    let o = build(&dir, "many.csv", &csv, &[]);
+    assert_clean_failure(&o, "many.csv:101: url");
+    let err = stderr(&o);
+    assert!(!err.contains("many.csv:102:"), "{err}");
+    assert!(err.contains("many.csv: ... and 5 more bad rows"), "{err}");
+}

@@ -53,12 +53,14 @@ pub enum BulkError {
         line: u64,
         reason: String,
     },
-    /// A row with bad fields, each on a line of the message.
-    #[error("{}", lines(.name, *.line, .errors))]
+    /// Rows with bad fields: the first [`MAX_BAD_ROWS`] of them, each bad field on a line of
+    /// the message, and how many rows were bad in all (the whole file is read, so that one run
+    /// names every row to fix).
+    #[error("{}", bad_rows(.name, *.count, .rows))]
     Fields {
         name: String,
-        line: u64,
-        errors: Vec<FieldError>,
+        count: usize,
+        rows: Vec<(u64, Vec<FieldError>)>,
     },
     /// The same `(domain, code)` on several lines: `repeats` holds (line, domain, code, first
     /// line) for up to 20 of them.
@@ -73,11 +75,19 @@ pub enum BulkError {
     Table { name: String, error: BuildError },
 }
 
-fn lines(name: &str, line: u64, errors: &[FieldError]) -> String {
-    let all: Vec<String> = errors
+/// The bad rows a message names; the rest are counted.
+pub const MAX_BAD_ROWS: usize = 100;
+
+fn bad_rows(name: &str, count: usize, rows: &[(u64, Vec<FieldError>)]) -> String {
+    let mut all: Vec<String> = rows
         .iter()
-        .map(|e| format!("{name}:{line}: {e}"))
+        .flat_map(|(line, errors)| errors.iter().map(move |e| format!("{name}:{line}: {e}")))
         .collect();
+    if count > rows.len() {
+        let more = count - rows.len();
+        let noun = if more == 1 { "row" } else { "rows" };
+        all.push(format!("{name}: ... and {more} more bad {noun}"));
+    }
     all.join("\n")
 }
 
@@ -130,14 +140,22 @@ pub fn read(
     // About 100 bytes a row in typical files; a rough reservation saves most regrowth.
     builder.reserve((src.size / 100) as usize, 80);
     let mut lines: Vec<u64> = Vec::new();
+    let (mut bad, mut bad_count) = (Vec::new(), 0usize);
     let mut on_row = |line: u64, fields: Fields, pos: u64| -> Result<(), BulkError> {
-        let link = fields
-            .link(&rules, now)
-            .map_err(|errors| BulkError::Fields {
-                name: name.into(),
-                line,
-                errors,
-            })?;
+        let link = match fields.link(&rules, now) {
+            Ok(link) => link,
+            Err(errors) => {
+                bad_count += 1;
+                if bad.len() < MAX_BAD_ROWS {
+                    bad.push((line, errors));
+                }
+                return Ok(());
+            }
+        };
+        if bad_count > 0 {
+            // The table is not made; later rows are only checked.
+            return Ok(());
+        }
         builder.push(&link).map_err(|error| BulkError::Table {
             name: format!("{name}:{line}"),
             error,
@@ -152,6 +170,13 @@ pub fn read(
     match src.format {
         Format::Csv => read_csv(name, reader, &mut on_row)?,
         Format::Jsonl => read_jsonl(name, reader, &mut on_row)?,
+    }
+    if bad_count > 0 {
+        return Err(BulkError::Fields {
+            name: name.into(),
+            count: bad_count,
+            rows: bad,
+        });
     }
     let rows = lines.len();
     let table = builder.finish().map_err(|e| match e {
