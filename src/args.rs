@@ -1,6 +1,6 @@
 //! The command line: every subcommand and flag, as clap parses them. Flags of `serve` also
 //! come from the environment (`DUANLIAN_*`) and the configuration file (see `config.rs`).
-use crate::import::Format;
+use crate::import::{Encoding, Format};
 use crate::{clicks, cluster, journal_cmd};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -73,8 +73,11 @@ pub(crate) enum ConfigCmd {
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum SnapshotCmd {
-    /// Build a snapshot from CSV (header row: url, code, and optionally domain, redirect,
-    /// expires_at, valid_since, created_at) or JSON Lines with the same field names.
+    /// Build a snapshot from CSV or JSON Lines. CSV has a header row naming its columns, in any
+    /// order: url and code, and optionally domain, redirect (301, 302, 307, 308), expires_at,
+    /// expires_in (7d, 12h; counted from now), valid_since, created_at (RFC 3339 or Unix
+    /// seconds), max_visits, expired_url and forward_query (true, false, override). JSON Lines
+    /// take the same names, one object a line.
     Build {
         /// Input file; the format follows its extension (.csv, .jsonl, .ndjson) unless --format.
         #[arg(long)]
@@ -88,6 +91,10 @@ pub(crate) enum SnapshotCmd {
         /// Input format. Default is taken from the input's extension.
         #[arg(long, value_enum)]
         format: Option<Format>,
+        /// The input's text encoding: auto reads UTF-8, and GBK (what Excel in China saves as
+        /// "CSV") when the first non-ASCII characters are not UTF-8.
+        #[arg(long, value_enum, default_value_t = Encoding::Auto)]
+        encoding: Encoding,
     },
     /// Cluster mode: fold the links bucket into a snapshot and store it in the cluster's object
     /// store, where every node picks it up (run it from cron, e.g. hourly).

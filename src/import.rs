@@ -31,10 +31,34 @@ impl Format {
     }
 }
 
+/// Text encodings of `snapshot build`'s input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Encoding {
+    /// UTF-8, or GBK if the first non-ASCII characters are not UTF-8.
+    Auto,
+    /// UTF-8.
+    #[value(name = "utf-8", alias = "utf8")]
+    Utf8,
+    /// GBK (read as GB 18030).
+    #[value(alias = "gb18030")]
+    Gbk,
+}
+
+impl Encoding {
+    fn bulk(self) -> bulk::Encoding {
+        match self {
+            Encoding::Auto => bulk::Encoding::Auto,
+            Encoding::Utf8 => bulk::Encoding::Utf8,
+            Encoding::Gbk => bulk::Encoding::Gbk,
+        }
+    }
+}
+
 /// Reads `path` and lays out the table.
 pub(crate) fn import(
     path: &Path,
     format: Format,
+    encoding: Encoding,
     default_domain: Option<Domain>,
 ) -> Result<Imported> {
     let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
@@ -44,6 +68,7 @@ pub(crate) fn import(
         file,
         size,
         format,
+        encoding,
         default_domain,
     )
 }
@@ -54,6 +79,7 @@ pub(crate) fn import_from(
     input: impl Read,
     size: u64,
     format: Format,
+    encoding: Encoding,
     default_domain: Option<Domain>,
 ) -> Result<Imported> {
     let progress = Progress::new(size);
@@ -62,6 +88,7 @@ pub(crate) fn import_from(
         size,
         format: format.bulk(),
         default_domain: default_domain.as_ref(),
+        encoding: encoding.bulk(),
     };
     let imported = bulk::read(src, input, |rows, pos| progress.tick(rows, pos));
     progress.finish();

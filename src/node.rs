@@ -1,6 +1,6 @@
 //! `duanlian serve`: the settings turned into a node (a data directory, a read-only snapshot or
 //! a cluster member), its listeners started, and the node run until it is asked to stop.
-use crate::import::Format;
+use crate::import::{Encoding, Format};
 use crate::settings::{Kind, Seed, Settings};
 use crate::snapshot_cmd::named;
 use crate::{autocompact, cluster, import};
@@ -496,6 +496,7 @@ fn sample_image() -> Result<duanlian_snapshot::AlignedVec> {
         input,
         input.len() as u64,
         Format::Csv,
+        Encoding::Utf8,
         None,
     )?;
     imported.table.to_bytes(0).map_err(|e| anyhow!("{e}"))

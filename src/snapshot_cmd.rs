@@ -1,5 +1,5 @@
 //! The offline commands on files: `snapshot build|inspect|verify` and `compact`.
-use crate::import::{self, Format};
+use crate::import::{self, Encoding, Format};
 use anyhow::{anyhow, Context, Result};
 use duanlian_link::{format_rfc3339, Domain};
 use duanlian_snapshot::{Snapshot, SnapshotError};
@@ -12,6 +12,7 @@ pub(crate) fn build(
     output: &Path,
     default_domain: Option<&str>,
     format: Option<Format>,
+    encoding: Encoding,
 ) -> Result<()> {
     let started = Instant::now();
     let format = format.or_else(|| Format::from_path(input)).ok_or_else(|| {
@@ -23,7 +24,7 @@ pub(crate) fn build(
     let default_domain = default_domain
         .map(|d| Domain::parse(d).map_err(|e| anyhow!("--default-domain: {e}")))
         .transpose()?;
-    let imported = import::import(input, format, default_domain)?;
+    let imported = import::import(input, format, encoding, default_domain)?;
     let size = imported.table.write(output, 0)?;
     eprintln!(
         "wrote {} ({}, {} bytes) in {:.2}s",

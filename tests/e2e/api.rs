@@ -316,3 +316,27 @@ fn a_bulk_snapshot_seeds_an_empty_data_directory() {
     assert_eq!(srv.request("GET", "go.example.cn", "/fresh").status, 302);
     assert_eq!(srv.request("GET", "go.example.cn", "/other").status, 404);
 }
+
+/// A target on an internationalised domain name is stored and sent in punycode, with its path
+/// percent-encoded, and read back in its own script as `display_url`.
+#[test]
+fn an_idn_target_redirects_in_punycode_and_reads_back_in_chinese() {
+    let dir = TempDir::new();
+    let srv = server(&dir, &["--domain", "go.example.cn"]);
+    let r = create(
+        &srv,
+        json!({"url": "https://例子.中国/路径?颜色=红", "code": "idn1"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let link = body(&r);
+    let stored = "https://xn--fsqu00a.xn--fiqs8s/%E8%B7%AF%E5%BE%84?%E9%A2%9C%E8%89%B2=%E7%BA%A2";
+    assert_eq!(link["url"], stored);
+    assert_eq!(link["display_url"], "https://例子.中国/路径?颜色=红");
+    let got = srv.request("GET", "go.example.cn", "/idn1");
+    assert_eq!((got.status, got.header("location")), (302, Some(stored)));
+    let r = create(
+        &srv,
+        json!({"url": "https://xn--例子.中国/", "code": "idn2"}),
+    );
+    assert_problem(&r, 422, &["url"]);
+}

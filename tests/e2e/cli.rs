@@ -1,5 +1,5 @@
 //! The `duanlian snapshot` commands and their error messages.
-use crate::util::{run, s, stderr, stdout, TempDir};
+use crate::util::{run, s, stderr, stdout, Server, TempDir};
 use std::process::Output;
 
 /// A failure the way a person should see it: exit code 1, one clean message, no panic.
@@ -308,6 +308,47 @@ fn every_serve_flag_has_a_variable_and_a_readme_entry() {
 }
 
 /// One run names every bad row (up to 100, then a count), so a file is fixed in one pass.
+/// Excel in China saves "CSV" as GBK: `auto` reads it, a forced UTF-8 says what to do.
+#[test]
+fn snapshot_build_reads_gbk_from_excel() {
+    let dir = TempDir::new();
+    let text =
+        "domain,code,url,expired_url\ngo.example.cn,gbk1,https://shop.example.cn/商品?颜色=红,\n";
+    let (gbk, _, unmappable) = encoding_rs::GBK.encode(text);
+    assert!(!unmappable);
+    let input = dir.file("excel.csv", &gbk);
+    let utf8 = dir.file("utf8.csv", text.as_bytes());
+    let mut locations = Vec::new();
+    for (file, out) in [(&input, "gbk.snap"), (&utf8, "utf8.snap")] {
+        let out = dir.path(out);
+        let o = run(&["snapshot", "build", "--input", s(file), "--output", s(&out)]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let srv = Server::start(&["--snapshot", s(&out)]);
+        let r = srv.request("GET", "go.example.cn", "/gbk1");
+        assert_eq!(r.status, 302);
+        locations.push(r.header("location").map(str::to_owned));
+    }
+    assert_eq!(locations[0], locations[1]);
+    let location = locations[0].clone().unwrap_or_default();
+    assert!(
+        location.starts_with("https://shop.example.cn/%E5%95%86%E5%93%81?"),
+        "{location}"
+    );
+    let out = dir.path("forced.snap");
+    let o = run(&[
+        "snapshot",
+        "build",
+        "--input",
+        s(&input),
+        "--output",
+        s(&out),
+        "--encoding",
+        "utf-8",
+    ]);
+    assert_clean_failure(&o, "excel.csv:2: url: not valid UTF-8");
+    assert!(stderr(&o).contains("encoding gbk"), "{}", stderr(&o));
+}
+
 #[test]
 fn snapshot_build_names_every_bad_row() {
     let dir = TempDir::new();
@@ -331,4 +372,16 @@ fn snapshot_build_names_every_bad_row() {
     let err = stderr(&o);
     assert!(!err.contains("many.csv:102:"), "{err}");
     assert!(err.contains("many.csv: ... and 5 more bad rows"), "{err}");
+}
+
+/// `snapshot build --help` names every column a bulk file may have.
+#[test]
+fn snapshot_build_help_names_every_column() {
+    let o = run(&["snapshot", "build", "--help"]);
+    assert!(o.status.success());
+    let help = stdout(&o);
+    for column in duanlian_input::Form::Bulk.fields() {
+        assert!(help.contains(column), "{column} missing from: {help}");
+    }
+    assert!(help.contains("--encoding"), "{help}");
 }

@@ -3,6 +3,8 @@
 //! Every row goes through the same [`Fields`] the admin API reads; the first bad row stops the
 //! build with `FILE:LINE: field: reason` for each of its bad fields, and repeated
 //! `(domain, code)` pairs are listed together.
+pub use crate::encoding::Encoding;
+use crate::encoding::{Decode, NotGbk, NOT_UTF8};
 use crate::fields::{FieldError, Fields, Form, Rules, Value};
 use duanlian_link::{now_secs, Domain};
 use duanlian_snapshot::{BuildError, Builder, Table};
@@ -115,6 +117,8 @@ pub struct Source<'a> {
     pub format: Format,
     /// The domain of rows that name none.
     pub default_domain: Option<&'a Domain>,
+    /// How its bytes are text.
+    pub encoding: Encoding,
 }
 
 /// What a bulk read made.
@@ -166,7 +170,7 @@ pub fn read(
         }
         Ok(())
     };
-    let reader = std::io::BufReader::with_capacity(1 << 20, input);
+    let reader = Decode::new(input, src.encoding);
     match src.format {
         Format::Csv => read_csv(name, reader, &mut on_row)?,
         Format::Jsonl => read_jsonl(name, reader, &mut on_row)?,
@@ -273,18 +277,22 @@ fn read_csv(name: &str, input: impl Read, on_row: &mut OnRow<'_>) -> Result<(), 
             Ok(true) => {}
             Ok(false) => return Ok(()),
             Err(e) => {
+                let line = match e.kind() {
+                    csv::ErrorKind::Io(io) => not_gbk(io).map(|n| n.line),
+                    _ => None,
+                };
                 return Err(BulkError::Row {
                     name: name.into(),
-                    line: e.position().map_or(0, |p| p.line()),
+                    line: line.or(e.position().map(|p| p.line())).unwrap_or(0),
                     reason: csv_reason(&e),
-                })
+                });
             }
         }
         let (line, pos) = rec.position().map_or((0, 0), |p| (p.line(), p.byte()));
         let mut fields = Fields::new(Form::Bulk);
         for (column, bytes) in by_column.iter().zip(rec.iter()) {
             let Ok(cell) = std::str::from_utf8(bytes) else {
-                fields.read_error(column, "not valid UTF-8");
+                fields.read_error(column, NOT_UTF8);
                 continue;
             };
             match cell.trim() {
@@ -307,13 +315,25 @@ fn csv_reason(e: &csv::Error) -> String {
     }
 }
 
+/// The decoder's complaint inside an I/O error.
+fn not_gbk(e: &std::io::Error) -> Option<&NotGbk> {
+    e.get_ref()?.downcast_ref::<NotGbk>()
+}
+
 fn read_jsonl(name: &str, input: impl BufRead, on_row: &mut OnRow<'_>) -> Result<(), BulkError> {
     let (mut line_no, mut pos) = (0u64, 0u64);
     let mut domains = Domains::default();
     for line in input.split(b'\n') {
-        let line = line.map_err(|error| BulkError::Io {
-            name: name.into(),
-            error,
+        let line = line.map_err(|error| match not_gbk(&error) {
+            Some(n) => BulkError::Row {
+                name: name.into(),
+                line: n.line,
+                reason: n.to_string(),
+            },
+            None => BulkError::Io {
+                name: name.into(),
+                error,
+            },
         })?;
         line_no += 1;
         pos += line.len() as u64 + 1;
@@ -325,6 +345,9 @@ fn read_jsonl(name: &str, input: impl BufRead, on_row: &mut OnRow<'_>) -> Result
             line: line_no,
             reason,
         };
+        if std::str::from_utf8(&line).is_err() {
+            return Err(row(NOT_UTF8.into()));
+        }
         let value: serde_json::Value =
             serde_json::from_slice(&line).map_err(|e| row(format!("not valid JSON ({e})")))?;
         let serde_json::Value::Object(obj) = &value else {

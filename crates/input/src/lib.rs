@@ -26,6 +26,7 @@
 //! assert_eq!(errors.len(), 2);
 //! ```
 pub mod bulk;
+mod encoding;
 mod fields;
 
 pub use fields::{FieldError, Fields, Form, Rules, Value, MAX_CODE_LENGTH, MIN_CODE_LENGTH};

@@ -7,8 +7,10 @@ pub const MAX_URL_LEN: usize = 4096;
 ///
 /// Accepted: absolute `http`/`https` URLs with a host, no credentials, no control characters or
 /// white space anywhere. Non-ASCII characters after the host are percent-encoded (as a browser
-/// would send them), so every stored target is a valid header value; a non-ASCII host must be
-/// given in punycode. The scheme is lowercased; nothing else is changed.
+/// would send them), so every stored target is a valid header value; a non-ASCII host (an
+/// internationalised domain name, `例子.中国`) becomes its punycode (`xn--fsqu00a.xn--fiqs8s`),
+/// as a browser would look it up. The scheme is lowercased; nothing else is changed.
+/// [`display_url`] turns the stored form back into what people read.
 pub fn parse_url(input: &str) -> Result<Box<str>, LinkError> {
     if input.is_empty() {
         return Err(LinkError::UrlEmpty);
@@ -22,12 +24,13 @@ pub fn parse_url(input: &str) -> Result<Box<str>, LinkError> {
     let (scheme, rest) = split_scheme(input)?;
     let rest = rest.strip_prefix("//").ok_or(LinkError::UrlNotAbsolute)?;
     let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    check_authority(&rest[..host_end])?;
+    let auth = ascii_authority(&rest[..host_end])?;
+    check_authority(&auth)?;
 
     let mut out = String::with_capacity(input.len());
     out.push_str(scheme);
     out.push_str("://");
-    out.push_str(&rest[..host_end]);
+    out.push_str(&auth);
     for c in rest[host_end..].chars() {
         if c.is_ascii() {
             out.push(c);
@@ -47,6 +50,96 @@ pub fn parse_url(input: &str) -> Result<Box<str>, LinkError> {
 }
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+/// An authority with a non-ASCII host name in punycode (UTS 46, as browsers map it: full-width
+/// dots are dots, letters are lowercased); others as they are.
+fn ascii_authority(auth: &str) -> Result<std::borrow::Cow<'_, str>, LinkError> {
+    if auth.is_ascii() || auth.starts_with('[') || auth.contains('@') {
+        return Ok(auth.into());
+    }
+    let (host, port) = match auth.rfind(':') {
+        Some(c) if auth[c + 1..].bytes().all(|b| b.is_ascii_digit()) => auth.split_at(c),
+        _ => (auth, ""),
+    };
+    let ascii = idna::domain_to_ascii(host)
+        .map_err(|_| LinkError::UrlHost("is not a valid internationalised domain name"))?;
+    Ok(format!("{ascii}{port}").into())
+}
+
+/// A stored target as people read it: a punycode host in its own script, and percent-encoded
+/// UTF-8 after it decoded (`https://例子.中国/商品`). Escapes of ASCII (`%20`, `%2F`) and of bytes
+/// that are not UTF-8 stay, so the text still means the same URL. For showing only: what is
+/// stored and sent in `Location` is the encoded form.
+pub fn display_url(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let host_end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    let auth = &url[start..host_end];
+    let mut out = String::with_capacity(url.len());
+    out.push_str(&url[..start]);
+    let puny = auth
+        .split(['.', ':'])
+        .any(|l| l.len() > 4 && l[..4].eq_ignore_ascii_case("xn--"));
+    if puny && !auth.starts_with('[') {
+        let (host, port) = auth.split_at(auth.find(':').unwrap_or(auth.len()));
+        let (unicode, result) = idna::domain_to_unicode(host);
+        out.push_str(if result.is_ok() { &unicode } else { host });
+        out.push_str(port);
+    } else {
+        out.push_str(auth);
+    }
+    let rest = &url.as_bytes()[host_end..];
+    let mut bytes = Vec::with_capacity(rest.len());
+    let mut i = 0;
+    while i < rest.len() {
+        // A run of escapes of non-ASCII bytes is decoded if it is UTF-8.
+        let mut run = Vec::new();
+        let mut j = i;
+        while j + 2 < rest.len() && rest[j] == b'%' {
+            match hex_byte(rest[j + 1], rest[j + 2]) {
+                Some(b) if b >= 0x80 => {
+                    run.push(b);
+                    j += 3;
+                }
+                _ => break,
+            }
+        }
+        if run.is_empty() {
+            bytes.push(rest[i]);
+            i += 1;
+            continue;
+        }
+        // Each byte of the run is three characters of the text from `i` on.
+        let mut k = 0;
+        while k < run.len() {
+            match std::str::from_utf8(&run[k..]) {
+                Ok(text) => {
+                    bytes.extend_from_slice(text.as_bytes());
+                    k = run.len();
+                }
+                Err(e) => {
+                    let good = e.valid_up_to();
+                    bytes.extend_from_slice(&run[k..k + good]);
+                    let bad = e.error_len().unwrap_or(run.len() - k - good);
+                    let from = i + 3 * (k + good);
+                    bytes.extend_from_slice(&rest[from..from + 3 * bad]);
+                    k += good + bad;
+                }
+            }
+        }
+        i = j;
+    }
+    out.push_str(&String::from_utf8_lossy(&bytes));
+    out
+}
+
+fn hex_byte(hi: u8, lo: u8) -> Option<u8> {
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    Some(digit(hi)? << 4 | digit(lo)?)
+}
 
 /// The host of a URL that passed [`parse_url`]: lowercase, without port or trailing dot.
 /// Used to refuse targets that point back at one of our own link domains (redirect loops).
@@ -268,13 +361,35 @@ mod tests {
             Err(LinkError::UrlHost(_))
         ));
         assert!(matches!(
-            parse_url("https://例子.cn/"),
+            parse_url("https://xn--例子.cn/"),
             Err(LinkError::UrlHost(_))
         ));
         assert!(matches!(
             parse_url("https://a.cn:80x/"),
             Err(LinkError::UrlHost(_))
         ));
+    }
+
+    #[test]
+    fn internationalised_hosts_become_punycode_and_read_back() {
+        let stored = ok("https://例子.中国/路径?商品=红#顶");
+        assert_eq!(
+            stored,
+            "https://xn--fsqu00a.xn--fiqs8s/%E8%B7%AF%E5%BE%84?%E5%95%86%E5%93%81=%E7%BA%A2#%E9%A1%B6"
+        );
+        assert_eq!(display_url(&stored), "https://例子.中国/路径?商品=红#顶");
+        // Full-width dots and capitals as browsers map them; the port stays.
+        assert_eq!(
+            ok("https://例子。中国:8443/"),
+            "https://xn--fsqu00a.xn--fiqs8s:8443/"
+        );
+        assert_eq!(ok("https://Bücher.DE/"), "https://xn--bcher-kva.de/");
+        // What does not decode to UTF-8 text stays escaped, as do escapes of ASCII.
+        assert_eq!(
+            display_url("https://a.cn/%20%2F%E4%BD%A0%FF%E5"),
+            "https://a.cn/%20%2F你%FF%E5"
+        );
+        assert_eq!(display_url("https://a.cn/plain"), "https://a.cn/plain");
     }
 
     /// Found by the differential test against the url crate: hosts a browser refuses.

@@ -45,6 +45,7 @@ impl Admin {
             "code": l.code.as_str(),
             "short_url": format!("{}://{}/{}", self.opts.short_url_scheme, l.domain, l.code),
             "url": &*l.url,
+            "display_url": duanlian_link::display_url(&l.url),
             "redirect": l.redirect.status(),
             "forward_query": match l.forward_query {
                 duanlian_link::ForwardQuery::Off => json!(false),
