@@ -292,7 +292,7 @@ fn read_csv(name: &str, input: impl Read, on_row: &mut OnRow<'_>) -> Result<(), 
         let mut fields = Fields::new(Form::Bulk);
         for (column, bytes) in by_column.iter().zip(rec.iter()) {
             let Ok(cell) = std::str::from_utf8(bytes) else {
-                fields.read_error(column, NOT_UTF8);
+                fields.read_error(column, "not_utf8", NOT_UTF8);
                 continue;
             };
             match cell.trim() {

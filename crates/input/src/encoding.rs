@@ -240,11 +240,20 @@ mod tests {
     #[test]
     fn auto_reads_utf8_gbk_and_a_byte_order_mark() {
         for chunk in [1, 2, 3, 7, 64, 1 << 16] {
-            assert_eq!(read(TEXT.as_bytes(), Encoding::Auto, chunk).expect("decodes"), TEXT);
-            assert_eq!(read(&gbk_bytes(TEXT), Encoding::Auto, chunk).expect("decodes"), TEXT);
+            assert_eq!(
+                read(TEXT.as_bytes(), Encoding::Auto, chunk).expect("decodes"),
+                TEXT
+            );
+            assert_eq!(
+                read(&gbk_bytes(TEXT), Encoding::Auto, chunk).expect("decodes"),
+                TEXT
+            );
             let bom = [b"\xEF\xBB\xBF", TEXT.as_bytes()].concat();
             assert_eq!(read(&bom, Encoding::Auto, chunk).expect("decodes"), TEXT);
-            assert_eq!(read(&gbk_bytes(TEXT), Encoding::Gbk, chunk).expect("decodes"), TEXT);
+            assert_eq!(
+                read(&gbk_bytes(TEXT), Encoding::Gbk, chunk).expect("decodes"),
+                TEXT
+            );
         }
     }
 
@@ -252,8 +261,14 @@ mod tests {
     fn the_first_non_ascii_character_decides_however_late() {
         let ascii = "url,code\n".to_owned() + &"https://x.cn/,c\n".repeat(100_000);
         let late = ascii.clone() + "https://x.cn/春,d\n";
-        assert_eq!(read(&gbk_bytes(&late), Encoding::Auto, 8192).expect("decodes"), late);
-        assert_eq!(read(late.as_bytes(), Encoding::Auto, 8192).expect("decodes"), late);
+        assert_eq!(
+            read(&gbk_bytes(&late), Encoding::Auto, 8192).expect("decodes"),
+            late
+        );
+        assert_eq!(
+            read(late.as_bytes(), Encoding::Auto, 8192).expect("decodes"),
+            late
+        );
     }
 
     #[test]

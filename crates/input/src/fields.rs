@@ -95,17 +95,38 @@ impl<'a> Value<'a> {
 pub struct FieldError {
     /// The field's name, with its place in a batch.
     pub field: String,
+    /// Why it was refused, as a stable name for programs and translations (`url_scheme`,
+    /// `required`, `unknown_domain`...; the README lists them).
+    pub code: &'static str,
     /// Why it was refused, for people.
     pub reason: String,
 }
 
 impl FieldError {
     /// An error about `field`.
-    pub fn new(field: impl Into<String>, reason: impl fmt::Display) -> FieldError {
+    pub fn new(
+        field: impl Into<String>,
+        code: &'static str,
+        reason: impl fmt::Display,
+    ) -> FieldError {
         FieldError {
             field: field.into(),
+            code,
             reason: reason.to_string(),
         }
+    }
+}
+
+/// Why a value was refused: [`FieldError::code`] and [`FieldError::reason`].
+struct Refused(&'static str, String);
+
+fn refused(code: &'static str, reason: impl Into<String>) -> Refused {
+    Refused(code, reason.into())
+}
+
+impl From<LinkError> for Refused {
+    fn from(e: LinkError) -> Refused {
+        Refused(e.code(), e.to_string())
     }
 }
 
@@ -237,21 +258,27 @@ impl Fields {
         }
     }
 
-    fn fail(&mut self, name: &str, reason: impl fmt::Display) {
-        self.errors
-            .push(FieldError::new(format!("{}{name}", self.prefix), reason));
+    fn fail(&mut self, name: &str, code: &'static str, reason: impl fmt::Display) {
+        self.errors.push(FieldError::new(
+            format!("{}{name}", self.prefix),
+            code,
+            reason,
+        ));
     }
 
     /// Reads one field; a bad value or a name this form does not take is kept as an error.
     pub fn read(&mut self, name: &str, value: Value<'_>) {
         if !self.form.fields().contains(&name) {
-            let reason = match (self.form, name) {
+            let Refused(code, reason) = match (self.form, name) {
                 (Form::Patch, "domain" | "code") => {
-                    "cannot be changed; create a new link instead".to_string()
+                    refused("immutable", "cannot be changed; create a new link instead")
                 }
-                _ => format!("unknown field (known: {})", self.form.fields().join(", ")),
+                _ => refused(
+                    "unknown_field",
+                    format!("unknown field (known: {})", self.form.fields().join(", ")),
+                ),
             };
-            return self.fail(name, reason);
+            return self.fail(name, code, reason);
         }
         self.url_named |= name == "url";
         self.code_named |= name == "code";
@@ -269,26 +296,27 @@ impl Fields {
                 }
                 Some(Err(e)) => {
                     self.domain_refused = true;
-                    Err(e.to_string())
+                    Err(e.into())
                 }
                 None => {
                     self.domain_refused = true;
-                    Err("must be a string".into())
+                    Err(not_string())
                 }
             },
             "code" => match value.text() {
                 Some(s) => Code::parse_new(s)
                     .map(|c| self.code = Some(c))
-                    .map_err(|e| e.to_string()),
-                None => Err("must be a string".into()),
+                    .map_err(Refused::from),
+                None => Err(not_string()),
             },
             "code_length" => match whole(value) {
                 Some(n) if (MIN_CODE_LENGTH as u64..=MAX_CODE_LENGTH as u64).contains(&n) => {
                     self.code_length = Some(n as usize);
                     Ok(())
                 }
-                _ => Err(format!(
-                    "must be a whole number from {MIN_CODE_LENGTH} to {MAX_CODE_LENGTH}"
+                _ => Err(refused(
+                    "code_length",
+                    format!("must be a whole number from {MIN_CODE_LENGTH} to {MAX_CODE_LENGTH}"),
                 )),
             },
             "redirect" => redirect(value).map(|r| self.redirect = Some(r)),
@@ -308,16 +336,16 @@ impl Fields {
             "forward_query" => query_forwarding(value).map(|q| self.forward_query = Some(q)),
             _ => Ok(()),
         };
-        if let Err(reason) = result {
-            self.fail(name, reason);
+        if let Err(Refused(code, reason)) = result {
+            self.fail(name, code, reason);
         }
     }
 
     /// Keeps an error for a field whose value could not even be read (a cell not in UTF-8).
-    pub(crate) fn read_error(&mut self, name: &str, reason: &str) {
+    pub(crate) fn read_error(&mut self, name: &str, code: &'static str, reason: &str) {
         self.url_named |= name == "url";
         self.code_named |= name == "code";
-        self.fail(name, reason);
+        self.fail(name, code, reason);
     }
 
     /// Sets the domain already parsed (bulk files parse each spelling once).
@@ -336,11 +364,11 @@ impl Fields {
         let own_expired = matches!(&self.expired_url, Some(Some(u)) if rules.is_own(u));
         if own_url {
             self.url = None;
-            self.fail("url", LOOP_REASON);
+            self.fail("url", "redirect_loop", LOOP_REASON);
         }
         if own_expired {
             self.expired_url = None;
-            self.fail("expired_url", LOOP_REASON);
+            self.fail("expired_url", "redirect_loop", LOOP_REASON);
         }
     }
 
@@ -349,17 +377,18 @@ impl Fields {
     fn expiry(&mut self, rules: &Rules<'_>, now: i64) -> Option<Option<i64>> {
         match (self.expires_at, self.expires_in) {
             (Some(Some(_)), Some(Some(_))) => {
-                self.fail("expires_at", "give expires_at or expires_in, not both");
-                self.fail("expires_in", "give expires_at or expires_in, not both");
+                let both = "give expires_at or expires_in, not both";
+                self.fail("expires_at", "expiry_twice", both);
+                self.fail("expires_in", "expiry_twice", both);
                 None
             }
             (Some(Some(t)), _) if rules.refuse_past && t < now => {
-                self.fail("expires_at", "is in the past");
+                self.fail("expires_at", "past", "is in the past");
                 None
             }
             (Some(t), _) => Some(t),
             (None, Some(Some(d))) if now.saturating_add(d) > LATEST_INSTANT => {
-                self.fail("expires_in", LATEST_INSTANT_REASON);
+                self.fail("expires_in", "too_late", LATEST_INSTANT_REASON);
                 None
             }
             (None, Some(d)) => Some(d.map(|d| now.saturating_add(d))),
@@ -373,7 +402,7 @@ impl Fields {
         match Validity::new(since, expires).and_then(|v| v.with_max_visits(cap)) {
             Ok(v) => Some(v),
             Err(e) => {
-                self.fail(e.field(), e);
+                self.fail(e.field(), e.code(), e);
                 None
             }
         }
@@ -385,6 +414,7 @@ impl Fields {
                 Some(ours) if !ours.contains(&d) => {
                     self.fail(
                         "domain",
+                        "unknown_domain",
                         format!(
                             "{d} is not a link domain of this service (see GET /api/v1/domains)"
                         ),
@@ -401,7 +431,7 @@ impl Fields {
                         Some(_) => "no link domains are configured on this node",
                         None => "missing, and no --default-domain given",
                     };
-                    self.fail("domain", reason);
+                    self.fail("domain", "required", reason);
                     None
                 }
             },
@@ -410,7 +440,7 @@ impl Fields {
 
     fn required<T>(&mut self, name: &str, value: Option<T>, named: bool) -> Option<T> {
         if !named {
-            self.fail(name, "is required");
+            self.fail(name, "required", "is required");
         }
         value
     }
@@ -487,12 +517,16 @@ impl Fields {
     }
 }
 
-fn target(v: Value<'_>) -> Result<Box<str>, String> {
-    let raw = v.text().ok_or("must be a string")?;
+fn not_string() -> Refused {
+    refused("not_string", "must be a string")
+}
+
+fn target(v: Value<'_>) -> Result<Box<str>, Refused> {
+    let raw = v.text().ok_or_else(not_string)?;
     parse_url(raw).map_err(|e| match e {
         // The field name is already the error's name.
-        LinkError::ExpiredUrl(inner) => inner.to_string(),
-        e => e.to_string(),
+        LinkError::ExpiredUrl(inner) => Refused::from(*inner),
+        e => e.into(),
     })
 }
 
@@ -504,26 +538,26 @@ fn whole(v: Value<'_>) -> Option<u64> {
 }
 
 /// An instant: UTC seconds, or an RFC 3339 time (`2026-12-01T00:00:00+08:00`), or null.
-fn instant(v: Value<'_>) -> Result<Option<i64>, String> {
+fn instant(v: Value<'_>) -> Result<Option<i64>, Refused> {
     let parsed = match v {
         Value::Json(Json::Null) => return Ok(None),
         Value::Json(Json::Number(n)) => n.as_i64(),
         other => match other.text().map(str::trim) {
             Some(s) => Some(s.parse::<i64>().ok().or_else(|| parse_rfc3339(s)).ok_or_else(|| {
-                format!("{s:?} is neither UTC seconds nor an RFC 3339 time such as 2026-12-01T00:00:00Z")
+                refused("time", format!("{s:?} is neither UTC seconds nor an RFC 3339 time such as 2026-12-01T00:00:00Z"))
             })?),
             None => None,
         },
     };
     match parsed {
-        None => Err(INSTANT_REASON.into()),
-        Some(t) if t > LATEST_INSTANT => Err(LATEST_INSTANT_REASON.into()),
+        None => Err(refused("time", INSTANT_REASON)),
+        Some(t) if t > LATEST_INSTANT => Err(refused("too_late", LATEST_INSTANT_REASON)),
         Some(t) => Ok(Some(t)),
     }
 }
 
 /// A validity period: `"1d"`, `"7d"`, `"30d"`, `"1y"`, `"90m"`, seconds, or null (permanent).
-fn period(v: Value<'_>) -> Result<Option<i64>, String> {
+fn period(v: Value<'_>) -> Result<Option<i64>, Refused> {
     let parsed = match v {
         Value::Json(Json::Null) => return Ok(None),
         Value::Json(Json::Number(n)) => n.as_i64(),
@@ -531,34 +565,40 @@ fn period(v: Value<'_>) -> Result<Option<i64>, String> {
     };
     match parsed.filter(|d| *d > 0) {
         Some(d) => Ok(Some(d)),
-        None => Err(PERIOD_REASON.into()),
+        None => Err(refused("period", PERIOD_REASON)),
     }
 }
 
-fn visits_cap(v: Value<'_>) -> Result<Option<u64>, String> {
+fn visits_cap(v: Value<'_>) -> Result<Option<u64>, Refused> {
     if v.is_null() {
         return Ok(None);
     }
     match whole(v) {
         Some(n) if n > 0 => Ok(Some(n)),
-        _ => Err("must be a whole number of at least 1, or null".into()),
+        _ => Err(refused(
+            "max_visits",
+            "must be a whole number of at least 1, or null",
+        )),
     }
 }
 
-fn redirect(v: Value<'_>) -> Result<Redirect, String> {
+fn redirect(v: Value<'_>) -> Result<Redirect, Refused> {
     let status = match v {
         Value::Json(Json::Number(n)) => n.as_u64(),
         other => other.text().and_then(|s| s.trim().parse().ok()),
     };
     match status.and_then(|n| u16::try_from(n).ok()) {
-        Some(s) => Redirect::from_status(s).map_err(|e| e.to_string()),
-        None => Err("must be one of 301, 302, 307, 308".into()),
+        Some(s) => Redirect::from_status(s).map_err(Refused::from),
+        None => Err(refused(
+            "redirect_status",
+            "must be one of 301, 302, 307, 308",
+        )),
     }
 }
 
 /// `true` (the request's parameters added, the target's own winning), `false`, or `"override"`
 /// (the request's parameters replace the target's); a CSV cell may also say `1`/`yes`, `0`/`no`.
-fn query_forwarding(v: Value<'_>) -> Result<ForwardQuery, String> {
+fn query_forwarding(v: Value<'_>) -> Result<ForwardQuery, Refused> {
     let parsed = match v {
         Value::Json(Json::Bool(true)) => Some(ForwardQuery::Add),
         Value::Json(Json::Bool(false)) => Some(ForwardQuery::Off),
@@ -572,6 +612,6 @@ fn query_forwarding(v: Value<'_>) -> Result<ForwardQuery, String> {
         },
     };
     parsed.ok_or_else(|| {
-        "must be true (add the request's parameters), false, or \"override\" (the request's parameters replace the target's)".into()
+        refused("forward_query", "must be true (add the request's parameters), false, or \"override\" (the request's parameters replace the target's)")
     })
 }

@@ -55,6 +55,30 @@ pub enum LinkError {
 }
 
 impl LinkError {
+    /// A stable name for the error, for programs and for translations of the message (the
+    /// admin API sends it beside the English reason): `url_scheme`, `code_char`, ...
+    pub fn code(&self) -> &'static str {
+        match self {
+            LinkError::CodeEmpty => "code_empty",
+            LinkError::CodeTooLong(_) => "code_too_long",
+            LinkError::CodeChar(_) => "code_char",
+            LinkError::CodeReserved(_) => "code_reserved",
+            LinkError::DomainEmpty => "domain_empty",
+            LinkError::DomainTooLong(_) => "domain_too_long",
+            LinkError::DomainSyntax(_) => "domain_syntax",
+            LinkError::UrlEmpty => "url_empty",
+            LinkError::UrlTooLong(_) => "url_too_long",
+            LinkError::UrlScheme => "url_scheme",
+            LinkError::UrlNotAbsolute => "url_not_absolute",
+            LinkError::UrlControl(_) => "url_control",
+            LinkError::UrlHost(_) => "url_host",
+            LinkError::Redirect(_) => "redirect_status",
+            LinkError::ValidityOrder => "validity_order",
+            LinkError::MaxVisitsZero => "max_visits_zero",
+            LinkError::ExpiredUrl(inner) => inner.code(),
+        }
+    }
+
     /// The input field the error is about: `code`, `domain`, `url`, `redirect` or `valid_since`.
     pub fn field(&self) -> &'static str {
         match self {

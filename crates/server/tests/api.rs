@@ -218,7 +218,72 @@ fn assert_problem(r: &Reply, status: u16, fields: &[&str]) -> Value {
     for f in fields {
         assert!(named.contains(f), "{f} not named in {b}");
     }
+    // Every field error has a stable code beside its English reason, for the page to translate.
+    for f in b["invalid_fields"].as_array().into_iter().flatten() {
+        let code = f["code"].as_str().unwrap_or_default();
+        assert!(
+            !code.is_empty() && code.bytes().all(|c| c.is_ascii_lowercase() || c == b'_'),
+            "field error without a code: {f}"
+        );
+    }
     b
+}
+
+/// The codes of field errors, by field.
+fn codes(b: &Value) -> Vec<(String, String)> {
+    b["invalid_fields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| {
+            let s = |k: &str| f[k].as_str().unwrap_or_default().to_owned();
+            (s("name"), s("code"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn field_errors_carry_stable_codes() {
+    let n = node(options());
+    let r = n
+        .create(json!({
+            "url": "ftp://x",
+            "code": "a b",
+            "max_visits": 0,
+            "expires_in": "soon",
+            "redirect": 303,
+            "domain": "elsewhere.example",
+            "colour": "red",
+        }))
+        .await;
+    let b = assert_problem(&r, 422, &["url"]);
+    let mut got = codes(&b);
+    got.sort();
+    let want = [
+        ("code", "code_char"),
+        ("colour", "unknown_field"),
+        ("domain", "unknown_domain"),
+        ("expires_in", "period"),
+        ("max_visits", "max_visits"),
+        ("redirect", "redirect_status"),
+        ("url", "url_scheme"),
+    ];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(got, want);
+    let r = n.create(json!({"expires_at": 1})).await;
+    let b = assert_problem(&r, 422, &["url", "expires_at"]);
+    let mut got = codes(&b);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("expires_at".to_string(), "past".to_string()),
+            ("url".to_string(), "required".to_string())
+        ]
+    );
 }
 
 #[tokio::test]

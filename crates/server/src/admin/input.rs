@@ -21,13 +21,13 @@ impl Rules<'_> {
 fn problems(errors: Vec<duanlian_input::FieldError>) -> Vec<FieldError> {
     errors
         .into_iter()
-        .map(|e| field(e.field, e.reason))
+        .map(|e| field(e.field, e.code, e.reason))
         .collect()
 }
 
 fn object<'v>(v: &'v Value, what: &str) -> Result<&'v Map<String, Value>, Vec<FieldError>> {
     v.as_object()
-        .ok_or_else(|| vec![field(what, "must be a JSON object")])
+        .ok_or_else(|| vec![field(what, "not_object", "must be a JSON object")])
 }
 
 /// `POST /api/v1/links`.
@@ -45,14 +45,23 @@ pub(crate) const MAX_BATCH: usize = 10_000;
 pub(crate) fn batch(body: &Value, rules: &Rules<'_>) -> Result<Vec<NewLink>, Vec<FieldError>> {
     let obj = object(body, "body")?;
     if let Some(k) = obj.keys().find(|k| *k != "links") {
-        return Err(vec![field(k.as_str(), "unknown field (known: links)")]);
+        return Err(vec![field(
+            k.as_str(),
+            "unknown_field",
+            "unknown field (known: links)",
+        )]);
     }
     let Some(list) = obj.get("links").and_then(Value::as_array) else {
-        return Err(vec![field("links", "is required, as an array of links")]);
+        return Err(vec![field(
+            "links",
+            "required",
+            "is required, as an array of links",
+        )]);
     };
     if list.is_empty() || list.len() > MAX_BATCH {
         return Err(vec![field(
             "links",
+            "batch_size",
             format!("must hold 1 to {MAX_BATCH} links, not {}", list.len()),
         )]);
     }
@@ -61,7 +70,11 @@ pub(crate) fn batch(body: &Value, rules: &Rules<'_>) -> Result<Vec<NewLink>, Vec
     let mut all = Vec::new();
     for (i, item) in list.iter().enumerate() {
         let Some(obj) = item.as_object() else {
-            all.push(field(format!("links[{i}]"), "must be a JSON object"));
+            all.push(field(
+                format!("links[{i}]"),
+                "not_object",
+                "must be a JSON object",
+            ));
             continue;
         };
         let mut fields = Fields::new(Form::Create).with_prefix(format!("links[{i}]."));

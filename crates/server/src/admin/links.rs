@@ -88,20 +88,29 @@ impl Admin {
                 "q" => {}
                 "domain" => match Domain::parse(&v) {
                     Ok(d) => domain = Some(d),
-                    Err(e) => errors.push(field("domain", e)),
+                    Err(e) => errors.push(field("domain", e.code(), e)),
                 },
                 "limit" => match v.parse::<usize>() {
                     Ok(n) if (1..=1000).contains(&n) => limit = n,
-                    _ => errors.push(field("limit", "must be a whole number from 1 to 1000")),
+                    _ => errors.push(field(
+                        "limit",
+                        "range",
+                        "must be a whole number from 1 to 1000",
+                    )),
                 },
                 "cursor" => match v.split_once('/') {
                     Some((d, c)) if !d.is_empty() && !c.is_empty() => {
                         cursor = Some((d.to_owned(), c.to_owned()))
                     }
-                    _ => errors.push(field("cursor", "is not a cursor from an earlier page")),
+                    _ => errors.push(field(
+                        "cursor",
+                        "cursor",
+                        "is not a cursor from an earlier page",
+                    )),
                 },
                 other => errors.push(field(
                     other,
+                    "unknown_field",
                     "unknown parameter (known: domain, q, limit, cursor)",
                 )),
             }

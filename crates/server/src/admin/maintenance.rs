@@ -76,7 +76,7 @@ impl Admin {
                 &json!({ "certificates": certificates_json(&certs) }),
             )),
             // The files are at fault: nothing changed, as with a bad snapshot.
-            Err(e) => Err(Problem::invalid(vec![field("certificates", e)])),
+            Err(e) => Err(Problem::invalid(vec![field("certificates", "bad_file", e)])),
         }
     }
 
@@ -98,6 +98,7 @@ impl Admin {
             _ => {
                 return Err(Problem::invalid(vec![field(
                     "path",
+                    "required",
                     "send {\"path\": \"/path/to/file.snap\"} and nothing else",
                 )]))
             }
@@ -111,7 +112,7 @@ impl Admin {
                     "elapsed_ms": r.elapsed.as_millis() as u64,
                 }),
             )),
-            Err(e) if e.is_bad_file() => Err(Problem::invalid(vec![field("path", e)])),
+            Err(e) if e.is_bad_file() => Err(Problem::invalid(vec![field("path", "bad_file", e)])),
             Err(crate::ReloadError::Write(e)) => Err(write_problem(e)),
             Err(e) => Err(internal(&e.to_string())),
         }

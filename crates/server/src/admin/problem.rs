@@ -6,16 +6,23 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
-/// One invalid input field.
+/// One invalid input field: its name, a stable code (`duanlian_input::FieldError::code`) and
+/// the reason in English.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct FieldError {
     pub(crate) name: String,
+    pub(crate) code: &'static str,
     pub(crate) reason: String,
 }
 
-pub(crate) fn field(name: impl Into<String>, reason: impl std::fmt::Display) -> FieldError {
+pub(crate) fn field(
+    name: impl Into<String>,
+    code: &'static str,
+    reason: impl std::fmt::Display,
+) -> FieldError {
     FieldError {
         name: name.into(),
+        code,
         reason: reason.to_string(),
     }
 }
@@ -78,7 +85,7 @@ impl Problem {
             body["invalid_fields"] = Value::Array(
                 self.fields
                     .iter()
-                    .map(|f| json!({"name": f.name, "reason": f.reason}))
+                    .map(|f| json!({"name": f.name, "code": f.code, "reason": f.reason}))
                     .collect(),
             );
         }
@@ -101,7 +108,7 @@ pub(super) fn write_problem(e: WriteError) -> Problem {
             e.to_string(),
         ),
         WriteError::NotFound { .. } => Problem::not_found(e.to_string()),
-        WriteError::Invalid(le) => Problem::invalid(vec![field(le.field(), le)]),
+        WriteError::Invalid(le) => Problem::invalid(vec![field(le.field(), le.code(), le)]),
         WriteError::CodeSpaceExhausted(_) => Problem::new(
             StatusCode::CONFLICT,
             "code-space-exhausted",
@@ -122,7 +129,7 @@ pub(super) fn write_problem(e: WriteError) -> Problem {
             "Writes unavailable",
             e.to_string(),
         ),
-        WriteError::BadFile(why) => Problem::invalid(vec![field("path", why)]),
+        WriteError::BadFile(why) => Problem::invalid(vec![field("path", "bad_file", why)]),
         WriteError::Failed(why) => internal(why),
     }
 }

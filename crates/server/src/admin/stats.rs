@@ -40,15 +40,25 @@ impl Admin {
                 "from" | "to" => match day_of(&v) {
                     Some(day) if k == "from" => from = Some(day),
                     Some(day) => to = Some(day),
-                    None => {
-                        errors.push(field(&k, "must be a date (2026-11-25) or an RFC 3339 time"))
-                    }
+                    None => errors.push(field(
+                        &k,
+                        "time",
+                        "must be a date (2026-11-25) or an RFC 3339 time",
+                    )),
                 },
                 "top" => match v.parse::<usize>() {
                     Ok(n) if (1..=100).contains(&n) => top = n,
-                    _ => errors.push(field("top", "must be a whole number from 1 to 100")),
+                    _ => errors.push(field(
+                        "top",
+                        "range",
+                        "must be a whole number from 1 to 100",
+                    )),
                 },
-                other => errors.push(field(other, "unknown parameter (known: from, to, top)")),
+                other => errors.push(field(
+                    other,
+                    "unknown_field",
+                    "unknown parameter (known: from, to, top)",
+                )),
             }
         }
         let to = to.unwrap_or_else(|| duanlian_link::now_secs().div_euclid(DAY));
@@ -60,9 +70,13 @@ impl Admin {
                 .clamp(to - (MAX_DAYS - 1), to)
         });
         if from > to {
-            errors.push(field("from", "is after to"));
+            errors.push(field("from", "range", "is after to"));
         } else if to - from >= MAX_DAYS {
-            errors.push(field("to", format!("the range is at most {MAX_DAYS} days")));
+            errors.push(field(
+                "to",
+                "range",
+                format!("the range is at most {MAX_DAYS} days"),
+            ));
         }
         if !errors.is_empty() {
             return Err(Problem::invalid(errors));
