@@ -73,7 +73,7 @@ fn node(opts: AdminOptions) -> Node {
     let writes: Arc<dyn Writes> = store.clone();
     Node {
         admin: Admin::new(opts, index.clone(), writes),
-        redirector: Redirector::new(index),
+        redirector: Redirector::new(index).with_visit_counting(true),
         _store: Some(store),
         _dir: Some(dir),
     }
@@ -188,10 +188,21 @@ impl Node {
 
     /// What the redirect listener answers `GET path` on `host`: status and `Location`.
     fn visit(&self, host: &str, path: &str) -> (u16, Option<String>) {
-        let req = Request::get(path)
-            .header(HOST, host)
-            .body(())
-            .expect("request");
+        self.visit_as(host, path, None)
+    }
+
+    /// The same, from a browser: a visit that counts.
+    fn visit_as_person(&self, host: &str, path: &str) -> (u16, Option<String>) {
+        let browser = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15";
+        self.visit_as(host, path, Some(browser))
+    }
+
+    fn visit_as(&self, host: &str, path: &str, ua: Option<&str>) -> (u16, Option<String>) {
+        let mut req = Request::get(path).header(HOST, host);
+        if let Some(ua) = ua {
+            req = req.header(hyper::header::USER_AGENT, ua);
+        }
+        let req = req.body(()).expect("request");
         let res = respond(&self.redirector, &req);
         let location = res
             .headers()
@@ -814,6 +825,31 @@ async fn qr_codes_of_short_links() {
     ] {
         assert_problem(&n.api("GET", path, key, None).await, status, &[]);
     }
+    // Sizes for print, and a file named after the link.
+    let big = n
+        .api(
+            "GET",
+            "/api/v1/links/go.example.cn/qr1/qr.png?size=1024&download",
+            Some(KEY),
+            None,
+        )
+        .await;
+    assert_eq!(big.status, 200);
+    let width = u32::from_be_bytes([big.body[16], big.body[17], big.body[18], big.body[19]]);
+    assert!((1000..=1050).contains(&width), "{width}");
+    assert_eq!(
+        big.header("content-disposition"),
+        Some("attachment; filename=\"go.example.cn-qr1.png\"")
+    );
+    let tiny = n
+        .api(
+            "GET",
+            "/api/v1/links/go.example.cn/qr1/qr.svg?size=5",
+            Some(KEY),
+            None,
+        )
+        .await;
+    assert_problem(&tiny, 422, &["size"]);
 }
 
 #[tokio::test]
@@ -861,4 +897,73 @@ async fn listings_search_codes_and_targets_page_by_page() {
     assert_eq!(rest["links"].as_array().map(Vec::len), Some(1));
     let (none, _) = codes("/api/v1/links?q=autumn").await;
     assert!(none.is_empty());
+}
+
+/// Operators want the newest links first, the busiest ones, and to see used-up, expired and not
+/// yet valid links apart; a Chinese search term finds a target stored percent-encoded.
+#[tokio::test]
+async fn listings_sort_by_visits_and_creation_and_filter_by_state() {
+    let n = &node(options());
+    let later = duanlian_link::now_secs() + 86_400;
+    for body in [
+        json!({"url": "https://shop.example.com/商品", "code": "a1"}),
+        json!({"url": "https://shop.example.com/b", "code": "a2", "max_visits": 1}),
+        json!({"url": "https://shop.example.com/c", "code": "a3"}),
+        json!({"url": "https://shop.example.com/d", "code": "p1", "valid_since": later}),
+    ] {
+        assert_eq!(n.create(body).await.status, 201);
+    }
+    n.visit_as_person("go.example.cn", "/a2");
+    n.visit_as_person("go.example.cn", "/a3");
+    n.visit_as_person("go.example.cn", "/a3");
+    let codes = |path: String| async move {
+        let r = n.api("GET", &path, Some(KEY), None).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let page = r.json();
+        let codes: Vec<String> = page["links"]
+            .as_array()
+            .expect("links")
+            .iter()
+            .filter_map(|l| l["code"].as_str().map(str::to_owned))
+            .collect();
+        (codes, page["next_cursor"].as_str().map(str::to_owned))
+    };
+    let (most, _) = codes("/api/v1/links?sort=-visits".into()).await;
+    assert_eq!(most, ["a3", "a2", "a1", "p1"]);
+    let (least, _) = codes("/api/v1/links?sort=visits".into()).await;
+    assert_eq!(least, ["a1", "p1", "a2", "a3"]);
+    // Created in the same second: ties go in code order, and pages follow by offset.
+    let (first, next) = codes("/api/v1/links?sort=-created&limit=3".into()).await;
+    assert_eq!(first, ["a1", "a2", "a3"]);
+    let next = next.expect("a cursor after a full page");
+    let (rest, end) = codes(format!("/api/v1/links?sort=-created&limit=3&cursor={next}")).await;
+    assert_eq!((rest, end), (vec!["p1".to_owned()], None));
+    for (state, want) in [
+        ("expired", vec!["a2"]),
+        ("pending", vec!["p1"]),
+        ("active", vec!["a1", "a3"]),
+    ] {
+        let (got, _) = codes(format!("/api/v1/links?state={state}")).await;
+        assert_eq!(got, want, "state={state}");
+    }
+    let (found, _) = codes("/api/v1/links?q=%E5%95%86%E5%93%81".into()).await;
+    assert_eq!(found, ["a1"]);
+    let r = n
+        .api(
+            "GET",
+            "/api/v1/links?sort=newest&state=gone&cursor=x",
+            Some(KEY),
+            None,
+        )
+        .await;
+    assert_problem(&r, 422, &["sort", "state"]);
+    let r = n
+        .api(
+            "GET",
+            "/api/v1/links?sort=visits&cursor=a/b",
+            Some(KEY),
+            None,
+        )
+        .await;
+    assert_problem(&r, 422, &["cursor"]);
 }

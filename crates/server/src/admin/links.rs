@@ -1,6 +1,7 @@
 //! The link handlers: list and search, read, create (one or a batch), update, delete, QR codes.
 use super::body::json_response;
 use super::input::{self, Rules};
+use super::listing::{LinkState, Query};
 use super::problem::{field, internal, write_problem, Problem};
 use super::routes::parse_query;
 use super::{qr, Admin, Answer, RequestBody};
@@ -8,7 +9,7 @@ use crate::Body;
 use bytes::Bytes;
 use duanlian_link::{format_rfc3339, Code, Domain, Link};
 use duanlian_write::{Op, Operation, Outcome, Written};
-use hyper::header::{HeaderValue, CONTENT_TYPE, LOCATION};
+use hyper::header::{HeaderValue, CONTENT_DISPOSITION, CONTENT_TYPE, LOCATION};
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 
@@ -32,14 +33,7 @@ impl Admin {
             .index
             .visits()
             .count(l.domain.as_str(), l.code.as_str());
-        // As the redirect path decides: a used-up cap answers "expired" as a past expiry does.
-        let used_up = l.validity.max_visits.is_some_and(|cap| visits >= cap);
-        let (state, expired_by) = match l.validity.state_at(now) {
-            duanlian_link::State::Expired => ("expired", Some("time")),
-            duanlian_link::State::Active if used_up => ("expired", Some("visits")),
-            duanlian_link::State::Active => ("active", None),
-            duanlian_link::State::Pending => ("pending", None),
-        };
+        let (state, expired_by) = LinkState::of(l, visits, now);
         json!({
             "domain": l.domain.as_str(),
             "code": l.code.as_str(),
@@ -58,7 +52,7 @@ impl Admin {
             "max_visits": l.validity.max_visits,
             "expired_url": l.expired_url.as_deref(),
             "visits": visits,
-            "state": state,
+            "state": state.as_str(),
             "expired_by": expired_by,
             "created_at": l.created_at,
             "created": format_rfc3339(l.created_at),
@@ -76,117 +70,18 @@ impl Admin {
         json_response(StatusCode::OK, &json!({ "domains": list }))
     }
 
-    pub(super) fn list(&self, query: &str) -> Answer {
-        let mut domain = None;
-        let mut limit = 100usize;
-        let mut cursor = None;
-        let mut search = None;
-        let mut errors = Vec::new();
-        for (k, v) in parse_query(query) {
-            match k.as_str() {
-                "q" if !v.is_empty() => search = Some(v.to_lowercase()),
-                "q" => {}
-                "domain" => match Domain::parse(&v) {
-                    Ok(d) => domain = Some(d),
-                    Err(e) => errors.push(field("domain", e.code(), e)),
-                },
-                "limit" => match v.parse::<usize>() {
-                    Ok(n) if (1..=1000).contains(&n) => limit = n,
-                    _ => errors.push(field(
-                        "limit",
-                        "range",
-                        "must be a whole number from 1 to 1000",
-                    )),
-                },
-                "cursor" => match v.split_once('/') {
-                    Some((d, c)) if !d.is_empty() && !c.is_empty() => {
-                        cursor = Some((d.to_owned(), c.to_owned()))
-                    }
-                    _ => errors.push(field(
-                        "cursor",
-                        "cursor",
-                        "is not a cursor from an earlier page",
-                    )),
-                },
-                other => errors.push(field(
-                    other,
-                    "unknown_field",
-                    "unknown parameter (known: domain, q, limit, cursor)",
-                )),
-            }
-        }
-        if !errors.is_empty() {
-            return Err(Problem::invalid(errors));
-        }
-        let domain = domain.as_ref().map(|d| d.as_str());
-        let after = cursor.as_ref().map(|(d, c)| (d.as_str(), c.as_str()));
-        let (links, next) = match search {
-            None => {
-                let mut links = self.index.list(domain, after, limit + 1);
-                let next = if links.len() > limit {
-                    links.truncate(limit);
-                    links.last().map(|l| format!("{}/{}", l.domain, l.code))
-                } else {
-                    None
-                };
-                (links, next)
-            }
-            Some(q) => self.search(domain, after, &q, limit),
-        };
+    pub(super) async fn list(&self, query: &str) -> Answer {
+        let query = Query::parse(query).map_err(Problem::invalid)?;
+        // Sorting and filtering scan: off the admin API's workers.
+        let index = self.index.clone();
+        let (links, next) = tokio::task::spawn_blocking(move || query.run(&index))
+            .await
+            .map_err(|e| internal(&e.to_string()))?;
         let items: Vec<Value> = links.iter().map(|l| self.link_json(l)).collect();
         Ok(json_response(
             StatusCode::OK,
             &json!({ "links": items, "next_cursor": next }),
         ))
-    }
-
-    /// Links whose code or target contains `q` (lowercase), in listing order. A search scans;
-    /// one request scans at most `SCAN` links and hands back a cursor to go on from, so a
-    /// search over millions of links answers promptly page by page.
-    fn search(
-        &self,
-        domain: Option<&str>,
-        after: Option<(&str, &str)>,
-        q: &str,
-        limit: usize,
-    ) -> (Vec<Link>, Option<String>) {
-        const SCAN: usize = 200_000;
-        const CHUNK: usize = 1_000;
-        // Codes and stored URLs are ASCII (the link model percent-encodes the rest), so an ASCII
-        // case-insensitive window compare finds what lowercasing both would, without a copy.
-        let contains = |hay: &str| {
-            hay.as_bytes()
-                .windows(q.len())
-                .any(|w| w.eq_ignore_ascii_case(q.as_bytes()))
-        };
-        let cursor = |l: &Link| format!("{}/{}", l.domain, l.code);
-        let mut found = Vec::new();
-        let mut after: Option<(String, String)> = after.map(|(d, c)| (d.to_owned(), c.to_owned()));
-        let mut scanned = 0;
-        loop {
-            let from = after.as_ref().map(|(d, c)| (d.as_str(), c.as_str()));
-            let chunk = self.index.list(domain, from, CHUNK);
-            let exhausted = chunk.len() < CHUNK;
-            scanned += chunk.len();
-            if let Some(l) = chunk.last() {
-                after = Some((l.domain.as_str().to_owned(), l.code.as_str().to_owned()));
-            }
-            for l in chunk {
-                if contains(l.code.as_str()) || contains(&l.url) {
-                    found.push(l);
-                    if found.len() == limit {
-                        let next = found.last().map(cursor);
-                        return (found, next);
-                    }
-                }
-            }
-            if exhausted {
-                return (found, None);
-            }
-            if scanned >= SCAN {
-                return (found, after.map(|(d, c)| format!("{d}/{c}")));
-            }
-        }
     }
 
     pub(super) fn key(domain: &str, code: &str) -> Result<(Domain, Code), Problem> {
@@ -206,26 +101,64 @@ impl Admin {
     }
 
     /// The short link as a QR code.
-    pub(super) fn qr(&self, domain: &str, code: &str, image: &str) -> Answer {
+    /// `?size=` asks for an image about that many pixels wide; `?download` for a file named
+    /// after the code.
+    pub(super) fn qr(&self, domain: &str, code: &str, image: &str, query: &str) -> Answer {
         let (d, c) = Self::key(domain, code)?;
+        let (mut size, mut download) = (None, false);
+        for (k, v) in parse_query(query) {
+            match k.as_str() {
+                "size" => match v.parse::<usize>() {
+                    Ok(n) if qr::SIZES.contains(&n) => size = Some(n),
+                    _ => {
+                        return Err(Problem::invalid(vec![field(
+                            "size",
+                            "range",
+                            format!(
+                                "must be a width in pixels from {} to {}",
+                                qr::SIZES.start(),
+                                qr::SIZES.end()
+                            ),
+                        )]))
+                    }
+                },
+                "download" => download = true,
+                other => {
+                    return Err(Problem::invalid(vec![field(
+                        other,
+                        "unknown_field",
+                        "unknown parameter (known: size, download)",
+                    )]))
+                }
+            }
+        }
         if !self.index.contains(d.as_str(), c.as_str()) {
             return Err(Problem::not_found(format!("no link {d}/{c}")));
         }
         let url = format!("{}://{d}/{c}", self.opts.short_url_scheme);
-        let (body, kind) = if image == "qr.svg" {
+        let (body, kind, ext) = if image == "qr.svg" {
             (
-                Bytes::from(qr::svg(&url).map_err(|e| internal(&e))?),
+                Bytes::from(qr::svg(&url, size).map_err(|e| internal(&e))?),
                 "image/svg+xml",
+                "svg",
             )
         } else {
             (
-                Bytes::from(qr::png(&url).map_err(|e| internal(&e))?),
+                Bytes::from(qr::png(&url, size).map_err(|e| internal(&e))?),
                 "image/png",
+                "png",
             )
         };
         let mut r = Response::new(Body::new(body));
         r.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static(kind));
+        if download {
+            // Codes are [A-Za-z0-9_-] and domains host names: safe in a quoted file name.
+            let name = format!("attachment; filename=\"{d}-{c}.{ext}\"");
+            if let Ok(v) = HeaderValue::from_str(&name) {
+                r.headers_mut().insert(CONTENT_DISPOSITION, v);
+            }
+        }
         Ok(r)
     }
 

@@ -2,6 +2,7 @@
 mod body;
 mod input;
 mod links;
+mod listing;
 mod maintenance;
 mod page;
 mod problem;

@@ -55,12 +55,12 @@ impl Admin {
         let method = req.method().clone();
         match (rest, &method) {
             (["domains"], &Method::GET) => Ok(self.domains()),
-            (["links"], &Method::GET) => self.list(req.uri().query().unwrap_or("")),
+            (["links"], &Method::GET) => self.list(req.uri().query().unwrap_or("")).await,
             (["links"], &Method::POST) => self.create(req).await,
             (["links", "batch"], &Method::POST) => self.batch(req).await,
             (["links", domain, code], &Method::GET) => self.get(domain, code),
             (["links", domain, code, image @ ("qr.svg" | "qr.png")], &Method::GET) => {
-                self.qr(domain, code, image)
+                self.qr(domain, code, image, req.uri().query().unwrap_or(""))
             }
             (["links", domain, code, "stats"], &Method::GET) => {
                 self.stats(domain, code, req.uri().query().unwrap_or(""))
