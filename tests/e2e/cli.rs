@@ -372,6 +372,17 @@ fn snapshot_build_names_every_bad_row() {
     let err = stderr(&o);
     assert!(!err.contains("many.csv:102:"), "{err}");
     assert!(err.contains("many.csv: ... and 5 more bad rows"), "{err}");
+    // Blank lines (CRLF ones too, as Excel writes them) are skipped and still counted, and a
+    // quoted cell over two lines is one row on its first line.
+    let o = build(
+        &dir,
+        "excel.csv",
+        "domain,code,url\r\ngo.example.cn,a,https://a.example/\r\n\r\n\"go.example.cn\",\"q\",\"https://a.example/\r\nx\"\r\n\r\ngo.example.cn,b,ftp://x\r\n\r\n",
+        &[],
+    );
+    assert_clean_failure(&o, "excel.csv:4: url");
+    let err = stderr(&o);
+    assert!(err.contains("excel.csv:7: url"), "{err}");
 }
 
 /// `snapshot build --help` names every column a bulk file may have.

@@ -8,9 +8,11 @@ use crate::encoding::{Decode, NotGbk, NOT_UTF8};
 use crate::fields::{FieldError, Fields, Form, Rules, Value};
 use duanlian_link::{now_secs, Domain};
 use duanlian_snapshot::{BuildError, Builder, Table};
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, Read};
 use std::path::Path;
+use std::rc::Rc;
 
 /// Input formats of a bulk file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,15 +232,99 @@ impl Domains {
     }
 }
 
-fn read_csv(name: &str, input: impl Read, on_row: &mut OnRow<'_>) -> Result<(), BulkError> {
-    let columns = Form::Bulk.fields();
-    // Records end at '\n' only: with the default CRLF handling csv reports the line before the
-    // real one for CRLF files. The '\r' then left on the last cell goes with the cell trimming.
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(false)
+/// Line numbers of CSV records. csv's own count is off after blank lines (and, with its default
+/// CRLF handling, on CRLF files), so lines are counted here from the newlines read, and a
+/// record's line found from where it ends (where it starts, csv counts the blank lines before
+/// it in).
+pub(crate) struct Lines<R> {
+    inner: R,
+    read: u64,
+    /// Offsets of newlines read but not yet passed by a record.
+    newlines: Rc<RefCell<VecDeque<u64>>>,
+}
+
+/// The other end of [`Lines`]: lines by byte offset, asked in increasing order.
+pub(crate) struct LineOf {
+    newlines: Rc<RefCell<VecDeque<u64>>>,
+    passed: u64,
+}
+
+pub(crate) fn lines<R: Read>(inner: R) -> (Lines<R>, LineOf) {
+    let newlines = Rc::new(RefCell::new(VecDeque::new()));
+    let reader = Lines {
+        inner,
+        read: 0,
+        newlines: newlines.clone(),
+    };
+    (
+        reader,
+        LineOf {
+            newlines,
+            passed: 0,
+        },
+    )
+}
+
+impl<R: Read> Read for Lines<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut newlines = self.newlines.borrow_mut();
+        for (i, _) in buf[..n].iter().enumerate().filter(|(_, &b)| b == b'\n') {
+            newlines.push_back(self.read + i as u64);
+        }
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+impl LineOf {
+    /// The 1-based line that byte `at` is on.
+    pub(crate) fn line(&mut self, at: u64) -> u64 {
+        let mut newlines = self.newlines.borrow_mut();
+        while newlines.front().is_some_and(|&nl| nl < at) {
+            newlines.pop_front();
+            self.passed += 1;
+        }
+        self.passed + 1
+    }
+
+    /// The line `rec` starts on, the reader being just past it.
+    pub(crate) fn of_record<R: Read>(
+        &mut self,
+        rdr: &csv::Reader<R>,
+        rec: &csv::ByteRecord,
+    ) -> u64 {
+        let end = rdr.position().byte();
+        let inside: u64 = rec
+            .iter()
+            .map(|cell| cell.iter().filter(|&&b| b == b'\n').count() as u64)
+            .sum();
+        // The last byte is the record's own newline, if it has one.
+        (self.line(end.saturating_sub(1))).saturating_sub(inside)
+    }
+}
+
+/// A CSV reader as bulk files need: records end at '\n' (the '\r' of CRLF files goes with the
+/// cell trimming), rows of any length (checked against the header by the caller, after blank
+/// lines are skipped).
+pub(crate) fn csv_reader<R: Read>(input: R, has_headers: bool) -> (csv::Reader<Lines<R>>, LineOf) {
+    let (input, line_of) = lines(input);
+    let rdr = csv::ReaderBuilder::new()
+        .has_headers(has_headers)
+        .flexible(true)
         .terminator(csv::Terminator::Any(b'\n'))
         .from_reader(input);
+    (rdr, line_of)
+}
+
+/// Whether a record is a blank line (a lone '\r' or spaces included).
+pub(crate) fn is_blank(rec: &csv::ByteRecord) -> bool {
+    rec.iter()
+        .all(|cell| cell.iter().all(u8::is_ascii_whitespace))
+}
+
+fn read_csv(name: &str, input: impl Read, on_row: &mut OnRow<'_>) -> Result<(), BulkError> {
+    let (mut rdr, mut line_of) = csv_reader(input, true);
     let header = |reason: String| BulkError::Header {
         name: name.into(),
         reason,
@@ -252,15 +338,15 @@ fn read_csv(name: &str, input: impl Read, on_row: &mut OnRow<'_>) -> Result<(), 
     for h in headers.iter() {
         let h = String::from_utf8_lossy(h);
         let h = h.trim().trim_start_matches('\u{feff}');
-        match columns.iter().find(|c| c.eq_ignore_ascii_case(h)) {
-            Some(c) if by_column.contains(c) => {
+        match column_named(h, Form::Bulk) {
+            Some(c) if by_column.contains(&c) => {
                 return Err(header(format!("column {h:?} appears twice")))
             }
             Some(c) => by_column.push(c),
             None => {
                 return Err(header(format!(
                     "unknown column {h:?} (known: {})",
-                    columns.join(", ")
+                    Form::Bulk.fields().join(", ")
                 )))
             }
         }
@@ -281,14 +367,26 @@ fn read_csv(name: &str, input: impl Read, on_row: &mut OnRow<'_>) -> Result<(), 
                     csv::ErrorKind::Io(io) => not_gbk(io).map(|n| n.line),
                     _ => None,
                 };
+                let at = e.position().map(|p| line_of.line(p.byte()));
                 return Err(BulkError::Row {
                     name: name.into(),
-                    line: line.or(e.position().map(|p| p.line())).unwrap_or(0),
+                    line: line.or(at).unwrap_or(0),
                     reason: csv_reason(&e),
                 });
             }
         }
-        let (line, pos) = rec.position().map_or((0, 0), |p| (p.line(), p.byte()));
+        let pos = rec.position().map_or(0, |p| p.byte());
+        let line = line_of.of_record(&rdr, &rec);
+        if is_blank(&rec) {
+            continue;
+        }
+        if rec.len() != headers.len() {
+            return Err(BulkError::Row {
+                name: name.into(),
+                line,
+                reason: format!("has {} fields, the header has {}", rec.len(), headers.len()),
+            });
+        }
         let mut fields = Fields::new(Form::Bulk);
         for (column, bytes) in by_column.iter().zip(rec.iter()) {
             let Ok(cell) = std::str::from_utf8(bytes) else {
@@ -305,7 +403,34 @@ fn read_csv(name: &str, input: impl Read, on_row: &mut OnRow<'_>) -> Result<(), 
     }
 }
 
-fn csv_reason(e: &csv::Error) -> String {
+/// The names operators give columns in Chinese spreadsheets, for the field each means.
+const CHINESE_COLUMNS: &[(&str, &[&str])] = &[
+    ("url", &["长链接", "原链接", "目标链接", "链接", "网址"]),
+    ("code", &["短码", "自定义短码"]),
+    ("domain", &["域名", "短链域名"]),
+    ("redirect", &["跳转方式", "跳转类型"]),
+    ("expires_at", &["过期时间", "到期时间"]),
+    ("expires_in", &["有效期"]),
+    ("valid_since", &["生效时间", "开始时间"]),
+    ("max_visits", &["最大访问次数", "访问上限"]),
+    ("expired_url", &["过期跳转", "过期后跳转"]),
+    ("forward_query", &["转发参数"]),
+    ("created_at", &["创建时间"]),
+];
+
+/// The field a column header names in `form`: its own name in any case, or a Chinese name.
+pub(crate) fn column_named(header: &str, form: Form) -> Option<&'static str> {
+    let fields = form.fields();
+    if let Some(f) = fields.iter().find(|f| f.eq_ignore_ascii_case(header)) {
+        return Some(f);
+    }
+    let (field, _) = CHINESE_COLUMNS
+        .iter()
+        .find(|(_, names)| names.contains(&header))?;
+    fields.iter().find(|f| *f == field).copied()
+}
+
+pub(crate) fn csv_reason(e: &csv::Error) -> String {
     match e.kind() {
         csv::ErrorKind::UnequalLengths {
             expected_len, len, ..

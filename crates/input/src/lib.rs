@@ -28,5 +28,6 @@
 pub mod bulk;
 mod encoding;
 mod fields;
+pub mod upload;
 
 pub use fields::{FieldError, Fields, Form, Rules, Value, MAX_CODE_LENGTH, MIN_CODE_LENGTH};
