@@ -181,6 +181,22 @@ impl Node {
         self.request(method, path, &headers, body).await
     }
 
+    /// A file's bytes sent as they are, with the key.
+    async fn upload(&self, path: &str, bytes: &[u8]) -> Reply {
+        let req = Request::post(path)
+            .header("authorization", format!("Bearer {KEY}"))
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, bytes.len())
+            .body(Full::new(Bytes::copy_from_slice(bytes)))
+            .expect("request");
+        let (parts, body) = self.admin.handle(req).await.into_parts();
+        Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: body.collect().await.expect("body").to_bytes(),
+        }
+    }
+
     async fn create(&self, v: Value) -> Reply {
         self.api("POST", "/api/v1/links", Some(KEY), Some(&v.to_string()))
             .await
@@ -966,4 +982,78 @@ async fn listings_sort_by_visits_and_creation_and_filter_by_state() {
         )
         .await;
     assert_problem(&r, 422, &["cursor"]);
+}
+
+/// An Excel upload is checked row by row, then created without its bad row; all-or-nothing
+/// refuses it naming the row; a second upload finds its codes taken.
+#[tokio::test]
+async fn uploads_answer_row_by_row() {
+    let n = node(options());
+    let xlsx = include_bytes!("../../input/tests/fixtures/links.xlsx");
+    let base = "/api/v1/links/import?utc_offset=%2B08:00&expires_in=30d&name=links.xlsx";
+    let check = n.upload(&format!("{base}&mode=check"), xlsx).await;
+    assert_eq!(check.status, 200, "{}", check.text());
+    let b = check.json();
+    assert_eq!(
+        (b["created"].as_u64(), b["invalid"].as_u64()),
+        (Some(0), Some(1))
+    );
+    let rows = b["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0]["ok"], true);
+    assert_eq!(rows[0]["display_url"], "https://shop.example.cn/商品/1");
+    assert_eq!(
+        (rows[1]["line"].as_u64(), &rows[1]["ok"]),
+        (Some(3), &json!(false))
+    );
+    assert_eq!(rows[1]["errors"][0]["code"], "url_scheme");
+    // Nothing was created.
+    assert_eq!(
+        n.api("GET", "/api/v1/links/go.example.cn/xlsx1", Some(KEY), None)
+            .await
+            .status,
+        404
+    );
+
+    let all = n.upload(&format!("{base}&mode=all"), xlsx).await;
+    assert_problem(&all, 422, &["rows[3].url"]);
+
+    let valid = n.upload(&format!("{base}&mode=valid"), xlsx).await;
+    assert_eq!(valid.status, 201, "{}", valid.text());
+    let b = valid.json();
+    assert_eq!(
+        (b["created"].as_u64(), b["invalid"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let first = &b["rows"][0]["link"];
+    assert_eq!(
+        (first["code"].as_str(), first["max_visits"].as_u64()),
+        (Some("xlsx1"), Some(5))
+    );
+    // The date cell, 2027-01-01 00:00 in Shanghai.
+    assert_eq!(first["expires_at"].as_i64(), Some(1_798_761_600 - 8 * 3600));
+    // No expiry in the sheet: the default period.
+    let third = &b["rows"][2]["link"];
+    assert_eq!(third["code"].as_str().map(str::len), Some(7));
+    assert_eq!(n.visit("go.example.cn", "/xlsx1").0, 302);
+
+    let again = n.upload(&format!("{base}&mode=check"), xlsx).await.json();
+    assert_eq!(again["rows"][0]["errors"][0]["code"], "code_taken");
+
+    // A GBK CSV with Chinese headers, and a file that is neither.
+    let (gbk, _, _) = encoding_rs::GBK.encode("长链接,短码\nhttps://a.example/春,gbk1\n");
+    let r = n.upload("/api/v1/links/import?mode=valid", &gbk).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(
+        r.json()["rows"][0]["link"]["display_url"],
+        "https://a.example/春"
+    );
+    let r = n
+        .upload("/api/v1/links/import?mode=check", b"colour\nred\n")
+        .await;
+    assert_problem(&r, 422, &["file"]);
+    let r = n
+        .upload("/api/v1/links/import?mode=maybe&utc_offset=8", b"")
+        .await;
+    assert_problem(&r, 422, &["mode", "utc_offset"]);
 }

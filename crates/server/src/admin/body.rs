@@ -13,15 +13,6 @@ impl Admin {
         &self,
         req: Request<B>,
     ) -> Result<Value, Problem> {
-        let limit = self.opts.max_body_bytes;
-        let too_large = || {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                "Request body too large",
-                format!("the body limit is {limit} bytes"),
-            )
-        };
         if let Some(ct) = req.headers().get(CONTENT_TYPE) {
             let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
             if !ct.starts_with("application/json") && !ct.ends_with("+json") {
@@ -33,6 +24,28 @@ impl Admin {
                 ));
             }
         }
+        let bytes = self.raw_body(req).await?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                "Malformed JSON",
+                format!("the body is not valid JSON: {e}"),
+            )
+        })
+    }
+
+    /// The body's bytes, within `--max-body-bytes`.
+    pub(super) async fn raw_body<B: RequestBody>(&self, req: Request<B>) -> Result<Bytes, Problem> {
+        let limit = self.opts.max_body_bytes;
+        let too_large = || {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "Request body too large",
+                format!("the body limit is {limit} bytes"),
+            )
+        };
         let declared = req
             .headers()
             .get(CONTENT_LENGTH)
@@ -41,7 +54,7 @@ impl Admin {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(too_large());
         }
-        let bytes: Bytes = Limited::new(req.into_body(), limit)
+        Ok(Limited::new(req.into_body(), limit)
             .collect()
             .await
             .map_err(|e| {
@@ -56,15 +69,7 @@ impl Admin {
                     )
                 }
             })?
-            .to_bytes();
-        serde_json::from_slice(&bytes).map_err(|e| {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "malformed-json",
-                "Malformed JSON",
-                format!("the body is not valid JSON: {e}"),
-            )
-        })
+            .to_bytes())
     }
 }
 

@@ -22,12 +22,12 @@ impl Admin {
     }
 
     /// Submits a write; the revision is the cluster bucket's, for cluster nodes.
-    async fn submit(&self, op: Op) -> Result<(Outcome, Option<u64>), Problem> {
+    pub(super) async fn submit(&self, op: Op) -> Result<(Outcome, Option<u64>), Problem> {
         let Written { outcome, revision } = self.writes.submit(op).await.map_err(write_problem)?;
         Ok((outcome, revision))
     }
 
-    fn link_json(&self, l: &Link) -> Value {
+    pub(super) fn link_json(&self, l: &Link) -> Value {
         let now = duanlian_link::now_secs();
         let visits = self
             .index
@@ -248,7 +248,7 @@ impl Admin {
     }
 
     /// Refuses a write before its body is read, on a node that takes none.
-    fn writable(&self) -> Result<(), Problem> {
+    pub(super) fn writable(&self) -> Result<(), Problem> {
         match self.writes.refuses(Operation::Write) {
             Some(e) => Err(write_problem(e)),
             None => Ok(()),

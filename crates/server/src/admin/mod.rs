@@ -9,6 +9,7 @@ mod problem;
 mod qr;
 mod routes;
 mod stats;
+mod upload;
 
 pub(crate) use routes::finish;
 

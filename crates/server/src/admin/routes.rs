@@ -58,6 +58,7 @@ impl Admin {
             (["links"], &Method::GET) => self.list(req.uri().query().unwrap_or("")).await,
             (["links"], &Method::POST) => self.create(req).await,
             (["links", "batch"], &Method::POST) => self.batch(req).await,
+            (["links", "import"], &Method::POST) => self.import(req).await,
             (["links", domain, code], &Method::GET) => self.get(domain, code),
             (["links", domain, code, image @ ("qr.svg" | "qr.png")], &Method::GET) => {
                 self.qr(domain, code, image, req.uri().query().unwrap_or(""))
