@@ -277,6 +277,13 @@ fn serve_without_arguments_uses_the_sample_links() {
         srv.request("GET", "go.example.cn", "/three-visits").status,
         410
     );
+    // Expires two minutes after the first start (then 410 for 30 days).
+    assert_eq!(srv.request("GET", "go.example.cn", "/soon").status, 302);
+    let idn = srv.request("GET", "go.example.cn", "/cn-shop");
+    assert_eq!(
+        idn.header("location"),
+        Some("https://xn--fsqu00a.xn--fiqs8s/%E5%95%86%E5%93%81?%E9%A2%9C%E8%89%B2=%E7%BA%A2")
+    );
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod fresh;
 mod hostile;
 mod http;
 mod ops;
+mod readme;
 mod stats;
 mod tls;
 mod util;
