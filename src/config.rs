@@ -38,9 +38,78 @@ fn serve_command() -> clap::Command {
     ServeArgs::augment_args(clap::Command::new("serve"))
 }
 
+/// `serve`'s settings from a file under the environment and the flags.
+pub(crate) struct Layered {
+    pub(crate) args: ServeArgs,
+    /// The merged settings, for [`describe`].
+    pub(crate) matches: ArgMatches,
+    /// Settings a flag gave (`true`) or an environment variable (`false`): the rest are the
+    /// file's or defaults, which a message names as the file's keys.
+    pub(crate) outside: Vec<(String, bool)>,
+}
+
+impl Layered {
+    /// `serve`'s own checks, their complaints in the file's words for what the file set.
+    pub(crate) fn check(self, file: &Path) -> Result<crate::settings::Settings> {
+        let outside = self.outside;
+        crate::settings::Settings::check(self.args).map_err(|e| {
+            let msg = in_file_terms(&format!("{e:#}"), &outside);
+            anyhow!("{}: {msg}", file.display())
+        })
+    }
+}
+
+/// A message about `serve`'s settings in the words the user wrote: `--admin-listen` stays a flag
+/// if a flag gave it, becomes `DUANLIAN_ADMIN_LISTEN` if the environment did, and else the file's
+/// key `admin_listen` (set there, or where to set it); `--root-url go.example.cn=URL` becomes
+/// the file's `[domain."go.example.cn"] root_url = "URL"`.
+fn in_file_terms(msg: &str, outside: &[(String, bool)]) -> String {
+    let cmd = serve_command();
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(at) = rest.find("--") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let end = after
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+            .unwrap_or(after.len());
+        let flag = &after[..end];
+        rest = &after[end..];
+        let Some(arg) = cmd.get_arguments().find(|a| a.get_long() == Some(flag)) else {
+            out.push_str(&format!("--{flag}"));
+            continue;
+        };
+        let id = arg.get_id().as_str();
+        match outside.iter().find(|(k, _)| k == id) {
+            Some((_, true)) => out.push_str(&format!("--{flag}")),
+            Some((_, false)) => out.push_str(
+                &arg.get_env()
+                    .map_or_else(|| format!("--{flag}"), |e| e.to_string_lossy().into_owned()),
+            ),
+            None => match DOMAIN_KEYS.iter().find(|(_, long)| *long == flag) {
+                // ` DOMAIN=VALUE` follows: the section's line.
+                Some((key, _)) => {
+                    let value = rest.strip_prefix(' ').unwrap_or(rest);
+                    let v_end = value.find(": ").unwrap_or(value.len());
+                    match value[..v_end].split_once('=') {
+                        Some((domain, v)) => {
+                            out.push_str(&format!("[domain.\"{domain}\"] {key} = \"{v}\""));
+                            rest = &value[v_end..];
+                        }
+                        None => out.push_str(key),
+                    }
+                }
+                None => out.push_str(id),
+            },
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The settings of `serve` with `file` under the environment and the flags of `given` (the
-/// `serve` subcommand's matches), and those settings' matches (for [`describe`]).
-pub(crate) fn layered(file: &Path, given: &ArgMatches) -> Result<(ServeArgs, ArgMatches)> {
+/// `serve` subcommand's matches).
+pub(crate) fn layered(file: &Path, given: &ArgMatches) -> Result<Layered> {
     let name = file.display();
     let text = std::fs::read_to_string(file).with_context(|| format!("{name}"))?;
     let table: toml::Table = toml::from_str(&text).map_err(|e| anyhow!("{name}: {e}"))?;
@@ -75,10 +144,26 @@ pub(crate) fn layered(file: &Path, given: &ArgMatches) -> Result<(ServeArgs, Arg
         }
     }
     let merged = cmd
+        .clone()
         .try_get_matches_from(argv)
         .map_err(|e| anyhow!("{name}: {}", clap_reason(&e)))?;
     let args = ServeArgs::from_arg_matches(&merged).map_err(|e| anyhow!("{name}: {e}"))?;
-    Ok((args, merged))
+    let outside = cmd
+        .get_arguments()
+        .filter_map(|a| {
+            let id = a.get_id().as_str();
+            match given.value_source(id) {
+                Some(ValueSource::CommandLine) => Some((id.to_owned(), true)),
+                Some(ValueSource::EnvVariable) => Some((id.to_owned(), false)),
+                _ => None,
+            }
+        })
+        .collect();
+    Ok(Layered {
+        args,
+        matches: merged,
+        outside,
+    })
 }
 
 fn known(cmd: &clap::Command) -> String {

@@ -65,11 +65,11 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
         Command::Snapshot(SnapshotCmd::Publish(args)) => cluster::publish(&args),
         Command::Snapshot(SnapshotCmd::Verify { file }) => snapshot_cmd::verify(&file),
         Command::Serve(args) => {
-            let args = match (&args.config, matches.subcommand_matches("serve")) {
-                (Some(file), Some(given)) => config::layered(file, given)?.0,
-                _ => *args,
+            let settings = match (&args.config, matches.subcommand_matches("serve")) {
+                (Some(file), Some(given)) => config::layered(file, given)?.check(file)?,
+                _ => Settings::check(*args)?,
             };
-            node::serve(Settings::check(args)?)
+            node::serve(settings)
         }
         Command::Config(ConfigCmd::Check { file }) => config_check(&file),
         Command::Clicks(ClicksCmd::Export(args)) => clicks::export(&args),
@@ -88,10 +88,11 @@ fn config_check(file: &Path) -> Result<()> {
     let given = m
         .subcommand_matches("serve")
         .ok_or_else(|| anyhow!("internal: serve matches"))?;
-    let (args, merged) = config::layered(file, given)?;
+    let layered = config::layered(file, given)?;
+    let described = config::describe(&layered.matches);
     // The checks `serve` makes before it opens anything.
-    Settings::check(args).map_err(|e| anyhow!("{}: {e:#}", file.display()))?;
-    print!("{}", config::describe(&merged));
+    layered.check(file)?;
+    print!("{described}");
     println!("# {}: ok", file.display());
     Ok(())
 }

@@ -653,7 +653,15 @@ fn config_check_validates_and_prints_the_effective_settings() {
     ] {
         assert!(out.contains(line), "{line} in:\n{out}");
     }
-    let cases: [(&str, &[u8], &str); 7] = [
+    // What it prints can be pasted back: the same settings again.
+    let again = dir.file("again.toml", out.as_bytes());
+    let o = crate::util::run(&["config", "check", s(&again)]);
+    assert!(o.status.success(), "{}", crate::util::stderr(&o));
+    assert_eq!(
+        crate::util::stdout(&o).replace("again.toml", "good.toml"),
+        out
+    );
+    let cases: [(&str, &[u8], &str); 9] = [
         ("huge.toml", b"huge_pages = \"sometimes\"\n", "huge_pages"),
         (
             "replicas.toml",
@@ -674,7 +682,18 @@ fn config_check_validates_and_prints_the_effective_settings() {
         (
             "url.toml",
             b"[domain.\"go.example.cn\"]\nroot_url = \"javascript:x\"\n",
-            "--root-url",
+            "[domain.\"go.example.cn\"] root_url = \"javascript:x\": url must start",
+        ),
+        // serve's own rules, in the file's words (the default listen address included).
+        (
+            "same.toml",
+            b"admin_listen = \"127.0.0.1:8080\"\n",
+            "admin_listen must differ from listen",
+        ),
+        (
+            "tls.toml",
+            b"tls_cert = \"/x.pem\"\n",
+            "tls_cert needs tls_key",
         ),
         ("syntax.toml", b"listen = \n", "syntax.toml"),
     ];
