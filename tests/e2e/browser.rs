@@ -361,6 +361,21 @@ fn the_page_creates_lists_and_explains_links() {
     assert_eq!(made["forward_query"], false);
     assert_eq!(made["max_visits"], 2);
     assert_eq!(made["expired_url"], "https://shop.example.com/over");
+    // A generated code of a chosen length (the other fields as they were).
+    b.type_in("#code", "");
+    b.type_in("#max-visits", "");
+    b.type_in("#code-length", "12");
+    b.click("#domain option[value='go.example.cn']");
+    b.click("#create-form button[type=submit]");
+    let generated = b.wait(
+        "a generated code",
+        "const s = document.querySelector('#short-url').textContent; return s.endsWith('/cn-sale') ? '' : s;",
+    );
+    let code = generated
+        .as_str()
+        .and_then(|s| s.rsplit('/').next())
+        .unwrap_or("");
+    assert_eq!(code.len(), 12, "{generated}");
 
     // Two visits use the cap up; the third goes where the link says latecomers go.
     for status in [301, 301, 302] {

@@ -396,3 +396,27 @@ fn snapshot_build_help_names_every_column() {
     }
     assert!(help.contains("--encoding"), "{help}");
 }
+
+/// A failed write names the file asked for, not the temporary file beside it.
+#[test]
+fn a_failed_write_names_the_output_file() {
+    let dir = TempDir::new();
+    let input = dir.file(
+        "links.csv",
+        b"domain,code,url\ngo.example.cn,a,https://a.example/\n",
+    );
+    let output = dir.path("missing/out.snap");
+    let o = run(&[
+        "snapshot",
+        "build",
+        "--input",
+        s(&input),
+        "--output",
+        s(&output),
+    ]);
+    assert_clean_failure(
+        &o,
+        &format!("{}: No such file or directory", output.display()),
+    );
+    assert!(!stderr(&o).contains(".tmp."), "{}", stderr(&o));
+}

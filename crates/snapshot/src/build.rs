@@ -480,9 +480,10 @@ fn publish(
             .create(true)
             .truncate(true)
             .open(&tmp)
-            .map_err(io(&tmp))?;
-        fill(&mut f).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
+            .map_err(io(path))?;
+        // Errors name the file asked for: the temporary one beside it is ours, not the user's.
+        fill(&mut f).map_err(io(path))?;
+        f.sync_all().map_err(io(path))?;
         drop(f);
         fs::rename(&tmp, path).map_err(io(path))?;
         File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))

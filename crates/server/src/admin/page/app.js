@@ -16,6 +16,7 @@ const T = {
     forward_query: "Query parameters of the visit", fq_true: "Passed on (the target's own win)",
     fq_override: "Passed on (the visit's win)", fq_false: "Dropped",
     valid_since: "Valid from (optional)", expired_url: "After expiry, send visitors to (optional)",
+    code_length: "Length of a generated code",
     your_link: "Your short link", copy: "Copy", copied: "Copied", target: "Target", expires: "Expires",
     never: "never", upload_title: "Upload a file",
     upload_help: "A CSV file or an Excel workbook (.xlsx). The first row names the columns: url (or 长链接), and optionally code, domain, expires_in, expires_at, valid_since, max_visits, expired_url, redirect. A file of URLs alone needs no header. Times without a zone are read in the zone chosen above.",
@@ -53,6 +54,7 @@ const T = {
     forward_query: "访问时带的参数", fq_true: "转发（目标链接的参数优先）",
     fq_override: "转发（访问带的参数优先）", fq_false: "不转发",
     valid_since: "生效时间（可选）", expired_url: "过期后跳转到（可选）",
+    code_length: "自动生成短码的长度",
     your_link: "您的短链接", copy: "复制", copied: "已复制", target: "目标", expires: "过期时间",
     never: "永不过期", upload_title: "上传文件",
     upload_help: "CSV 文件或 Excel 工作簿（.xlsx）。第一行是列名：长链接（或 url），可选 短码、域名、有效期、过期时间、生效时间、最大访问次数、过期跳转、跳转方式。只有一列链接的文件可以不要列名。不带时区的时间按上方选择的时区计。",
@@ -415,6 +417,8 @@ async function onCreate(ev) {
   } catch { return; }
   const code = $("#code").value.trim();
   if (code) body.code = code;
+  const length = $("#code-length").value.trim();
+  if (length) body.code_length = Number(length);
   const max = $("#max-visits").value.trim();
   if (max) body.max_visits = Number(max);
   const expiredUrl = $("#expired-url").value.trim();
