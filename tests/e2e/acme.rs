@@ -42,6 +42,21 @@ fn program(name: &str) -> String {
 }
 
 impl Pebble {
+    /// The flags that make a node order its certificates here and serve them on a port of its
+    /// own.
+    pub(crate) fn flags(&self) -> Vec<String> {
+        [
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--acme-directory",
+            &self.directory(),
+            "--acme-ca-cert",
+            &self.ca_file,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
     /// Starts pebble validating HTTP-01 on `http_port`, issuing certificates valid for
     /// `validity` seconds.
     pub(crate) fn start(http_port: u16, validity: u64) -> Pebble {
@@ -166,23 +181,11 @@ pub(crate) fn leaf(port: u16, root: &[u8], name: &str) -> Option<Vec<u8>> {
 
 fn node(data: &Path, http: u16, pebble: &Pebble) -> Server {
     let listen = format!("127.0.0.1:{http}");
-    let directory = pebble.directory();
-    Server::data_node(
-        data,
-        "k",
-        &[
-            "--listen",
-            &listen,
-            "--tls-listen",
-            "127.0.0.1:0",
-            "--acme-directory",
-            &directory,
-            "--acme-ca-cert",
-            &pebble.ca_file,
-            "--acme-contact",
-            "mailto:ops@example.cn",
-        ],
-    )
+    let mut flags = vec!["--listen".to_owned(), listen];
+    flags.extend(pebble.flags());
+    flags.extend(["--acme-contact", "mailto:ops@example.cn"].map(str::to_owned));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    Server::data_node(data, "k", &flags)
 }
 
 fn issued(srv: &Server, times: usize) -> bool {

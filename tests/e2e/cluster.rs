@@ -1081,16 +1081,9 @@ fn one_node_orders_a_certificate_and_every_node_serves_it() {
     // challenge b is given must be answered by a.
     let http = crate::util::free_port();
     let pebble = Pebble::start(http, 3600);
-    let directory = pebble.directory();
     let listen = format!("127.0.0.1:{http}");
-    let acme = [
-        "--tls-listen",
-        "127.0.0.1:0",
-        "--acme-directory",
-        &directory,
-        "--acme-ca-cert",
-        &pebble.ca_file,
-    ];
+    let flags = pebble.flags();
+    let acme: Vec<&str> = flags.iter().map(String::as_str).collect();
     let mut on_a = vec!["--listen", listen.as_str()];
     on_a.extend_from_slice(&acme);
     let a = node_env(
