@@ -645,6 +645,10 @@ fn write_loop(
                 }
             }
         }
+        // Read before the queue is: every click sent before `finish` set the flag is then
+        // in the queue this pass drains. (Read after, a click sent between an empty drain and
+        // the flag would be left behind.)
+        let stopping = stop.load(Ordering::Acquire);
         let mut disconnected = false;
         while batch.len() < batch.capacity() {
             match rx.try_recv() {
@@ -686,10 +690,10 @@ fn write_loop(
             continue;
         }
         // Asked to stop: go on until a pass finds the queue empty, so nothing queued is lost.
-        if disconnected || (stop.load(Ordering::Acquire) && got == 0) {
+        if disconnected || (stopping && got == 0) {
             break;
         }
-        if !stop.load(Ordering::Acquire) {
+        if !stopping {
             std::thread::sleep(opts.poll_every);
         }
     }
@@ -705,6 +709,38 @@ fn write_loop(
 mod tests {
     use super::*;
     use crate::Device;
+
+    /// A click recorded just before `finish` is counted: the writer must not take the stop
+    /// flag for "the queue is empty" when it looked at the queue before the click arrived.
+    #[test]
+    fn a_click_recorded_just_before_finish_is_kept() {
+        let ip = "192.0.2.1".parse().expect("ip");
+        for i in 0..300 {
+            let dir =
+                std::env::temp_dir().join(format!("dl-clicks-fin-{}-{i}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let opts = RecorderOptions {
+                poll_every: Duration::from_micros(50),
+                ..RecorderOptions::default()
+            };
+            let (rec, writer, _) = Recorder::start(&dir, opts).expect("start");
+            // Let the writer reach its polling, then race it.
+            std::thread::sleep(Duration::from_micros(200 + i % 7 * 30));
+            rec.record(Click::new(
+                1_764_000_000,
+                "go.example.cn",
+                "x7Kp2Qa",
+                None,
+                Device::Mobile,
+                ip,
+            ));
+            writer.finish();
+            let day = 1_764_000_000 / DAY;
+            let r = rec.stats().report("go.example.cn", "x7Kp2Qa", day, day, 1);
+            assert_eq!(r.human, 1, "round {i}");
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
 
     #[test]
     fn a_full_queue_drops_and_counts_instead_of_waiting() {
