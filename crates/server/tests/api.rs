@@ -964,6 +964,11 @@ async fn listings_sort_by_visits_and_creation_and_filter_by_state() {
     }
     let (found, _) = codes("/api/v1/links?q=%E5%95%86%E5%93%81".into()).await;
     assert_eq!(found, ["a1"]);
+    // A Chinese domain name, which the target keeps in punycode.
+    let idn = json!({"url": "https://例子.中国/x", "code": "idn"});
+    assert_eq!(n.create(idn).await.status, 201);
+    let (found, _) = codes("/api/v1/links?q=%E4%BE%8B%E5%AD%90".into()).await;
+    assert_eq!(found, ["idn"]);
     let r = n
         .api(
             "GET",

@@ -75,6 +75,9 @@ pub(super) struct Query {
     cursor: Option<String>,
     /// Lowercase, non-ASCII percent-encoded as stored targets are.
     search: Option<String>,
+    /// The term as typed, lowercase, if it has non-ASCII characters: for domain names, which
+    /// targets keep in punycode.
+    search_text: Option<String>,
     state: Option<LinkState>,
     sort: Sort,
 }
@@ -86,13 +89,17 @@ impl Query {
             limit: 100,
             cursor: None,
             search: None,
+            search_text: None,
             state: None,
             sort: Sort::Code,
         };
         let mut errors = Vec::new();
         for (k, v) in parse_query(query) {
             match k.as_str() {
-                "q" if !v.trim().is_empty() => q.search = Some(stored_form(v.trim())),
+                "q" if !v.trim().is_empty() => {
+                    q.search = Some(stored_form(v.trim()));
+                    q.search_text = (!v.is_ascii()).then(|| v.trim().to_lowercase());
+                }
                 "q" => {}
                 "domain" => match Domain::parse(&v) {
                     Ok(d) => q.domain = Some(d),
@@ -161,7 +168,10 @@ impl Query {
                 let visits = index.visits().count(l.domain.as_str(), l.code.as_str());
                 LinkState::of(l, visits, now).0 == want
             });
-            state_ok && self.search.as_deref().is_none_or(|q| matches(l, q))
+            state_ok
+                && self.search.as_deref().is_none_or(|q| {
+                    matches(l, q) || self.search_text.as_deref().is_some_and(|t| in_idn(l, t))
+                })
         };
         match self.sort {
             Sort::Code if self.search.is_none() && self.state.is_none() => self.by_code(index),
@@ -339,6 +349,15 @@ fn stored_form(q: &str) -> String {
         }
     }
     out
+}
+
+/// Whether the link's target, read back in its own script, contains `text`: only a target with a
+/// punycode label can (the rest are matched in their stored form), so others cost nothing.
+fn in_idn(l: &Link, text: &str) -> bool {
+    l.url.contains("xn--")
+        && duanlian_link::display_url(&l.url)
+            .to_lowercase()
+            .contains(text)
 }
 
 /// Whether the link's code or target contains `q` (from [`stored_form`]), ignoring ASCII case.
