@@ -381,10 +381,9 @@ fn lowest_priority() {
 impl LocalLog {
     fn write(&mut self, batch: &[Click], counters: &Counters, stats: &Stats, failing: &mut bool) {
         // Aggregates count every click, even ones the disk refused: the log is the export, the
-        // aggregates are what the API shows.
-        if self.pass.as_ref().is_some_and(|p| p.building()) {
-            self.held.extend(batch.iter().cloned());
-        } else {
+        // aggregates are what the API shows. While a checkpoint builds, [`LocalLog::hold`] keeps
+        // the clicks for later instead.
+        if !self.holding() {
             self.count(batch, stats);
         }
         if self.paused {
@@ -416,6 +415,20 @@ impl LocalLog {
                     *failing = true;
                 }
             }
+        }
+    }
+
+    /// Whether clicks are held back: a checkpoint is reading the aggregates.
+    fn holding(&self) -> bool {
+        self.pass.as_ref().is_some_and(|p| p.building())
+    }
+
+    /// Moves a turn's clicks into the held ones if a checkpoint is building (they were written
+    /// to the raw log, not counted); else leaves them. Moved, not copied: a pass lasts most of a
+    /// second, and a copy is an allocation a click.
+    fn hold(&mut self, batch: &mut Vec<Click>) {
+        if self.holding() {
+            self.held.extend(batch.drain(..));
         }
     }
 
@@ -486,7 +499,7 @@ impl LocalLog {
 
     /// Counts up to `n` of the clicks held back while a checkpoint was building.
     fn count_held(&mut self, stats: &Stats, n: usize) {
-        if self.pass.as_ref().is_some_and(|p| p.building()) || self.held.is_empty() {
+        if self.holding() || self.held.is_empty() {
             return;
         }
         let n = n.min(self.held.len());
@@ -678,6 +691,9 @@ fn write_loop(
             std::thread::yield_now();
         }
         if let Output::Log(log) = &mut output {
+            // Before `maintain`, which may end the pass's building: the slices above were
+            // written while it built.
+            log.hold(&mut batch);
             log.maintain(stats, opts, now);
         }
         if got > 0 {
