@@ -65,6 +65,8 @@ pub(crate) struct Decode<R> {
     raw: Box<[u8]>,
     start: usize,
     end: usize,
+    /// While undecided, `raw` up to here is known to be ASCII: each byte is looked at once.
+    ascii_end: usize,
     inner_eof: bool,
     state: State,
     /// GBK decoded into UTF-8, from `taken` on not yet read.
@@ -88,6 +90,7 @@ impl<R: Read> Decode<R> {
             raw: vec![0; 1 << 20].into_boxed_slice(),
             start: 0,
             end: 0,
+            ascii_end: 0,
             inner_eof: false,
             state,
             out: Vec::new(),
@@ -102,6 +105,7 @@ impl<R: Read> Decode<R> {
     fn fill(&mut self, n: usize) -> io::Result<&[u8]> {
         if self.end - self.start < n && !self.inner_eof {
             self.raw.copy_within(self.start..self.end, 0);
+            self.ascii_end = self.ascii_end.saturating_sub(self.start);
             (self.end, self.start) = (self.end - self.start, 0);
             while self.end < n && !self.inner_eof {
                 match self.inner.read(&mut self.raw[self.end..]) {
@@ -173,11 +177,18 @@ impl<R: Read> BufRead for Decode<R> {
             self.skip_bom()?;
         }
         if let State::Undecided = self.state {
-            let buf = self.fill(1)?;
-            match buf.iter().position(|b| !b.is_ascii()) {
-                None => return Ok(&self.raw[self.start..self.end]),
+            self.fill(1)?;
+            let from = self.ascii_end.max(self.start);
+            match self.raw[from..self.end].iter().position(|b| !b.is_ascii()) {
+                None => {
+                    self.ascii_end = self.end;
+                    return Ok(&self.raw[self.start..self.end]);
+                }
                 // The ASCII before it first, so that the decision sees a full window.
-                Some(at) if at > 0 => return Ok(&self.raw[self.start..self.start + at]),
+                Some(at) if from + at > self.start => {
+                    self.ascii_end = from + at;
+                    return Ok(&self.raw[self.start..from + at]);
+                }
                 Some(_) => {
                     let window = self.fill(SNIFF)?;
                     let window = &window[..window.len().min(SNIFF)];
