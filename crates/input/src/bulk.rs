@@ -1,8 +1,9 @@
 //! Bulk input: CSV (a header row, columns by name) or JSON Lines, into a snapshot table.
 //!
-//! Every row goes through the same [`Fields`] the admin API reads; the first bad row stops the
-//! build with `FILE:LINE: field: reason` for each of its bad fields, and repeated
-//! `(domain, code)` pairs are listed together.
+//! Every row goes through the same [`Fields`] the admin API reads. The whole file is read before
+//! a bad one is refused: `FILE:LINE: field: reason` for each bad field of the first
+//! [`MAX_BAD_ROWS`] bad rows, then how many more; repeated `(domain, code)` pairs are listed
+//! together.
 pub use crate::encoding::Encoding;
 use crate::encoding::{Decode, NotGbk, NOT_UTF8};
 use crate::fields::{FieldError, Fields, Form, Rules, Value};
@@ -302,6 +303,21 @@ impl LineOf {
         // The last byte is the record's own newline, if it has one.
         (self.line(end.saturating_sub(1))).saturating_sub(inside)
     }
+
+    /// A record csv could not read (broken quoting, bytes not in the file's encoding), with
+    /// its line.
+    pub(crate) fn row_error(&mut self, name: &str, e: &csv::Error) -> BulkError {
+        let decoder_line = match e.kind() {
+            csv::ErrorKind::Io(io) => not_gbk(io).map(|n| n.line),
+            _ => None,
+        };
+        let line = decoder_line.or_else(|| e.position().map(|p| self.line(p.byte())));
+        BulkError::Row {
+            name: name.into(),
+            line: line.unwrap_or(0),
+            reason: csv_reason(e),
+        }
+    }
 }
 
 /// A CSV reader as bulk files need: records end at '\n' (the '\r' of CRLF files goes with the
@@ -362,18 +378,7 @@ fn read_csv(name: &str, input: impl Read, on_row: &mut OnRow<'_>) -> Result<(), 
         match rdr.read_byte_record(&mut rec) {
             Ok(true) => {}
             Ok(false) => return Ok(()),
-            Err(e) => {
-                let line = match e.kind() {
-                    csv::ErrorKind::Io(io) => not_gbk(io).map(|n| n.line),
-                    _ => None,
-                };
-                let at = e.position().map(|p| line_of.line(p.byte()));
-                return Err(BulkError::Row {
-                    name: name.into(),
-                    line: line.or(at).unwrap_or(0),
-                    reason: csv_reason(&e),
-                });
-            }
+            Err(e) => return Err(line_of.row_error(name, &e)),
         }
         let pos = rec.position().map_or(0, |p| p.byte());
         let line = line_of.of_record(&rdr, &rec);
@@ -430,11 +435,9 @@ pub(crate) fn column_named(header: &str, form: Form) -> Option<&'static str> {
     fields.iter().find(|f| *f == field).copied()
 }
 
-pub(crate) fn csv_reason(e: &csv::Error) -> String {
+fn csv_reason(e: &csv::Error) -> String {
+    // (Rows of the wrong length are the callers' to refuse: the reader is flexible.)
     match e.kind() {
-        csv::ErrorKind::UnequalLengths {
-            expected_len, len, ..
-        } => format!("has {len} fields, the header has {expected_len}"),
         csv::ErrorKind::Io(io) => io.to_string(),
         _ => e.to_string(),
     }

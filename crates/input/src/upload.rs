@@ -117,13 +117,7 @@ fn csv_cells(bytes: &[u8], up: &Upload<'_>) -> Result<Table, BulkError> {
         match rdr.read_byte_record(&mut rec) {
             Ok(true) => {}
             Ok(false) => return Ok(out),
-            Err(e) => {
-                return Err(BulkError::Row {
-                    name: up.name.into(),
-                    line: e.position().map_or(0, |p| line_of.line(p.byte())),
-                    reason: crate::bulk::csv_reason(&e),
-                })
-            }
+            Err(e) => return Err(line_of.row_error(up.name, &e)),
         }
         let line = line_of.of_record(&rdr, &rec);
         let cells = rec
