@@ -199,36 +199,56 @@ impl Query {
         (links, next)
     }
 
+    /// The listing's links after `after`, in code order, read from the index a chunk at a time.
+    fn links_after<'a>(
+        &'a self,
+        index: &'a Index,
+        mut after: Option<(String, String)>,
+    ) -> impl Iterator<Item = Link> + 'a {
+        let mut chunk = Vec::new().into_iter();
+        let mut exhausted = false;
+        std::iter::from_fn(move || loop {
+            if let Some(l) = chunk.next() {
+                return Some(l);
+            }
+            if exhausted {
+                return None;
+            }
+            let from = after.as_ref().map(|(d, c)| (d.as_str(), c.as_str()));
+            let links = index.list(self.domain(), from, CHUNK);
+            exhausted = links.len() < CHUNK;
+            after = links
+                .last()
+                .map(|l| (l.domain.as_str().to_owned(), l.code.as_str().to_owned()));
+            chunk = links.into_iter();
+        })
+    }
+
     /// Links that pass `keep`, in code order; a request scans at most `SCAN`, so that a filter
     /// over millions of links answers promptly page by page.
     fn filtered(&self, index: &Index, keep: impl Fn(&Link) -> bool) -> (Vec<Link>, Option<String>) {
+        let after = self.after().map(|(d, c)| (d.to_owned(), c.to_owned()));
         let mut found = Vec::new();
-        let mut after = self.after().map(|(d, c)| (d.to_owned(), c.to_owned()));
-        let mut scanned = 0;
-        loop {
-            let from = after.as_ref().map(|(d, c)| (d.as_str(), c.as_str()));
-            let chunk = index.list(self.domain(), from, CHUNK);
-            let exhausted = chunk.len() < CHUNK;
-            scanned += chunk.len();
-            if let Some(l) = chunk.last() {
-                after = Some((l.domain.as_str().to_owned(), l.code.as_str().to_owned()));
+        // The last link looked at, when it was not kept (else it is the last found).
+        let mut passed = None;
+        for (scanned, l) in self.links_after(index, after).enumerate() {
+            if scanned == SCAN {
+                // The cursor goes on after the last link looked at.
+                let at = passed.as_ref().or(found.last()).map(cursor);
+                return (found, at);
             }
-            for l in chunk {
-                if keep(&l) {
-                    found.push(l);
-                    if found.len() == self.limit {
-                        let next = found.last().map(cursor);
-                        return (found, next);
-                    }
+            if keep(&l) {
+                passed = None;
+                found.push(l);
+                if found.len() == self.limit {
+                    let at = found.last().map(cursor);
+                    return (found, at);
                 }
-            }
-            if exhausted {
-                return (found, None);
-            }
-            if scanned >= SCAN {
-                return (found, after.map(|(d, c)| format!("{d}/{c}")));
+            } else {
+                passed = Some(l);
             }
         }
+        (found, None)
     }
 
     /// Links that pass `keep`, ordered by `sort`, ties in code order; pages by offset.
@@ -244,53 +264,34 @@ impl Query {
             .and_then(|c| c.parse().ok())
             .unwrap_or(0usize);
         let want = offset + self.limit;
-        // The worst kept link on top, to be dropped for a better one: the lowest rank, then the
-        // last in code order.
-        let mut best: BinaryHeap<(Reverse<i128>, String, String, Ranked)> = BinaryHeap::new();
+        // The worst kept link on top, to be dropped for a better one.
+        let mut best: BinaryHeap<Ranked> = BinaryHeap::new();
         let mut matched = 0usize;
-        let mut after: Option<(String, String)> = None;
-        loop {
-            let from = after.as_ref().map(|(d, c)| (d.as_str(), c.as_str()));
-            let chunk = index.list(self.domain(), from, CHUNK);
-            let exhausted = chunk.len() < CHUNK;
-            if let Some(l) = chunk.last() {
-                after = Some((l.domain.as_str().to_owned(), l.code.as_str().to_owned()));
-            }
-            for l in chunk {
-                if !keep(&l) {
-                    continue;
+        for link in self.links_after(index, None).filter(|l| keep(l)) {
+            matched += 1;
+            let rank = match sort {
+                Sort::Created { newest_first } => sign(newest_first) * i128::from(link.created_at),
+                Sort::Visits { most_first } => {
+                    let visits = index
+                        .visits()
+                        .count(link.domain.as_str(), link.code.as_str());
+                    sign(most_first) * i128::from(visits)
                 }
-                matched += 1;
-                let rank = match sort {
-                    Sort::Created { newest_first } => sign(newest_first) * i128::from(l.created_at),
-                    Sort::Visits { most_first } => {
-                        let visits = index.visits().count(l.domain.as_str(), l.code.as_str());
-                        sign(most_first) * i128::from(visits)
-                    }
-                    Sort::Code => 0,
-                };
-                let entry = (
-                    Reverse(rank),
-                    l.domain.as_str().to_owned(),
-                    l.code.as_str().to_owned(),
-                    Ranked(l),
-                );
-                if best.len() < want {
-                    best.push(entry);
-                } else if best.peek().is_some_and(|worst| entry < *worst) {
-                    best.pop();
-                    best.push(entry);
-                }
-            }
-            if exhausted {
-                break;
+                Sort::Code => 0,
+            };
+            let entry = Ranked { rank, link };
+            if best.len() < want {
+                best.push(entry);
+            } else if best.peek().is_some_and(|worst| entry < *worst) {
+                best.pop();
+                best.push(entry);
             }
         }
         let page: Vec<Link> = best
             .into_sorted_vec()
             .into_iter()
             .skip(offset)
-            .map(|(_, _, _, Ranked(l))| l)
+            .map(|r| r.link)
             .collect();
         let next = (matched > want && want < MAX_OFFSET).then(|| want.to_string());
         (page, next)
@@ -305,12 +306,25 @@ fn sign(descending: bool) -> i128 {
     }
 }
 
-/// A link carried along in the heap; the keys before it order the entries.
-struct Ranked(Link);
+/// A link in the sort's heap, ordered best first: the higher rank, then code order.
+struct Ranked {
+    rank: i128,
+    link: Link,
+}
+
+impl Ranked {
+    fn key(&self) -> (Reverse<i128>, &str, &str) {
+        (
+            Reverse(self.rank),
+            self.link.domain.as_str(),
+            self.link.code.as_str(),
+        )
+    }
+}
 
 impl PartialEq for Ranked {
-    fn eq(&self, _: &Ranked) -> bool {
-        true
+    fn eq(&self, other: &Ranked) -> bool {
+        self.key() == other.key()
     }
 }
 impl Eq for Ranked {}
@@ -320,8 +334,8 @@ impl PartialOrd for Ranked {
     }
 }
 impl Ord for Ranked {
-    fn cmp(&self, _: &Ranked) -> std::cmp::Ordering {
-        std::cmp::Ordering::Equal
+    fn cmp(&self, other: &Ranked) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
     }
 }
 
