@@ -15,6 +15,13 @@ pub(crate) struct FieldError {
     pub(crate) reason: String,
 }
 
+impl FieldError {
+    /// As `invalid_fields` lists it.
+    pub(crate) fn json(&self) -> Value {
+        json!({"name": self.name, "code": self.code, "reason": self.reason})
+    }
+}
+
 pub(crate) fn field(
     name: impl Into<String>,
     code: &'static str,
@@ -82,12 +89,8 @@ impl Problem {
             "detail": self.detail,
         });
         if !self.fields.is_empty() {
-            body["invalid_fields"] = Value::Array(
-                self.fields
-                    .iter()
-                    .map(|f| json!({"name": f.name, "code": f.code, "reason": f.reason}))
-                    .collect(),
-            );
+            body["invalid_fields"] =
+                Value::Array(self.fields.iter().map(FieldError::json).collect());
         }
         let mut r = Response::new(Body::new(Bytes::from(body.to_string())));
         *r.status_mut() = self.status;

@@ -228,7 +228,7 @@ impl Admin {
         let rows: Vec<Value> = judged
             .iter()
             .map(|j| match j {
-                Judged::Valid { line, link } => match created.next().filter(|_| create) {
+                Judged::Valid { line, link } => match created.next() {
                     Some(made) => json!({"line": line, "ok": true, "link": self.link_json(&made)}),
                     None => json!({
                         "line": line,
@@ -242,10 +242,7 @@ impl Admin {
                 Judged::Invalid { line, errors } => json!({
                     "line": line,
                     "ok": false,
-                    "errors": errors
-                        .iter()
-                        .map(|e| json!({"name": e.name, "code": e.code, "reason": e.reason}))
-                        .collect::<Vec<_>>(),
+                    "errors": errors.iter().map(FieldError::json).collect::<Vec<_>>(),
                 }),
             })
             .collect();
