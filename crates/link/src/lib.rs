@@ -39,7 +39,7 @@ pub use time::{
     format_date, format_rfc3339, parse_duration, parse_rfc3339, LATEST_INSTANT,
     LATEST_INSTANT_REASON,
 };
-pub use url::{display_url, merge_query, parse_url, url_host, MAX_URL_LEN};
+pub use url::{display_url, merge_query, parse_url, push_percent_encoded, url_host, MAX_URL_LEN};
 
 pub use validity::{State, Validity};
 

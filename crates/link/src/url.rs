@@ -31,7 +31,19 @@ pub fn parse_url(input: &str) -> Result<Box<str>, LinkError> {
     out.push_str(scheme);
     out.push_str("://");
     out.push_str(&auth);
-    for c in rest[host_end..].chars() {
+    push_percent_encoded(&mut out, &rest[host_end..]);
+    if out.len() > MAX_URL_LEN {
+        return Err(LinkError::UrlTooLong(out.len()));
+    }
+    Ok(out.into())
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+/// Appends `text` with every non-ASCII character percent-encoded as its UTF-8 bytes, as a stored
+/// target spells what follows its host (`商品` → `%E5%95%86%E5%93%81`); ASCII as it is.
+pub fn push_percent_encoded(out: &mut String, text: &str) {
+    for c in text.chars() {
         if c.is_ascii() {
             out.push(c);
         } else {
@@ -43,13 +55,7 @@ pub fn parse_url(input: &str) -> Result<Box<str>, LinkError> {
             }
         }
     }
-    if out.len() > MAX_URL_LEN {
-        return Err(LinkError::UrlTooLong(out.len()));
-    }
-    Ok(out.into())
 }
-
-const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
 /// An authority with a non-ASCII host name in punycode (UTS 46, as browsers map it: full-width
 /// dots are dots, letters are lowercased); others as they are.

@@ -352,16 +352,7 @@ fn valid_key_cursor(c: &str) -> bool {
 /// `商品` finds `https://shop.example.cn/%E5%95%86%E5%93%81`).
 fn stored_form(q: &str) -> String {
     let mut out = String::with_capacity(q.len() * 3);
-    for c in q.to_lowercase().chars() {
-        if c.is_ascii() {
-            out.push(c);
-        } else {
-            let mut utf8 = [0u8; 4];
-            for b in c.encode_utf8(&mut utf8).bytes() {
-                out.push_str(&format!("%{b:02x}"));
-            }
-        }
-    }
+    duanlian_link::push_percent_encoded(&mut out, &q.to_lowercase());
     out
 }
 
