@@ -225,16 +225,8 @@ fn decode_base64(s: &str) -> Vec<u8> {
     out
 }
 
-/// The GET answer of the admin API for one link, as JSON.
 fn link(srv: &Server, domain: &str, code: &str) -> Value {
-    let r = srv.api(
-        "GET",
-        &format!("/api/v1/links/{domain}/{code}"),
-        Some(KEY),
-        None,
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    serde_json::from_str(&r.body).expect("link JSON")
+    srv.link(KEY, domain, code)
 }
 
 const KEY: &str = "page-key";

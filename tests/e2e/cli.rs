@@ -1,5 +1,5 @@
 //! The `duanlian snapshot` commands and their error messages.
-use crate::util::{run, s, stderr, stdout, Server, TempDir};
+use crate::util::{run, s, snapshot_build, stderr, stdout, Server, TempDir};
 use std::process::Output;
 
 /// A failure the way a person should see it: exit code 1, one clean message, no panic.
@@ -17,17 +17,7 @@ fn assert_clean_failure(o: &Output, expect: &str) {
 
 fn build(dir: &TempDir, name: &str, contents: &str, extra: &[&str]) -> Output {
     let input = dir.file(name, contents.as_bytes());
-    let output = dir.path("out.snap");
-    let mut args = vec![
-        "snapshot",
-        "build",
-        "--input",
-        s(&input),
-        "--output",
-        s(&output),
-    ];
-    args.extend_from_slice(extra);
-    run(&args)
+    snapshot_build(&input, &dir.path("out.snap"), extra)
 }
 
 #[test]
@@ -151,24 +141,10 @@ fn duplicates_are_listed_with_both_lines() {
 fn input_problems_are_named() {
     let dir = TempDir::new();
     let missing = dir.path("missing.csv");
-    let o = run(&[
-        "snapshot",
-        "build",
-        "--input",
-        s(&missing),
-        "--output",
-        s(&dir.path("o.snap")),
-    ]);
+    let o = snapshot_build(&missing, &dir.path("o.snap"), &[]);
     assert_clean_failure(&o, "missing.csv");
     let txt = dir.file("links.txt", b"code,url\n");
-    let o = run(&[
-        "snapshot",
-        "build",
-        "--input",
-        s(&txt),
-        "--output",
-        s(&dir.path("o.snap")),
-    ]);
+    let o = snapshot_build(&txt, &dir.path("o.snap"), &[]);
     assert_clean_failure(&o, "pass --format csv or --format jsonl");
 }
 
@@ -321,7 +297,7 @@ fn snapshot_build_reads_gbk_from_excel() {
     let mut locations = Vec::new();
     for (file, out) in [(&input, "gbk.snap"), (&utf8, "utf8.snap")] {
         let out = dir.path(out);
-        let o = run(&["snapshot", "build", "--input", s(file), "--output", s(&out)]);
+        let o = snapshot_build(file, &out, &[]);
         assert!(o.status.success(), "{}", stderr(&o));
         let srv = Server::start(&["--snapshot", s(&out)]);
         let r = srv.request("GET", "go.example.cn", "/gbk1");
@@ -335,16 +311,7 @@ fn snapshot_build_reads_gbk_from_excel() {
         "{location}"
     );
     let out = dir.path("forced.snap");
-    let o = run(&[
-        "snapshot",
-        "build",
-        "--input",
-        s(&input),
-        "--output",
-        s(&out),
-        "--encoding",
-        "utf-8",
-    ]);
+    let o = snapshot_build(&input, &out, &["--encoding", "utf-8"]);
     assert_clean_failure(&o, "excel.csv:2: url: not valid UTF-8");
     assert!(stderr(&o).contains("encoding gbk"), "{}", stderr(&o));
 }
@@ -406,14 +373,7 @@ fn a_failed_write_names_the_output_file() {
         b"domain,code,url\ngo.example.cn,a,https://a.example/\n",
     );
     let output = dir.path("missing/out.snap");
-    let o = run(&[
-        "snapshot",
-        "build",
-        "--input",
-        s(&input),
-        "--output",
-        s(&output),
-    ]);
+    let o = snapshot_build(&input, &output, &[]);
     assert_clean_failure(
         &o,
         &format!("{}: No such file or directory", output.display()),

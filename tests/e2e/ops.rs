@@ -50,14 +50,7 @@ fn health_endpoints_answer_on_any_host() {
 fn reserved_codes_cannot_be_taken() {
     let dir = TempDir::new();
     let input = dir.file("r.csv", b"domain,code,url\ngo.example.cn,ok,https://a.example/\ngo.example.cn,readyz,https://a.example/\n");
-    let o = crate::util::run(&[
-        "snapshot",
-        "build",
-        "--input",
-        s(&input),
-        "--output",
-        s(&dir.path("r.snap")),
-    ]);
+    let o = crate::util::snapshot_build(&input, &dir.path("r.snap"), &[]);
     assert!(
         crate::util::stderr(&o).contains("r.csv:3: code: code \"readyz\" is reserved"),
         "{}",

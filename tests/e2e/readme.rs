@@ -91,6 +91,17 @@ impl Shell<'_> {
         }
         (o.status.success(), out)
     }
+
+    /// Runs `cmd`, which must succeed without an API problem; its stdout.
+    fn checked(&self, at: &str, cmd: &str) -> String {
+        let (ok, out) = self.run(cmd);
+        assert!(ok, "{at}: `{cmd}` failed: {out}");
+        assert!(
+            !out.contains("/problems/"),
+            "{at}: `{cmd}` answered a problem: {out}"
+        );
+        out
+    }
 }
 
 /// Values that differ from run to run.
@@ -149,12 +160,7 @@ fn the_readme_examples_run_as_written() {
                     sh.prelude.push_str(cmd);
                     continue;
                 }
-                let (ok, out) = sh.run(cmd);
-                assert!(ok, "{at}: `{cmd}` failed: {out}");
-                assert!(
-                    !out.contains("/problems/"),
-                    "{at}: `{cmd}` answered a problem: {out}"
-                );
+                sh.checked(&at, cmd);
                 ran += 1;
             }
             continue;
@@ -172,12 +178,7 @@ fn the_readme_examples_run_as_written() {
             }
         }
         for (cmd, expected) in steps {
-            let (ok, out) = sh.run(cmd);
-            assert!(ok, "{at}: `{cmd}` failed: {out}");
-            assert!(
-                !out.contains("/problems/"),
-                "{at}: `{cmd}` answered a problem: {out}"
-            );
+            let out = sh.checked(&at, cmd);
             ran += 1;
             let want = sh.swap(&expected.join("\n"));
             if let Ok(Value::Object(want)) = serde_json::from_str::<Value>(&want) {

@@ -94,18 +94,25 @@ pub(crate) fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
+/// `duanlian snapshot build --input INPUT --output OUTPUT EXTRA...`.
+pub(crate) fn snapshot_build(input: &Path, output: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "snapshot",
+        "build",
+        "--input",
+        s(input),
+        "--output",
+        s(output),
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
 /// Builds `NAME.snap` from CSV text with the real binary.
 pub(crate) fn build_snapshot_named(dir: &TempDir, name: &str, csv: &str) -> PathBuf {
     let input = dir.file(&format!("{name}.csv"), csv.as_bytes());
     let output = dir.path(&format!("{name}.snap"));
-    let o = run(&[
-        "snapshot",
-        "build",
-        "--input",
-        s(&input),
-        "--output",
-        s(&output),
-    ]);
+    let o = snapshot_build(&input, &output, &[]);
     assert!(o.status.success(), "build failed: {}", stderr(&o));
     output
 }
@@ -286,6 +293,18 @@ impl Server {
     pub(crate) fn kill9(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// A link as the admin API reads it back (it must exist).
+    pub(crate) fn link(&self, key: &str, domain: &str, code: &str) -> serde_json::Value {
+        let r = self.api(
+            "GET",
+            &format!("/api/v1/links/{domain}/{code}"),
+            Some(key),
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        serde_json::from_str(&r.body).expect("link JSON")
     }
 
     /// An admin API call with the given key and JSON body.

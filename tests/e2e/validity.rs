@@ -16,13 +16,7 @@ fn create(srv: &Server, v: Value) -> Value {
 }
 
 fn link(srv: &Server, domain: &str, code: &str) -> Value {
-    let r = srv.api(
-        "GET",
-        &format!("/api/v1/links/{domain}/{code}"),
-        Some(KEY),
-        None,
-    );
-    serde_json::from_str(&r.body).expect("json")
+    srv.link(KEY, domain, code)
 }
 
 fn now() -> i64 {
@@ -360,33 +354,27 @@ fn bulk_input_takes_the_validity_columns() {
         link(&srv, "go.example.cn", "rfc")["expires_at"],
         4_070_908_800i64
     );
-    let both = crate::util::run(&[
-        "snapshot",
-        "build",
-        "--input",
-        s(&dir.file(
+    let both = crate::util::snapshot_build(
+        &dir.file(
             "both.csv",
             b"domain,code,url,expires_at,expires_in\ngo.example.cn,x,https://a/,2099-01-01,1d\n",
-        )),
-        "--output",
-        s(&dir.path("both.snap")),
-    ]);
+        ),
+        &dir.path("both.snap"),
+        &[],
+    );
     assert!(
         crate::util::stderr(&both).contains("both.csv:2: expires_in"),
         "{}",
         crate::util::stderr(&both)
     );
-    let zero = crate::util::run(&[
-        "snapshot",
-        "build",
-        "--input",
-        s(&dir.file(
+    let zero = crate::util::snapshot_build(
+        &dir.file(
             "zero.csv",
             b"domain,code,url,max_visits\ngo.example.cn,x,https://a/,0\n",
-        )),
-        "--output",
-        s(&dir.path("zero.snap")),
-    ]);
+        ),
+        &dir.path("zero.snap"),
+        &[],
+    );
     assert!(
         crate::util::stderr(&zero).contains("zero.csv:2: max_visits"),
         "{}",

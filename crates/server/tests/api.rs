@@ -181,6 +181,20 @@ impl Node {
         self.request(method, path, &headers, body).await
     }
 
+    /// A listing's codes and its next cursor.
+    async fn page(&self, path: &str) -> (Vec<String>, Option<String>) {
+        let r = self.api("GET", path, Some(KEY), None).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let page = r.json();
+        let codes = page["links"]
+            .as_array()
+            .expect("links")
+            .iter()
+            .filter_map(|l| l["code"].as_str().map(str::to_owned))
+            .collect();
+        (codes, page["next_cursor"].as_str().map(str::to_owned))
+    }
+
     /// A file's bytes sent as they are, with the key.
     async fn upload(&self, path: &str, bytes: &[u8]) -> Reply {
         let req = Request::post(path)
@@ -882,22 +896,12 @@ async fn listings_search_codes_and_targets_page_by_page() {
             201
         );
     }
-    let codes = |path: &'static str| async move {
-        let page = n.api("GET", path, Some(KEY), None).await.json();
-        let codes: Vec<String> = page["links"]
-            .as_array()
-            .expect("links")
-            .iter()
-            .filter_map(|l| l["code"].as_str().map(str::to_owned))
-            .collect();
-        (codes, page["next_cursor"].as_str().map(str::to_owned))
-    };
     // Case-insensitive, in the code or the target.
-    let (all, next) = codes("/api/v1/links?q=Spring").await;
+    let (all, next) = n.page("/api/v1/links?q=Spring").await;
     assert_eq!(all, ["SpringSale", "other1", "zSPRING"]);
     assert_eq!(next, None);
     // A full page hands back a cursor; the rest follows from it.
-    let (first, next) = codes("/api/v1/links?q=spring&limit=2").await;
+    let (first, next) = n.page("/api/v1/links?q=spring&limit=2").await;
     assert_eq!(first, ["SpringSale", "other1"]);
     let next = next.expect("a cursor after a full page");
     let rest = n
@@ -911,7 +915,7 @@ async fn listings_search_codes_and_targets_page_by_page() {
         .json();
     assert_eq!(rest["links"][0]["code"], "zSPRING");
     assert_eq!(rest["links"].as_array().map(Vec::len), Some(1));
-    let (none, _) = codes("/api/v1/links?q=autumn").await;
+    let (none, _) = n.page("/api/v1/links?q=autumn").await;
     assert!(none.is_empty());
 }
 
@@ -932,42 +936,34 @@ async fn listings_sort_by_visits_and_creation_and_filter_by_state() {
     n.visit_as_person("go.example.cn", "/a2");
     n.visit_as_person("go.example.cn", "/a3");
     n.visit_as_person("go.example.cn", "/a3");
-    let codes = |path: String| async move {
-        let r = n.api("GET", &path, Some(KEY), None).await;
-        assert_eq!(r.status, 200, "{}", r.text());
-        let page = r.json();
-        let codes: Vec<String> = page["links"]
-            .as_array()
-            .expect("links")
-            .iter()
-            .filter_map(|l| l["code"].as_str().map(str::to_owned))
-            .collect();
-        (codes, page["next_cursor"].as_str().map(str::to_owned))
-    };
-    let (most, _) = codes("/api/v1/links?sort=-visits".into()).await;
+    let (most, _) = n.page("/api/v1/links?sort=-visits").await;
     assert_eq!(most, ["a3", "a2", "a1", "p1"]);
-    let (least, _) = codes("/api/v1/links?sort=visits".into()).await;
+    let (least, _) = n.page("/api/v1/links?sort=visits").await;
     assert_eq!(least, ["a1", "p1", "a2", "a3"]);
     // Created in the same second: ties go in code order, and pages follow by offset.
-    let (first, next) = codes("/api/v1/links?sort=-created&limit=3".into()).await;
+    let (first, next) = n.page("/api/v1/links?sort=-created&limit=3").await;
     assert_eq!(first, ["a1", "a2", "a3"]);
     let next = next.expect("a cursor after a full page");
-    let (rest, end) = codes(format!("/api/v1/links?sort=-created&limit=3&cursor={next}")).await;
+    let (rest, end) = n
+        .page(&format!(
+            "/api/v1/links?sort=-created&limit=3&cursor={next}"
+        ))
+        .await;
     assert_eq!((rest, end), (vec!["p1".to_owned()], None));
     for (state, want) in [
         ("expired", vec!["a2"]),
         ("pending", vec!["p1"]),
         ("active", vec!["a1", "a3"]),
     ] {
-        let (got, _) = codes(format!("/api/v1/links?state={state}")).await;
+        let (got, _) = n.page(&format!("/api/v1/links?state={state}")).await;
         assert_eq!(got, want, "state={state}");
     }
-    let (found, _) = codes("/api/v1/links?q=%E5%95%86%E5%93%81".into()).await;
+    let (found, _) = n.page("/api/v1/links?q=%E5%95%86%E5%93%81").await;
     assert_eq!(found, ["a1"]);
     // A Chinese domain name, which the target keeps in punycode.
     let idn = json!({"url": "https://例子.中国/x", "code": "idn"});
     assert_eq!(n.create(idn).await.status, 201);
-    let (found, _) = codes("/api/v1/links?q=%E4%BE%8B%E5%AD%90".into()).await;
+    let (found, _) = n.page("/api/v1/links?q=%E4%BE%8B%E5%AD%90").await;
     assert_eq!(found, ["idn"]);
     let r = n
         .api(
