@@ -380,12 +380,18 @@ fn lowest_priority() {
 
 impl LocalLog {
     fn write(&mut self, batch: &[Click], counters: &Counters, stats: &Stats, failing: &mut bool) {
-        // Aggregates count every click, even ones the disk refused: the log is the export, the
-        // aggregates are what the API shows. While a checkpoint builds, [`LocalLog::hold`] keeps
-        // the clicks for later instead.
+        self.append(batch, counters, failing);
+        // Counted after they are in the log, so that what the statistics show, an export can
+        // already read. Aggregates count every click, even ones the disk refused: the log is the
+        // export, the aggregates are what the API shows. While a checkpoint builds,
+        // [`LocalLog::hold`] keeps the clicks for later instead.
         if !self.holding() {
             self.count(batch, stats);
         }
+    }
+
+    /// Appends to the raw log, unless the disk is down to its reserve.
+    fn append(&mut self, batch: &[Click], counters: &Counters, failing: &mut bool) {
         if self.paused {
             counters
                 .unlogged
