@@ -83,7 +83,7 @@ impl Node {
         })
     }
 
-    /// Click events go to the cluster's streams; this node's aggregates take its own clicks
+    /// Click events go to the cluster's streams; this node's aggregates take its own deltas
     /// directly and every other node's from the stream of deltas.
     pub(crate) fn clicks(
         &self,
@@ -92,8 +92,9 @@ impl Node {
         let stats = Arc::new(duanlian_clicks::Stats::default());
         // Before the forwarder starts, so that it counts the first click.
         self.cluster.count_clicks_into(stats.clone());
-        // 1,024 batches of up to 128 clicks: a second of a busy node's clicks while the cluster
-        // thread merges a burst of other nodes' deltas.
+        // 1,024 batches, each what a redirect thread recorded between two of the writer's
+        // polls (2 ms): seconds of a busy node's clicks while the cluster thread merges a burst
+        // of other nodes' deltas.
         let forwarder = ClickForwarder::start(&self.cluster, self.runtime.handle(), 1024);
         let (recorder, writer) =
             duanlian_clicks::Recorder::forwarding(Box::new(forwarder), stats, opts)

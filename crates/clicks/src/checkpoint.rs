@@ -45,7 +45,7 @@ pub(crate) fn write(
     at: &Position,
 ) -> Result<(), ClickError> {
     let mut pass = Pass::new(at.clone(), days.clone());
-    while !pass.step(dir, stats, usize::MAX, true)? {}
+    while !pass.step(dir, stats, None, true)? {}
     Ok(())
 }
 
@@ -62,9 +62,11 @@ pub(crate) struct Pass {
     last: Option<i64>,
     /// The day being built and its next shard.
     current: Option<(i64, usize)>,
-    text: Vec<u8>,
+    /// The day's text so far, in pieces of about [`PIECE`] bytes: one buffer doubling to tens
+    /// of megabytes would copy itself for milliseconds at a time.
+    text: Vec<Vec<u8>>,
     /// The days built.
-    built: Vec<(i64, Vec<u8>)>,
+    built: Vec<(i64, Vec<Vec<u8>>)>,
     /// Writing the built days, once all are.
     writing: Option<std::thread::JoinHandle<Result<(), ClickError>>>,
 }
@@ -93,13 +95,13 @@ impl Pass {
         self.writing.is_none()
     }
 
-    /// Builds shards until about `budget` links have been looked at; once all are built, has
-    /// them written. Whether the pass is done: `wait` waits for the files.
+    /// Builds shards until `deadline` if any; once all are built, has them written. Whether
+    /// the pass is done: `wait` waits for the files.
     pub(crate) fn step(
         &mut self,
         dir: &Path,
         stats: &Stats,
-        budget: usize,
+        deadline: Option<std::time::Instant>,
         wait: bool,
     ) -> Result<bool, ClickError> {
         if let Some(writing) = self.writing.take() {
@@ -113,7 +115,6 @@ impl Pass {
                 .map(|()| true);
         }
         use std::ops::Bound::{Excluded, Unbounded};
-        let mut spent = 0;
         loop {
             let (day, part) = match self.current {
                 Some(c) => c,
@@ -126,9 +127,10 @@ impl Pass {
                         break;
                     };
                     self.last = Some(day);
-                    self.text.clear();
+                    let mut first = Vec::with_capacity(PIECE + (PIECE >> 3));
                     // Writing into a Vec cannot fail.
-                    let _ = writeln!(self.text, "{HEADER}\t{}\t{}", self.at.0, self.at.1);
+                    let _ = writeln!(first, "{HEADER}\t{}\t{}", self.at.0, self.at.1);
+                    self.text = vec![first];
                     (day, 0)
                 }
             };
@@ -138,10 +140,15 @@ impl Pass {
                 continue;
             }
             self.current = Some((day, part));
-            if spent >= budget {
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
                 return Ok(false);
             }
-            spent += stats.write_day_part(day, part, &mut self.text).max(1);
+            if self.text.last().is_none_or(|piece| piece.len() >= PIECE) {
+                self.text.push(Vec::with_capacity(PIECE + (PIECE >> 3)));
+            }
+            if let Some(piece) = self.text.last_mut() {
+                stats.write_day_part(day, part, piece);
+            }
             self.current = Some((day, part + 1));
         }
         let built = std::sync::Arc::new(std::mem::take(&mut self.built));
@@ -158,14 +165,17 @@ impl Pass {
             Err(_) => return write_files(dir, &built).map(|()| true),
         }
         if wait {
-            return self.step(dir, stats, 0, wait);
+            return self.step(dir, stats, None, wait);
         }
         Ok(false)
     }
 }
 
+/// Bytes of day-summary text built and written at a time.
+const PIECE: usize = 1 << 20;
+
 /// The built days' files, then their folder, durably.
-fn write_files(dir: &Path, built: &[(i64, Vec<u8>)]) -> Result<(), ClickError> {
+fn write_files(dir: &Path, built: &[(i64, Vec<Vec<u8>>)]) -> Result<(), ClickError> {
     for (day, text) in built {
         write_file(dir, *day, text)?;
     }
@@ -176,8 +186,10 @@ fn write_files(dir: &Path, built: &[(i64, Vec<u8>)]) -> Result<(), ClickError> {
         .map_err(|e| ClickError::io(&folder, e))
 }
 
-/// One day's summary, whole: temporary file, fsync, rename.
-fn write_file(dir: &Path, day: i64, text: &[u8]) -> Result<(), ClickError> {
+/// One day's summary, whole: temporary file, fsync, rename. A piece at a time, making way for
+/// other threads between them: copying tens of megabytes into the page cache at once would
+/// hold a core that redirects share for milliseconds.
+fn write_file(dir: &Path, day: i64, text: &[Vec<u8>]) -> Result<(), ClickError> {
     let folder = days_dir(dir);
     fs::create_dir_all(&folder).map_err(|e| ClickError::io(&folder, e))?;
     let stamp = duanlian_link::format_date(day * DAY).replace('-', "");
@@ -185,7 +197,10 @@ fn write_file(dir: &Path, day: i64, text: &[u8]) -> Result<(), ClickError> {
     let tmp = folder.join(format!("{stamp}.tsv.tmp"));
     let written = (|| {
         let mut f = File::create(&tmp)?;
-        f.write_all(text)?;
+        for piece in text {
+            f.write_all(piece)?;
+            std::thread::yield_now();
+        }
         f.sync_all()?;
         fs::rename(&tmp, &path)
     })();

@@ -126,6 +126,45 @@ pub(crate) fn referrer_host(referer: &[u8]) -> Option<&[u8]> {
     (!host.is_empty() && host.len() <= 253 && host.iter().all(plausible)).then_some(host)
 }
 
+/// A redirect to record, as the redirect path has it: borrowed, so recording it allocates
+/// nothing ([`crate::Recorder::record`] writes its log line straight into a buffer).
+#[derive(Debug, Clone, Copy)]
+pub struct Visit<'a> {
+    /// When, UTC seconds.
+    pub at: i64,
+    /// The link domain.
+    pub domain: &'a str,
+    /// The code.
+    pub code: &'a str,
+    /// The request's `Referer` value, if any: only its host is kept.
+    pub referer: Option<&'a [u8]>,
+    /// The client class.
+    pub device: Device,
+    /// The client address, as seen: it is anonymised ([`anonymise`]) when recorded.
+    pub client: IpAddr,
+}
+
+impl<'a> Visit<'a> {
+    /// A visit with the fields in [`Click::new`]'s order.
+    pub fn new(
+        at: i64,
+        domain: &'a str,
+        code: &'a str,
+        referer: Option<&'a [u8]>,
+        device: Device,
+        client: IpAddr,
+    ) -> Visit<'a> {
+        Visit {
+            at,
+            domain,
+            code,
+            referer,
+            device,
+            client,
+        }
+    }
+}
+
 /// Bytes a click keeps inline: domain, code and referrer host of nearly every click fit, so the
 /// redirect path allocates nothing for it (and the writer thread frees nothing).
 const INLINE: usize = 54;

@@ -8,10 +8,12 @@
 //! client address. A file named for day D holds clicks of day D, and stragglers of the day
 //! before that arrived after midnight. A torn last line (a crash mid-write) is skipped on read.
 //! Closed files are gzip-compressed (`.tsv.gz`, about a quarter of the size); readers take both.
-use crate::{Click, ClickError, Device};
+use crate::event::referrer_host;
+use crate::{anonymise, Click, ClickError, Device, Visit};
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::net::IpAddr;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 const DAY: i64 = 86_400;
@@ -46,8 +48,6 @@ pub(crate) struct LogWriter {
     current: Option<(i64, u64, BufWriter<File>, String)>,
     /// Files closed since [`LogWriter::take_closed`] was last called.
     closed: Vec<PathBuf>,
-    /// The line being written, reused.
-    line: Vec<u8>,
 }
 
 impl LogWriter {
@@ -58,7 +58,6 @@ impl LogWriter {
             max_bytes,
             current: None,
             closed: Vec::new(),
-            line: Vec::with_capacity(128),
         })
     }
 
@@ -84,26 +83,45 @@ impl LogWriter {
         ))
     }
 
+    #[cfg(test)]
     pub(crate) fn append(&mut self, click: &Click) -> Result<(), ClickError> {
-        let day = click.at.div_euclid(DAY);
-        // Stragglers from before midnight stay in the current day's file.
-        let (rotate, file_day) = match &self.current {
-            None => (true, day),
-            Some((d, size, _, _)) => (day > *d || *size >= self.max_bytes, day.max(*d)),
-        };
-        if rotate {
-            if let Some((_, _, mut w, name)) = self.current.take() {
-                w.flush().map_err(|e| ClickError::io(&self.dir, e))?;
-                self.closed.push(self.dir.join(name));
+        let mut line = Vec::new();
+        encode_line(click, &mut line);
+        self.append_lines(click.at.div_euclid(DAY), &line)
+    }
+
+    /// Appends whole lines of clicks of `day`, in a new file on a new day; a file past the size
+    /// is closed at the end of a line.
+    pub(crate) fn append_lines(&mut self, day: i64, mut lines: &[u8]) -> Result<(), ClickError> {
+        while !lines.is_empty() {
+            // Stragglers from before midnight stay in the current day's file.
+            let (rotate, file_day) = match &self.current {
+                None => (true, day),
+                Some((d, size, _, _)) => (day > *d || *size >= self.max_bytes, day.max(*d)),
+            };
+            if rotate {
+                if let Some((_, _, mut w, name)) = self.current.take() {
+                    w.flush().map_err(|e| ClickError::io(&self.dir, e))?;
+                    self.closed.push(self.dir.join(name));
+                }
+                let (w, name) = self.open(file_day)?;
+                self.current = Some((file_day, 0, w, name));
             }
-            let (w, name) = self.open(file_day)?;
-            self.current = Some((file_day, 0, w, name));
-        }
-        encode_line(click, &mut self.line);
-        if let Some((_, size, w, _)) = &mut self.current {
-            w.write_all(&self.line)
+            let Some((_, size, w, _)) = &mut self.current else {
+                return Ok(());
+            };
+            let room = usize::try_from(self.max_bytes.saturating_sub(*size)).unwrap_or(usize::MAX);
+            let cut = match lines.get(room..) {
+                Some(rest) if !rest.is_empty() => rest
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(lines.len(), |i| room + i + 1),
+                _ => lines.len(),
+            };
+            w.write_all(&lines[..cut])
                 .map_err(|e| ClickError::io(&self.dir, e))?;
-            *size += self.line.len() as u64;
+            *size += cut as u64;
+            lines = &lines[cut..];
         }
         Ok(())
     }
@@ -142,19 +160,53 @@ fn push_decimal(out: &mut Vec<u8>, n: u64) {
 /// One log line, newline included, replacing `out`'s contents.
 pub fn encode_line(click: &Click, out: &mut Vec<u8>) {
     out.clear();
-    if click.at < 0 {
-        out.push(b'-');
-    }
-    push_decimal(out, click.at.unsigned_abs());
-    out.push(b'\t');
+    push_at(out, click.at);
     let (key, referrer) = click.key_and_referrer_bytes();
     out.extend_from_slice(key);
+    push_rest(out, click.device, referrer, click.client);
+}
+
+/// Where a line's `domain \t code` and referrer host lie in the buffer it was appended to.
+#[derive(Debug)]
+pub(crate) struct Spans {
+    pub(crate) key: Range<usize>,
+    pub(crate) referrer: Range<usize>,
+}
+
+/// Appends a visit's log line (the same as [`encode_line`] of its [`Click`]) to `out`, which
+/// may hold earlier lines: the redirect path writes it straight into its buffer.
+pub(crate) fn append_visit(v: &Visit<'_>, out: &mut Vec<u8>) -> Spans {
+    push_at(out, v.at);
+    let key_start = out.len();
+    out.extend_from_slice(v.domain.as_bytes());
     out.push(b'\t');
-    out.extend_from_slice(click.device.as_str().as_bytes());
+    out.extend_from_slice(v.code.as_bytes());
+    let key = key_start..out.len();
+    // Plausible hosts are ASCII and hold no tab.
+    let host = v.referer.and_then(referrer_host).unwrap_or_default();
+    let start = out.len() + 2 + v.device.as_str().len();
+    push_rest(out, v.device, host, anonymise(v.client));
+    let referrer = start..start + host.len();
+    out[referrer.clone()].make_ascii_lowercase();
+    Spans { key, referrer }
+}
+
+fn push_at(out: &mut Vec<u8>, at: i64) {
+    if at < 0 {
+        out.push(b'-');
+    }
+    push_decimal(out, at.unsigned_abs());
+    out.push(b'\t');
+}
+
+/// The fields after `domain \t code`, newline included.
+fn push_rest(out: &mut Vec<u8>, device: Device, referrer: &[u8], client: IpAddr) {
+    out.push(b'\t');
+    out.extend_from_slice(device.as_str().as_bytes());
     out.push(b'\t');
     out.extend_from_slice(referrer);
     out.push(b'\t');
-    match click.client {
+    match client {
         IpAddr::V4(v4) => {
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
@@ -169,6 +221,23 @@ pub fn encode_line(click: &Click, out: &mut Vec<u8>) {
         }
     }
     out.push(b'\n');
+}
+
+/// What the aggregates take from a line [`append_visit`] wrote (without its newline): UTC
+/// seconds, `domain \t code`, device class and referrer host.
+pub(crate) fn line_fields(line: &[u8]) -> Option<(i64, &[u8], Device, &[u8])> {
+    let mut tabs = line
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'\t')
+        .map(|(i, _)| i);
+    let t1 = tabs.next()?;
+    // The second separates domain and code.
+    let t3 = tabs.nth(1)?;
+    let (t4, t5) = (tabs.next()?, tabs.next()?);
+    let at = std::str::from_utf8(&line[..t1]).ok()?.parse().ok()?;
+    let device = Device::parse(std::str::from_utf8(&line[t3 + 1..t4]).ok()?)?;
+    Some((at, &line[t1 + 1..t3], device, &line[t4 + 1..t5]))
 }
 
 /// A click from one log line (without its newline); `None` if the line is not one.
@@ -339,7 +408,18 @@ pub(crate) fn compress(path: &Path) -> Result<(), ClickError> {
         // Level 1: click lines compress about fourfold even so, at several times the speed.
         let mut enc =
             flate2::write::GzEncoder::new(BufWriter::new(out), flate2::Compression::fast());
-        std::io::copy(&mut input, &mut enc)?;
+        // A piece at a time, making way for other threads between them: even at the lowest
+        // priority a thread that gets the core keeps it for a scheduler slice, milliseconds in
+        // which the redirects sharing it wait.
+        let mut piece = vec![0; 32 << 10];
+        loop {
+            let n = input.read(&mut piece)?;
+            if n == 0 {
+                break;
+            }
+            enc.write_all(&piece[..n])?;
+            std::thread::yield_now();
+        }
         let out = enc.finish()?.into_inner().map_err(|e| e.into_error())?;
         out.sync_all()?;
         // Deleted meanwhile (retention, the size cap): do not bring it back compressed.

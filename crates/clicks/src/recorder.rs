@@ -1,23 +1,24 @@
-//! The bounded queue between the redirect path and the click-log writer.
+//! Where the redirect path records clicks, and the writer thread that takes them to the log.
 use crate::log::{LogWriter, Position};
-use crate::{checkpoint, Click, ClickError, ReadReport, Stats};
-use std::collections::BTreeSet;
+use crate::{checkpoint, ClickError, ReadReport, Stats, Visit};
+use std::cell::Cell;
+use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How the recorder queues and writes.
 #[derive(Debug, Clone)]
 pub struct RecorderOptions {
-    /// Clicks the queue holds before new ones are dropped. Default 65,536.
+    /// Clicks a redirect thread's slot holds for the writer before new ones are dropped.
+    /// Default 65,536.
     pub capacity: usize,
     /// A log file is closed and a new one started past this size. Default 64 MiB.
     pub max_file_bytes: u64,
-    /// How often the writer collects queued clicks and writes them out. Default 2 ms, so that
-    /// its turns on a core it shares with redirects are short; the queue must hold what
+    /// How often the writer collects the recorded clicks and writes them out. Default 2 ms, so
+    /// that its turns on a core it shares with redirects are short; a slot must hold what
     /// arrives meanwhile, and while the writer waits for the core.
     pub poll_every: Duration,
     /// A pause after each written batch; only for tests of the full-queue path.
@@ -71,32 +72,115 @@ struct Counters {
 }
 
 /// Where a forwarding recorder's writer hands clicks instead of a local log: a cluster's
-/// stream, whose consumers keep the aggregates. It must not block; what it cannot take it
-/// refuses, and the writer counts those clicks as failed.
+/// streams, whose consumers keep the aggregates. It must not block.
 pub trait Forward: Send + 'static {
-    /// Takes a batch; returns whether it was accepted.
-    fn forward(&mut self, batch: &[Click]) -> bool;
+    /// Takes whole click-log lines ([`crate::encode_line`]'s form); returns whether it
+    /// accepted them (if not, the writer counts them as failed).
+    fn lines(&mut self, lines: &[u8]) -> bool;
+    /// Takes the aggregates of clicks recorded since the last delta (about once a second);
+    /// gives them back if it cannot take them now, to be handed over with the next.
+    fn delta(&mut self, delta: Stats) -> Result<(), Stats>;
 }
 
 /// Where the writer thread puts clicks.
 enum Output {
-    /// The local log; the writer also keeps the aggregates.
+    /// The local log; the redirect threads count into the aggregates it summarises.
     Log(Box<LocalLog>),
     /// Somewhere else, which keeps the aggregates itself.
-    Forward(Box<dyn Forward>),
+    Forward {
+        to: Box<dyn Forward>,
+        /// A delta the forwarder could not take yet.
+        unsent: Option<Stats>,
+        last: std::time::Instant,
+    },
 }
 
-/// The redirect path's end of the queue: [`Recorder::record`] never blocks.
+/// How often a forwarding recorder hands over its delta.
+const DELTA_EVERY: Duration = Duration::from_secs(1);
+
+/// Slots the redirect threads record into; a thread always uses the same one.
+const SLOTS: usize = 16;
+
+/// The clicks recorded into one slot since the writer last took them.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Their click-log lines.
+    lines: Vec<u8>,
+    clicks: u64,
+    /// Runs of lines by day: the day and where its run ends in `lines`.
+    days: Vec<(i64, usize)>,
+    /// Not counted as recorded, because a checkpoint is reading the aggregates: the writer
+    /// counts them once it is done.
+    held: bool,
+    /// A forwarding recorder's aggregates of these clicks (and of earlier ones since the last
+    /// delta), counted here instead of in the shared aggregates.
+    delta: Option<Stats>,
+}
+
+/// A slot on a cache line of its own, so threads on different slots do not share one.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Slot(Mutex<Pending>);
+
+/// What the redirect threads and the writer share.
+#[derive(Debug)]
+struct Shared {
+    slots: [Slot; SLOTS],
+    /// Clicks a slot holds before new ones are dropped.
+    capacity: u64,
+    /// Whether clicks are counted into per-slot deltas ([`Output::Forward`]).
+    deltas: bool,
+    counters: Counters,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The calling thread's slot: threads take them in turn as they first record.
+#[inline]
+fn slot_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local!(static SLOT: Cell<usize> = const { Cell::new(usize::MAX) });
+    SLOT.with(|s| {
+        if s.get() == usize::MAX {
+            s.set(NEXT.fetch_add(1, Ordering::Relaxed) % SLOTS);
+        }
+        s.get()
+    })
+}
+
+impl Shared {
+    /// Takes every slot's clicks, and the deltas if `deltas`; from now on each slot counts
+    /// its clicks as they come unless `hold`.
+    fn sweep(&self, hold: bool, deltas: bool, spare: &mut Vec<Pending>) -> Vec<Pending> {
+        let mut taken = Vec::new();
+        for slot in &self.slots {
+            let mut p = lock(&slot.0);
+            if p.clicks == 0 && p.held == hold && !(deltas && p.delta.is_some()) {
+                continue;
+            }
+            let mut fresh = spare.pop().unwrap_or_default();
+            fresh.held = hold;
+            if !deltas {
+                fresh.delta = p.delta.take();
+            }
+            taken.push(std::mem::replace(&mut *p, fresh));
+        }
+        taken
+    }
+}
+
+/// The redirect path's end of the click log: [`Recorder::record`] never blocks on the writer.
 #[derive(Debug)]
 pub struct Recorder {
-    tx: SyncSender<Click>,
-    counters: Arc<Counters>,
+    shared: Arc<Shared>,
     stats: Arc<Stats>,
     /// The local log's folder, if clicks go to one.
     dir: Option<PathBuf>,
 }
 
-/// The writer thread; [`Writer::finish`] drains the queue and flushes the log.
+/// The writer thread; [`Writer::finish`] takes the last clicks and flushes the log.
 #[derive(Debug)]
 pub struct Writer {
     stop: Arc<AtomicBool>,
@@ -105,7 +189,7 @@ pub struct Writer {
 
 impl Recorder {
     /// Loads the aggregates from the day summaries in `dir` and the raw log written after
-    /// them, then starts the writer thread that appends new clicks there and counts them in.
+    /// them, then starts the writer thread that appends new clicks there.
     pub fn start(
         dir: &Path,
         opts: RecorderOptions,
@@ -154,48 +238,59 @@ impl Recorder {
             paused: false,
             compressor: Compressor::default(),
             pass: None,
-            held: std::collections::VecDeque::new(),
+            held: VecDeque::new(),
             due: false,
             recheck: false,
+            spare: Vec::new(),
         };
         let (mut recorder, writer) = Recorder::spawn(Output::Log(Box::new(log)), stats, opts)?;
         recorder.dir = Some(dir.to_path_buf());
         Ok((recorder, writer, report))
     }
 
-    /// A recorder whose writer hands clicks to `forward` instead of a log, and leaves
-    /// `stats` (what [`Recorder::stats`] answers) to whoever consumes what was forwarded.
+    /// A recorder whose writer hands clicks to `forward` instead of a log: their lines, and
+    /// about once a second their aggregates. `stats` (what [`Recorder::stats`] answers) is left
+    /// to whoever consumes what was forwarded.
     pub fn forwarding(
         forward: Box<dyn Forward>,
         stats: Arc<Stats>,
         opts: RecorderOptions,
     ) -> Result<(Recorder, Writer), ClickError> {
-        Recorder::spawn(Output::Forward(forward), stats, opts)
+        let output = Output::Forward {
+            to: forward,
+            unsent: None,
+            last: std::time::Instant::now(),
+        };
+        Recorder::spawn(output, stats, opts)
     }
 
-    /// The queue, the counters and the writer thread that empties the queue into `output`.
+    /// The slots, the counters and the writer thread that empties the slots into `output`.
     fn spawn(
         output: Output,
         stats: Arc<Stats>,
         opts: RecorderOptions,
     ) -> Result<(Recorder, Writer), ClickError> {
-        let (tx, rx) = sync_channel(opts.capacity.max(1));
-        let counters = Arc::new(Counters::default());
-        counters
+        let shared = Arc::new(Shared {
+            slots: Default::default(),
+            capacity: opts.capacity.max(1) as u64,
+            deltas: matches!(output, Output::Forward { .. }),
+            counters: Counters::default(),
+        });
+        shared
+            .counters
             .now
             .store(duanlian_link::now_secs(), Ordering::Relaxed);
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (counters, stats, stop) = (counters.clone(), stats.clone(), stop.clone());
+            let (shared, stats, stop) = (shared.clone(), stats.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("duanlian-clicks".into())
-                .spawn(move || write_loop(rx, output, &opts, &counters, &stats, &stop))
+                .spawn(move || write_loop(output, &opts, &shared, &stats, &stop))
                 .map_err(|e| ClickError::io(Path::new("click writer thread"), e))?
         };
         Ok((
             Recorder {
-                tx,
-                counters,
+                shared,
                 stats,
                 dir: None,
             },
@@ -206,12 +301,33 @@ impl Recorder {
         ))
     }
 
-    /// Queues a click; when the queue is full the click is dropped and counted, never waited for.
+    /// Records a visit: its log line goes into the calling thread's slot, for the writer to
+    /// append, and it is counted in the aggregates at once (unless a checkpoint is reading
+    /// them; the writer counts it then). A slot the writer has not emptied for
+    /// [`RecorderOptions::capacity`] clicks drops the visit and counts it, never waits.
     #[inline]
-    pub fn record(&self, click: Click) {
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(click)
-        {
-            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+    pub fn record(&self, visit: Visit<'_>) {
+        let shared = &*self.shared;
+        let mut guard = lock(&shared.slots[slot_index()].0);
+        let p = &mut *guard;
+        if p.clicks >= shared.capacity {
+            shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let spans = crate::log::append_visit(&visit, &mut p.lines);
+        let day = visit.at.div_euclid(DAY);
+        match p.days.last_mut() {
+            Some((d, end)) if *d == day => *end = p.lines.len(),
+            _ => p.days.push((day, p.lines.len())),
+        }
+        p.clicks += 1;
+        let (key, referrer) = (&p.lines[spans.key], &p.lines[spans.referrer]);
+        if shared.deltas {
+            p.delta
+                .get_or_insert_with(Stats::default)
+                .count(key, day, visit.device, referrer);
+        } else if !p.held {
+            self.stats.count(key, day, visit.device, referrer);
         }
     }
 
@@ -220,32 +336,32 @@ impl Recorder {
     /// click with.
     #[inline]
     pub fn now(&self) -> i64 {
-        self.counters.now.load(Ordering::Relaxed)
+        self.shared.counters.now.load(Ordering::Relaxed)
     }
 
-    /// The aggregates the writer keeps up to date.
+    /// The aggregates: the redirect threads', or the consumer's, of a forwarding recorder.
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
     }
 
     /// Clicks written to the log so far.
     pub fn written(&self) -> u64 {
-        self.counters.written.load(Ordering::Relaxed)
+        self.shared.counters.written.load(Ordering::Relaxed)
     }
 
-    /// Clicks dropped because the queue was full.
+    /// Clicks dropped because the writer had fallen behind.
     pub fn dropped(&self) -> u64 {
-        self.counters.dropped.load(Ordering::Relaxed)
+        self.shared.counters.dropped.load(Ordering::Relaxed)
     }
 
     /// Clicks counted but not written because the log could not be written.
     pub fn failed(&self) -> u64 {
-        self.counters.failed.load(Ordering::Relaxed)
+        self.shared.counters.failed.load(Ordering::Relaxed)
     }
 
     /// Clicks counted but kept out of the raw log to leave the disk's reserve free.
     pub fn unlogged(&self) -> u64 {
-        self.counters.unlogged.load(Ordering::Relaxed)
+        self.shared.counters.unlogged.load(Ordering::Relaxed)
     }
 
     /// Bytes the click log takes on disk: raw files and day summaries (0 without a local log).
@@ -261,7 +377,8 @@ impl Recorder {
 }
 
 impl Writer {
-    /// Stops the writer once the queue is empty, with everything written flushed.
+    /// Stops the writer once it has taken every click recorded so far, with everything
+    /// written flushed.
     pub fn finish(mut self) {
         self.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
@@ -292,15 +409,20 @@ struct LocalLog {
     /// after, a slice a turn: hundreds of thousands at once would hold the core for as long as
     /// the checkpoint took to build. The next checkpoint waits for them.
     pass: Option<checkpoint::Pass>,
-    held: std::collections::VecDeque<Click>,
+    /// Lines of held clicks, and how far into the first they are counted.
+    held: VecDeque<(Vec<u8>, usize)>,
     /// A checkpoint is due: it starts once the one under way ends.
     due: bool,
     /// A checkpoint has made more raw files deletable: look at them at the next turn.
     recheck: bool,
+    /// Emptied slots' buffers, for the next sweep.
+    spare: Vec<Pending>,
 }
 
-/// Links a checkpoint looks at in one turn of the writer: about a millisecond.
-const CHECKPOINT_STEP: usize = 4096;
+/// How long the writer works on a checkpoint (building it, or counting the clicks held back
+/// meanwhile) in one turn. A turn on the core redirects share is a pause for every connection
+/// it serves; the writer takes a turn every [`RecorderOptions::poll_every`].
+const TURN: Duration = Duration::from_micros(150);
 
 /// Compresses closed click logs on a thread of its own at the lowest priority: a 64 MiB file
 /// is a second of CPU, which on the writer thread would stall the click queue (and drop clicks
@@ -379,43 +501,78 @@ fn lowest_priority() {
 }
 
 impl LocalLog {
-    fn write(&mut self, batch: &[Click], counters: &Counters, stats: &Stats, failing: &mut bool) {
-        self.append(batch, counters, failing);
-        // Counted after they are in the log, so that what the statistics show, an export can
-        // already read. Aggregates count every click, even ones the disk refused: the log is the
-        // export, the aggregates are what the API shows. While a checkpoint builds,
-        // [`LocalLog::hold`] keeps the clicks for later instead.
-        if !self.holding() {
-            self.count(batch, stats);
+    /// Takes the slots' clicks and writes them: `hold` holds back the clicks recorded from now
+    /// on, for a checkpoint that reads the aggregates.
+    fn collect(&mut self, shared: &Shared, hold: bool, failing: &mut bool) -> u64 {
+        let mut got = 0;
+        for p in shared.sweep(hold, false, &mut self.spare) {
+            got += p.clicks;
+            self.write(p, &shared.counters, failing);
+        }
+        got
+    }
+
+    /// Appends a slot's lines to the raw log, and marks their days for the next checkpoint or
+    /// keeps them for counting.
+    fn write(&mut self, mut p: Pending, counters: &Counters, failing: &mut bool) {
+        if p.clicks == 0 {
+            return self.recycle(p);
+        }
+        self.append(&p, counters, failing);
+        if p.held {
+            // Their days are marked as they are counted.
+            let lines = std::mem::take(&mut p.lines);
+            self.held.push_back((lines, 0));
+        } else {
+            let mut last = None;
+            for &(day, _) in &p.days {
+                if last != Some(day) {
+                    self.dirty.insert(day);
+                    last = Some(day);
+                }
+            }
+        }
+        self.recycle(p);
+    }
+
+    fn recycle(&mut self, mut p: Pending) {
+        // A burst's buffer is let go rather than kept.
+        if p.lines.capacity() <= 4 << 20 && self.spare.len() < SLOTS {
+            p.lines.clear();
+            p.days.clear();
+            p.clicks = 0;
+            self.spare.push(p);
         }
     }
 
-    /// Appends to the raw log, unless the disk is down to its reserve.
-    fn append(&mut self, batch: &[Click], counters: &Counters, failing: &mut bool) {
+    /// Appends to the raw log, unless the disk is down to its reserve. Every click is counted
+    /// in the aggregates, even ones the disk refused: the log is the export, the aggregates are
+    /// what the API shows.
+    fn append(&mut self, p: &Pending, counters: &Counters, failing: &mut bool) {
         if self.paused {
-            counters
-                .unlogged
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            counters.unlogged.fetch_add(p.clicks, Ordering::Relaxed);
             return;
         }
-        let written = batch
+        let mut start = 0;
+        let written = p
+            .days
             .iter()
-            .try_for_each(|c| self.log.append(c))
+            .try_for_each(|&(day, end)| {
+                let run = &p.lines[start..end];
+                start = end;
+                self.log.append_lines(day, run)
+            })
             .and_then(|()| self.log.flush());
         match written {
             Ok(()) => {
-                counters
-                    .written
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                counters.written.fetch_add(p.clicks, Ordering::Relaxed);
                 if *failing {
                     tracing::info!(dir = %self.dir.display(), "click log writable again");
                     *failing = false;
                 }
             }
             Err(e) => {
-                counters
-                    .failed
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                counters.failed.fetch_add(p.clicks, Ordering::Relaxed);
                 if !*failing {
                     tracing::error!(error = %e, "click log write failed; counting on, logging off until it works again");
                     *failing = true;
@@ -429,56 +586,53 @@ impl LocalLog {
         self.pass.as_ref().is_some_and(|p| p.building())
     }
 
-    /// Moves a turn's clicks into the held ones if a checkpoint is building (they were written
-    /// to the raw log, not counted); else leaves them. Moved, not copied: a pass lasts most of a
-    /// second, and a copy is an allocation a click.
-    fn hold(&mut self, batch: &mut Vec<Click>) {
-        if self.holding() {
-            self.held.extend(batch.drain(..));
-        }
-    }
-
-    fn count(&mut self, batch: &[Click], stats: &Stats) {
-        stats.add(batch);
-        let mut last = None;
-        for c in batch {
-            let day = c.at.div_euclid(DAY);
-            if last != Some(day) {
-                self.dirty.insert(day);
-                last = Some(day);
-            }
-        }
-    }
-
-    /// Starts summarising the days that got clicks, as of the log's current position, unless
-    /// a checkpoint is under way already.
-    fn start_checkpoint(&mut self) {
+    /// Starts summarising the days that got clicks, as of the log's position once every click
+    /// counted so far is written, unless a checkpoint is under way already.
+    fn start_checkpoint(&mut self, shared: &Shared, failing: &mut bool) {
         if self.pass.is_some() || !self.held.is_empty() {
             return;
         }
+        // From here on the slots hold their clicks back; all counted ones are in the log.
+        self.collect(shared, true, failing);
         self.last_checkpoint = std::time::Instant::now();
         let at = match (self.pending.take(), self.log.position()) {
             (_, Some(at)) => at,
             (Some(at), None) => at,
-            (None, None) if self.dirty.is_empty() => return,
+            (None, None) if self.dirty.is_empty() => {
+                self.collect(shared, false, failing);
+                return;
+            }
             // Clicks counted while paused or failing, none written since start: their days are
             // summarised as of before any raw file of this run.
             (None, None) => (String::new(), 0),
         };
         if self.log.flush().is_err() {
+            self.collect(shared, false, failing);
             return; // the write path reports it
         }
         tracing::debug!(days = self.dirty.len(), "click checkpoint started");
         self.pass = Some(checkpoint::Pass::new(at, std::mem::take(&mut self.dirty)));
     }
 
-    /// Takes the checkpoint under way a step further (`budget` links; `wait`: for its files);
-    /// once its summaries are built the clicks held back meanwhile are counted.
-    fn step_checkpoint(&mut self, stats: &Stats, budget: usize, wait: bool) {
+    /// Takes the checkpoint under way a step further (until `deadline`, if any; `wait`: for
+    /// its files).
+    /// Once its summaries are built the slots count again; what they held meanwhile is counted
+    /// by [`LocalLog::count_held`].
+    fn step_checkpoint(
+        &mut self,
+        shared: &Shared,
+        stats: &Stats,
+        deadline: Option<Instant>,
+        wait: bool,
+        failing: &mut bool,
+    ) {
         let Some(pass) = &mut self.pass else {
             return;
         };
-        let outcome = pass.step(&self.dir, stats, budget, wait);
+        let outcome = pass.step(&self.dir, stats, deadline, wait);
+        if !pass.building() || outcome.is_err() {
+            self.collect(shared, false, failing);
+        }
         if let Ok(false) = outcome {
             return;
         }
@@ -503,22 +657,50 @@ impl LocalLog {
         }
     }
 
-    /// Counts up to `n` of the clicks held back while a checkpoint was building.
-    fn count_held(&mut self, stats: &Stats, n: usize) {
-        if self.holding() || self.held.is_empty() {
+    /// Counts the clicks held back while a checkpoint was building, until `deadline` if any:
+    /// a slice a turn, since hundreds of thousands at once would hold the core as long as the
+    /// checkpoint took to build. The next checkpoint waits for them.
+    fn count_held(&mut self, stats: &Stats, deadline: Option<Instant>) {
+        if self.holding() {
             return;
         }
-        let n = n.min(self.held.len());
-        let slice: Vec<Click> = self.held.drain(..n).collect();
-        self.count(&slice, stats);
+        let mut n = 0u32;
+        loop {
+            let Some((lines, at)) = self.held.front_mut() else {
+                return;
+            };
+            let mut last = None;
+            for line in lines[*at..].split_inclusive(|&b| b == b'\n') {
+                *at += line.len();
+                if let Some((t, key, device, referrer)) =
+                    crate::log::line_fields(line.strip_suffix(b"\n").unwrap_or(line))
+                {
+                    let day = t.div_euclid(DAY);
+                    stats.count(key, day, device, referrer);
+                    if last != Some(day) {
+                        self.dirty.insert(day);
+                        last = Some(day);
+                    }
+                }
+                n = n.wrapping_add(1);
+                if n % 256 == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+            }
+            if *at == lines.len() {
+                self.held.pop_front();
+            } else {
+                return;
+            }
+        }
     }
 
     /// A whole checkpoint now: at shutdown, and before deleting for the disk's reserve.
-    fn checkpoint(&mut self, stats: &Stats) {
-        self.step_checkpoint(stats, usize::MAX, true);
-        self.count_held(stats, usize::MAX);
-        self.start_checkpoint();
-        self.step_checkpoint(stats, usize::MAX, true);
+    fn checkpoint(&mut self, shared: &Shared, stats: &Stats, failing: &mut bool) {
+        self.step_checkpoint(shared, stats, None, true, failing);
+        self.count_held(stats, None);
+        self.start_checkpoint(shared, failing);
+        self.step_checkpoint(shared, stats, None, true, failing);
     }
 
     /// Whether a raw file may be deleted: closed, and all its clicks in summaries.
@@ -535,7 +717,14 @@ impl LocalLog {
 
     /// Checkpoints when due, compresses closed files, and keeps the raw log within its age,
     /// its size cap and the disk's reserve, oldest files first.
-    fn maintain(&mut self, stats: &Stats, opts: &RecorderOptions, now: i64) {
+    fn maintain(
+        &mut self,
+        shared: &Shared,
+        stats: &Stats,
+        opts: &RecorderOptions,
+        now: i64,
+        failing: &mut bool,
+    ) {
         let closed = self.log.take_closed();
         if !closed.is_empty()
             || self.pending.is_some()
@@ -545,10 +734,10 @@ impl LocalLog {
         }
         if self.due && self.pass.is_none() {
             self.due = false;
-            self.start_checkpoint();
+            self.start_checkpoint(shared, failing);
         }
-        self.step_checkpoint(stats, CHECKPOINT_STEP, false);
-        self.count_held(stats, CHECKPOINT_STEP);
+        self.step_checkpoint(shared, stats, Some(Instant::now() + TURN), false, failing);
+        self.count_held(stats, Some(Instant::now() + TURN));
         for path in closed {
             self.compressor.compress(path);
         }
@@ -580,7 +769,7 @@ impl LocalLog {
         let mut free = free_bytes(&self.dir);
         if free.is_some_and(|f| f < opts.reserve_bytes) {
             // Make everything closed deletable before deciding what goes.
-            self.checkpoint(stats);
+            self.checkpoint(shared, stats, failing);
         }
         let too_old = |name: &str| {
             opts.log_retention.is_some_and(|keep| {
@@ -632,17 +821,15 @@ fn free_bytes(dir: &Path) -> Option<u64> {
 }
 
 fn write_loop(
-    rx: Receiver<Click>,
     mut output: Output,
     opts: &RecorderOptions,
-    counters: &Counters,
+    shared: &Shared,
     stats: &Stats,
     stop: &AtomicBool,
 ) {
-    // The writer polls instead of blocking in `recv`: a receiver waiting on the channel makes
-    // every send a futex wake-up and a context switch, which on a busy redirect core cost more
-    // than the rest of the click put together. Between polls a send is a few atomic operations.
-    let mut batch = Vec::with_capacity(4096);
+    // The writer polls: the redirect threads never wake it, so a click costs them no system
+    // call; between polls their clicks wait in their slots.
+    let counters = &shared.counters;
     let mut failing = false;
     let mut pruned = std::time::Instant::now();
     loop {
@@ -664,55 +851,54 @@ fn write_loop(
                 }
             }
         }
-        // Read before the queue is: every click sent before `finish` set the flag is then
-        // in the queue this pass drains. (Read after, a click sent between an empty drain and
-        // the flag would be left behind.)
+        // Read before the slots are: every click recorded before `finish` set the flag is
+        // then in the slots this sweep takes.
         let stopping = stop.load(Ordering::Acquire);
-        let mut disconnected = false;
-        while batch.len() < batch.capacity() {
-            match rx.try_recv() {
-                Ok(c) => batch.push(c),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    disconnected = true;
-                    break;
+        let got = match &mut output {
+            Output::Log(log) => {
+                let got = log.collect(shared, log.holding(), &mut failing);
+                log.maintain(shared, stats, opts, now, &mut failing);
+                got
+            }
+            Output::Forward { to, unsent, last } => {
+                let deltas = stopping || last.elapsed() >= DELTA_EVERY;
+                if deltas {
+                    *last = std::time::Instant::now();
                 }
-            }
-        }
-        let (got, full) = (batch.len(), batch.len() == batch.capacity());
-        // In slices, yielding between them: a whole batch at once is milliseconds of work that
-        // a redirect thread sharing this core would wait behind.
-        for slice in batch.chunks(128) {
-            match &mut output {
-                Output::Log(log) => log.write(slice, counters, stats, &mut failing),
-                Output::Forward(f) => {
-                    let counter = if f.forward(slice) {
-                        &counters.written
-                    } else {
-                        &counters.failed
-                    };
-                    counter.fetch_add(slice.len() as u64, Ordering::Relaxed);
+                let mut got = 0;
+                let mut spare = Vec::new();
+                for mut p in shared.sweep(false, deltas, &mut spare) {
+                    got += p.clicks;
+                    if p.clicks > 0 {
+                        let counter = if to.lines(&p.lines) {
+                            &counters.written
+                        } else {
+                            &counters.failed
+                        };
+                        counter.fetch_add(p.clicks, Ordering::Relaxed);
+                    }
+                    if let Some(delta) = p.delta.take() {
+                        match unsent.take() {
+                            Some(earlier) => {
+                                earlier.absorb(&delta);
+                                *unsent = Some(earlier);
+                            }
+                            None => *unsent = Some(delta),
+                        }
+                    }
                 }
+                if let Some(delta) = unsent.take() {
+                    *unsent = to.delta(delta).err();
+                }
+                got
             }
-            std::thread::yield_now();
+        };
+        if got > 0 && !opts.writer_delay.is_zero() {
+            std::thread::sleep(opts.writer_delay);
         }
-        if let Output::Log(log) = &mut output {
-            // Before `maintain`, which may end the pass's building: the slices above were
-            // written while it built.
-            log.hold(&mut batch);
-            log.maintain(stats, opts, now);
-        }
-        if got > 0 {
-            batch.clear();
-            if !opts.writer_delay.is_zero() {
-                std::thread::sleep(opts.writer_delay);
-            }
-        }
-        if full {
-            continue;
-        }
-        // Asked to stop: go on until a pass finds the queue empty, so nothing queued is lost.
-        if disconnected || (stopping && got == 0) {
+        // Asked to stop: go on until a sweep finds the slots empty, so nothing recorded is
+        // lost.
+        if stopping && got == 0 {
             break;
         }
         if !stopping {
@@ -723,14 +909,14 @@ fn write_loop(
         if let Err(e) = log.log.flush() {
             tracing::error!(error = %e, "click log flush at shutdown failed");
         }
-        log.checkpoint(stats);
+        log.checkpoint(shared, stats, &mut failing);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Device;
+    use crate::{Device, Visit};
 
     /// A click recorded just before `finish` is counted: the writer must not take the stop
     /// flag for "the queue is empty" when it looked at the queue before the click arrived.
@@ -748,7 +934,7 @@ mod tests {
             let (rec, writer, _) = Recorder::start(&dir, opts).expect("start");
             // Let the writer reach its polling, then race it.
             std::thread::sleep(Duration::from_micros(200 + i % 7 * 30));
-            rec.record(Click::new(
+            rec.record(Visit::new(
                 1_764_000_000,
                 "go.example.cn",
                 "x7Kp2Qa",
@@ -764,6 +950,63 @@ mod tests {
         }
     }
 
+    /// Threads record while checkpoints come one after another: the statistics count every
+    /// click once, as they do after a restart from the summaries and the raw log.
+    #[test]
+    fn clicks_recorded_during_checkpoints_count_once() {
+        let dir = fresh("busy");
+        let opts = || RecorderOptions {
+            checkpoint_every: Duration::from_millis(1),
+            max_file_bytes: 64 << 10,
+            poll_every: Duration::from_micros(200),
+            retention: None,
+            reserve_bytes: 0,
+            ..RecorderOptions::default()
+        };
+        let (rec, writer, _) = Recorder::start(&dir, opts()).expect("start");
+        let rec = Arc::new(rec);
+        let ip = "192.0.2.1".parse().expect("ip");
+        let day = duanlian_link::now_secs().div_euclid(DAY);
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let rec = rec.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000u32 {
+                        let code = format!("c{}", i % 500);
+                        let device = if t == 0 { Device::Bot } else { Device::Mobile };
+                        rec.record(Visit::new(
+                            day * DAY + i64::from(i % 80_000),
+                            "d.cn",
+                            &code,
+                            None,
+                            device,
+                            ip,
+                        ));
+                        if i % 1000 == 0 {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("recording thread");
+        }
+        writer.finish();
+        assert_eq!((rec.written(), rec.dropped()), (80_000, 0));
+        let sum = |stats: &Stats| {
+            (0..500).fold((0, 0), |(h, b), i| {
+                let r = stats.report("d.cn", &format!("c{i}"), day, day, 1);
+                (h + r.human, b + r.bot)
+            })
+        };
+        assert_eq!(sum(rec.stats()), (60_000, 20_000));
+        let (again, writer, _) = Recorder::start(&dir, opts()).expect("restart");
+        writer.finish();
+        assert_eq!(sum(again.stats()), (60_000, 20_000));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn a_full_queue_drops_and_counts_instead_of_waiting() {
         let dir = std::env::temp_dir().join(format!("dl-clicks-rec-{}", std::process::id()));
@@ -777,7 +1020,7 @@ mod tests {
         let ip = "192.0.2.1".parse().expect("ip");
         let started = std::time::Instant::now();
         for i in 0..50 {
-            rec.record(Click::new(i, "d.cn", "c", None, Device::Mobile, ip));
+            rec.record(Visit::new(i, "d.cn", "c", None, Device::Mobile, ip));
         }
         assert!(
             started.elapsed() < Duration::from_millis(250),
@@ -844,7 +1087,7 @@ mod tests {
                 } else {
                     Device::Mobile
                 };
-                rec.record(Click::new(
+                rec.record(Visit::new(
                     day * DAY + i,
                     "d.cn",
                     "c",
@@ -916,7 +1159,7 @@ mod tests {
         let ip = "192.0.2.1".parse().expect("ip");
         let now = duanlian_link::now_secs();
         for i in 0..20 {
-            rec.record(Click::new(now + i, "d.cn", "c", None, Device::Mobile, ip));
+            rec.record(Visit::new(now + i, "d.cn", "c", None, Device::Mobile, ip));
         }
         writer.finish();
         assert_eq!((rec.written(), rec.unlogged()), (0, 20));

@@ -1,16 +1,18 @@
 //! Clicks leave a node aggregated.
 //!
-//! Each node's click writer hands batches to a [`ClickForwarder`]: a bounded channel (a full
-//! one refuses the batch, counted as failed; the redirect path never waits) to a task that
-//! - folds the clicks into a **delta**, this node's aggregates since the last one (per link and
-//!   day: clicks by device class, human visits by referrer host), and publishes it once a second
-//!   to the subject `duanlian.deltas.BUCKET` (stream `<clicks stream>_DELTAS`), cut into
-//!   messages of at most [`MESSAGE_BYTES`];
+//! The redirect threads fold their clicks into a **delta** as they record them, this node's
+//! aggregates since the last one (per link and day: clicks by device class, human visits by
+//! referrer host), and write their click-log lines into buffers. The click writer hands both
+//! to a [`ClickForwarder`]: a bounded channel (a full one refuses a batch of lines, counted as
+//! failed, and a delta, which the writer keeps and merges into the next; the redirect path
+//! never waits) to a task that
+//! - publishes the delta once a second to the subject `duanlian.deltas.BUCKET` (stream
+//!   `<clicks stream>_DELTAS`), cut into messages of at most [`MESSAGE_BYTES`];
 //! - publishes the raw clicks, gathered into messages of at most [`MESSAGE_BYTES`] (cut once a
 //!   second), to the stream of click events, for export and for analytics outside (no node
 //!   reads it).
 //!
-//! A node's own clicks go straight into its statistics; its consumer skips the deltas this
+//! A node's own delta goes straight into its statistics; its consumer skips the deltas this
 //! process published (known by their id prefix) and merges all others, its own from earlier
 //! runs included.
 //!
@@ -25,7 +27,7 @@
 //! nodes and the links clicked each second, not with the clicks.
 use crate::ClusterOptions;
 use async_nats::jetstream::{self, consumer, context::PublishAckFuture, stream};
-use duanlian_clicks::{encode_line, Click, Forward, Stats};
+use duanlian_clicks::{Click, Forward, Stats};
 use duanlian_index::Index;
 use futures_util::StreamExt;
 use std::collections::VecDeque;
@@ -42,18 +44,35 @@ const MESSAGE_BYTES: usize = 256 << 10;
 /// The click writer's way into the cluster's click stream; see the module docs.
 #[derive(Debug)]
 pub struct ClickForwarder {
-    tx: mpsc::Sender<Vec<Click>>,
+    tx: mpsc::Sender<Handed>,
+}
+
+/// What the click writer hands the publisher.
+#[derive(Debug)]
+enum Handed {
+    /// Whole click-log lines.
+    Lines(Vec<u8>),
+    Delta(Stats),
 }
 
 impl Forward for ClickForwarder {
-    fn forward(&mut self, batch: &[Click]) -> bool {
-        self.tx.try_send(batch.to_vec()).is_ok()
+    fn lines(&mut self, lines: &[u8]) -> bool {
+        self.tx.try_send(Handed::Lines(lines.to_vec())).is_ok()
+    }
+
+    fn delta(&mut self, delta: Stats) -> Result<(), Stats> {
+        use mpsc::error::TrySendError::{Closed, Full};
+        match self.tx.try_send(Handed::Delta(delta)) {
+            Err(Full(Handed::Delta(d)) | Closed(Handed::Delta(d))) => Err(d),
+            _ => Ok(()),
+        }
     }
 }
 
 impl ClickForwarder {
     /// A forwarder whose publishing task runs on `runtime` once `cluster` has joined;
-    /// `buffer` batches wait at most (each up to 128 clicks). At shutdown, await
+    /// `buffer` batches wait at most (each what a redirect thread recorded in a few
+    /// milliseconds). At shutdown, await
     /// [`crate::Cluster::flush_clicks`] after the click writer has finished.
     pub fn start(
         cluster: &Arc<crate::Cluster>,
@@ -276,16 +295,40 @@ impl Held<'_> {
         format!("{}{}", self.prefix, self.counter)
     }
 
-    /// Folds `batch` into the delta and its lines into messages of click events.
-    fn add(&mut self, batch: &[Click], line: &mut Vec<u8>) {
-        self.delta.add(batch);
-        for c in batch {
-            encode_line(c, line);
-            self.payload.extend_from_slice(line);
-            self.in_payload += 1;
-            if self.payload.len() >= MESSAGE_BYTES {
+    /// Gathers click-log lines into messages of click events, cut between lines.
+    fn add_lines(&mut self, mut lines: &[u8]) {
+        while !lines.is_empty() {
+            let room = MESSAGE_BYTES.saturating_sub(self.payload.len());
+            let cut = if lines.len() <= room {
+                lines.len()
+            } else {
+                match lines[..room].iter().rposition(|&b| b == b'\n') {
+                    Some(i) => i + 1,
+                    // Not even one more line fits.
+                    None if !self.payload.is_empty() => {
+                        self.seal_events();
+                        continue;
+                    }
+                    // A line longer than a message (a link's parts are bounded; never here).
+                    None => lines.len(),
+                }
+            };
+            let part = &lines[..cut];
+            self.payload.extend_from_slice(part);
+            self.in_payload += part.iter().filter(|&&b| b == b'\n').count() as u64;
+            lines = &lines[cut..];
+            if !lines.is_empty() {
                 self.seal_events();
             }
+        }
+    }
+
+    /// Folds a redirect thread's delta into the one to publish.
+    fn add_delta(&mut self, delta: Stats) {
+        if self.delta.is_empty() {
+            self.delta = delta;
+        } else {
+            self.delta.absorb(&delta);
         }
     }
 
@@ -343,7 +386,7 @@ impl Held<'_> {
 
 /// Folds and buffers the clicks the writer hands over; publishes once a second from a task
 /// of its own, so a slow or absent NATS never holds up the folding (nor the click writer).
-async fn publish(cluster: Arc<crate::Cluster>, mut rx: mpsc::Receiver<Vec<Click>>) {
+async fn publish(cluster: Arc<crate::Cluster>, mut rx: mpsc::Receiver<Handed>) {
     let opts = cluster.options().clone();
     let mut held = Held {
         counters: &cluster.click_counters,
@@ -355,18 +398,22 @@ async fn publish(cluster: Arc<crate::Cluster>, mut rx: mpsc::Receiver<Vec<Click>
         deltas: Outbox::new("statistics deltas", MAX_UNSENT_DELTA_BYTES),
         events: Outbox::new("click events", MAX_UNSENT_EVENT_BYTES),
     };
-    let mut line = Vec::with_capacity(128);
     let mut sending: Option<tokio::task::JoinHandle<Sent>> = None;
     let mut streams_ready = false;
     let mut every = tokio::time::interval(DELTA_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            batch = rx.recv() => {
-                let Some(batch) = batch else { break };
-                held.add(&batch, &mut line);
-                if let Some(stats) = cluster.stats.get() {
-                    stats.add(&batch);
+            handed = rx.recv() => {
+                match handed {
+                    None => break,
+                    Some(Handed::Lines(lines)) => held.add_lines(&lines),
+                    Some(Handed::Delta(delta)) => {
+                        if let Some(stats) = cluster.stats.get() {
+                            stats.absorb(&delta);
+                        }
+                        held.add_delta(delta);
+                    }
                 }
             }
             sent = async {

@@ -1,6 +1,6 @@
 //! The redirect answer, as a pure function of request and state.
 use bytes::Bytes;
-use duanlian_clicks::{is_bot, Click, Device, Recorder};
+use duanlian_clicks::{is_bot, Device, Recorder, Visit};
 use duanlian_index::{Index, LinkRef};
 use duanlian_link::{host_key, merge_query, now_secs, Code, Domain, HostBuf, State, MAX_CODE_LEN};
 use http_body_util::Full;
@@ -630,7 +630,14 @@ fn decide<B>(
             Some(_) => clock(),
             None => recorder.now(),
         });
-        recorder.record(Click::new(at, domain, code, referer, device, client));
+        recorder.record(Visit {
+            at,
+            domain,
+            code,
+            referer,
+            device,
+            client,
+        });
     }
     let mut res = Response::new(Body::default());
     *res.status_mut() = StatusCode::from_u16(link.redirect.status()).unwrap_or(StatusCode::FOUND);
