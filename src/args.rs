@@ -269,8 +269,8 @@ pub(crate) struct ServeArgs {
     /// there is a data directory (in its clicks/ folder).
     #[arg(env = "DUANLIAN_NO_STATS", long)]
     pub(crate) no_stats: bool,
-    /// Click events queued for the click-log writer before new ones are dropped (and counted in
-    /// duanlian_clicks_total{outcome="dropped"}).
+    /// Click events a redirect thread buffers for the click-log writer before new ones are
+    /// dropped (and counted in duanlian_clicks_total{outcome="dropped"}).
     #[arg(env = "DUANLIAN_CLICKS_QUEUE", long, default_value_t = 65_536,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) clicks_queue: u32,

@@ -180,8 +180,17 @@ fn addresses_are_anonymised_and_exported() {
     via("203.0.113.77");
     via("2001:db8:abcd:12:3456:789a:bcde:f012");
     stats_when(&srv, "exp", 2);
-    let o = run(&["clicks", "export", "--data-dir", s(&data)]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    // The statistics count a click as it is made; the writer appends its line to the raw log
+    // at its next poll, milliseconds later.
+    let started = std::time::Instant::now();
+    let o = loop {
+        let o = run(&["clicks", "export", "--data-dir", s(&data)]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        if stderr(&o).contains("2 clicks exported") || started.elapsed().as_secs() > 10 {
+            break o;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     let csv = stdout(&o);
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines[0], "time,domain,code,device,referrer,client");
