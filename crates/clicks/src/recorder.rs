@@ -87,12 +87,52 @@ enum Output {
     /// The local log; the redirect threads count into the aggregates it summarises.
     Log(Box<LocalLog>),
     /// Somewhere else, which keeps the aggregates itself.
-    Forward {
-        to: Box<dyn Forward>,
-        /// A delta the forwarder could not take yet.
-        unsent: Option<Stats>,
-        last: std::time::Instant,
-    },
+    Forward(Forwarding),
+}
+
+/// A forwarding writer's state.
+struct Forwarding {
+    to: Box<dyn Forward>,
+    /// A delta the forwarder could not take yet.
+    unsent: Option<Stats>,
+    /// When the deltas were last taken.
+    last: Instant,
+    /// Emptied slots' buffers, for the next sweep.
+    spare: Vec<Pending>,
+}
+
+impl Forwarding {
+    /// Hands the slots' lines over, and their deltas once every [`DELTA_EVERY`] (and at every
+    /// turn once `stopping`); returns how many clicks there were.
+    fn turn(&mut self, shared: &Shared, stopping: bool) -> u64 {
+        let deltas = stopping || self.last.elapsed() >= DELTA_EVERY;
+        if deltas {
+            self.last = Instant::now();
+        }
+        let mut got = 0;
+        for mut p in shared.sweep(false, deltas, &mut self.spare) {
+            got += p.clicks;
+            if p.clicks > 0 {
+                let counter = if self.to.lines(&p.lines) {
+                    &shared.counters.written
+                } else {
+                    &shared.counters.failed
+                };
+                counter.fetch_add(p.clicks, Ordering::Relaxed);
+            }
+            if let Some(delta) = p.delta.take() {
+                match &self.unsent {
+                    Some(earlier) => earlier.absorb(&delta),
+                    None => self.unsent = Some(delta),
+                }
+            }
+            recycle(&mut self.spare, p);
+        }
+        if let Some(delta) = self.unsent.take() {
+            self.unsent = self.to.delta(delta).err();
+        }
+        got
+    }
 }
 
 /// How often a forwarding recorder hands over its delta.
@@ -168,6 +208,17 @@ impl Shared {
             taken.push(std::mem::replace(&mut *p, fresh));
         }
         taken
+    }
+}
+
+/// Keeps an emptied slot's buffers for a later sweep, so that a redirect thread does not grow
+/// a new one from nothing every turn; a burst's buffer is let go rather than kept.
+fn recycle(spare: &mut Vec<Pending>, mut p: Pending) {
+    if p.lines.capacity() <= 4 << 20 && spare.len() < SLOTS {
+        p.lines.clear();
+        p.days.clear();
+        p.clicks = 0;
+        spare.push(p);
     }
 }
 
@@ -256,11 +307,12 @@ impl Recorder {
         stats: Arc<Stats>,
         opts: RecorderOptions,
     ) -> Result<(Recorder, Writer), ClickError> {
-        let output = Output::Forward {
+        let output = Output::Forward(Forwarding {
             to: forward,
             unsent: None,
-            last: std::time::Instant::now(),
-        };
+            last: Instant::now(),
+            spare: Vec::new(),
+        });
         Recorder::spawn(output, stats, opts)
     }
 
@@ -273,7 +325,7 @@ impl Recorder {
         let shared = Arc::new(Shared {
             slots: Default::default(),
             capacity: opts.capacity.max(1) as u64,
-            deltas: matches!(output, Output::Forward { .. }),
+            deltas: matches!(output, Output::Forward(_)),
             counters: Counters::default(),
         });
         shared
@@ -516,7 +568,7 @@ impl LocalLog {
     /// keeps them for counting.
     fn write(&mut self, mut p: Pending, counters: &Counters, failing: &mut bool) {
         if p.clicks == 0 {
-            return self.recycle(p);
+            return recycle(&mut self.spare, p);
         }
         self.append(&p, counters, failing);
         if p.held {
@@ -532,17 +584,7 @@ impl LocalLog {
                 }
             }
         }
-        self.recycle(p);
-    }
-
-    fn recycle(&mut self, mut p: Pending) {
-        // A burst's buffer is let go rather than kept.
-        if p.lines.capacity() <= 4 << 20 && self.spare.len() < SLOTS {
-            p.lines.clear();
-            p.days.clear();
-            p.clicks = 0;
-            self.spare.push(p);
-        }
+        recycle(&mut self.spare, p);
     }
 
     /// Appends to the raw log, unless the disk is down to its reserve. Every click is counted
@@ -683,7 +725,7 @@ impl LocalLog {
                     }
                 }
                 n = n.wrapping_add(1);
-                if n % 256 == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+                if n.is_multiple_of(256) && deadline.is_some_and(|d| Instant::now() >= d) {
                     break;
                 }
             }
@@ -860,38 +902,7 @@ fn write_loop(
                 log.maintain(shared, stats, opts, now, &mut failing);
                 got
             }
-            Output::Forward { to, unsent, last } => {
-                let deltas = stopping || last.elapsed() >= DELTA_EVERY;
-                if deltas {
-                    *last = std::time::Instant::now();
-                }
-                let mut got = 0;
-                let mut spare = Vec::new();
-                for mut p in shared.sweep(false, deltas, &mut spare) {
-                    got += p.clicks;
-                    if p.clicks > 0 {
-                        let counter = if to.lines(&p.lines) {
-                            &counters.written
-                        } else {
-                            &counters.failed
-                        };
-                        counter.fetch_add(p.clicks, Ordering::Relaxed);
-                    }
-                    if let Some(delta) = p.delta.take() {
-                        match unsent.take() {
-                            Some(earlier) => {
-                                earlier.absorb(&delta);
-                                *unsent = Some(earlier);
-                            }
-                            None => *unsent = Some(delta),
-                        }
-                    }
-                }
-                if let Some(delta) = unsent.take() {
-                    *unsent = to.delta(delta).err();
-                }
-                got
-            }
+            Output::Forward(f) => f.turn(shared, stopping),
         };
         if got > 0 && !opts.writer_delay.is_zero() {
             std::thread::sleep(opts.writer_delay);
