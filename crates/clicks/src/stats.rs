@@ -253,9 +253,14 @@ impl Stats {
     }
 
     /// Adds everything `other` counted: a node's own delta into its statistics. The work
-    /// grows with the links and days in `other`, not with its clicks.
+    /// grows with the links and days in `other`, not with its clicks; it makes way for other
+    /// threads every few shards, as a second's delta of many links is milliseconds of work
+    /// on a core that redirects may share.
     pub fn absorb(&self, other: &Stats) {
-        for theirs in other.links.each() {
+        for (n, theirs) in other.links.each().enumerate() {
+            if n % 64 == 63 {
+                std::thread::yield_now();
+            }
             for link in theirs.iter() {
                 let hash = self.links.hash(&link.key);
                 let mut links = self.links.of(hash);
@@ -281,6 +286,19 @@ impl Stats {
     pub fn write_day(&self, day: i64, out: &mut Vec<u8>) {
         for part in 0..SHARDS {
             self.write_day_part(day, part, out);
+        }
+    }
+
+    /// [`Stats::write_day`] a thousandth of the links at a time: `each` gets the text of
+    /// every part that has any, whole links only, with no lock held.
+    pub fn write_day_parts(&self, day: i64, mut each: impl FnMut(&[u8])) {
+        let mut text = Vec::new();
+        for part in 0..SHARDS {
+            text.clear();
+            self.write_day_part(day, part, &mut text);
+            if !text.is_empty() {
+                each(&text);
+            }
         }
     }
 

@@ -138,38 +138,58 @@ async fn ensure_stream(
     }
 }
 
-/// `delta` as messages of about `limit` bytes at most (one link's lines are never split): per day a `D day` line, then the day's
-/// lines in the day-summary form (`L` per link, its `R` lines after it). A message is cut only
-/// before an `L` line, and starts again with its day's `D` line.
+/// `delta` as messages of about `limit` bytes at most (one link's lines are never split): per
+/// day a `D day` line, then the day's lines in the day-summary form (`L` per link, its `R` lines
+/// after it). A message is cut only before an `L` line, and starts again with its day's `D`
+/// line. Built a thousandth of the links at a time, making way for other threads now and then:
+/// a second's delta of many links is milliseconds of work on a core redirects may share.
 fn delta_messages(delta: &Stats, limit: usize) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    let mut message: Vec<u8> = Vec::new();
-    let mut day_text = Vec::new();
     for day in delta.days() {
-        day_text.clear();
-        delta.write_day(day, &mut day_text);
-        let header = format!("D\t{day}\n");
-        message.extend_from_slice(header.as_bytes());
-        let text = String::from_utf8_lossy(&day_text);
-        let mut link = String::new();
-        for line in text.lines() {
-            if line.starts_with("L\t") && !link.is_empty() {
+        let header = format!("D\t{day}\n").into_bytes();
+        let mut message = header.clone();
+        let mut since_yield = 0;
+        delta.write_day_parts(day, |part| {
+            for link in links_in(part, limit.saturating_sub(message.len())) {
                 if message.len() + link.len() > limit && message.len() > header.len() {
-                    out.push(std::mem::take(&mut message));
-                    message.extend_from_slice(header.as_bytes());
+                    out.push(std::mem::replace(&mut message, header.clone()));
                 }
-                message.extend_from_slice(link.as_bytes());
-                link.clear();
+                message.extend_from_slice(link);
             }
-            link.push_str(line);
-            link.push('\n');
+            since_yield += part.len();
+            if since_yield >= 64 << 10 {
+                since_yield = 0;
+                std::thread::yield_now();
+            }
+        });
+        if message.len() > header.len() {
+            out.push(message);
         }
-        message.extend_from_slice(link.as_bytes());
-    }
-    if !message.is_empty() {
-        out.push(message);
     }
     out
+}
+
+/// `text` (whole links of a day summary) in pieces that are whole links: all of it when it fits
+/// in `room`, else one link a piece.
+fn links_in(text: &[u8], room: usize) -> Vec<&[u8]> {
+    if text.len() <= room {
+        return vec![text];
+    }
+    let mut links = Vec::new();
+    let mut start = 0;
+    let mut at = 0;
+    while let Some(end) = text[at..].iter().position(|&b| b == b'\n') {
+        let next = at + end + 1;
+        if text[next..].starts_with(b"L\t") {
+            links.push(&text[start..next]);
+            start = next;
+        }
+        at = next;
+    }
+    if start < text.len() {
+        links.push(&text[start..]);
+    }
+    links
 }
 
 /// Messages waiting for NATS, oldest first, within a bound of bytes; past it the oldest go,
