@@ -212,7 +212,7 @@ impl Settings {
     }
 }
 
-/// The click queue and writer as the flags set them, for either kind of recorder.
+/// The click buffers and writer as the flags set them, for either kind of recorder.
 fn recorder_options(args: &ServeArgs) -> RecorderOptions {
     RecorderOptions {
         capacity: args.clicks_queue as usize,

@@ -256,7 +256,7 @@ fn addresses_are_anonymised_and_exported() {
 }
 
 #[test]
-fn a_full_queue_drops_clicks_and_never_slows_redirects() {
+fn a_full_click_buffer_drops_clicks_and_never_slows_redirects() {
     let dir = TempDir::new();
     let data = dir.path("data");
     let srv = Server::start_env(
@@ -283,7 +283,7 @@ fn a_full_queue_drops_clicks_and_never_slows_redirects() {
     for _ in 0..30 {
         assert_eq!(c.get("go.example.cn", "/burst").expect("get").status, 302);
     }
-    // The writer sleeps two seconds a batch; thirty redirects did not wait for it.
+    // The writer sleeps two seconds a turn; thirty redirects did not wait for it.
     assert!(
         started.elapsed() < Duration::from_millis(1500),
         "{:?}",

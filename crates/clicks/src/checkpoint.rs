@@ -51,7 +51,7 @@ pub(crate) fn write(
 
 /// A checkpoint under way: the summaries of `days` as of `at`, built a shard at a time, then
 /// written to disk on a thread of their own. A day of a million links is a quarter of a second
-/// of formatting, and its file's fsync can take longer than the click queue holds: in one go
+/// of formatting, and its file's fsync can take longer than the click slots hold: in one go
 /// on the writer thread the first would hold a core that redirects share, the second would
 /// drop clicks. While a pass is building, the writer counts no new click (it holds them back),
 /// so every summary is the aggregates as of `at`, exactly.

@@ -174,21 +174,44 @@ pub(crate) struct Spans {
 }
 
 /// Appends a visit's log line (the same as [`encode_line`] of its [`Click`]) to `out`, which
-/// may hold earlier lines: the redirect path writes it straight into its buffer.
-pub(crate) fn append_visit(v: &Visit<'_>, out: &mut Vec<u8>) -> Spans {
-    push_at(out, v.at);
+/// may hold earlier lines: the redirect path writes it straight into its buffer. `stamp` keeps
+/// the time's text from the click before, which is nearly always of the same second.
+pub(crate) fn append_visit(v: &Visit<'_>, stamp: &mut Stamp, out: &mut Vec<u8>) -> Spans {
+    // Plausible hosts are ASCII and hold no tab.
+    let host = v.referer.and_then(referrer_host).unwrap_or_default();
+    let device = v.device.as_str().as_bytes();
+    let at = stamp.text(v.at);
+    // The longest address text, so the line grows the buffer once at most.
+    out.reserve(at.len() + v.domain.len() + v.code.len() + device.len() + host.len() + 45);
+    out.extend_from_slice(at);
     let key_start = out.len();
     out.extend_from_slice(v.domain.as_bytes());
     out.push(b'\t');
     out.extend_from_slice(v.code.as_bytes());
     let key = key_start..out.len();
-    // Plausible hosts are ASCII and hold no tab.
-    let host = v.referer.and_then(referrer_host).unwrap_or_default();
-    let start = out.len() + 2 + v.device.as_str().len();
+    let start = out.len() + 2 + device.len();
     push_rest(out, v.device, host, anonymise(v.client));
     let referrer = start..start + host.len();
     out[referrer.clone()].make_ascii_lowercase();
     Spans { key, referrer }
+}
+
+/// A time's text as a line starts with it (`seconds \t`), kept for the next line.
+#[derive(Debug, Default)]
+pub(crate) struct Stamp {
+    at: Option<i64>,
+    text: Vec<u8>,
+}
+
+impl Stamp {
+    fn text(&mut self, at: i64) -> &[u8] {
+        if self.at != Some(at) {
+            self.text.clear();
+            push_at(&mut self.text, at);
+            self.at = Some(at);
+        }
+        &self.text
+    }
 }
 
 fn push_at(out: &mut Vec<u8>, at: i64) {
@@ -208,12 +231,26 @@ fn push_rest(out: &mut Vec<u8>, device: Device, referrer: &[u8], client: IpAddr)
     out.push(b'\t');
     match client {
         IpAddr::V4(v4) => {
+            // Dotted decimal by hand, into one small buffer: this runs for every click.
+            let mut text = [0u8; 15];
+            let mut len = 0;
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push(b'.');
+                    text[len] = b'.';
+                    len += 1;
                 }
-                push_decimal(out, u64::from(octet));
+                if octet >= 100 {
+                    text[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    text[len] = b'0' + octet / 10 % 10;
+                    len += 1;
+                }
+                text[len] = b'0' + octet % 10;
+                len += 1;
             }
+            out.extend_from_slice(&text[..len]);
         }
         // Rare enough, and subtle enough (zero compression), for the standard formatter.
         IpAddr::V6(v6) => {
@@ -460,6 +497,55 @@ mod tests {
         left.sort();
         assert_eq!(left, ["clicks-20250102-000.tsv", "notes.txt"]);
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// The redirect path's line is the line of the same click as read back and re-encoded.
+    #[test]
+    fn a_visit_appends_the_line_its_click_encodes() {
+        let mut stamp = Stamp::default();
+        let mut out = b"earlier\n".to_vec();
+        for (at, client, referer) in [
+            (
+                1_764_000_000,
+                "203.0.113.77",
+                Some(&b"https://WeiBo.com/x"[..]),
+            ),
+            (1_764_000_000, "10.0.100.9", None),
+            (1_764_000_001, "0.99.255.1", Some(&b"not a url"[..])),
+            (-5, "2001:db8:abcd:12::1", Some(&b"http://t.co"[..])),
+            (7, "::ffff:198.51.100.9", None),
+        ] {
+            let client: IpAddr = client.parse().expect("ip");
+            let visit = Visit::new(
+                at,
+                "go.example.cn",
+                "x7Kp2Qa",
+                referer,
+                Device::Mobile,
+                client,
+            );
+            let start = out.len();
+            let spans = append_visit(&visit, &mut stamp, &mut out);
+            let mut want = Vec::new();
+            let click = Click::new(
+                at,
+                "go.example.cn",
+                "x7Kp2Qa",
+                referer,
+                Device::Mobile,
+                client,
+            );
+            encode_line(&click, &mut want);
+            assert_eq!(
+                String::from_utf8_lossy(&out[start..]),
+                String::from_utf8_lossy(&want)
+            );
+            assert_eq!(&out[spans.key], b"go.example.cn\tx7Kp2Qa");
+            assert_eq!(
+                &out[spans.referrer],
+                click.referrer().unwrap_or("").as_bytes()
+            );
+        }
     }
 
     #[test]

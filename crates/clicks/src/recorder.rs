@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// How the recorder queues and writes.
+/// How the recorder buffers and writes.
 #[derive(Debug, Clone)]
 pub struct RecorderOptions {
     /// Clicks a redirect thread's slot holds for the writer before new ones are dropped.
@@ -21,7 +21,7 @@ pub struct RecorderOptions {
     /// that its turns on a core it shares with redirects are short; a slot must hold what
     /// arrives meanwhile, and while the writer waits for the core.
     pub poll_every: Duration,
-    /// A pause after each written batch; only for tests of the full-queue path.
+    /// A pause after each turn that took clicks; only for tests of the full-slot path.
     pub writer_delay: Duration,
     /// Clicks older than this many seconds are forgotten: their days leave the aggregates and
     /// their log files are deleted (checked at start and hourly). `None` keeps everything.
@@ -152,6 +152,8 @@ struct Pending {
     /// Not counted as recorded, because a checkpoint is reading the aggregates: the writer
     /// counts them once it is done.
     held: bool,
+    /// The time's text of the last line.
+    stamp: crate::log::Stamp,
     /// A forwarding recorder's aggregates of these clicks (and of earlier ones since the last
     /// delta), counted here instead of in the shared aggregates.
     delta: Option<Stats>,
@@ -366,7 +368,7 @@ impl Recorder {
             shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let spans = crate::log::append_visit(&visit, &mut p.lines);
+        let spans = crate::log::append_visit(&visit, &mut p.stamp, &mut p.lines);
         let day = visit.at.div_euclid(DAY);
         match p.days.last_mut() {
             Some((d, end)) if *d == day => *end = p.lines.len(),
@@ -477,8 +479,9 @@ struct LocalLog {
 const TURN: Duration = Duration::from_micros(150);
 
 /// Compresses closed click logs on a thread of its own at the lowest priority: a 64 MiB file
-/// is a second of CPU, which on the writer thread would stall the click queue (and drop clicks
-/// in a burst), and at normal priority would take turns with the redirects sharing the core.
+/// is a second of CPU, which on the writer thread would leave the click slots unswept (and
+/// drop clicks in a burst), and at normal priority would take turns with the redirects sharing
+/// the core.
 /// Files wait uncompressed while the machine is busy; they count against the log's size cap
 /// as they are, so the disk stays within bounds meanwhile.
 /// Dropped with the log: it finishes the file in hand and leaves the rest to the next start
@@ -930,7 +933,7 @@ mod tests {
     use crate::{Device, Visit};
 
     /// A click recorded just before `finish` is counted: the writer must not take the stop
-    /// flag for "the queue is empty" when it looked at the queue before the click arrived.
+    /// flag for "the slots are empty" when it looked at them before the click arrived.
     #[test]
     fn a_click_recorded_just_before_finish_is_kept() {
         let ip = "192.0.2.1".parse().expect("ip");
@@ -1019,7 +1022,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+    fn a_full_slot_drops_and_counts_instead_of_waiting() {
         let dir = std::env::temp_dir().join(format!("dl-clicks-rec-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let opts = RecorderOptions {

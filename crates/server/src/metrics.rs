@@ -149,7 +149,7 @@ impl Metrics {
         let clicks = Family::<Outcome, Counter>::default();
         registry.register(
             "clicks",
-            "Click events, by fate (written to the click log, dropped because the queue was full, failed to write, unlogged to keep the disk's reserve: counted in the statistics only)",
+            "Click events, by fate (written to the click log, dropped because the writer fell behind, failed to write, unlogged to keep the disk's reserve: counted in the statistics only)",
             clicks.clone(),
         );
         let click_log_bytes = gauge(
