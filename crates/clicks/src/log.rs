@@ -528,11 +528,11 @@ mod tests {
             let spans = append_visit(&visit, &mut stamp, &mut out);
             let mut want = Vec::new();
             let click = Click::new(
-                at,
-                "go.example.cn",
-                "x7Kp2Qa",
+                visit.at,
+                visit.domain,
+                visit.code,
                 referer,
-                Device::Mobile,
+                visit.device,
                 client,
             );
             encode_line(&click, &mut want);

@@ -630,14 +630,7 @@ fn decide<B>(
             Some(_) => clock(),
             None => recorder.now(),
         });
-        recorder.record(Visit {
-            at,
-            domain,
-            code,
-            referer,
-            device,
-            client,
-        });
+        recorder.record(Visit::new(at, domain, code, referer, device, client));
     }
     let mut res = Response::new(Body::default());
     *res.status_mut() = StatusCode::from_u16(link.redirect.status()).unwrap_or(StatusCode::FOUND);
