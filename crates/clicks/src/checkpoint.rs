@@ -127,7 +127,7 @@ impl Pass {
                         break;
                     };
                     self.last = Some(day);
-                    let mut first = Vec::with_capacity(PIECE + (PIECE >> 3));
+                    let mut first = piece();
                     // Writing into a Vec cannot fail.
                     let _ = writeln!(first, "{HEADER}\t{}\t{}", self.at.0, self.at.1);
                     self.text = vec![first];
@@ -144,7 +144,7 @@ impl Pass {
                 return Ok(false);
             }
             if self.text.last().is_none_or(|piece| piece.len() >= PIECE) {
-                self.text.push(Vec::with_capacity(PIECE + (PIECE >> 3)));
+                self.text.push(piece());
             }
             if let Some(piece) = self.text.last_mut() {
                 stats.write_day_part(day, part, piece);
@@ -173,6 +173,11 @@ impl Pass {
 
 /// Bytes of day-summary text built and written at a time.
 const PIECE: usize = 1 << 20;
+
+/// An empty piece, with room for the shard that takes it past [`PIECE`].
+fn piece() -> Vec<u8> {
+    Vec::with_capacity(PIECE + (PIECE >> 3))
+}
 
 /// The built days' files, then their folder, durably.
 fn write_files(dir: &Path, built: &[(i64, Vec<Vec<u8>>)]) -> Result<(), ClickError> {

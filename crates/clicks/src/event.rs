@@ -165,8 +165,8 @@ impl<'a> Visit<'a> {
     }
 }
 
-/// Bytes a click keeps inline: domain, code and referrer host of nearly every click fit, so the
-/// redirect path allocates nothing for it (and the writer thread frees nothing).
+/// Bytes a click keeps inline: domain, code and referrer host of nearly every click fit, so
+/// reading a log back (at start, for an export) allocates nothing a click.
 const INLINE: usize = 54;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,8 +306,7 @@ impl Click {
         self.key_and_referrer().1
     }
 
-    /// [`Click::key`] and [`Click::referrer`] at the cost of one check of the text: the
-    /// writer thread asks for both of every click.
+    /// [`Click::key`] and [`Click::referrer`] at the cost of one check of the text.
     pub(crate) fn key_and_referrer(&self) -> (&str, Option<&str>) {
         let text = self.text();
         let key_len = self.key_len();

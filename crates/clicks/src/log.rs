@@ -260,23 +260,6 @@ fn push_rest(out: &mut Vec<u8>, device: Device, referrer: &[u8], client: IpAddr)
     out.push(b'\n');
 }
 
-/// What the aggregates take from a line [`append_visit`] wrote (without its newline): UTC
-/// seconds, `domain \t code`, device class and referrer host.
-pub(crate) fn line_fields(line: &[u8]) -> Option<(i64, &[u8], Device, &[u8])> {
-    let mut tabs = line
-        .iter()
-        .enumerate()
-        .filter(|(_, &b)| b == b'\t')
-        .map(|(i, _)| i);
-    let t1 = tabs.next()?;
-    // The second separates domain and code.
-    let t3 = tabs.nth(1)?;
-    let (t4, t5) = (tabs.next()?, tabs.next()?);
-    let at = std::str::from_utf8(&line[..t1]).ok()?.parse().ok()?;
-    let device = Device::parse(std::str::from_utf8(&line[t3 + 1..t4]).ok()?)?;
-    Some((at, &line[t1 + 1..t3], device, &line[t4 + 1..t5]))
-}
-
 /// A click from one log line (without its newline); `None` if the line is not one.
 pub fn parse_line(line: &str) -> Option<Click> {
     let mut f = line.split('\t');

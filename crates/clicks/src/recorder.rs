@@ -1,6 +1,7 @@
 //! Where the redirect path records clicks, and the writer thread that takes them to the log.
 use crate::log::{LogWriter, Position};
-use crate::{checkpoint, ClickError, ReadReport, Stats, Visit};
+use crate::stats::lock;
+use crate::{checkpoint, parse_line, ClickError, ReadReport, Stats, Visit};
 use std::cell::Cell;
 use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -173,10 +174,6 @@ struct Shared {
     /// Whether clicks are counted into per-slot deltas ([`Output::Forward`]).
     deltas: bool,
     counters: Counters,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The calling thread's slot: threads take them in turn as they first record.
@@ -579,13 +576,7 @@ impl LocalLog {
             let lines = std::mem::take(&mut p.lines);
             self.held.push_back((lines, 0));
         } else {
-            let mut last = None;
-            for &(day, _) in &p.days {
-                if last != Some(day) {
-                    self.dirty.insert(day);
-                    last = Some(day);
-                }
-            }
+            self.dirty.extend(p.days.iter().map(|&(day, _)| day));
         }
         recycle(&mut self.spare, p);
     }
@@ -674,8 +665,10 @@ impl LocalLog {
         let Some(pass) = &mut self.pass else {
             return;
         };
+        let building = pass.building();
         let outcome = pass.step(&self.dir, stats, deadline, wait);
-        if !pass.building() || outcome.is_err() {
+        // The aggregates are read (or will not be): the slots count again.
+        if building && (!pass.building() || outcome.is_err()) {
             self.collect(shared, false, failing);
         }
         if let Ok(false) = outcome {
@@ -717,11 +710,10 @@ impl LocalLog {
             let mut last = None;
             for line in lines[*at..].split_inclusive(|&b| b == b'\n') {
                 *at += line.len();
-                if let Some((t, key, device, referrer)) =
-                    crate::log::line_fields(line.strip_suffix(b"\n").unwrap_or(line))
-                {
-                    let day = t.div_euclid(DAY);
-                    stats.count(key, day, device, referrer);
+                let line = line.strip_suffix(b"\n").unwrap_or(line);
+                if let Some(click) = std::str::from_utf8(line).ok().and_then(parse_line) {
+                    stats.add(std::slice::from_ref(&click));
+                    let day = click.at.div_euclid(DAY);
                     if last != Some(day) {
                         self.dirty.insert(day);
                         last = Some(day);

@@ -85,8 +85,8 @@ impl Days {
     }
 }
 
-/// Clicks per link (`domain \t code`, as bytes: a click's text is never checked again on the
-/// writer thread) and UTC day.
+/// Clicks per link (`domain \t code`, as bytes: the redirect thread counts a click from the
+/// log line it has just written, with no second check of its text) and UTC day.
 #[derive(Debug, Default)]
 pub struct Stats {
     links: Shards,
@@ -135,8 +135,8 @@ impl std::ops::Deref for Key {
 }
 
 /// The per-link map cut into shards by key: a map of a million links that doubles moves
-/// all its entries at once, milliseconds in which the writer thread keeps a core that
-/// redirects share; a shard moves a thousandth of them. A day summary is also written a few
+/// all its entries at once, milliseconds in which the redirect thread counting the click that
+/// made it grow answers nothing; a shard moves a thousandth of them. A day summary is also written a few
 /// shards at a time ([`Stats::write_day_part`]). A key is hashed once, for its shard and for
 /// its slot in the shard's table.
 #[derive(Debug)]
@@ -198,7 +198,9 @@ impl Shards {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// A mutex's guard, even after a panic elsewhere: what it guards is counts and bytes, still
+/// worth using.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -302,11 +304,10 @@ impl Stats {
         }
     }
 
-    /// [`Stats::write_day`] for the links of one shard (`part < SHARDS`); returns how many
-    /// links it looked at, to pace a writer that shares a core with redirects.
-    pub(crate) fn write_day_part(&self, day: i64, part: usize, out: &mut Vec<u8>) -> usize {
+    /// [`Stats::write_day`] for the links of one shard (`part < SHARDS`).
+    pub(crate) fn write_day_part(&self, day: i64, part: usize, out: &mut Vec<u8>) {
         let Some(shard) = self.links.shards.get(part) else {
-            return 0;
+            return;
         };
         let links = lock(shard);
         for link in links.iter() {
@@ -326,7 +327,6 @@ impl Stats {
                 out.push(b'\n');
             }
         }
-        links.len()
     }
 
     /// Adds the aggregates of a day summary written by [`Stats::write_day`]; `None` names the
