@@ -93,7 +93,7 @@ impl Node {
         // Before the forwarder starts, so that it counts the first click.
         self.cluster.count_clicks_into(stats.clone());
         // 1,024 batches, each what a redirect thread recorded between two of the writer's
-        // polls (2 ms): seconds of a busy node's clicks while the cluster thread merges a burst
+        // polls (20 ms): tens of seconds of a busy node's clicks while the cluster thread merges a burst
         // of other nodes' deltas.
         let forwarder = ClickForwarder::start(&self.cluster, self.runtime.handle(), 1024);
         let (recorder, writer) =
