@@ -1,6 +1,6 @@
 //! Visit statistics through the real binary: click events, bots, anonymisation, the stats
 //! endpoint, the export, and the full-queue path.
-use crate::util::{run, s, stderr, stdout, Server, TempDir, BROWSER, PATIENCE};
+use crate::util::{metric, run, s, stderr, stdout, Server, TempDir, BROWSER, PATIENCE};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,16 @@ fn stats_when(srv: &Server, code: &str, total: u64) -> Value {
         (seen >= total).then(|| last.clone())
     })
     .unwrap_or_else(|| panic!("stats never reached {total}: {last}"))
+}
+
+/// Waits until `srv`'s writer has appended `n` clicks to the raw log: the statistics count a
+/// click as it is made, the raw log gets its line at the writer's next poll (up to 20 ms later).
+fn logged(srv: &Server, n: u64) {
+    let written = r#"duanlian_clicks_total{outcome="written"}"#;
+    crate::util::poll(PATIENCE, || {
+        (metric(srv, written) >= n as f64).then_some(())
+    })
+    .unwrap_or_else(|| panic!("never {n} clicks in the raw log"));
 }
 
 #[test]
@@ -135,7 +145,9 @@ fn visits_are_counted_by_device_and_referrer_and_bots_apart() {
     assert_eq!(status, 422, "{v}");
     assert_eq!(json(&srv, "/api/v1/links/go.example.cn/nope/stats").0, 404);
 
-    // A restart (even a hard kill) rebuilds the same statistics from the click log.
+    // A restart (even a hard kill) rebuilds the same statistics from the click log: the 8
+    // clicks above and the capped link's 5.
+    logged(&srv, 13);
     srv.stop();
     let srv = Server::data_node(&data, "k", &[]);
     let again = stats_when(&srv, "promo", 8);
@@ -180,17 +192,9 @@ fn addresses_are_anonymised_and_exported() {
     via("203.0.113.77");
     via("2001:db8:abcd:12:3456:789a:bcde:f012");
     stats_when(&srv, "exp", 2);
-    // The statistics count a click as it is made; the writer appends its line to the raw log
-    // at its next poll, milliseconds later.
-    let started = std::time::Instant::now();
-    let o = loop {
-        let o = run(&["clicks", "export", "--data-dir", s(&data)]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        if stderr(&o).contains("2 clicks exported") || started.elapsed().as_secs() > 10 {
-            break o;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    logged(&srv, 2);
+    let o = run(&["clicks", "export", "--data-dir", s(&data)]);
+    assert!(o.status.success(), "{}", stderr(&o));
     let csv = stdout(&o);
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines[0], "time,domain,code,device,referrer,client");
@@ -247,6 +251,7 @@ fn addresses_are_anonymised_and_exported() {
     );
     assert_eq!(r.status, 302);
     stats_when(&other, "exp", 1);
+    logged(&other, 1);
     let o = run(&["clicks", "export", "--data-dir", s(&dir.path("other"))]);
     assert!(
         stdout(&o).trim_end().ends_with(",127.0.0.0"),
