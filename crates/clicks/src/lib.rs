@@ -33,6 +33,7 @@ mod event;
 mod log;
 mod recorder;
 mod stats;
+mod table;
 
 pub use error::ClickError;
 pub use event::{anonymise, is_bot, Click, Device, Visit};

@@ -1,0 +1,206 @@
+//! The per-link aggregates' hash table: open addressing with linear probing and the entries
+//! inline, so that where a key's entry lies follows from its hash and the table's size alone.
+//! A click can then have that memory fetched before it takes the table's lock
+//! ([`Table::place`]), where a table that keeps control bytes (hashbrown's) must first read them
+//! under the lock, and the atomic that releases it waits for that read.
+
+/// Keys by their 64-bit hash, values inline; the caller compares keys.
+#[derive(Debug)]
+pub(crate) struct Table<T> {
+    /// A power of two long, or empty.
+    slots: Box<[Option<(u64, T)>]>,
+    len: usize,
+}
+
+impl<T> Default for Table<T> {
+    fn default() -> Self {
+        Table {
+            slots: Box::default(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> Table<T> {
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn mask(&self) -> usize {
+        self.slots.len().wrapping_sub(1)
+    }
+
+    /// The bytes a slot takes.
+    pub(crate) const SLOT: usize = std::mem::size_of::<Option<(u64, T)>>();
+
+    /// The address of the first slot and the mask that takes a hash to a slot's index, `None`
+    /// while empty: the first slot a key is looked for in, and the slots after it, are at
+    /// `address + (hash & mask) * SLOT` on. Only for prefetching.
+    pub(crate) fn place(&self) -> Option<(usize, usize)> {
+        (!self.slots.is_empty()).then(|| (self.slots.as_ptr() as usize, self.mask()))
+    }
+
+    /// Where the key of hash `hash` is, or the empty slot that ends its probe.
+    fn probe(&self, hash: u64, eq: impl Fn(&T) -> bool) -> Result<usize, usize> {
+        let mask = self.mask();
+        let mut i = hash as usize & mask;
+        loop {
+            match &self.slots[i] {
+                None => return Err(i),
+                Some((h, v)) if *h == hash && eq(v) => return Ok(i),
+                Some(_) => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    pub(crate) fn find(&self, hash: u64, eq: impl Fn(&T) -> bool) -> Option<&T> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let i = self.probe(hash, eq).ok()?;
+        self.slots[i].as_ref().map(|(_, v)| v)
+    }
+
+    /// The value under the key, made by `make` if there is none.
+    pub(crate) fn get_or_insert_with(
+        &mut self,
+        hash: u64,
+        eq: impl Fn(&T) -> bool,
+        make: impl FnOnce() -> T,
+    ) -> &mut T {
+        // At most three quarters full: a probe then finds a key in 1.5 to 2.5 slots on
+        // average, two or three cache lines from its first.
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            self.grow();
+        }
+        let i = match self.probe(hash, eq) {
+            Ok(i) => i,
+            Err(i) => {
+                self.len += 1;
+                self.slots[i] = Some((hash, make()));
+                i
+            }
+        };
+        match &mut self.slots[i] {
+            Some((_, v)) => v,
+            None => unreachable!("slot {i} was just found or filled"),
+        }
+    }
+
+    fn grow(&mut self) {
+        self.rebuild((self.slots.len() * 2).max(16));
+    }
+
+    /// The table again, `size` slots long: also what mends probes cut short by emptied slots.
+    fn rebuild(&mut self, size: usize) {
+        let old = std::mem::replace(&mut self.slots, (0..size).map(|_| None).collect());
+        for (hash, v) in old.into_vec().into_iter().flatten() {
+            let (Ok(i) | Err(i)) = self.probe(hash, |_| false);
+            self.slots[i] = Some((hash, v));
+        }
+    }
+
+    /// Takes the value under the key out.
+    pub(crate) fn remove(&mut self, hash: u64, eq: impl Fn(&T) -> bool) -> Option<T> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let i = self.probe(hash, eq).ok()?;
+        let taken = self.slots[i].take().map(|(_, v)| v);
+        self.len -= 1;
+        self.close_gap(i);
+        taken
+    }
+
+    /// Moves back the entries after an emptied slot that probes would otherwise no longer
+    /// reach (no tombstones: they would lengthen every later probe).
+    fn close_gap(&mut self, mut gap: usize) {
+        let mask = self.mask();
+        let mut j = (gap + 1) & mask;
+        while let Some((hash, _)) = &self.slots[j] {
+            let home = *hash as usize & mask;
+            // The entry may fill the gap if the gap lies on its probe, between home and j.
+            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(gap) & mask) {
+                self.slots[gap] = self.slots[j].take();
+                gap = j;
+            }
+            j = (j + 1) & mask;
+        }
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.slots.iter().flatten().map(|(_, v)| v)
+    }
+
+    /// Keeps the values `keep` says yes to (it may change them), each looked at once.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&mut T) -> bool) {
+        let mut removed = false;
+        for slot in self.slots.iter_mut() {
+            if slot.as_mut().is_some_and(|(_, v)| !keep(v)) {
+                *slot = None;
+                self.len -= 1;
+                removed = true;
+            }
+        }
+        if removed {
+            self.rebuild(self.slots.len());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Against a HashMap, with hashes made to collide in a small table so that probes wrap
+    /// and removals move entries back.
+    #[test]
+    fn behaves_as_a_map_under_inserts_removals_and_retain() {
+        let mut table: Table<(u32, u64)> = Table::default();
+        let mut model: HashMap<u32, u64> = HashMap::new();
+        let hash = |k: u32| u64::from(k.wrapping_mul(2_654_435_761) % 97) | 0xF00 << 32;
+        let mut x: u32 = 1;
+        for round in 0..20_000u32 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let k = x % 300;
+            match round % 7 {
+                0..=3 => {
+                    let v = table.get_or_insert_with(hash(k), |e| e.0 == k, || (k, 0));
+                    v.1 += 1;
+                    *model.entry(k).or_default() += 1;
+                }
+                4 | 5 => {
+                    assert_eq!(
+                        table.remove(hash(k), |e| e.0 == k).map(|e| e.1),
+                        model.remove(&k)
+                    );
+                }
+                _ if round % 1000 == 6 => {
+                    table.retain(|e| e.0 % 3 != 0);
+                    model.retain(|k, _| k % 3 != 0);
+                }
+                _ => {}
+            }
+            assert_eq!(table.len(), model.len());
+        }
+        for k in 0..300 {
+            assert_eq!(
+                table.find(hash(k), |e| e.0 == k).map(|e| e.1),
+                model.get(&k).copied()
+            );
+        }
+        let mut all: Vec<_> = table.iter().copied().collect();
+        all.sort_unstable();
+        let mut want: Vec<_> = model.into_iter().collect();
+        want.sort_unstable();
+        assert_eq!(all, want);
+    }
+}
