@@ -142,6 +142,26 @@ impl Forwarding {
         }
         got
     }
+
+    /// At a stop, once the slots are empty: the delta the consumer last refused (it was busy
+    /// with a burst, or its channel was full) is offered again for up to a second. What it still
+    /// refuses then leaves the statistics, and the log says so.
+    fn hand_over_last(&mut self) {
+        let until = Instant::now() + Duration::from_secs(1);
+        while let Some(delta) = self.unsent.take() {
+            match self.to.delta(delta) {
+                Ok(()) => {}
+                Err(delta) if Instant::now() < until => {
+                    self.unsent = Some(delta);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(delta) => tracing::warn!(
+                    links = delta.links(),
+                    "the cluster took no last statistics delta at shutdown: its clicks are in the raw click stream only"
+                ),
+            }
+        }
+    }
 }
 
 /// How often a forwarding recorder hands over its delta.
@@ -933,6 +953,9 @@ fn write_loop(
         // Asked to stop: go on until a sweep finds the slots empty, so nothing recorded is
         // lost.
         if stopping && got == 0 {
+            if let Output::Forward(f) = &mut output {
+                f.hand_over_last();
+            }
             break;
         }
         if !stopping {
@@ -988,6 +1011,55 @@ mod tests {
             assert_eq!(r.human, 1, "round {i}");
             let _ = std::fs::remove_dir_all(&dir);
         }
+    }
+
+    /// A consumer that refuses the last delta at a stop (busy, its channel full) is offered it
+    /// again until it takes it: the clicks reach the statistics.
+    #[test]
+    fn a_refused_last_delta_is_offered_again_at_a_stop() {
+        /// Refuses deltas while `refusals` last, then adds them to `taken`.
+        struct Busy {
+            refusals: u32,
+            taken: Arc<Stats>,
+        }
+        impl Forward for Busy {
+            fn lines(&mut self, _: &[u8]) -> bool {
+                true
+            }
+            fn delta(&mut self, delta: Stats) -> Result<(), Stats> {
+                if self.refusals > 0 {
+                    self.refusals -= 1;
+                    return Err(delta);
+                }
+                self.taken.absorb(&delta);
+                Ok(())
+            }
+        }
+        let taken = Arc::new(Stats::default());
+        let busy = Busy {
+            refusals: 20,
+            taken: taken.clone(),
+        };
+        let opts = RecorderOptions {
+            poll_every: Duration::from_micros(200),
+            idle_poll_every: Duration::from_micros(200),
+            ..RecorderOptions::default()
+        };
+        let (rec, writer) =
+            Recorder::forwarding(Box::new(busy), Arc::new(Stats::default()), opts).expect("start");
+        let ip = "192.0.2.1".parse().expect("ip");
+        for code in ["a", "b", "c"] {
+            rec.record(Visit::new(
+                1_764_000_000,
+                "go.example.cn",
+                code,
+                None,
+                Device::Mobile,
+                ip,
+            ));
+        }
+        writer.finish();
+        assert_eq!(taken.links(), 3);
     }
 
     /// Threads record while checkpoints come one after another: the statistics count every

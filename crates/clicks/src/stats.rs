@@ -476,6 +476,11 @@ impl Stats {
         days
     }
 
+    /// How many links have clicks counted.
+    pub fn links(&self) -> usize {
+        self.links.each().map(|links| links.len()).sum()
+    }
+
     /// Whether no click has been counted.
     pub fn is_empty(&self) -> bool {
         self.links.each().all(|links| links.is_empty())

@@ -22,8 +22,7 @@ impl<T> Default for Table<T> {
 }
 
 impl<T> Table<T> {
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 

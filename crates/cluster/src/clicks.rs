@@ -71,8 +71,8 @@ impl Forward for ClickForwarder {
 
 impl ClickForwarder {
     /// A forwarder whose publishing task runs on `runtime` once `cluster` has joined;
-    /// `buffer` batches wait at most (each what a redirect thread recorded in a few
-    /// milliseconds). At shutdown, await
+    /// `buffer` batches wait at most (each what a redirect thread recorded between two polls of
+    /// the click writer, 20 ms). At shutdown, await
     /// [`crate::Cluster::flush_clicks`] after the click writer has finished.
     pub fn start(
         cluster: &Arc<crate::Cluster>,
