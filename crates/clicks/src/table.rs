@@ -10,18 +10,26 @@ pub(crate) struct Table<T> {
     /// A power of two long, or empty.
     slots: Box<[Option<(u64, T)>]>,
     len: usize,
+    /// How full it may get, in 64ths.
+    max_load: usize,
 }
 
 impl<T> Default for Table<T> {
     fn default() -> Self {
-        Table {
-            slots: Box::default(),
-            len: 0,
-        }
+        Table::with_max_load(48)
     }
 }
 
 impl<T> Table<T> {
+    /// A table that doubles once `max_load` 64ths full (from 32, half, to 48, three quarters).
+    pub(crate) fn with_max_load(max_load: usize) -> Self {
+        Table {
+            slots: Box::default(),
+            len: 0,
+            max_load: max_load.clamp(32, 48),
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.len
     }
@@ -74,7 +82,7 @@ impl<T> Table<T> {
     ) -> &mut T {
         // At most three quarters full: a probe then finds a key in 1.5 to 2.5 slots on
         // average, two or three cache lines from its first.
-        if (self.len + 1) * 4 > self.slots.len() * 3 {
+        if (self.len + 1) * 64 > self.slots.len() * self.max_load {
             self.grow();
         }
         let i = match self.probe(hash, eq) {
