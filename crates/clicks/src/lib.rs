@@ -4,7 +4,7 @@
 //! [`Visit`] to [`Recorder::record`], which counts it in per-link, per-day aggregates
 //! ([`Stats`]) that reports read without touching the log, and writes its log line into a
 //! buffer of the calling thread's: nothing allocated, no other thread woken. A writer thread
-//! takes the buffers every few milliseconds and appends them to a day- and size-rotated log of
+//! takes the buffers every 20 ms and appends them to a day- and size-rotated log of
 //! tab-separated lines ([`Click`] is a line read back). The aggregates are written to day
 //! summaries every minute, so raw click logs (compressed once closed, kept for a shorter time,
 //! capped in size and never allowed to eat the disk's reserve) can go long before the
