@@ -137,10 +137,15 @@ impl Forwarding {
             }
             recycle(&mut self.spare, p);
         }
+        self.offer_unsent();
+        got
+    }
+
+    /// Hands over the delta waiting, if the consumer takes it now.
+    fn offer_unsent(&mut self) {
         if let Some(delta) = self.unsent.take() {
             self.unsent = self.to.delta(delta).err();
         }
-        got
     }
 
     /// At a stop, once the slots are empty: the delta the consumer last refused (it was busy
@@ -148,18 +153,15 @@ impl Forwarding {
     /// refuses then leaves the statistics, and the log says so.
     fn hand_over_last(&mut self) {
         let until = Instant::now() + Duration::from_secs(1);
-        while let Some(delta) = self.unsent.take() {
-            match self.to.delta(delta) {
-                Ok(()) => {}
-                Err(delta) if Instant::now() < until => {
-                    self.unsent = Some(delta);
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(delta) => tracing::warn!(
-                    links = delta.links(),
-                    "the cluster took no last statistics delta at shutdown: its clicks are in the raw click stream only"
-                ),
-            }
+        while self.unsent.is_some() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+            self.offer_unsent();
+        }
+        if let Some(delta) = &self.unsent {
+            tracing::warn!(
+                links = delta.links(),
+                "the cluster took no last statistics delta at shutdown: its clicks are in the raw click stream only"
+            );
         }
     }
 }
@@ -419,14 +421,7 @@ impl Recorder {
             // Counted into the slot's own small delta, in cache already.
             return;
         }
-        let mut key = [0; 64];
-        let len = domain.len() + 1 + code.len();
-        if let Some(key) = key.get_mut(..len) {
-            key[..domain.len()].copy_from_slice(domain.as_bytes());
-            key[domain.len()] = b'\t';
-            key[domain.len() + 1..].copy_from_slice(code.as_bytes());
-            self.stats.prefetch(key);
-        }
+        self.stats.prefetch(domain, code);
     }
 
     /// The current time in UTC seconds as of the writer's last poll (at most
@@ -668,6 +663,12 @@ impl LocalLog {
     /// Whether clicks are held back: a checkpoint is reading the aggregates.
     fn holding(&self) -> bool {
         self.pass.as_ref().is_some_and(|p| p.building())
+    }
+
+    /// A checkpoint is due, under way, or has held clicks left to count: the writer then takes
+    /// its short turns often.
+    fn checkpoint_in_hand(&self) -> bool {
+        self.due || self.pass.is_some() || !self.held.is_empty()
     }
 
     /// Starts summarising the days that got clicks, as of the log's position once every click
@@ -943,7 +944,7 @@ fn write_loop(
             Output::Log(log) => {
                 let got = log.collect(shared, log.holding(), &mut failing);
                 log.maintain(shared, stats, opts, now, &mut failing);
-                (got, log.pass.is_some() || !log.held.is_empty() || log.due)
+                (got, log.checkpoint_in_hand())
             }
             Output::Forward(f) => (f.turn(shared, stopping), false),
         };

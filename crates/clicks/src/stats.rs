@@ -332,13 +332,21 @@ impl Stats {
         }
     }
 
-    /// Starts fetching the table slots a click on `key` will count in, so that the memory's
-    /// latency passes while the redirect does its other work: with a million links they are
-    /// far outside the cache, and counting waited on them for as long as the snapshot's own
-    /// lookup took. Takes no lock and reads nothing it would wait for.
+    /// Starts fetching the table slots a click on `domain`/`code` will count in, so that the
+    /// memory's latency passes while the redirect does its other work: with a million links
+    /// they are far outside the cache, and counting waited on them for as long as the
+    /// snapshot's own lookup took. Takes no lock and reads nothing it would wait for.
     #[inline]
-    pub(crate) fn prefetch(&self, key: &[u8]) {
-        self.links.prefetch(self.links.hash(key));
+    pub(crate) fn prefetch(&self, domain: &str, code: &str) {
+        // [`link_key`] on the stack: the redirect path allocates nothing for this.
+        let mut key = [0; 64];
+        let len = domain.len() + 1 + code.len();
+        if let Some(key) = key.get_mut(..len) {
+            key[..domain.len()].copy_from_slice(domain.as_bytes());
+            key[domain.len()] = b'\t';
+            key[domain.len() + 1..].copy_from_slice(code.as_bytes());
+            self.links.prefetch(self.links.hash(key));
+        }
     }
 
     /// Counts one click on the link `key` (`domain \t code`) on `day`, from a referrer host

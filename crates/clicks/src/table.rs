@@ -80,8 +80,8 @@ impl<T> Table<T> {
         eq: impl Fn(&T) -> bool,
         make: impl FnOnce() -> T,
     ) -> &mut T {
-        // At most three quarters full: a probe then finds a key in 1.5 to 2.5 slots on
-        // average, two or three cache lines from its first.
+        // At most `max_load` full, three quarters at most: a probe then finds a key in 1.5 to
+        // 2.5 slots on average, two or three cache lines from its first.
         if (self.len + 1) * 64 > self.slots.len() * self.max_load {
             self.grow();
         }
