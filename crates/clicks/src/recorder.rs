@@ -89,6 +89,11 @@ pub trait Forward: Send + 'static {
     /// Takes the aggregates of clicks recorded since the last delta (about once a second);
     /// gives them back if it cannot take them now, to be handed over with the next.
     fn delta(&mut self, delta: Stats) -> Result<(), Stats>;
+    /// An emptied delta ([`Stats::clear`]) to count the next second's clicks in, if one has
+    /// come back: its tables keep the size the last second's clicks grew them to.
+    fn spare_delta(&mut self) -> Option<Stats> {
+        None
+    }
 }
 
 /// Where the writer thread puts clicks.
@@ -108,6 +113,8 @@ struct Forwarding {
     last: Instant,
     /// Emptied slots' buffers, for the next sweep.
     spare: Vec<Pending>,
+    /// Emptied deltas of slots whose clicks went into another's, for the next sweep.
+    spare_deltas: Vec<Stats>,
 }
 
 impl Forwarding {
@@ -119,7 +126,11 @@ impl Forwarding {
             self.last = Instant::now();
         }
         let mut got = 0;
-        for mut p in shared.sweep(false, deltas, &mut self.spare) {
+        let (to, spare_deltas) = (&mut self.to, &mut self.spare_deltas);
+        let taken = shared.sweep(false, deltas, &mut self.spare, &mut || {
+            spare_deltas.pop().or_else(|| to.spare_delta())
+        });
+        for mut p in taken {
             got += p.clicks;
             if p.clicks > 0 {
                 let counter = if self.to.lines(&p.lines) {
@@ -129,16 +140,27 @@ impl Forwarding {
                 };
                 counter.fetch_add(p.clicks, Ordering::Relaxed);
             }
-            if let Some(delta) = p.delta.take() {
-                match &self.unsent {
-                    Some(earlier) => earlier.absorb(&delta),
-                    None => self.unsent = Some(delta),
+            match (p.delta.take(), &self.unsent) {
+                (None, _) => {}
+                // A spare no click has been counted in since.
+                (Some(delta), _) if delta.is_empty() => self.keep_spare(delta),
+                (Some(delta), Some(earlier)) => {
+                    earlier.absorb(&delta);
+                    delta.clear();
+                    self.keep_spare(delta);
                 }
+                (Some(delta), None) => self.unsent = Some(delta),
             }
             recycle(&mut self.spare, p);
         }
         self.offer_unsent();
         got
+    }
+
+    fn keep_spare(&mut self, emptied: Stats) {
+        if self.spare_deltas.len() < SLOTS {
+            self.spare_deltas.push(emptied);
+        }
     }
 
     /// Hands over the delta waiting, if the consumer takes it now.
@@ -222,7 +244,14 @@ fn slot_index() -> usize {
 impl Shared {
     /// Takes every slot's clicks, and the deltas if `deltas`; from now on each slot counts
     /// its clicks as they come unless `hold`.
-    fn sweep(&self, hold: bool, deltas: bool, spare: &mut Vec<Pending>) -> Vec<Pending> {
+    /// Slots whose delta is taken get one from `spare_delta`, if it has one.
+    fn sweep(
+        &self,
+        hold: bool,
+        deltas: bool,
+        spare: &mut Vec<Pending>,
+        spare_delta: &mut dyn FnMut() -> Option<Stats>,
+    ) -> Vec<Pending> {
         let mut taken = Vec::new();
         for slot in &self.slots {
             let mut p = lock(&slot.0);
@@ -231,9 +260,11 @@ impl Shared {
             }
             let mut fresh = spare.pop().unwrap_or_default();
             fresh.held = hold;
-            if !deltas {
-                fresh.delta = p.delta.take();
-            }
+            fresh.delta = if deltas {
+                spare_delta()
+            } else {
+                p.delta.take()
+            };
             taken.push(std::mem::replace(&mut *p, fresh));
         }
         taken
@@ -341,6 +372,7 @@ impl Recorder {
             unsent: None,
             last: Instant::now(),
             spare: Vec::new(),
+            spare_deltas: Vec::new(),
         });
         Recorder::spawn(output, stats, opts)
     }
@@ -418,7 +450,11 @@ impl Recorder {
     #[inline]
     pub fn prefetch(&self, domain: &str, code: &str) {
         if self.shared.deltas {
-            // Counted into the slot's own small delta, in cache already.
+            // Counted into the calling thread's own delta: as many links as were clicked in
+            // the last second, far outside the cache when that is many.
+            if let Some(delta) = &lock(&self.shared.slots[slot_index()].0).delta {
+                delta.prefetch(domain, code);
+            }
             return;
         }
         self.stats.prefetch(domain, code);
@@ -600,7 +636,7 @@ impl LocalLog {
     /// on, for a checkpoint that reads the aggregates.
     fn collect(&mut self, shared: &Shared, hold: bool, failing: &mut bool) -> u64 {
         let mut got = 0;
-        for p in shared.sweep(hold, false, &mut self.spare) {
+        for p in shared.sweep(hold, false, &mut self.spare, &mut || None) {
             got += p.clicks;
             self.write(p, &shared.counters, failing);
         }
@@ -1061,6 +1097,76 @@ mod tests {
         }
         writer.finish();
         assert_eq!(taken.links(), 3);
+    }
+
+    /// A forwarder hands each delta back emptied: the next second's clicks are counted in it,
+    /// and only those.
+    #[test]
+    fn a_delta_handed_back_counts_the_next_seconds_clicks_only() {
+        #[derive(Default)]
+        struct Recycling {
+            /// Each delta's links, as it came.
+            seen: Arc<Mutex<Vec<usize>>>,
+            spare: Option<Stats>,
+            handed_back: Arc<AtomicUsize>,
+        }
+        impl Forward for Recycling {
+            fn lines(&mut self, _: &[u8]) -> bool {
+                true
+            }
+            fn delta(&mut self, delta: Stats) -> Result<(), Stats> {
+                lock(&self.seen).push(delta.links());
+                delta.clear();
+                self.spare = Some(delta);
+                Ok(())
+            }
+            fn spare_delta(&mut self) -> Option<Stats> {
+                let spare = self.spare.take();
+                if spare.is_some() {
+                    self.handed_back.fetch_add(1, Ordering::Relaxed);
+                }
+                spare
+            }
+        }
+        let forward = Recycling::default();
+        let (seen, handed_back) = (forward.seen.clone(), forward.handed_back.clone());
+        let opts = RecorderOptions {
+            poll_every: Duration::from_millis(1),
+            idle_poll_every: Duration::from_millis(1),
+            ..RecorderOptions::default()
+        };
+        let (rec, writer) =
+            Recorder::forwarding(Box::new(forward), Arc::new(Stats::default()), opts)
+                .expect("start");
+        let ip = "192.0.2.1".parse().expect("ip");
+        let click = |code| {
+            Visit::new(
+                1_764_000_000,
+                "go.example.cn",
+                code,
+                None,
+                Device::Mobile,
+                ip,
+            )
+        };
+        let until = Instant::now() + Duration::from_secs(10);
+        // The first second's delta comes back at the second's sweep, after the slot was given
+        // a new one, so the third second's clicks are the first counted in it.
+        for (second, codes) in [["a", "b", "c"].as_slice(), &["d"], &["e"]]
+            .into_iter()
+            .enumerate()
+        {
+            let spares_taken = handed_back.load(Ordering::Relaxed);
+            assert_eq!(spares_taken, second.saturating_sub(1), "second {second}");
+            for code in codes {
+                rec.record(click(code));
+            }
+            while lock(&seen).len() == second && second < 2 && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        writer.finish();
+        assert_eq!(*lock(&seen), [3, 1, 1], "no delta is handed over empty");
     }
 
     /// Threads record while checkpoints come one after another: the statistics count every

@@ -144,6 +144,18 @@ impl<T> Table<T> {
         self.slots.iter().flatten().map(|(_, v)| v)
     }
 
+    /// Takes every value out. The slots stay for the next fill if this one used them well (an
+    /// eighth full or more, as a table that grew to hold it is): a delta emptied each second
+    /// then does not grow from nothing each second; one a burst grew is let go.
+    pub(crate) fn clear(&mut self) {
+        if self.len * 8 < self.slots.len() {
+            self.slots = Box::default();
+        } else {
+            self.slots.iter_mut().for_each(|slot| *slot = None);
+        }
+        self.len = 0;
+    }
+
     /// Keeps the values `keep` says yes to (it may change them), each looked at once.
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&mut T) -> bool) {
         let mut removed = false;
@@ -198,6 +210,17 @@ mod tests {
             }
             assert_eq!(table.len(), model.len());
         }
+        let mut emptied: Table<u32> = Table::default();
+        for k in 0..100 {
+            emptied.get_or_insert_with(hash(k), |&e| e == k, || k);
+        }
+        let place = emptied.place();
+        emptied.clear();
+        assert!(emptied.is_empty() && emptied.find(hash(7), |&e| e == 7).is_none());
+        assert_eq!(emptied.place(), place, "a well-used table keeps its slots");
+        emptied.get_or_insert_with(hash(7), |&e| e == 7, || 7);
+        emptied.clear();
+        assert_eq!(emptied.place(), None, "a nearly empty one lets them go");
         for k in 0..300 {
             assert_eq!(
                 table.find(hash(k), |e| e.0 == k).map(|e| e.1),

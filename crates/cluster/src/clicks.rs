@@ -45,7 +45,26 @@ const MESSAGE_BYTES: usize = 256 << 10;
 #[derive(Debug)]
 pub struct ClickForwarder {
     tx: mpsc::Sender<Handed>,
+    spares: Spares,
 }
+
+/// What the publisher is done with, for the click writer to use again rather than have
+/// memory allocated (and, at these sizes, zeroed by the kernel) anew: deltas it has sent and
+/// emptied, and the buffers lines came in.
+#[derive(Debug, Default)]
+struct Returned {
+    deltas: std::sync::Mutex<Vec<Stats>>,
+    buffers: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+type Spares = Arc<Returned>;
+
+/// Of each, kept at most: one delta a second comes back, and a buffer every writer's turn,
+/// and the writer takes them as they come.
+const MAX_SPARES: usize = 4;
+
+/// A buffer larger than this (a burst's) is let go rather than kept.
+const MAX_SPARE_BUFFER: usize = 4 << 20;
 
 /// What the click writer hands the publisher.
 #[derive(Debug)]
@@ -57,7 +76,10 @@ enum Handed {
 
 impl Forward for ClickForwarder {
     fn lines(&mut self, lines: &[u8]) -> bool {
-        self.tx.try_send(Handed::Lines(lines.to_vec())).is_ok()
+        let spare = self.spares.buffers.lock().ok().and_then(|mut b| b.pop());
+        let mut buffer = spare.unwrap_or_default();
+        buffer.extend_from_slice(lines);
+        self.tx.try_send(Handed::Lines(buffer)).is_ok()
     }
 
     fn delta(&mut self, delta: Stats) -> Result<(), Stats> {
@@ -66,6 +88,10 @@ impl Forward for ClickForwarder {
             Err(Full(Handed::Delta(d)) | Closed(Handed::Delta(d))) => Err(d),
             _ => Ok(()),
         }
+    }
+
+    fn spare_delta(&mut self) -> Option<Stats> {
+        self.spares.deltas.lock().ok()?.pop()
     }
 }
 
@@ -80,11 +106,12 @@ impl ClickForwarder {
         buffer: usize,
     ) -> ClickForwarder {
         let (tx, rx) = mpsc::channel(buffer.max(1));
-        let task = runtime.spawn(publish(cluster.clone(), rx));
+        let spares = Spares::default();
+        let task = runtime.spawn(publish(cluster.clone(), rx, spares.clone()));
         if let Ok(mut slot) = cluster.publisher.lock() {
             *slot = Some(task);
         }
-        ClickForwarder { tx }
+        ClickForwarder { tx, spares }
     }
 }
 
@@ -157,7 +184,8 @@ fn delta_messages(delta: &Stats, limit: usize) -> Vec<Vec<u8>> {
                 message.extend_from_slice(link);
             }
             since_yield += part.len();
-            if since_yield >= 64 << 10 {
+            // A few hundred links: redirects sharing the core wait well under a millisecond.
+            if since_yield >= 16 << 10 {
                 since_yield = 0;
                 std::thread::yield_now();
             }
@@ -302,6 +330,7 @@ struct Held<'a> {
     prefix: String,
     counter: u64,
     delta: Stats,
+    spares: Spares,
     /// The click-log lines of clicks not yet in an events message, and how many clicks.
     payload: Vec<u8>,
     in_payload: u64,
@@ -349,6 +378,31 @@ impl Held<'_> {
             self.delta = delta;
         } else {
             self.delta.absorb(&delta);
+            self.give_back(delta);
+        }
+    }
+
+    /// Empties a delta whose clicks are now elsewhere, for the click writer to count in.
+    fn give_back(&self, delta: Stats) {
+        let deltas = &self.spares.deltas;
+        if deltas.lock().is_ok_and(|d| d.len() < MAX_SPARES) {
+            // Emptied outside the lock: the click writer's sweep never waits for it.
+            delta.clear();
+            if let Ok(mut deltas) = deltas.lock() {
+                deltas.push(delta);
+            }
+        }
+    }
+
+    /// A buffer the click writer handed lines in, for its next lines.
+    fn give_back_buffer(&self, mut buffer: Vec<u8>) {
+        if buffer.capacity() <= MAX_SPARE_BUFFER {
+            if let Ok(mut buffers) = self.spares.buffers.lock() {
+                if buffers.len() < MAX_SPARES {
+                    buffer.clear();
+                    buffers.push(buffer);
+                }
+            }
         }
     }
 
@@ -369,7 +423,8 @@ impl Held<'_> {
     /// The delta so far and the lines so far become messages waiting for NATS.
     fn seal(&mut self) {
         if !self.delta.is_empty() {
-            for m in delta_messages(&std::mem::take(&mut self.delta), MESSAGE_BYTES) {
+            let delta = std::mem::take(&mut self.delta);
+            for m in delta_messages(&delta, MESSAGE_BYTES) {
                 let p = Pending {
                     id: self.next_id(),
                     payload: m.into(),
@@ -377,6 +432,7 @@ impl Held<'_> {
                 };
                 self.deltas.push(p, &self.counters.deltas_dropped);
             }
+            self.give_back(delta);
         }
         self.seal_events();
     }
@@ -406,13 +462,14 @@ impl Held<'_> {
 
 /// Folds and buffers the clicks the writer hands over; publishes once a second from a task
 /// of its own, so a slow or absent NATS never holds up the folding (nor the click writer).
-async fn publish(cluster: Arc<crate::Cluster>, mut rx: mpsc::Receiver<Handed>) {
+async fn publish(cluster: Arc<crate::Cluster>, mut rx: mpsc::Receiver<Handed>, spares: Spares) {
     let opts = cluster.options().clone();
     let mut held = Held {
         counters: &cluster.click_counters,
         prefix: cluster.message_prefix.clone(),
         counter: 0,
         delta: Stats::default(),
+        spares,
         payload: Vec::with_capacity(EVENTS_BUFFER),
         in_payload: 0,
         deltas: Outbox::new("statistics deltas", MAX_UNSENT_DELTA_BYTES),
@@ -427,7 +484,10 @@ async fn publish(cluster: Arc<crate::Cluster>, mut rx: mpsc::Receiver<Handed>) {
             handed = rx.recv() => {
                 match handed {
                     None => break,
-                    Some(Handed::Lines(lines)) => held.add_lines(&lines),
+                    Some(Handed::Lines(lines)) => {
+                        held.add_lines(&lines);
+                        held.give_back_buffer(lines);
+                    }
                     Some(Handed::Delta(delta)) => {
                         if let Some(stats) = cluster.stats.get() {
                             stats.absorb(&delta);
