@@ -12,7 +12,7 @@ and prints the share of the core's samples in the functions of the click path an
 the snapshot's lookup.
 
 usage: python3 benches/click-path.py [--bin PATH] [--links N] [--rounds R] [--duration S] [--perf]
-       [-- EXTRA SERVE FLAGS]
+       [--perf-out FILE] [-- EXTRA SERVE FLAGS]
 """
 import argparse, os, re, shutil, subprocess, sys, tempfile, time, urllib.request
 
@@ -44,6 +44,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=8)
     ap.add_argument("--perf", action="store_true")
+    ap.add_argument("--perf-out", help="keep the perf data here (for perf report, or to compare two runs)")
     ap.add_argument("extra", nargs="*")
     a = ap.parse_args()
     h = harness()
@@ -105,6 +106,8 @@ def main():
                 if "duanlian_clicks" in m.group(2):
                     picked += float(m.group(1))
         print(f"  {picked:6.2f}%  all of duanlian_clicks")
+        if a.perf_out:
+            shutil.copyfile(perf_data, a.perf_out)
     shutil.rmtree(data, ignore_errors=True)
 
 

@@ -189,8 +189,9 @@ impl Drop for Locked<'_> {
 }
 
 /// Shards a pass over every link ([`Stats::absorb`], [`Stats::clear`]) works through before it
-/// makes way for other threads: a few hundred links at most for a node's worth, well under a
-/// millisecond, which is what redirects on a shared core wait at worst.
+/// offers the core to other threads: a few hundred links for a node's worth. The scheduler may
+/// not take the offer (on Linux 6.18 a redirect thread sharing the core still waited for
+/// milliseconds, docs/PERFORMANCE.md, sixth round), but it costs next to nothing.
 const YIELD_EVERY: usize = 8;
 
 /// How many parts a day summary is written in, one shard each.

@@ -184,7 +184,7 @@ fn delta_messages(delta: &Stats, limit: usize) -> Vec<Vec<u8>> {
                 message.extend_from_slice(link);
             }
             since_yield += part.len();
-            // A few hundred links: redirects sharing the core wait well under a millisecond.
+            // A few hundred links, as `Stats::absorb` offers the core between its shards.
             if since_yield >= 16 << 10 {
                 since_yield = 0;
                 std::thread::yield_now();
