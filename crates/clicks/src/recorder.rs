@@ -1021,27 +1021,15 @@ mod tests {
     /// flag for "the slots are empty" when it looked at them before the click arrived.
     #[test]
     fn a_click_recorded_just_before_finish_is_kept() {
-        let ip = "192.0.2.1".parse().expect("ip");
         for i in 0..300 {
             let dir =
                 std::env::temp_dir().join(format!("dl-clicks-fin-{}-{i}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
-            let opts = RecorderOptions {
-                poll_every: Duration::from_micros(50),
-                idle_poll_every: Duration::from_micros(50),
-                ..RecorderOptions::default()
-            };
+            let opts = polling_every(Duration::from_micros(50));
             let (rec, writer, _) = Recorder::start(&dir, opts).expect("start");
             // Let the writer reach its polling, then race it.
             std::thread::sleep(Duration::from_micros(200 + i % 7 * 30));
-            rec.record(Visit::new(
-                1_764_000_000,
-                "go.example.cn",
-                "x7Kp2Qa",
-                None,
-                Device::Mobile,
-                ip,
-            ));
+            rec.record(mobile_click("x7Kp2Qa"));
             writer.finish();
             let day = 1_764_000_000 / DAY;
             let r = rec.stats().report("go.example.cn", "x7Kp2Qa", day, day, 1);
@@ -1077,23 +1065,11 @@ mod tests {
             refusals: 20,
             taken: taken.clone(),
         };
-        let opts = RecorderOptions {
-            poll_every: Duration::from_micros(200),
-            idle_poll_every: Duration::from_micros(200),
-            ..RecorderOptions::default()
-        };
+        let opts = polling_every(Duration::from_micros(200));
         let (rec, writer) =
             Recorder::forwarding(Box::new(busy), Arc::new(Stats::default()), opts).expect("start");
-        let ip = "192.0.2.1".parse().expect("ip");
         for code in ["a", "b", "c"] {
-            rec.record(Visit::new(
-                1_764_000_000,
-                "go.example.cn",
-                code,
-                None,
-                Device::Mobile,
-                ip,
-            ));
+            rec.record(mobile_click(code));
         }
         writer.finish();
         assert_eq!(taken.links(), 3);
@@ -1130,25 +1106,10 @@ mod tests {
         }
         let forward = Recycling::default();
         let (seen, handed_back) = (forward.seen.clone(), forward.handed_back.clone());
-        let opts = RecorderOptions {
-            poll_every: Duration::from_millis(1),
-            idle_poll_every: Duration::from_millis(1),
-            ..RecorderOptions::default()
-        };
+        let opts = polling_every(Duration::from_millis(1));
         let (rec, writer) =
             Recorder::forwarding(Box::new(forward), Arc::new(Stats::default()), opts)
                 .expect("start");
-        let ip = "192.0.2.1".parse().expect("ip");
-        let click = |code| {
-            Visit::new(
-                1_764_000_000,
-                "go.example.cn",
-                code,
-                None,
-                Device::Mobile,
-                ip,
-            )
-        };
         let until = Instant::now() + Duration::from_secs(10);
         // The first second's delta comes back at the second's sweep, after the slot was given
         // a new one, so the third second's clicks are the first counted in it.
@@ -1159,7 +1120,7 @@ mod tests {
             let spares_taken = handed_back.load(Ordering::Relaxed);
             assert_eq!(spares_taken, second.saturating_sub(1), "second {second}");
             for code in codes {
-                rec.record(click(code));
+                rec.record(mobile_click(code));
             }
             while lock(&seen).len() == second && second < 2 && Instant::now() < until {
                 std::thread::sleep(Duration::from_millis(5));
@@ -1177,11 +1138,9 @@ mod tests {
         let opts = || RecorderOptions {
             checkpoint_every: Duration::from_millis(1),
             max_file_bytes: 64 << 10,
-            poll_every: Duration::from_micros(200),
-            idle_poll_every: Duration::from_micros(200),
             retention: None,
             reserve_bytes: 0,
-            ..RecorderOptions::default()
+            ..polling_every(Duration::from_micros(200))
         };
         let (rec, writer, _) = Recorder::start(&dir, opts()).expect("start");
         let rec = Arc::new(rec);
@@ -1270,6 +1229,28 @@ mod tests {
         // Only the file the new writer may have opened for today can remain.
         assert!(left <= 1, "{left} files left");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A phone's click on `go.example.cn/code`, at one fixed time.
+    fn mobile_click(code: &str) -> Visit<'_> {
+        let ip = std::net::Ipv4Addr::new(192, 0, 2, 1).into();
+        Visit::new(
+            1_764_000_000,
+            "go.example.cn",
+            code,
+            None,
+            Device::Mobile,
+            ip,
+        )
+    }
+
+    /// Options whose writer polls every `every`, busy or idle.
+    fn polling_every(every: Duration) -> RecorderOptions {
+        RecorderOptions {
+            poll_every: every,
+            idle_poll_every: every,
+            ..RecorderOptions::default()
+        }
     }
 
     fn fresh(name: &str) -> PathBuf {

@@ -66,6 +66,17 @@ const MAX_SPARES: usize = 4;
 /// A buffer larger than this (a burst's) is let go rather than kept.
 const MAX_SPARE_BUFFER: usize = 4 << 20;
 
+/// Puts `spare` among `spares`, emptied, if there is room. Emptied outside the lock: the click
+/// writer taking one never waits for it.
+fn keep_spare<T>(spares: &std::sync::Mutex<Vec<T>>, mut spare: T, empty: impl FnOnce(&mut T)) {
+    if spares.lock().is_ok_and(|s| s.len() < MAX_SPARES) {
+        empty(&mut spare);
+        if let Ok(mut spares) = spares.lock() {
+            spares.push(spare);
+        }
+    }
+}
+
 /// What the click writer hands the publisher.
 #[derive(Debug)]
 enum Handed {
@@ -384,25 +395,13 @@ impl Held<'_> {
 
     /// Empties a delta whose clicks are now elsewhere, for the click writer to count in.
     fn give_back(&self, delta: Stats) {
-        let deltas = &self.spares.deltas;
-        if deltas.lock().is_ok_and(|d| d.len() < MAX_SPARES) {
-            // Emptied outside the lock: the click writer's sweep never waits for it.
-            delta.clear();
-            if let Ok(mut deltas) = deltas.lock() {
-                deltas.push(delta);
-            }
-        }
+        keep_spare(&self.spares.deltas, delta, |d| d.clear());
     }
 
     /// A buffer the click writer handed lines in, for its next lines.
-    fn give_back_buffer(&self, mut buffer: Vec<u8>) {
+    fn give_back_buffer(&self, buffer: Vec<u8>) {
         if buffer.capacity() <= MAX_SPARE_BUFFER {
-            if let Ok(mut buffers) = self.spares.buffers.lock() {
-                if buffers.len() < MAX_SPARES {
-                    buffer.clear();
-                    buffers.push(buffer);
-                }
-            }
+            keep_spare(&self.spares.buffers, buffer, Vec::clear);
         }
     }
 
