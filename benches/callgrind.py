@@ -64,6 +64,10 @@ def main():
     ap.add_argument("--conns", type=int, default=64)
     ap.add_argument("--floor", action="store_true", help="measure the bench-floor example instead")
     ap.add_argument("--annotate", action="store_true")
+    ap.add_argument("--cache", action="store_true",
+                    help="simulate the caches too (this VM's 48 KiB L1d and a 2 MiB L2 as the last level) "
+                         "and print the data misses per request: memory a change drags through the core's "
+                         "caches, which the instruction count does not show")
     ap.add_argument("--bin", default="target/release/duanlian")
     ap.add_argument("--work", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "duanlian-bench"))
     ap.add_argument("extra", nargs="*", help="more `serve` flags (after --)")
@@ -79,7 +83,8 @@ def main():
                "--admin-listen", f"127.0.0.1:{h.free_port()}", "--threads", "1"] + a.extra
     out = tempfile.mkdtemp(prefix="duanlian-callgrind-")
     prof = os.path.join(out, "callgrind.out")
-    proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={prof}"] + cmd,
+    sim = ["--cache-sim=yes", "--D1=49152,12,64", "--LL=2097152,16,64"] if a.cache else []
+    proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={prof}"] + sim + cmd,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         host, path = lines[0]
@@ -97,10 +102,17 @@ def main():
     if not dumps:
         sys.exit(f"no dump named 'measured' in {out}")
     text = open(dumps[0], errors="replace").read()
-    total = int(re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M).group(1))
+    events = re.search(r"^events:\s+(.*)$", text, re.M).group(1).split()
+    counts = dict(zip(events, map(int, re.search(r"^(?:summary|totals):\s+(.*)$", text, re.M).group(1).split())))
+    total = counts["Ir"]
     what = "floor" if a.floor else "redirect"
     print(f"{what}: {total / a.count:.0f} instructions per request over {a.count} requests "
           f"(statuses {statuses}); profile {dumps[0]}")
+    if a.cache:
+        per = {k: v / a.count for k, v in counts.items()}
+        print(f"data misses per request: L1 {per['D1mr'] + per['D1mw']:.1f} (reads {per['D1mr']:.1f}), "
+              f"L2 {per['DLmr'] + per['DLmw']:.2f} (reads {per['DLmr']:.2f}); "
+              f"instruction L1 misses {per['I1mr']:.1f}")
     if a.annotate:
         ann = subprocess.run(["callgrind_annotate", "--inclusive=no", dumps[0]], capture_output=True,
                              text=True).stdout

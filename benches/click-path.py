@@ -13,6 +13,8 @@ the snapshot's lookup.
 
 usage: python3 benches/click-path.py [--bin PATH] [--links N] [--rounds R] [--duration S] [--perf]
        [--perf-out FILE] [-- EXTRA SERVE FLAGS]
+PERF_FLAGS adds flags to `perf record` (PERF_FLAGS=-g for call graphs, to see who called a
+kernel function).
 """
 import argparse, os, re, shutil, subprocess, sys, tempfile, time, urllib.request
 
@@ -70,7 +72,7 @@ def main():
         for r in range(a.rounds):
             rec = None
             if a.perf and r == 1:
-                rec = subprocess.Popen(["perf", "record", "-q", "-C", "0", "-o", perf_data, "--", "sleep",
+                rec = subprocess.Popen(["perf", "record", "-q", "-C", "0", "-o", perf_data] + os.environ.get("PERF_FLAGS", "").split() + ["--", "sleep",
                                         str(max(a.duration - 2, 1))], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             env = dict(os.environ, REQUESTS_FILE=reqfile, CONNECTION_CLOSE="0")
             out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c64", f"-d{a.duration}s", "--latency", "-s",

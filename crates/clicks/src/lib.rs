@@ -1,8 +1,8 @@
 //! Visit statistics: who followed a link, kept cheap enough for the redirect path.
 //!
 //! The redirect path classifies the client ([`Device::of`], bots included) and hands a
-//! [`Visit`] to [`Recorder::record`], which counts it in per-link, per-day aggregates
-//! ([`Stats`]) that reports read without touching the log, and writes its log line into a
+//! [`Visit`] to [`Recorder::record`], which counts it (a batch at a time) in per-link, per-day
+//! aggregates ([`Stats`]) that reports read without touching the log, and writes its log line into a
 //! buffer of the calling thread's: nothing allocated, no other thread woken. A writer thread
 //! takes the buffers every 20 ms and appends them to a day- and size-rotated log of
 //! tab-separated lines ([`Click`] is a line read back). The aggregates are written to day

@@ -1,6 +1,6 @@
 //! Where the redirect path records clicks, and the writer thread that takes them to the log.
 use crate::log::{LogWriter, Position};
-use crate::stats::lock;
+use crate::stats::{lock, Mark, BATCH};
 use crate::{checkpoint, parse_line, ClickError, ReadReport, Stats, Visit};
 use std::cell::Cell;
 use std::collections::{BTreeSet, VecDeque};
@@ -202,8 +202,14 @@ struct Pending {
     clicks: u64,
     /// Runs of lines by day: the day and where its run ends in `lines`.
     days: Vec<(i64, usize)>,
-    /// Not counted as recorded, because a checkpoint is reading the aggregates: the writer
-    /// counts them once it is done.
+    /// Where each click's key and referrer are in `lines`, to count it by (unless the clicks
+    /// go to a `delta`): the redirect thread counts them [`BATCH`] at a time, the writer
+    /// those left when it takes the slot.
+    marks: Vec<Mark>,
+    /// How many of `marks` are counted.
+    counted: usize,
+    /// Recorded while a checkpoint reads the aggregates: the writer counts them once it is
+    /// done.
     held: bool,
     /// The time's text of the last line.
     stamp: crate::log::Stamp,
@@ -277,6 +283,8 @@ fn recycle(spare: &mut Vec<Pending>, mut p: Pending) {
     if p.lines.capacity() <= 4 << 20 && spare.len() < SLOTS {
         p.lines.clear();
         p.days.clear();
+        p.marks.clear();
+        p.counted = 0;
         p.clicks = 0;
         spare.push(p);
     }
@@ -415,8 +423,9 @@ impl Recorder {
     }
 
     /// Records a visit: its log line goes into the calling thread's slot, for the writer to
-    /// append, and it is counted in the aggregates at once (unless a checkpoint is reading
-    /// them; the writer counts it then). A slot the writer has not emptied for
+    /// append, and it is counted in the aggregates with the slot's next [`BATCH`] of clicks, or
+    /// by the writer's next turn, whichever comes first (unless a checkpoint is reading them;
+    /// the writer counts it once that is done). A slot the writer has not emptied for
     /// [`RecorderOptions::capacity`] clicks drops the visit and counts it, never waits.
     #[inline]
     pub fn record(&self, visit: Visit<'_>) {
@@ -434,30 +443,32 @@ impl Recorder {
             _ => p.days.push((day, p.lines.len())),
         }
         p.clicks += 1;
-        let (key, referrer) = (&p.lines[spans.key], &p.lines[spans.referrer]);
         if shared.deltas {
+            let (key, referrer) = (&p.lines[spans.key], &p.lines[spans.referrer]);
             p.delta
                 .get_or_insert_with(Stats::default)
                 .count(key, day, visit.device, referrer);
-        } else if !p.held {
-            self.stats.count(key, day, visit.device, referrer);
+        } else {
+            p.marks.push(Mark::new(spans, day, visit.device));
+            if !p.held && p.marks.len() - p.counted >= BATCH {
+                self.stats.count_marked(&p.lines, &p.marks[p.counted..]);
+                p.counted = p.marks.len();
+            }
         }
     }
 
     /// Starts fetching what counting a click on `domain`/`code` will read: called as soon as the
     /// request names its link, so that the memory's latency passes while the link is looked up
-    /// and its answer built.
+    /// and its answer built. Only a forwarding recorder's redirect threads count (into their
+    /// own deltas: as many links as were clicked in the last second, far outside the cache
+    /// when that is many); otherwise the writer counts, a batch at a time.
     #[inline]
     pub fn prefetch(&self, domain: &str, code: &str) {
         if self.shared.deltas {
-            // Counted into the calling thread's own delta: as many links as were clicked in
-            // the last second, far outside the cache when that is many.
             if let Some(delta) = &lock(&self.shared.slots[slot_index()].0).delta {
                 delta.prefetch(domain, code);
             }
-            return;
         }
-        self.stats.prefetch(domain, code);
     }
 
     /// The current time in UTC seconds as of the writer's last poll (at most
@@ -634,18 +645,19 @@ fn lowest_priority() {
 impl LocalLog {
     /// Takes the slots' clicks and writes them: `hold` holds back the clicks recorded from now
     /// on, for a checkpoint that reads the aggregates.
-    fn collect(&mut self, shared: &Shared, hold: bool, failing: &mut bool) -> u64 {
+    fn collect(&mut self, shared: &Shared, stats: &Stats, hold: bool, failing: &mut bool) -> u64 {
         let mut got = 0;
         for p in shared.sweep(hold, false, &mut self.spare, &mut || None) {
             got += p.clicks;
-            self.write(p, &shared.counters, failing);
+            self.write(p, stats, &shared.counters, failing);
         }
         got
     }
 
-    /// Appends a slot's lines to the raw log, and marks their days for the next checkpoint or
-    /// keeps them for counting.
-    fn write(&mut self, mut p: Pending, counters: &Counters, failing: &mut bool) {
+    /// Appends a slot's lines to the raw log, and counts them and marks their days for the
+    /// next checkpoint, or keeps them for counting once the checkpoint under way has read the
+    /// aggregates.
+    fn write(&mut self, mut p: Pending, stats: &Stats, counters: &Counters, failing: &mut bool) {
         if p.clicks == 0 {
             return recycle(&mut self.spare, p);
         }
@@ -655,6 +667,7 @@ impl LocalLog {
             let lines = std::mem::take(&mut p.lines);
             self.held.push_back((lines, 0));
         } else {
+            stats.count_marked(&p.lines, p.marks.get(p.counted..).unwrap_or_default());
             self.dirty.extend(p.days.iter().map(|&(day, _)| day));
         }
         recycle(&mut self.spare, p);
@@ -709,18 +722,18 @@ impl LocalLog {
 
     /// Starts summarising the days that got clicks, as of the log's position once every click
     /// counted so far is written, unless a checkpoint is under way already.
-    fn start_checkpoint(&mut self, shared: &Shared, failing: &mut bool) {
+    fn start_checkpoint(&mut self, shared: &Shared, stats: &Stats, failing: &mut bool) {
         if self.pass.is_some() || !self.held.is_empty() {
             return;
         }
         // From here on the slots hold their clicks back; all counted ones are in the log.
-        self.collect(shared, true, failing);
+        self.collect(shared, stats, true, failing);
         self.last_checkpoint = std::time::Instant::now();
         let at = match (self.pending.take(), self.log.position()) {
             (_, Some(at)) => at,
             (Some(at), None) => at,
             (None, None) if self.dirty.is_empty() => {
-                self.collect(shared, false, failing);
+                self.collect(shared, stats, false, failing);
                 return;
             }
             // Clicks counted while paused or failing, none written since start: their days are
@@ -728,7 +741,7 @@ impl LocalLog {
             (None, None) => (String::new(), 0),
         };
         if self.log.flush().is_err() {
-            self.collect(shared, false, failing);
+            self.collect(shared, stats, false, failing);
             return; // the write path reports it
         }
         tracing::debug!(days = self.dirty.len(), "click checkpoint started");
@@ -754,7 +767,7 @@ impl LocalLog {
         let outcome = pass.step(&self.dir, stats, deadline, wait);
         // The aggregates are read (or will not be): the slots count again.
         if building && (!pass.building() || outcome.is_err()) {
-            self.collect(shared, false, failing);
+            self.collect(shared, stats, false, failing);
         }
         if let Ok(false) = outcome {
             return;
@@ -821,7 +834,7 @@ impl LocalLog {
     fn checkpoint(&mut self, shared: &Shared, stats: &Stats, failing: &mut bool) {
         self.step_checkpoint(shared, stats, None, true, failing);
         self.count_held(stats, None);
-        self.start_checkpoint(shared, failing);
+        self.start_checkpoint(shared, stats, failing);
         self.step_checkpoint(shared, stats, None, true, failing);
     }
 
@@ -856,7 +869,7 @@ impl LocalLog {
         }
         if self.due && self.pass.is_none() {
             self.due = false;
-            self.start_checkpoint(shared, failing);
+            self.start_checkpoint(shared, stats, failing);
         }
         self.step_checkpoint(shared, stats, Some(Instant::now() + TURN), false, failing);
         self.count_held(stats, Some(Instant::now() + TURN));
@@ -978,7 +991,7 @@ fn write_loop(
         let stopping = stop.load(Ordering::Acquire);
         let (got, busy) = match &mut output {
             Output::Log(log) => {
-                let got = log.collect(shared, log.holding(), &mut failing);
+                let got = log.collect(shared, stats, log.holding(), &mut failing);
                 log.maintain(shared, stats, opts, now, &mut failing);
                 (got, log.checkpoint_in_hand())
             }

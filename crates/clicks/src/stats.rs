@@ -2,6 +2,7 @@
 use crate::table::Table;
 use crate::{Click, Device};
 use std::collections::HashMap;
+use std::num::NonZeroU8;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -53,37 +54,21 @@ impl Day {
     }
 }
 
-/// One link's days. Clicks arrive in time order, so nearly every click counts towards the
-/// latest day, kept inline in the map; earlier days sit in a vector sorted by day. A link
-/// clicked on one day costs its map entry and key, about 120 bytes.
-#[derive(Debug)]
-struct Days {
-    earlier: Vec<Day>,
-    latest: Day,
+/// One day of a link as reports and summaries read it (the latest day's counts are kept in
+/// two parts, [`Link::clicks`] and the rest).
+struct DayView<'a> {
+    day: i64,
+    devices: [u64; 4],
+    referrers: Option<&'a Referrers>,
 }
 
-impl Days {
-    fn get_mut(&mut self, day: i64) -> &mut Day {
-        if day > self.latest.day {
-            let previous = std::mem::replace(&mut self.latest, Day::new(day));
-            self.earlier.push(previous);
+impl<'a> DayView<'a> {
+    fn of(d: &'a Day) -> DayView<'a> {
+        DayView {
+            day: d.day,
+            devices: d.devices,
+            referrers: d.referrers.as_deref(),
         }
-        if day == self.latest.day {
-            return &mut self.latest;
-        }
-        // A straggler from before midnight.
-        let i = match self.earlier.binary_search_by_key(&day, |d| d.day) {
-            Ok(i) => i,
-            Err(i) => {
-                self.earlier.insert(i, Day::new(day));
-                i
-            }
-        };
-        &mut self.earlier[i]
-    }
-
-    fn all(&self) -> impl Iterator<Item = &Day> {
-        self.earlier.iter().chain(std::iter::once(&self.latest))
     }
 }
 
@@ -94,45 +79,200 @@ pub struct Stats {
     links: Shards,
 }
 
-/// A link's key and days.
+/// A link's clicks, laid out for the click that counts in it: with the table's hash, the
+/// key's first bytes and the latest day's counts fill one 64-byte line, so a click on a link
+/// far outside the cache costs that line and no other. (The entry was 120 bytes before,
+/// spread over two or three lines: with 100,000 links clicked at random that was two cache
+/// misses a click, and what they evicted cost the rest of the redirect as much again.) What a
+/// click seldom needs is behind `rest`: earlier days, the latest day's referrers, counts past
+/// `u32`, and a long key's bytes past [`HEAD`].
 #[derive(Debug)]
 struct Link {
-    key: Key,
-    days: Days,
+    /// The key's length plus one, 255 at most.
+    len: NonZeroU8,
+    /// The key's first bytes: all of `domain \t code` for a short link domain.
+    head: [u8; HEAD],
+    /// The latest day with clicks (days are clamped into `i32`: six million years).
+    day: i32,
+    /// The latest day's clicks by device ([`Device::index`]), past what `rest.latest` holds.
+    clicks: [u32; 4],
+    rest: Option<Box<Rest>>,
 }
 
-/// A link's `domain \t code`, inline when short, as nearly all are: a click compares it in the
-/// table entry it reads anyway, not in an allocation of its own (one cache miss fewer a click,
-/// with a million links far outside the cache).
+/// Key bytes kept in a link's line: `go.example.cn \t x7Kp2Qa` is 21.
+const HEAD: usize = 27;
+
+/// What a link's line has no room for.
 #[derive(Debug)]
-enum Key {
-    Inline(u8, [u8; INLINE_KEY]),
-    Heap(Box<[u8]>),
+struct Rest {
+    /// The key's bytes past [`HEAD`].
+    tail: Box<[u8]>,
+    /// The latest day's counts added in bulk or past `u32::MAX` (on top of [`Link::clicks`]),
+    /// and its referrers.
+    latest: Day,
+    /// Earlier days, in order.
+    earlier: Vec<Day>,
 }
 
-const INLINE_KEY: usize = 38;
+fn clamp_day(day: i64) -> i32 {
+    i32::try_from(day).unwrap_or(if day < 0 { i32::MIN } else { i32::MAX })
+}
 
-impl Key {
-    fn new(key: &[u8]) -> Key {
-        match u8::try_from(key.len()) {
-            Ok(len) if key.len() <= INLINE_KEY => {
-                let mut bytes = [0; INLINE_KEY];
-                bytes[..key.len()].copy_from_slice(key);
-                Key::Inline(len, bytes)
-            }
-            _ => Key::Heap(key.into()),
+impl Link {
+    fn new(key: &[u8], day: i64) -> Link {
+        let n = key.len().min(HEAD);
+        let mut head = [0; HEAD];
+        head[..n].copy_from_slice(&key[..n]);
+        let mut link = Link {
+            len: NonZeroU8::MIN.saturating_add(u8::try_from(key.len()).unwrap_or(u8::MAX)),
+            head,
+            day: clamp_day(day),
+            clicks: [0; 4],
+            rest: None,
+        };
+        if key.len() > HEAD {
+            link.rest_mut().tail = key[HEAD..].into();
+        }
+        link
+    }
+
+    /// Whether this is the link `key`: its length and first bytes, in the line already read,
+    /// and only for a long key the rest.
+    #[inline]
+    fn is(&self, key: &[u8]) -> bool {
+        let n = key.len().min(HEAD);
+        self.len == NonZeroU8::MIN.saturating_add(u8::try_from(key.len()).unwrap_or(u8::MAX))
+            && self.head[..n] == key[..n]
+            && (key.len() <= HEAD || self.rest.as_ref().is_some_and(|r| *r.tail == key[HEAD..]))
+    }
+
+    fn key(&self) -> std::borrow::Cow<'_, [u8]> {
+        match &self.rest {
+            Some(rest) if !rest.tail.is_empty() => [&self.head[..], &rest.tail].concat().into(),
+            _ => self.head[..usize::from(self.len.get() - 1).min(HEAD)].into(),
         }
     }
-}
 
-impl std::ops::Deref for Key {
-    type Target = [u8];
+    fn rest_mut(&mut self) -> &mut Rest {
+        let day = self.day;
+        self.rest.get_or_insert_with(|| {
+            Box::new(Rest {
+                tail: Box::default(),
+                latest: Day::new(day.into()),
+                earlier: Vec::new(),
+            })
+        })
+    }
 
-    fn deref(&self) -> &[u8] {
-        match self {
-            Key::Inline(len, bytes) => &bytes[..usize::from(*len)],
-            Key::Heap(bytes) => bytes,
+    /// Counts a click. Clicks arrive in time order, so nearly all count towards the latest
+    /// day, in the line.
+    #[inline]
+    fn count(&mut self, day: i64, device: Device, referrer: &[u8]) {
+        let referred = !referrer.is_empty() && device != Device::Bot;
+        if clamp_day(day) != self.day {
+            let d = self.day_mut(day);
+            d.devices[device.index()] += 1;
+            if referred {
+                d.count_referrer(referrer, 1);
+            }
+            return;
         }
+        let c = &mut self.clicks[device.index()];
+        match c.checked_add(1) {
+            Some(n) => *c = n,
+            None => {
+                *c = 0;
+                self.rest_mut().latest.devices[device.index()] += 1 << 32;
+            }
+        }
+        if referred {
+            self.rest_mut().latest.count_referrer(referrer, 1);
+        }
+    }
+
+    /// Adds counts by device on `day`: in the line where they fit, as a day's summary of a
+    /// link loaded at start nearly always does.
+    fn add(&mut self, day: i64, devices: [u64; 4]) {
+        if clamp_day(day) != self.day {
+            for (sum, n) in self.day_mut(day).devices.iter_mut().zip(devices) {
+                *sum = sum.saturating_add(n);
+            }
+            return;
+        }
+        let mut spilled = [0; 4];
+        for ((c, n), spill) in self.clicks.iter_mut().zip(devices).zip(&mut spilled) {
+            match u64::from(*c).checked_add(n).map(u32::try_from) {
+                Some(Ok(sum)) => *c = sum,
+                _ => *spill = n,
+            }
+        }
+        if spilled != [0; 4] {
+            for (sum, n) in self.rest_mut().latest.devices.iter_mut().zip(spilled) {
+                *sum = sum.saturating_add(n);
+            }
+        }
+    }
+
+    /// Where counts of `day` beyond the line go: for the latest day (a later day becomes it),
+    /// what adds to [`Link::clicks`]; for an earlier one, that day.
+    fn day_mut(&mut self, day: i64) -> &mut Day {
+        let day = clamp_day(day);
+        if day > self.day {
+            self.roll(day);
+        }
+        let latest = self.day;
+        let rest = self.rest_mut();
+        if day == latest {
+            return &mut rest.latest;
+        }
+        // A straggler from before midnight.
+        let day = i64::from(day);
+        let i = match rest.earlier.binary_search_by_key(&day, |d| d.day) {
+            Ok(i) => i,
+            Err(i) => {
+                rest.earlier.insert(i, Day::new(day));
+                i
+            }
+        };
+        &mut rest.earlier[i]
+    }
+
+    /// Makes `day` the latest, the latest so far an earlier day.
+    fn roll(&mut self, day: i32) {
+        let clicks = std::mem::take(&mut self.clicks);
+        let was = std::mem::replace(&mut self.day, day);
+        let rest = self.rest_mut();
+        let mut previous = std::mem::replace(&mut rest.latest, Day::new(day.into()));
+        previous.day = was.into();
+        for (sum, n) in previous.devices.iter_mut().zip(clicks) {
+            *sum += u64::from(n);
+        }
+        rest.earlier.push(previous);
+    }
+
+    /// Every day with clicks, in order.
+    fn days(&self) -> impl Iterator<Item = DayView<'_>> {
+        let mut latest = DayView {
+            day: self.day.into(),
+            devices: self.clicks.map(u64::from),
+            referrers: None,
+        };
+        if let Some(rest) = &self.rest {
+            for (sum, n) in latest.devices.iter_mut().zip(rest.latest.devices) {
+                *sum += n;
+            }
+            latest.referrers = rest.latest.referrers.as_deref();
+        }
+        let earlier = self.rest.iter().flat_map(|r| r.earlier.iter());
+        earlier.map(DayView::of).chain(std::iter::once(latest))
+    }
+
+    /// Forgets the days before `first`; whether any is left.
+    fn keep_from(&mut self, first: i64) -> bool {
+        if let Some(rest) = &mut self.rest {
+            rest.earlier.retain(|d| d.day >= first);
+        }
+        i64::from(self.day) >= first
     }
 }
 
@@ -153,6 +293,9 @@ struct Shards {
 }
 
 type Links = Table<Link>;
+
+// A link's entry is one cache line, [`Link`]: anything added to it must come out elsewhere.
+const _: () = assert!(Links::SLOT == 64);
 
 /// A shard's table, locked; it publishes where the slots are when let go, as they move when
 /// the table grows.
@@ -247,32 +390,53 @@ impl Shards {
         let at = (place & ((1 << 56) - 1)) as usize;
         let mask = 1usize.wrapping_shl((place >> 56) as u32).wrapping_sub(1);
         let first = (hash as usize & mask).wrapping_mul(Links::SLOT);
-        // Two slots: a probe finds a key in fewer on average, three quarters full at most.
+        // Two slots, two lines: a probe finds a key in fewer on average, three quarters full
+        // at most.
         prefetch(at.wrapping_add(first), 2 * Links::SLOT);
     }
 
-    /// A link's days, created (starting at `day`) if it has none.
-    fn days_mut<'a>(&self, links: &'a mut Links, hash: u64, key: &[u8], day: i64) -> &'a mut Days {
-        &mut links
-            .get_or_insert_with(
-                hash,
-                |l| *l.key == *key,
-                || Link {
-                    key: Key::new(key),
-                    days: Days {
-                        earlier: Vec::new(),
-                        latest: Day::new(day),
-                    },
-                },
-            )
-            .days
+    /// A link's entry, created (its latest day `day`) if it has none.
+    fn link_mut<'a>(&self, links: &'a mut Links, hash: u64, key: &[u8], day: i64) -> &'a mut Link {
+        links.get_or_insert_with(hash, |l| l.is(key), || Link::new(key, day))
     }
 
-    /// What `f` makes of a link's days, if it has any.
-    fn read<R>(&self, key: &[u8], f: impl FnOnce(Option<&Days>) -> R) -> R {
+    /// What `f` makes of a link's entry, if it has one.
+    fn read<R>(&self, key: &[u8], f: impl FnOnce(Option<&Link>) -> R) -> R {
         let hash = self.hash(key);
         let links = self.of(hash);
-        f(links.find(hash, |l| *l.key == *key).map(|l| &l.days))
+        f(links.find(hash, |l| l.is(key)))
+    }
+}
+
+/// Clicks a batch has fetched ahead of the one it counts: enough misses in flight to cover a
+/// miss's latency, few enough that the first fetched is not evicted before it is used.
+const AHEAD: usize = 8;
+
+/// Clicks a redirect thread records before it counts them, all at once
+/// ([`Stats::count_marked`]): a few microseconds of work, so no request waits long behind it.
+pub(crate) const BATCH: usize = 64;
+
+/// Where a click's key and referrer are in the lines it was written into, and what else
+/// counting it needs: the redirect thread keeps one per click for the writer to count.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mark {
+    key: (u32, u32),
+    referrer: (u32, u32),
+    day: i64,
+    device: Device,
+}
+
+impl Mark {
+    pub(crate) fn new(spans: crate::log::Spans, day: i64, device: Device) -> Mark {
+        // A slot's lines are far below 4 GiB (its capacity is in clicks); were they not, the
+        // key would come out empty and the click go uncounted, not miscounted.
+        let at = |i: usize| u32::try_from(i).unwrap_or(u32::MAX);
+        Mark {
+            key: (at(spans.key.start), at(spans.key.end)),
+            referrer: (at(spans.referrer.start), at(spans.referrer.end)),
+            day,
+            device,
+        }
     }
 }
 
@@ -355,17 +519,55 @@ impl Stats {
         }
     }
 
+    /// Counts a batch of clicks written into `lines`, where `marks` say their keys and
+    /// referrers are. The links' entries are far apart in a table far larger than the cache,
+    /// so each is fetched [`AHEAD`] clicks before it is counted: the misses then overlap,
+    /// where a click counted on its own waits for its entry.
+    pub(crate) fn count_marked(&self, lines: &[u8], marks: &[Mark]) {
+        let key = |m: &Mark| {
+            lines
+                .get(m.key.0 as usize..m.key.1 as usize)
+                .unwrap_or_default()
+        };
+        let mut hashes = [0u64; BATCH];
+        for marks in marks.chunks(BATCH) {
+            for (hash, m) in hashes.iter_mut().zip(marks) {
+                *hash = self.links.hash(key(m));
+            }
+            let hashes = &hashes[..marks.len()];
+            for &hash in hashes.iter().take(AHEAD) {
+                self.links.prefetch(hash);
+            }
+            for (i, (m, &hash)) in marks.iter().zip(hashes).enumerate() {
+                if let Some(&ahead) = hashes.get(i + AHEAD) {
+                    self.links.prefetch(ahead);
+                }
+                let (key, referrer) = (
+                    key(m),
+                    lines
+                        .get(m.referrer.0 as usize..m.referrer.1 as usize)
+                        .unwrap_or_default(),
+                );
+                if key.is_empty() {
+                    continue;
+                }
+                let mut links = self.links.of(hash);
+                self.links
+                    .link_mut(&mut links, hash, key, m.day)
+                    .count(m.day, m.device, referrer);
+            }
+        }
+    }
+
     /// Counts one click on the link `key` (`domain \t code`) on `day`, from a referrer host
     /// (empty: none).
     #[inline]
     pub(crate) fn count(&self, key: &[u8], day: i64, device: Device, referrer: &[u8]) {
         let hash = self.links.hash(key);
         let mut links = self.links.of(hash);
-        let entry = self.links.days_mut(&mut links, hash, key, day).get_mut(day);
-        entry.devices[device.index()] += 1;
-        if !referrer.is_empty() && device != Device::Bot {
-            entry.count_referrer(referrer, 1);
-        }
+        self.links
+            .link_mut(&mut links, hash, key, day)
+            .count(day, device, referrer);
     }
 
     /// Adds everything `other` counted: a node's own delta into its statistics. The work
@@ -380,24 +582,20 @@ impl Stats {
             // Each link's entry is fetched while the one before is added in: the links are
             // scattered over a table far larger than the cache.
             let mut next = theirs.iter().map(|link| {
-                let hash = self.links.hash(&link.key);
+                let key = link.key();
+                let hash = self.links.hash(&key);
                 self.links.prefetch(hash);
-                (link, hash)
+                (link, key, hash)
             });
             let mut ahead = next.next();
-            while let Some((link, hash)) = ahead {
+            while let Some((link, key, hash)) = ahead {
                 ahead = next.next();
                 let mut links = self.links.of(hash);
-                let days = self
-                    .links
-                    .days_mut(&mut links, hash, &link.key, link.days.latest.day);
-                for d in link.days.all() {
-                    let entry = days.get_mut(d.day);
-                    for (sum, n) in entry.devices.iter_mut().zip(d.devices) {
-                        *sum += n;
-                    }
+                let mine = self.links.link_mut(&mut links, hash, &key, link.day.into());
+                for d in link.days() {
+                    mine.add(d.day, d.devices);
                     for (host, n) in d.referrers.iter().flat_map(|r| r.iter()) {
-                        entry.count_referrer(host, *n);
+                        mine.day_mut(d.day).count_referrer(host, *n);
                     }
                 }
             }
@@ -446,11 +644,11 @@ impl Stats {
         }
         let links = self.links.lock(part);
         for link in links.iter() {
-            let Some(d) = link.days.all().find(|d| d.day == day) else {
+            let Some(d) = link.days().find(|d| d.day == day) else {
                 continue;
             };
             out.extend_from_slice(b"L\t");
-            out.extend_from_slice(&link.key);
+            out.extend_from_slice(&link.key());
             for n in d.devices {
                 push_count(out, n);
             }
@@ -479,13 +677,9 @@ impl Stats {
                     let key = link_key(domain, code);
                     let hash = self.links.hash(&key);
                     let mut links = self.links.of(hash);
-                    let entry = self
-                        .links
-                        .days_mut(&mut links, hash, &key, day)
-                        .get_mut(day);
-                    for (sum, c) in entry.devices.iter_mut().zip(devices) {
-                        *sum += c;
-                    }
+                    self.links
+                        .link_mut(&mut links, hash, &key, day)
+                        .add(day, devices);
                     current = Some((key, hash));
                 }
                 ["R", host, count] => {
@@ -494,8 +688,8 @@ impl Stats {
                     // The link's entry may have gone since its `L` line (deleted, `forget`),
                     // and the rest of the day must still count.
                     let mut links = self.links.of(*hash);
-                    let days = self.links.days_mut(&mut links, *hash, key, day);
-                    days.get_mut(day).count_referrer(host.as_bytes(), count);
+                    let link = self.links.link_mut(&mut links, *hash, key, day);
+                    link.day_mut(day).count_referrer(host.as_bytes(), count);
                 }
                 [""] => {}
                 _ => return Err(n + 1),
@@ -508,7 +702,7 @@ impl Stats {
     pub fn days(&self) -> Vec<i64> {
         let mut days: Vec<i64> = Vec::new();
         for links in self.links.each() {
-            days.extend(links.iter().flat_map(|l| l.days.all().map(|d| d.day)));
+            days.extend(links.iter().flat_map(|l| l.days().map(|d| d.day)));
             days.sort_unstable();
             days.dedup();
         }
@@ -529,10 +723,7 @@ impl Stats {
     pub fn forget_before(&self, since: i64) {
         let first = since.div_euclid(DAY);
         for mut links in self.links.each() {
-            links.retain(|l| {
-                l.days.earlier.retain(|d| d.day >= first);
-                l.days.latest.day >= first
-            });
+            links.retain(|l| l.keep_from(first));
         }
     }
 
@@ -541,13 +732,13 @@ impl Stats {
         let key = link_key(domain, code);
         let hash = self.links.hash(&key);
         let mut links = self.links.of(hash);
-        links.remove(hash, |l| *l.key == *key);
+        links.remove(hash, |l| l.is(&key));
     }
 
     /// The first day with clicks for a link.
     pub fn first_day(&self, domain: &str, code: &str) -> Option<i64> {
-        self.links.read(&link_key(domain, code), |days| {
-            days.and_then(|d| d.all().next()).map(|d| d.day)
+        self.links.read(&link_key(domain, code), |link| {
+            link.and_then(|l| l.days().next()).map(|d| d.day)
         })
     }
 
@@ -566,7 +757,7 @@ impl Stats {
         self.links.read(&link_key(domain, code), |link| {
             let mut days = link
                 .into_iter()
-                .flat_map(Days::all)
+                .flat_map(Link::days)
                 .skip_while(|d| d.day < from_day)
                 .peekable();
             for day in from_day..=to_day {
@@ -626,6 +817,39 @@ mod tests {
         assert_eq!(s.report("d.cn", "a", 0, 30, 1).human, 1);
         assert_eq!(s.first_day("d.cn", "a"), Some(20));
         assert_eq!(s.first_day("d.cn", "b"), None);
+    }
+
+    #[test]
+    fn long_keys_and_counts_past_u32_stay_exact() {
+        // Two keys alike in the 27 bytes kept in the line, told apart by their tails.
+        let s = Stats::default();
+        let ip = "192.0.2.1".parse().expect("ip");
+        let domain = "links.a-rather-long-shop-domain.example.com";
+        let at = |code: &str| Click::new(20 * DAY, domain, code, None, Device::Mobile, ip);
+        s.add(&[at("aaa"), at("aab"), at("aab")]);
+        assert_eq!(s.report(domain, "aaa", 20, 20, 1).human, 1);
+        assert_eq!(s.report(domain, "aab", 20, 20, 1).human, 2);
+        let mut text = Vec::new();
+        s.write_day(20, &mut text);
+        let again = Stats::default();
+        again
+            .add_day(20, std::str::from_utf8(&text).expect("utf-8"))
+            .expect("summary");
+        assert_eq!(again.report(domain, "aab", 20, 20, 1).human, 2);
+        s.forget(domain, "aab");
+        assert_eq!(s.report(domain, "aab", 20, 20, 1).human, 0);
+        assert_eq!(s.report(domain, "aaa", 20, 20, 1).human, 1);
+
+        // A day's count by device past u32::MAX, by clicks and by a summary's bulk add.
+        let mut link = Link::new(b"d.cn\tc", 20);
+        link.clicks[Device::Mobile.index()] = u32::MAX;
+        link.count(20, Device::Mobile, b"");
+        link.add(20, [u64::from(u32::MAX), 0, 0, 0]);
+        let days: Vec<_> = link.days().map(|d| (d.day, d.devices[0])).collect();
+        assert_eq!(days, [(20, 2 * u64::from(u32::MAX) + 1)]);
+        link.count(21, Device::Mobile, b"");
+        let days: Vec<_> = link.days().map(|d| (d.day, d.devices[0])).collect();
+        assert_eq!(days, [(20, 2 * u64::from(u32::MAX) + 1), (21, 1)]);
     }
 
     #[test]

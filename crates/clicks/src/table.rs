@@ -8,11 +8,18 @@
 #[derive(Debug)]
 pub(crate) struct Table<T> {
     /// A power of two long, or empty.
-    slots: Box<[Option<(u64, T)>]>,
+    slots: Box<[Option<Entry<T>>]>,
     len: usize,
     /// How full it may get, in 64ths.
     max_load: usize,
 }
+
+/// A key's hash and value, starting a cache line: an entry that fits one line is then read
+/// in one (the stats' links do, [`crate::stats`]), where one straddling two costs a click two
+/// misses.
+#[derive(Debug)]
+#[repr(align(64))]
+struct Entry<T>(u64, T);
 
 impl<T> Default for Table<T> {
     fn default() -> Self {
@@ -43,7 +50,7 @@ impl<T> Table<T> {
     }
 
     /// The bytes a slot takes.
-    pub(crate) const SLOT: usize = std::mem::size_of::<Option<(u64, T)>>();
+    pub(crate) const SLOT: usize = std::mem::size_of::<Option<Entry<T>>>();
 
     /// The address of the first slot and the mask that takes a hash to a slot's index, `None`
     /// while empty: the first slot a key is looked for in, and the slots after it, are at
@@ -59,7 +66,7 @@ impl<T> Table<T> {
         loop {
             match &self.slots[i] {
                 None => return Err(i),
-                Some((h, v)) if *h == hash && eq(v) => return Ok(i),
+                Some(Entry(h, v)) if *h == hash && eq(v) => return Ok(i),
                 Some(_) => i = (i + 1) & mask,
             }
         }
@@ -70,7 +77,7 @@ impl<T> Table<T> {
             return None;
         }
         let i = self.probe(hash, eq).ok()?;
-        self.slots[i].as_ref().map(|(_, v)| v)
+        self.slots[i].as_ref().map(|Entry(_, v)| v)
     }
 
     /// The value under the key, made by `make` if there is none.
@@ -89,12 +96,12 @@ impl<T> Table<T> {
             Ok(i) => i,
             Err(i) => {
                 self.len += 1;
-                self.slots[i] = Some((hash, make()));
+                self.slots[i] = Some(Entry(hash, make()));
                 i
             }
         };
         match &mut self.slots[i] {
-            Some((_, v)) => v,
+            Some(Entry(_, v)) => v,
             None => unreachable!("slot {i} was just found or filled"),
         }
     }
@@ -106,9 +113,9 @@ impl<T> Table<T> {
     /// The table again, `size` slots long: also what mends probes cut short by emptied slots.
     fn rebuild(&mut self, size: usize) {
         let old = std::mem::replace(&mut self.slots, (0..size).map(|_| None).collect());
-        for (hash, v) in old.into_vec().into_iter().flatten() {
+        for Entry(hash, v) in old.into_vec().into_iter().flatten() {
             let (Ok(i) | Err(i)) = self.probe(hash, |_| false);
-            self.slots[i] = Some((hash, v));
+            self.slots[i] = Some(Entry(hash, v));
         }
     }
 
@@ -118,7 +125,7 @@ impl<T> Table<T> {
             return None;
         }
         let i = self.probe(hash, eq).ok()?;
-        let taken = self.slots[i].take().map(|(_, v)| v);
+        let taken = self.slots[i].take().map(|Entry(_, v)| v);
         self.len -= 1;
         self.close_gap(i);
         taken
@@ -129,7 +136,7 @@ impl<T> Table<T> {
     fn close_gap(&mut self, mut gap: usize) {
         let mask = self.mask();
         let mut j = (gap + 1) & mask;
-        while let Some((hash, _)) = &self.slots[j] {
+        while let Some(Entry(hash, _)) = &self.slots[j] {
             let home = *hash as usize & mask;
             // The entry may fill the gap if the gap lies on its probe, between home and j.
             if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(gap) & mask) {
@@ -141,7 +148,7 @@ impl<T> Table<T> {
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
-        self.slots.iter().flatten().map(|(_, v)| v)
+        self.slots.iter().flatten().map(|Entry(_, v)| v)
     }
 
     /// Takes every value out. The slots stay for the next fill if this one used them well (an
@@ -160,7 +167,7 @@ impl<T> Table<T> {
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&mut T) -> bool) {
         let mut removed = false;
         for slot in self.slots.iter_mut() {
-            if slot.as_mut().is_some_and(|(_, v)| !keep(v)) {
+            if slot.as_mut().is_some_and(|Entry(_, v)| !keep(v)) {
                 *slot = None;
                 self.len -= 1;
                 removed = true;
