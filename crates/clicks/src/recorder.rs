@@ -218,6 +218,16 @@ struct Pending {
     delta: Option<Stats>,
 }
 
+impl Pending {
+    /// The lines and the marks of the clicks not counted yet, which the caller counts now,
+    /// and the delta (a forwarding recorder's slot counts into it).
+    fn uncounted(&mut self) -> (&[u8], &[Mark], &mut Option<Stats>) {
+        let from = std::mem::replace(&mut self.counted, self.marks.len());
+        let marks = self.marks.get(from..).unwrap_or_default();
+        (&self.lines, marks, &mut self.delta)
+    }
+}
+
 /// A slot on a cache line of its own, so threads on different slots do not share one.
 #[derive(Debug, Default)]
 #[repr(align(128))]
@@ -263,6 +273,15 @@ impl Shared {
             let mut p = lock(&slot.0);
             if p.clicks == 0 && p.held == hold && !(deltas && p.delta.is_some()) {
                 continue;
+            }
+            if self.deltas {
+                // The slot's last clicks, short of a batch, go with its delta.
+                let (lines, marks, delta) = p.uncounted();
+                if !marks.is_empty() {
+                    delta
+                        .get_or_insert_with(Stats::default)
+                        .count_marked(lines, marks);
+                }
             }
             let mut fresh = spare.pop().unwrap_or_default();
             fresh.held = hold;
@@ -443,31 +462,14 @@ impl Recorder {
             _ => p.days.push((day, p.lines.len())),
         }
         p.clicks += 1;
-        if shared.deltas {
-            let (key, referrer) = (&p.lines[spans.key], &p.lines[spans.referrer]);
-            p.delta
-                .get_or_insert_with(Stats::default)
-                .count(key, day, visit.device, referrer);
-        } else {
-            p.marks.push(Mark::new(spans, day, visit.device));
-            if !p.held && p.marks.len() - p.counted >= BATCH {
-                self.stats.count_marked(&p.lines, &p.marks[p.counted..]);
-                p.counted = p.marks.len();
-            }
-        }
-    }
-
-    /// Starts fetching what counting a click on `domain`/`code` will read: called as soon as the
-    /// request names its link, so that the memory's latency passes while the link is looked up
-    /// and its answer built. Only a forwarding recorder's redirect threads count (into their
-    /// own deltas: as many links as were clicked in the last second, far outside the cache
-    /// when that is many); otherwise the writer counts, a batch at a time.
-    #[inline]
-    pub fn prefetch(&self, domain: &str, code: &str) {
-        if self.shared.deltas {
-            if let Some(delta) = &lock(&self.shared.slots[slot_index()].0).delta {
-                delta.prefetch(domain, code);
-            }
+        p.marks.push(Mark::new(spans, day, visit.device));
+        if !p.held && p.marks.len() - p.counted >= BATCH {
+            let (lines, marks, delta) = p.uncounted();
+            let into: &Stats = match shared.deltas {
+                true => delta.get_or_insert_with(Stats::default),
+                false => &self.stats,
+            };
+            into.count_marked(lines, marks);
         }
     }
 

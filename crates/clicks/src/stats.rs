@@ -502,23 +502,6 @@ impl Stats {
         }
     }
 
-    /// Starts fetching the table slots a click on `domain`/`code` will count in, so that the
-    /// memory's latency passes while the redirect does its other work: with a million links
-    /// they are far outside the cache, and counting waited on them for as long as the
-    /// snapshot's own lookup took. Takes no lock and reads nothing it would wait for.
-    #[inline]
-    pub(crate) fn prefetch(&self, domain: &str, code: &str) {
-        // [`link_key`] on the stack: the redirect path allocates nothing for this.
-        let mut key = [0; 64];
-        let len = domain.len() + 1 + code.len();
-        if let Some(key) = key.get_mut(..len) {
-            key[..domain.len()].copy_from_slice(domain.as_bytes());
-            key[domain.len()] = b'\t';
-            key[domain.len() + 1..].copy_from_slice(code.as_bytes());
-            self.links.prefetch(self.links.hash(key));
-        }
-    }
-
     /// Counts a batch of clicks written into `lines`, where `marks` say their keys and
     /// referrers are. The links' entries are far apart in a table far larger than the cache,
     /// so each is fetched [`AHEAD`] clicks before it is counted: the misses then overlap,

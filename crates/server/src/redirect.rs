@@ -432,9 +432,6 @@ pub fn respond_from<B>(
     if !Code::is_valid(code.as_bytes()) {
         return escaped(r, req, peer, is_get, domain, code);
     }
-    if let (Some((recorder, _)), true) = (&r.clicks, is_get) {
-        recorder.prefetch(domain, code);
-    }
     r.index.resolve(domain, code, |link| {
         decide(r, req, peer, is_get, domain, code, link, true, None)
     })
