@@ -77,6 +77,19 @@ impl<'a> DayView<'a> {
 #[derive(Debug, Default)]
 pub struct Stats {
     links: Shards,
+    /// Counts what the redirect threads have recorded but not counted yet (they count a
+    /// batch at a time): [`Stats::forget`] runs it first, or a deleted link's last clicks
+    /// would be counted after it and bring its entry back.
+    pending: std::sync::OnceLock<Pending>,
+}
+
+/// What counts the clicks recorded but not counted yet, into the statistics it is given.
+pub(crate) struct Pending(pub(crate) Box<dyn Fn(&Stats) + Send + Sync>);
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pending")
+    }
 }
 
 /// A link's clicks, laid out for the click that counts in it: with the table's hash, the
@@ -710,8 +723,16 @@ impl Stats {
         }
     }
 
+    /// Has `count` run before [`Stats::forget`] (once; later calls change nothing).
+    pub(crate) fn count_pending_with(&self, count: Pending) {
+        let _ = self.pending.set(count);
+    }
+
     /// Forgets a link's statistics (it was deleted; a new link under its code starts afresh).
     pub fn forget(&self, domain: &str, code: &str) {
+        if let Some(Pending(count)) = self.pending.get() {
+            count(self);
+        }
         let key = link_key(domain, code);
         let hash = self.links.hash(&key);
         let mut links = self.links.of(hash);
