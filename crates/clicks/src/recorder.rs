@@ -219,12 +219,17 @@ struct Pending {
 }
 
 impl Pending {
-    /// The lines and the marks of the clicks not counted yet, which the caller counts now,
-    /// and the delta (a forwarding recorder's slot counts into it).
-    fn uncounted(&mut self) -> (&[u8], &[Mark], &mut Option<Stats>) {
+    /// Counts the clicks not counted yet into `stats`, or with none (a forwarding recorder's
+    /// slot) into the slot's delta.
+    fn count(&mut self, stats: Option<&Stats>) {
         let from = std::mem::replace(&mut self.counted, self.marks.len());
         let marks = self.marks.get(from..).unwrap_or_default();
-        (&self.lines, marks, &mut self.delta)
+        if marks.is_empty() {
+            return;
+        }
+        stats
+            .unwrap_or_else(|| self.delta.get_or_insert_with(Stats::default))
+            .count_marked(&self.lines, marks);
     }
 }
 
@@ -276,12 +281,7 @@ impl Shared {
             }
             if self.deltas {
                 // The slot's last clicks, short of a batch, go with its delta.
-                let (lines, marks, delta) = p.uncounted();
-                if !marks.is_empty() {
-                    delta
-                        .get_or_insert_with(Stats::default)
-                        .count_marked(lines, marks);
-                }
+                p.count(None);
             }
             let mut fresh = spare.pop().unwrap_or_default();
             fresh.held = hold;
@@ -419,15 +419,14 @@ impl Recorder {
         if !shared.deltas {
             // Weak: the statistics outlive the recorder in the server's handlers.
             let slots = Arc::downgrade(&shared);
-            stats.count_pending_with(crate::stats::Pending(Box::new(move |stats| {
+            stats.count_pending_with(crate::stats::Uncounted(Box::new(move |stats| {
                 let Some(shared) = slots.upgrade() else {
                     return;
                 };
                 for slot in &shared.slots {
                     let mut p = lock(&slot.0);
                     if !p.held {
-                        let (lines, marks, _) = p.uncounted();
-                        stats.count_marked(lines, marks);
+                        p.count(Some(stats));
                     }
                 }
             })));
@@ -480,12 +479,7 @@ impl Recorder {
         p.clicks += 1;
         p.marks.push(Mark::new(spans, day, visit.device));
         if !p.held && p.marks.len() - p.counted >= BATCH {
-            let (lines, marks, delta) = p.uncounted();
-            let into: &Stats = match shared.deltas {
-                true => delta.get_or_insert_with(Stats::default),
-                false => &self.stats,
-            };
-            into.count_marked(lines, marks);
+            p.count((!shared.deltas).then_some(&*self.stats));
         }
     }
 
@@ -685,7 +679,7 @@ impl LocalLog {
             let lines = std::mem::take(&mut p.lines);
             self.held.push_back((lines, 0));
         } else {
-            stats.count_marked(&p.lines, p.marks.get(p.counted..).unwrap_or_default());
+            p.count(Some(stats));
             self.dirty.extend(p.days.iter().map(|&(day, _)| day));
         }
         recycle(&mut self.spare, p);

@@ -80,15 +80,15 @@ pub struct Stats {
     /// Counts what the redirect threads have recorded but not counted yet (they count a
     /// batch at a time): [`Stats::forget`] runs it first, or a deleted link's last clicks
     /// would be counted after it and bring its entry back.
-    pending: std::sync::OnceLock<Pending>,
+    pending: std::sync::OnceLock<Uncounted>,
 }
 
 /// What counts the clicks recorded but not counted yet, into the statistics it is given.
-pub(crate) struct Pending(pub(crate) Box<dyn Fn(&Stats) + Send + Sync>);
+pub(crate) struct Uncounted(pub(crate) Box<dyn Fn(&Stats) + Send + Sync>);
 
-impl std::fmt::Debug for Pending {
+impl std::fmt::Debug for Uncounted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Pending")
+        f.write_str("Uncounted")
     }
 }
 
@@ -127,6 +127,11 @@ struct Rest {
     earlier: Vec<Day>,
 }
 
+/// What [`Link::len`] holds for `key`.
+fn len_code(key: &[u8]) -> NonZeroU8 {
+    NonZeroU8::MIN.saturating_add(u8::try_from(key.len()).unwrap_or(u8::MAX))
+}
+
 fn clamp_day(day: i64) -> i32 {
     i32::try_from(day).unwrap_or(if day < 0 { i32::MIN } else { i32::MAX })
 }
@@ -137,7 +142,7 @@ impl Link {
         let mut head = [0; HEAD];
         head[..n].copy_from_slice(&key[..n]);
         let mut link = Link {
-            len: NonZeroU8::MIN.saturating_add(u8::try_from(key.len()).unwrap_or(u8::MAX)),
+            len: len_code(key),
             head,
             day: clamp_day(day),
             clicks: [0; 4],
@@ -154,7 +159,7 @@ impl Link {
     #[inline]
     fn is(&self, key: &[u8]) -> bool {
         let n = key.len().min(HEAD);
-        self.len == NonZeroU8::MIN.saturating_add(u8::try_from(key.len()).unwrap_or(u8::MAX))
+        self.len == len_code(key)
             && self.head[..n] == key[..n]
             && (key.len() <= HEAD || self.rest.as_ref().is_some_and(|r| *r.tail == key[HEAD..]))
     }
@@ -724,13 +729,13 @@ impl Stats {
     }
 
     /// Has `count` run before [`Stats::forget`] (once; later calls change nothing).
-    pub(crate) fn count_pending_with(&self, count: Pending) {
+    pub(crate) fn count_pending_with(&self, count: Uncounted) {
         let _ = self.pending.set(count);
     }
 
     /// Forgets a link's statistics (it was deleted; a new link under its code starts afresh).
     pub fn forget(&self, domain: &str, code: &str) {
-        if let Some(Pending(count)) = self.pending.get() {
+        if let Some(Uncounted(count)) = self.pending.get() {
             count(self);
         }
         let key = link_key(domain, code);
