@@ -263,7 +263,10 @@ fn push_rest(out: &mut Vec<u8>, device: Device, referrer: &[u8], client: IpAddr)
 /// A click from one log line (without its newline); `None` if the line is not one.
 pub fn parse_line(line: &str) -> Option<Click> {
     let mut f = line.split('\t');
-    let at = f.next()?.parse().ok()?;
+    let at: i64 = f.next()?.parse().ok()?;
+    if !crate::stats::DAYS.contains(&at.div_euclid(DAY)) {
+        return None;
+    }
     let (domain, code) = (f.next()?, f.next()?);
     let device = Device::parse(f.next()?)?;
     let referrer = f.next()?;
@@ -480,6 +483,22 @@ mod tests {
         left.sort();
         assert_eq!(left, ["clicks-20250102-000.tsv", "notes.txt"]);
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A time outside 1970 to 9999 is a damaged line, not a click on a day of its own.
+    #[test]
+    fn a_line_of_an_absurd_time_is_refused() {
+        let line = |at: &str| format!("{at}\tgo.example.cn\tx7Kp2Qa\tmobile\t\t203.0.113.0");
+        assert!(parse_line(&line("1764067200")).is_some());
+        assert!(parse_line(&line("253402300799")).is_some());
+        for at in [
+            "253402300800",
+            "99999999999999999",
+            "-1",
+            "-9223372036854775808",
+        ] {
+            assert!(parse_line(&line(at)).is_none(), "{at}");
+        }
     }
 
     /// The redirect path's line is the line of the same click as read back and re-encoded.

@@ -132,6 +132,11 @@ fn len_code(key: &[u8]) -> NonZeroU8 {
     NonZeroU8::MIN.saturating_add(u8::try_from(key.len()).unwrap_or(u8::MAX))
 }
 
+/// The days a click may be on: 1970-01-01 to 9999-12-31, the days a date has four digits for.
+/// Lines and deltas outside are refused where they are read, so that no day of absurd clicks
+/// reaches the aggregates (whose days are `i32`).
+pub(crate) const DAYS: std::ops::RangeInclusive<i64> = 0..=2_932_896;
+
 fn clamp_day(day: i64) -> i32 {
     i32::try_from(day).unwrap_or(if day < 0 { i32::MIN } else { i32::MAX })
 }
@@ -673,9 +678,12 @@ impl Stats {
         }
     }
 
-    /// Adds the aggregates of a day summary written by [`Stats::write_day`]; `None` names the
-    /// first line that is not one.
+    /// Adds the aggregates of a day summary written by [`Stats::write_day`]; the error names
+    /// the first line that is not one, or is 0 for a day outside 1970-01-01 to 9999-12-31.
     pub fn add_day(&self, day: i64, text: &str) -> Result<(), usize> {
+        if !DAYS.contains(&day) {
+            return Err(0);
+        }
         let mut current: Option<(Vec<u8>, u64)> = None;
         for (n, line) in text.lines().enumerate() {
             let fields: Vec<&str> = line.split('\t').collect();

@@ -730,10 +730,10 @@ fn merge(m: &jetstream::Message, own: &str, stats: &Stats, index: &Index) {
         .and_then(|h| h.get(NODE_HEADER))
         .is_none_or(|n| n.as_str() != own);
     for (day, body) in sections(text) {
-        if stats.add_day(day, &body).is_err() {
-            tracing::warn!(day, "a malformed statistics delta was skipped");
+        let Some(day) = day.filter(|&day| stats.add_day(day, &body).is_ok()) else {
+            tracing::warn!(?day, "a malformed statistics delta was skipped");
             continue;
-        }
+        };
         if from_elsewhere {
             for line in body.lines() {
                 // `L domain code mobile desktop other bot`: people are all but the bots.
@@ -748,13 +748,12 @@ fn merge(m: &jetstream::Message, own: &str, stats: &Stats, index: &Index) {
 }
 
 /// A delta message's days and their lines: a `D day` line opens each.
-fn sections(text: &str) -> Vec<(i64, String)> {
-    let mut out: Vec<(i64, String)> = Vec::new();
+/// A day whose header does not parse is `None`: its lines must not join the day before.
+fn sections(text: &str) -> Vec<(Option<i64>, String)> {
+    let mut out: Vec<(Option<i64>, String)> = Vec::new();
     for line in text.lines() {
         if let Some(day) = line.strip_prefix("D\t") {
-            if let Ok(day) = day.parse() {
-                out.push((day, String::new()));
-            }
+            out.push((day.parse().ok(), String::new()));
         } else if let Some((_, body)) = out.last_mut() {
             body.push_str(line);
             body.push('\n');
@@ -766,6 +765,23 @@ fn sections(text: &str) -> Vec<(i64, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A delta's day that does not parse keeps its lines to itself, and one outside the
+    /// years a date has four digits for is refused whole.
+    #[test]
+    fn a_bad_day_in_a_delta_is_skipped_alone() {
+        let text = "D\t20000\nL\td.cn\ta\t1\t0\t0\t0\nD\tx\nL\td.cn\tb\t5\t0\t0\t0\n";
+        let parts = sections(text);
+        assert_eq!(parts.len(), 2);
+        assert_eq!(
+            parts[0],
+            (Some(20000), "L\td.cn\ta\t1\t0\t0\t0\n".to_owned())
+        );
+        assert_eq!(parts[1].0, None);
+        let stats = Stats::default();
+        assert_eq!(stats.add_day(1 << 40, "L\td.cn\ta\t1\t0\t0\t0\n"), Err(0));
+        assert!(stats.is_empty());
+    }
 
     #[test]
     fn a_full_outbox_drops_its_oldest_and_counts_what_they_held() {
@@ -830,7 +846,7 @@ mod tests {
             assert!(m.starts_with(b"D\t"), "every message names its day");
             let text = std::str::from_utf8(m).expect("text");
             for (day, body) in sections(text) {
-                merged.add_day(day, &body).expect("merges");
+                merged.add_day(day.expect("a day"), &body).expect("merges");
             }
         }
         for day in direct.days() {
