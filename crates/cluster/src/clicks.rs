@@ -730,10 +730,10 @@ fn merge(m: &jetstream::Message, own: &str, stats: &Stats, index: &Index) {
         .and_then(|h| h.get(NODE_HEADER))
         .is_none_or(|n| n.as_str() != own);
     for (day, body) in sections(text) {
-        let Some(day) = day.filter(|&day| stats.add_day(day, &body).is_ok()) else {
+        if day.is_none_or(|day| stats.add_day(day, &body).is_err()) {
             tracing::warn!(?day, "a malformed statistics delta was skipped");
             continue;
-        };
+        }
         if from_elsewhere {
             for line in body.lines() {
                 // `L domain code mobile desktop other bot`: people are all but the bots.
