@@ -592,8 +592,9 @@ const TURN: Duration = Duration::from_micros(150);
 /// burst), and at normal priority would take turns with the redirects sharing the core.
 ///
 /// Compressing is the one piece of a click's cost that can wait, so it waits for a lull:
-/// while the node records more than [`BUSY_CLICKS`] a second, closed files stay as they are,
-/// unless those waiting pass [`Compressor::backlog`] (then the oldest is compressed anyway).
+/// while the node records more than [`BUSY_CLICKS`] a second (the writer judges it every
+/// turn), closed files stay as they are, unless those waiting pass `backlog` bytes (then the
+/// oldest is compressed anyway).
 /// Waiting files count against the log's size cap as they are, so the disk stays within
 /// bounds meanwhile. Dropped with the log: it finishes the file in hand and leaves the rest to
 /// the next start (which compresses what an earlier run left).
@@ -601,11 +602,10 @@ struct Compressor {
     tx: Option<std::sync::mpsc::Sender<PathBuf>>,
     thread: Option<std::thread::JoinHandle<()>>,
     stop: Arc<AtomicBool>,
-    /// Clicks taken from the slots since the start: the node's load.
-    clicks: Arc<AtomicU64>,
-    /// The load as the thread will measure it (its first sample at the start), until the
-    /// thread starts.
-    load: Option<Load>,
+    /// The clicks the writer takes from the slots, over time.
+    load: Load,
+    /// What the writer last judged the load to be, for the thread.
+    busy: Arc<AtomicBool>,
     /// Bytes of closed files that may wait for a lull.
     backlog: u64,
 }
@@ -620,20 +620,24 @@ const BUSY_WINDOW: Duration = Duration::from_secs(5);
 impl Compressor {
     /// `max_log_bytes` is the log's size cap: at most an eighth of it (and 1 GiB) waits.
     fn new(max_log_bytes: Option<u64>) -> Compressor {
-        let clicks = Arc::default();
         Compressor {
             tx: None,
             thread: None,
             stop: Arc::default(),
-            load: Some(Load::new(Arc::clone(&clicks), BUSY_WINDOW)),
-            clicks,
+            load: Load::new(BUSY_WINDOW),
+            busy: Arc::default(),
             backlog: max_log_bytes.map_or(1 << 30, |max| (max / 8).min(1 << 30)),
         }
     }
 
     /// Notes clicks taken from the slots.
-    fn taken(&self, clicks: u64) {
-        self.clicks.fetch_add(clicks, Ordering::Relaxed);
+    fn taken(&mut self, clicks: u64) {
+        self.load.clicks += clicks;
+    }
+
+    /// Judges the load, at every turn of the writer's.
+    fn judge(&mut self) {
+        self.busy.store(self.load.busy(), Ordering::Relaxed);
     }
 }
 
@@ -647,27 +651,28 @@ impl Drop for Compressor {
     }
 }
 
-/// The click rate over the last `window` ([`BUSY_WINDOW`]), sampled five times in it.
+/// The click rate over the last `window` ([`BUSY_WINDOW`]), from samples taken at most five
+/// times in it (the writer asks every turn).
 struct Load {
-    clicks: Arc<AtomicU64>,
+    /// Clicks so far.
+    clicks: u64,
     window: Duration,
     samples: VecDeque<(Instant, u64)>,
 }
 
 impl Load {
     /// Counts from now.
-    fn new(clicks: Arc<AtomicU64>, window: Duration) -> Load {
-        let now = (Instant::now(), clicks.load(Ordering::Relaxed));
+    fn new(window: Duration) -> Load {
         Load {
-            clicks,
+            clicks: 0,
             window,
-            samples: VecDeque::from([now]),
+            samples: VecDeque::from([(Instant::now(), 0)]),
         }
     }
 
     fn busy(&mut self) -> bool {
         let now = Instant::now();
-        let n = self.clicks.load(Ordering::Relaxed);
+        let n = self.clicks;
         if self
             .samples
             .back()
@@ -704,17 +709,12 @@ impl Compressor {
             }
         }
         let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
-        let stop = self.stop.clone();
-        let mut load = self
-            .load
-            .take()
-            .unwrap_or_else(|| Load::new(self.clicks.clone(), BUSY_WINDOW));
-        let backlog = self.backlog;
+        let (stop, busy, backlog) = (self.stop.clone(), self.busy.clone(), self.backlog);
         let spawned = std::thread::Builder::new()
             .name("duanlian-gzip".into())
             .spawn(move || {
                 lowest_priority();
-                compress_in_lulls(&rx, &stop, &mut load, backlog);
+                compress_in_lulls(&rx, &stop, &busy, backlog, BUSY_WINDOW / 5);
             });
         match spawned {
             Ok(thread) => {
@@ -731,12 +731,14 @@ impl Compressor {
 }
 
 /// The compressor thread: files in the order they closed, each once the node is out of a
-/// burst or the files waiting pass `backlog` bytes.
+/// burst (`busy` false; looked at every `poll` while files wait) or the files waiting pass
+/// `backlog` bytes. A file deleted meanwhile (retention, the size cap) is passed over.
 fn compress_in_lulls(
     rx: &std::sync::mpsc::Receiver<PathBuf>,
     stop: &AtomicBool,
-    load: &mut Load,
+    busy: &AtomicBool,
     backlog: u64,
+    poll: Duration,
 ) {
     use std::sync::mpsc::RecvTimeoutError;
     let mut waiting: VecDeque<PathBuf> = VecDeque::new();
@@ -745,13 +747,14 @@ fn compress_in_lulls(
         if stop.load(Ordering::Acquire) {
             return;
         }
+        waiting.retain(|p| p.exists());
         if !waiting.is_empty() {
             let waiting_bytes: u64 = waiting
                 .iter()
                 .filter_map(|p| std::fs::metadata(p).ok())
                 .map(|m| m.len())
                 .sum();
-            if waiting_bytes > backlog || !load.busy() {
+            if waiting_bytes > backlog || !busy.load(Ordering::Relaxed) {
                 if let Some(path) = waiting.pop_front() {
                     compress_here(&path);
                 }
@@ -761,7 +764,7 @@ fn compress_in_lulls(
         let next = if waiting.is_empty() {
             rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
         } else {
-            rx.recv_timeout(load.window / 5)
+            rx.recv_timeout(poll)
         };
         match next {
             Ok(path) => waiting.push_back(path),
@@ -1029,6 +1032,7 @@ impl LocalLog {
         }
         self.step_checkpoint(shared, stats, Some(Instant::now() + TURN), false, failing);
         self.count_held(stats, Some(Instant::now() + TURN));
+        self.compressor.judge();
         for path in closed {
             self.compressor.compress(path);
         }
@@ -1536,8 +1540,29 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// Closed files wait while the node is in a burst, and are compressed once it is over, or
-    /// once those waiting pass the backlog.
+    /// The load is the click rate over the last window, whatever came before it.
+    #[test]
+    fn the_load_is_the_last_windows_rate() {
+        let mut load = Load::new(Duration::from_millis(500));
+        assert!(!load.busy());
+        // A million clicks now: busy at once, over a fifth of the window at least.
+        load.clicks += 1_000_000;
+        assert!(load.busy());
+        // Nothing more: quiet again once the clicks are a window old.
+        let end = Instant::now() + Duration::from_secs(5);
+        while load.busy() {
+            assert!(Instant::now() < end, "still busy long after the burst");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // A long quiet stretch does not water down a new burst.
+        std::thread::sleep(Duration::from_millis(600));
+        assert!(!load.busy());
+        load.clicks += 20_000;
+        assert!(load.busy(), "a burst after a quiet stretch");
+    }
+
+    /// Closed files wait while the node is in a burst and are compressed once it is over, or
+    /// once those waiting pass the backlog; a file deleted meanwhile is passed over.
     #[test]
     fn compression_waits_for_a_lull_or_a_backlog() {
         let dir = fresh("lull");
@@ -1552,35 +1577,28 @@ mod tests {
             path
         };
         let gz = |p: &Path| p.with_extension("tsv.gz");
-        let start = |backlog: u64| {
-            let clicks = Arc::new(AtomicU64::new(0));
-            let mut load = Load::new(clicks.clone(), Duration::from_millis(500));
+        let start = |backlog: u64, busy: &Arc<AtomicBool>| {
             let (tx, rx) = std::sync::mpsc::channel();
-            let stop = Arc::new(AtomicBool::new(false));
-            let thread = {
-                let stop = stop.clone();
-                std::thread::spawn(move || compress_in_lulls(&rx, &stop, &mut load, backlog))
-            };
-            (clicks, tx, thread)
+            let busy = busy.clone();
+            let thread = std::thread::spawn(move || {
+                let stop = AtomicBool::new(false);
+                let poll = Duration::from_millis(20);
+                compress_in_lulls(&rx, &stop, &busy, backlog, poll)
+            });
+            (tx, thread)
         };
-        let burst = |clicks: &AtomicU64, for_: Duration| {
-            let end = Instant::now() + for_;
-            while Instant::now() < end {
-                clicks.fetch_add(10_000, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        };
-        // A burst of a million clicks a second: the file waits until it has been over for a
-        // window.
-        let (clicks, tx, thread) = start(1 << 30);
-        let first = file(0);
-        clicks.fetch_add(1_000_000, Ordering::Relaxed);
+        let busy = Arc::new(AtomicBool::new(true));
+        let (tx, thread) = start(1 << 30, &busy);
+        let (gone, first) = (file(0), file(1));
+        tx.send(gone.clone()).expect("send");
         tx.send(first.clone()).expect("send");
-        burst(&clicks, Duration::from_millis(700));
+        std::thread::sleep(Duration::from_millis(300));
         assert!(
             first.exists() && !gz(&first).exists(),
             "compressed in a burst"
         );
+        std::fs::remove_file(&gone).expect("delete");
+        busy.store(false, Ordering::Relaxed);
         let end = Instant::now() + Duration::from_secs(10);
         while !gz(&first).exists() && Instant::now() < end {
             std::thread::sleep(Duration::from_millis(20));
@@ -1589,14 +1607,18 @@ mod tests {
             gz(&first).exists() && !first.exists(),
             "not compressed after the burst"
         );
+        assert!(!gz(&gone).exists(), "a deleted file came back compressed");
         drop(tx);
         thread.join().expect("join");
-        // With no room for a backlog, a file is compressed in the burst.
-        let (clicks, tx, thread) = start(0);
-        clicks.fetch_add(1_000_000, Ordering::Relaxed);
-        let second = file(1);
+        // With no room for a backlog, a file is compressed in a burst.
+        busy.store(true, Ordering::Relaxed);
+        let (tx, thread) = start(0, &busy);
+        let second = file(2);
         tx.send(second.clone()).expect("send");
-        burst(&clicks, Duration::from_millis(300));
+        let end = Instant::now() + Duration::from_secs(10);
+        while !gz(&second).exists() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         assert!(gz(&second).exists(), "a backlog past its bound waited");
         drop(tx);
         thread.join().expect("join");
