@@ -747,17 +747,15 @@ fn compress_in_lulls(
         if stop.load(Ordering::Acquire) {
             return;
         }
-        waiting.retain(|p| p.exists());
-        if !waiting.is_empty() {
-            let waiting_bytes: u64 = waiting
-                .iter()
-                .filter_map(|p| std::fs::metadata(p).ok())
-                .map(|m| m.len())
-                .sum();
-            if waiting_bytes > backlog || !busy.load(Ordering::Relaxed) {
-                if let Some(path) = waiting.pop_front() {
-                    compress_here(&path);
-                }
+        let mut waiting_bytes = 0;
+        waiting.retain(|p| {
+            std::fs::metadata(p)
+                .map(|m| waiting_bytes += m.len())
+                .is_ok()
+        });
+        if waiting_bytes > backlog || !busy.load(Ordering::Relaxed) {
+            if let Some(path) = waiting.pop_front() {
+                compress_here(&path);
                 continue;
             }
         }

@@ -531,7 +531,8 @@ impl Stats {
     pub fn add(&self, clicks: &[Click]) {
         for c in clicks {
             let (key, referrer) = c.key_and_referrer_bytes();
-            self.count(key, c.at.div_euclid(DAY), c.device, referrer);
+            let hash = self.links.hash(key);
+            self.count(hash, key, c.at.div_euclid(DAY), c.device, referrer);
         }
     }
 
@@ -564,22 +565,17 @@ impl Stats {
                         .get(m.referrer.0 as usize..m.referrer.1 as usize)
                         .unwrap_or_default(),
                 );
-                if key.is_empty() {
-                    continue;
+                if !key.is_empty() {
+                    self.count(hash, key, m.day, m.device, referrer);
                 }
-                let mut links = self.links.of(hash);
-                self.links
-                    .link_mut(&mut links, hash, key, m.day)
-                    .count(m.day, m.device, referrer);
             }
         }
     }
 
-    /// Counts one click on the link `key` (`domain \t code`) on `day`, from a referrer host
-    /// (empty: none).
-    #[inline]
-    pub(crate) fn count(&self, key: &[u8], day: i64, device: Device, referrer: &[u8]) {
-        let hash = self.links.hash(key);
+    /// Counts one click on the link `key` (`domain \t code`, of hash `hash`) on `day`, from a
+    /// referrer host (empty: none).
+    #[inline(always)]
+    fn count(&self, hash: u64, key: &[u8], day: i64, device: Device, referrer: &[u8]) {
         let mut links = self.links.of(hash);
         self.links
             .link_mut(&mut links, hash, key, day)
@@ -610,8 +606,11 @@ impl Stats {
                 let mine = self.links.link_mut(&mut links, hash, &key, link.day.into());
                 for d in link.days() {
                     mine.add(d.day, d.devices);
-                    for (host, n) in d.referrers.iter().flat_map(|r| r.iter()) {
-                        mine.day_mut(d.day).count_referrer(host, *n);
+                    if let Some(referrers) = d.referrers {
+                        let day = mine.day_mut(d.day);
+                        for (host, n) in referrers.iter() {
+                            day.count_referrer(host, *n);
+                        }
                     }
                 }
             }
