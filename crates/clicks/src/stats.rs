@@ -617,10 +617,10 @@ impl Stats {
         }
     }
 
-    /// Empties the statistics, keeping the room they took where it was well used: a delta
-    /// handed back for reuse then counts the next second's clicks without growing its tables
-    /// (and having the fresh memory zeroed) all over again. Makes way for other threads every
-    /// few shards, as [`Stats::absorb`] does.
+    /// Empties the statistics, keeping the room they took unless it has long been little used
+    /// (see `Table::clear`): a delta handed back for reuse then counts the next second's
+    /// clicks without growing its tables (and having the fresh memory zeroed) all over again.
+    /// Makes way for other threads every few shards, as [`Stats::absorb`] does.
     pub fn clear(&self) {
         for (n, mut links) in self.links.each().enumerate() {
             if n % YIELD_EVERY == YIELD_EVERY - 1 {

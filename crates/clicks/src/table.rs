@@ -12,6 +12,8 @@ pub(crate) struct Table<T> {
     len: usize,
     /// How full it may get, in 64ths.
     max_load: usize,
+    /// How many fills in a row used less than an eighth of the slots ([`Table::clear`]).
+    sparse_fills: u8,
 }
 
 /// A key's hash and value, starting a cache line: an entry that fits one line is then read
@@ -20,6 +22,10 @@ pub(crate) struct Table<T> {
 #[derive(Debug)]
 #[repr(align(64))]
 struct Entry<T>(u64, T);
+
+/// Sparse fills in a row after which [`Table::clear`] lets the slots go: deltas are emptied
+/// about once a second while clicks come, so about a minute.
+const SPARSE_FILLS: usize = 60;
 
 impl<T> Default for Table<T> {
     fn default() -> Self {
@@ -34,6 +40,7 @@ impl<T> Table<T> {
             slots: Box::default(),
             len: 0,
             max_load: max_load.clamp(32, 48),
+            sparse_fills: 0,
         }
     }
 
@@ -151,12 +158,20 @@ impl<T> Table<T> {
         self.slots.iter().flatten().map(|Entry(_, v)| v)
     }
 
-    /// Takes every value out. The slots stay for the next fill if this one used them well (an
-    /// eighth full or more, as a table that grew to hold it is): a delta emptied each second
-    /// then does not grow from nothing each second; one a burst grew is let go.
+    /// Takes every value out. The slots stay for the next fill unless the last
+    /// [`SPARSE_FILLS`] in a row each used less than an eighth of them: a delta emptied each
+    /// second then does not grow from nothing each second, nor after a second that ends a
+    /// burst half-way (regrowing a node's delta after every lull had fresh memory zeroed, 4% of
+    /// a cluster node's CPU under the bench's bursts); a burst's room goes a minute after it.
     pub(crate) fn clear(&mut self) {
-        if self.len * 8 < self.slots.len() {
+        if self.len * 8 >= self.slots.len() {
+            self.sparse_fills = 0;
+        } else {
+            self.sparse_fills = self.sparse_fills.saturating_add(1);
+        }
+        if usize::from(self.sparse_fills) >= SPARSE_FILLS {
             self.slots = Box::default();
+            self.sparse_fills = 0;
         } else {
             self.slots.iter_mut().for_each(|slot| *slot = None);
         }
@@ -225,9 +240,17 @@ mod tests {
         emptied.clear();
         assert!(emptied.is_empty() && emptied.find(hash(7), |&e| e == 7).is_none());
         assert_eq!(emptied.place(), place, "a well-used table keeps its slots");
-        emptied.get_or_insert_with(hash(7), |&e| e == 7, || 7);
-        emptied.clear();
-        assert_eq!(emptied.place(), None, "a nearly empty one lets them go");
+        for fill in 1..=SPARSE_FILLS {
+            emptied.get_or_insert_with(hash(7), |&e| e == 7, || 7);
+            emptied.clear();
+            let kept = emptied.place() == place;
+            assert_eq!(
+                kept,
+                fill < SPARSE_FILLS,
+                "fill {fill}: nearly empty ones in a row"
+            );
+        }
+        assert_eq!(emptied.place(), None, "let go after {SPARSE_FILLS} of them");
         for k in 0..300 {
             assert_eq!(
                 table.find(hash(k), |e| e.0 == k).map(|e| e.1),
