@@ -6,7 +6,7 @@ A cluster node folds its clicks into a delta (per link and day: clicks by device
 visits by referrer host) and publishes it once a second to the stream DUANLIAN_CLICKS_DELTAS;
 every node consumes every node's deltas (README "Cluster", crates/cluster/src/clicks.rs). The
 claim measured here: the delta stream's messages per second stay bounded by nodes x 1/s (times a
-small factor for messages cut at 256 KiB), and a node's statistics CPU grows with the number of
+small factor for messages cut at 60 KiB), and a node's statistics CPU grows with the number of
 nodes and of links clicked each second, not with the clicks.
 
 Starts one nats-server with JetStream (--nats, the pinned 2.12.8 under target/) and three real
@@ -18,8 +18,8 @@ node1's batch endpoint, and drives two loads from this script:
   nodes         publishing one delta a second (staggered) in exactly the format and with the
                 headers a node's `publish` sends (Nats-Msg-Id, Duanlian-Node: synth-K) to
                 duanlian.deltas.links: --active links of its own (a different subset per node),
-                with counts worth --rate clicks a second; messages are cut at 256 KiB between
-                links as `delta_messages` does.
+                with counts worth --rate clicks a second; messages are cut at 60 KiB between
+                links as `drain_messages` does.
 Both loads are scaled by a click-rate factor (1x, 10x): the same links with bigger numbers, so
 the delta messages barely grow. For each N in --ns (0 = the three real nodes only) and each
 factor in --factors it runs --warmup seconds, then measures --window seconds:
@@ -88,7 +88,7 @@ BUCKET = "links"
 RAW_STREAM = "DUANLIAN_CLICKS"
 DELTA_STREAM = RAW_STREAM + "_DELTAS"
 DELTA_SUBJECT = f"duanlian.deltas.{BUCKET}"
-MESSAGE_BYTES = 256 << 10          # clicks.rs MESSAGE_BYTES
+MESSAGE_BYTES = 60 << 10           # clicks.rs DELTA_MESSAGE_BYTES
 CLK = os.sysconf("SC_CLK_TCK")
 DAY = 86400
 # Threads whose work is the statistics (comm names are cut at 15 characters).
@@ -389,7 +389,7 @@ class Nats:
 # synthetic nodes
 
 def delta_messages(day, links, limit=MESSAGE_BYTES):
-    """What clicks.rs `delta_messages` makes of one day's lines: `D day`, then per link its `L`
+    """What clicks.rs `drain_messages` makes of one day's lines: `D day`, then per link its `L`
     line and its `R` lines; a message is cut only before an `L` line (when the link would take it
     past `limit` and it holds more than its header) and starts again with the `D` line.
     `links` is a list of per-link texts (the `L` line and its `R` lines)."""
@@ -887,7 +887,7 @@ def main():
         if load.other:
             print(f"\nreal clicks not answered 302: {dict(load.other)}")
         print("\nhint: delta msgs/s should stay near 3 + N at every factor (x a small factor "
-              "only for 256 KiB cuts), and node stats CPU should follow N (nodes x active links), "
+              "only for 60 KiB cuts), and node stats CPU should follow N (nodes x active links), "
               "not the factor; the redirect threads (duanlian = worker 1, duanlian-wN) follow the "
               "clicks.")
 

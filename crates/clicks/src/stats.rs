@@ -502,6 +502,22 @@ fn link_key(domain: &str, code: &str) -> Vec<u8> {
     [domain.as_bytes(), b"\t", code.as_bytes()].concat()
 }
 
+/// One link's `L` line of a day and its `R` lines (see [`Stats::write_day`]).
+fn write_link_day(out: &mut Vec<u8>, key: &[u8], d: &DayView<'_>) {
+    out.extend_from_slice(b"L\t");
+    out.extend_from_slice(key);
+    for n in d.devices {
+        push_count(out, n);
+    }
+    out.push(b'\n');
+    for (host, n) in d.referrers.iter().flat_map(|r| r.iter()) {
+        out.extend_from_slice(b"R\t");
+        out.extend_from_slice(host);
+        push_count(out, *n);
+        out.push(b'\n');
+    }
+}
+
 fn push_count(out: &mut Vec<u8>, n: u64) {
     out.push(b'\t');
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
@@ -591,17 +607,18 @@ impl Stats {
             if n % YIELD_EVERY == YIELD_EVERY - 1 {
                 std::thread::yield_now();
             }
-            // Each link's entry is fetched while the one before is added in: the links are
-            // scattered over a table far larger than the cache.
+            // Each link's entry is fetched [`AHEAD`] links before it is added in, as a batch
+            // of clicks is counted: the links are scattered over a table far larger than the
+            // cache, and one link's work is too short to hide one miss.
             let mut next = theirs.iter().map(|link| {
                 let key = link.key();
                 let hash = self.links.hash(&key);
                 self.links.prefetch(hash);
                 (link, key, hash)
             });
-            let mut ahead = next.next();
-            while let Some((link, key, hash)) = ahead {
-                ahead = next.next();
+            let mut ahead: std::collections::VecDeque<_> = next.by_ref().take(AHEAD).collect();
+            while let Some((link, key, hash)) = ahead.pop_front() {
+                ahead.extend(next.next());
                 let mut links = self.links.of(hash);
                 let mine = self.links.link_mut(&mut links, hash, &key, link.day.into());
                 for d in link.days() {
@@ -639,15 +656,38 @@ impl Stats {
         }
     }
 
-    /// [`Stats::write_day`] a thousandth of the links at a time: `each` gets the text of
-    /// every part that has any, whole links only, with no lock held.
-    pub fn write_day_parts(&self, day: i64, mut each: impl FnMut(&[u8])) {
-        let mut text = Vec::new();
+    /// Writes every day's aggregates as [`Stats::write_day`] does and empties the statistics
+    /// as [`Stats::clear`] does, in one pass over the links, a thousandth of them at a time:
+    /// `each` gets a day and the text of that day's links in the part, whole links only, with
+    /// no lock held. A delta is written out and emptied once a second; one pass rather than
+    /// one to find its days, one per day and one to clear it reads a table larger than the
+    /// cache once.
+    pub fn drain_parts(&self, mut each: impl FnMut(i64, &[u8])) {
+        // Nearly always one day; two after midnight.
+        let mut texts: Vec<(i64, Vec<u8>)> = Vec::new();
         for part in 0..SHARDS {
-            text.clear();
-            self.write_day_part(day, part, &mut text);
-            if !text.is_empty() {
-                each(&text);
+            {
+                let mut links = self.links.lock(part);
+                for link in links.iter() {
+                    let key = link.key();
+                    for d in link.days() {
+                        let at = match texts.iter().position(|(day, _)| *day == d.day) {
+                            Some(at) => at,
+                            None => {
+                                texts.push((d.day, Vec::new()));
+                                texts.len() - 1
+                            }
+                        };
+                        write_link_day(&mut texts[at].1, &key, &d);
+                    }
+                }
+                links.clear();
+            }
+            for (day, text) in &mut texts {
+                if !text.is_empty() {
+                    each(*day, text);
+                    text.clear();
+                }
             }
         }
     }
@@ -659,20 +699,8 @@ impl Stats {
         }
         let links = self.links.lock(part);
         for link in links.iter() {
-            let Some(d) = link.days().find(|d| d.day == day) else {
-                continue;
-            };
-            out.extend_from_slice(b"L\t");
-            out.extend_from_slice(&link.key());
-            for n in d.devices {
-                push_count(out, n);
-            }
-            out.push(b'\n');
-            for (host, n) in d.referrers.iter().flat_map(|r| r.iter()) {
-                out.extend_from_slice(b"R\t");
-                out.extend_from_slice(host);
-                push_count(out, *n);
-                out.push(b'\n');
+            if let Some(d) = link.days().find(|d| d.day == day) {
+                write_link_day(out, &link.key(), &d);
             }
         }
     }

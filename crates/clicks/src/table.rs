@@ -172,7 +172,7 @@ impl<T> Table<T> {
         if usize::from(self.sparse_fills) >= SPARSE_FILLS {
             self.slots = Box::default();
             self.sparse_fills = 0;
-        } else {
+        } else if self.len > 0 {
             self.slots.iter_mut().for_each(|slot| *slot = None);
         }
         self.len = 0;

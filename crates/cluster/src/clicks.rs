@@ -7,7 +7,7 @@
 //! failed, and a delta, which the writer keeps and merges into the next; the redirect path
 //! never waits) to a task that
 //! - publishes the delta once a second to the subject `duanlian.deltas.BUCKET` (stream
-//!   `<clicks stream>_DELTAS`), cut into messages of at most [`MESSAGE_BYTES`];
+//!   `<clicks stream>_DELTAS`), cut into messages of at most [`DELTA_MESSAGE_BYTES`];
 //! - publishes the raw clicks, gathered into messages of at most [`MESSAGE_BYTES`] (cut once a
 //!   second), to the stream of click events, for export and for analytics outside (no node
 //!   reads it).
@@ -27,6 +27,7 @@
 //! nodes and the links clicked each second, not with the clicks.
 use crate::ClusterOptions;
 use async_nats::jetstream::{self, consumer, context::PublishAckFuture, stream};
+use bytes::BytesMut;
 use duanlian_clicks::{Click, Forward, Stats};
 use duanlian_index::Index;
 use futures_util::StreamExt;
@@ -40,6 +41,12 @@ const NODE_HEADER: &str = "Duanlian-Node";
 
 /// The largest message of clicks: well under NATS's default 1 MiB payload limit.
 const MESSAGE_BYTES: usize = 256 << 10;
+
+/// The largest delta message. Every node reads every delta, and the NATS client reads a
+/// message whole into its read buffer (64 KiB): a larger one grows that buffer, and at these
+/// sizes every growth is fresh memory the kernel zeroes, several times a second on a busy
+/// cluster. Room is left for the message's line and headers.
+const DELTA_MESSAGE_BYTES: usize = 60 << 10;
 
 /// The click writer's way into the cluster's click stream; see the module docs.
 #[derive(Debug)]
@@ -176,59 +183,87 @@ async fn ensure_stream(
     }
 }
 
-/// `delta` as messages of about `limit` bytes at most (one link's lines are never split): per
-/// day a `D day` line, then the day's lines in the day-summary form (`L` per link, its `R` lines
-/// after it). A message is cut only before an `L` line, and starts again with its day's `D`
-/// line. Built a thousandth of the links at a time, making way for other threads now and then:
-/// a second's delta of many links is milliseconds of work on a core redirects may share.
-fn delta_messages(delta: &Stats, limit: usize) -> Vec<Vec<u8>> {
+/// `delta` as messages of about `limit` bytes at most (one link's lines are never split), and
+/// `delta` emptied: per day a `D day` line, then the day's lines in the day-summary form (`L`
+/// per link, its `R` lines after it). A message is cut only before an `L` line, and starts
+/// again with its day's `D` line. Built a thousandth of the links at a time, making way for
+/// other threads now and then: a second's delta of many links is milliseconds of work on a
+/// core redirects may share.
+fn drain_messages(delta: &Stats, limit: usize) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    for day in delta.days() {
-        let header = format!("D\t{day}\n").into_bytes();
-        let mut message = header.clone();
-        let mut since_yield = 0;
-        delta.write_day_parts(day, |part| {
-            for link in links_in(part, limit.saturating_sub(message.len())) {
-                if message.len() + link.len() > limit && message.len() > header.len() {
-                    out.push(std::mem::replace(&mut message, header.clone()));
+    // The message being filled for each day: nearly always one.
+    let mut open: Vec<(i64, usize, Vec<u8>)> = Vec::new();
+    let mut since_yield = 0;
+    delta.drain_parts(|day, mut part| {
+        let at = match open.iter().position(|(d, _, _)| *d == day) {
+            Some(at) => at,
+            None => {
+                let header = format!("D\t{day}\n");
+                open.push((day, header.len(), new_message(header.as_bytes(), limit)));
+                open.len() - 1
+            }
+        };
+        let (_, header, message) = &mut open[at];
+        since_yield += part.len();
+        while !part.is_empty() {
+            let room = limit.saturating_sub(message.len());
+            let mut cut = if part.len() <= room {
+                part.len()
+            } else {
+                last_link_end(part, room)
+            };
+            if cut == 0 {
+                if message.len() > *header {
+                    let next = new_message(&message[..*header], limit);
+                    out.push(std::mem::replace(message, next));
+                    continue;
                 }
-                message.extend_from_slice(link);
+                // One link larger than a message on its own (a link's referrers are bounded;
+                // never in practice): it goes whole.
+                cut = first_link_end(part);
             }
-            since_yield += part.len();
-            // A few hundred links, as `Stats::absorb` offers the core between its shards.
-            if since_yield >= 16 << 10 {
-                since_yield = 0;
-                std::thread::yield_now();
-            }
-        });
-        if message.len() > header.len() {
-            out.push(message);
+            message.extend_from_slice(&part[..cut]);
+            part = &part[cut..];
         }
-    }
+        // A few hundred links, as `Stats::absorb` offers the core between its shards.
+        if since_yield >= 16 << 10 {
+            since_yield = 0;
+            std::thread::yield_now();
+        }
+    });
+    out.extend(
+        open.into_iter()
+            .filter(|(_, header, m)| m.len() > *header)
+            .map(|(_, _, m)| m),
+    );
     out
 }
 
-/// `text` (whole links of a day summary) in pieces that are whole links: all of it when it fits
-/// in `room`, else one link a piece.
-fn links_in(text: &[u8], room: usize) -> Vec<&[u8]> {
-    if text.len() <= room {
-        return vec![text];
+fn new_message(header: &[u8], limit: usize) -> Vec<u8> {
+    let mut message = Vec::with_capacity(limit + 1024);
+    message.extend_from_slice(header);
+    message
+}
+
+/// Where the last whole link of `text` (whole links of a day summary) that ends within its
+/// first `room` bytes ends; 0 if none does.
+fn last_link_end(text: &[u8], room: usize) -> usize {
+    if room >= text.len() {
+        return text.len();
     }
-    let mut links = Vec::new();
-    let mut start = 0;
-    let mut at = 0;
-    while let Some(end) = text[at..].iter().position(|&b| b == b'\n') {
-        let next = at + end + 1;
-        if text[next..].starts_with(b"L\t") {
-            links.push(&text[start..next]);
-            start = next;
-        }
-        at = next;
-    }
-    if start < text.len() {
-        links.push(&text[start..]);
-    }
-    links
+    // A link ends where the next one's `L` line starts.
+    memchr::memrchr_iter(b'\n', &text[..room])
+        .map(|nl| nl + 1)
+        .find(|&next| text[next..].starts_with(b"L\t"))
+        .unwrap_or(0)
+}
+
+/// Where the first link of `text` ends.
+fn first_link_end(text: &[u8]) -> usize {
+    memchr::memchr_iter(b'\n', text)
+        .map(|nl| nl + 1)
+        .find(|&next| next == text.len() || text[next..].starts_with(b"L\t"))
+        .unwrap_or(text.len())
 }
 
 /// Messages waiting for NATS, oldest first, within a bound of bytes; past it the oldest go,
@@ -322,10 +357,16 @@ const MAX_UNSENT_DELTA_BYTES: usize = 64 << 20;
 /// deltas, which are kept apart).
 const MAX_UNSENT_EVENT_BYTES: usize = 64 << 20;
 
-/// The buffer messages of click events are built in, reused: room for a whole one, so it never
-/// grows (and copies itself) line by line; each message is one exact copy out of it, so what
-/// waits in the outbox holds no spare capacity.
+/// The buffer a message of click events is built in: room for a whole one, so it never grows
+/// (and copies itself) line by line. A full one becomes the message itself, and comes back
+/// once NATS has acknowledged it: under load that is 30 messages a second, and a fresh buffer
+/// of this size each time was memory the kernel zeroed each time. One that is far from full
+/// (a quiet second) is copied out exactly instead, so what waits in the outbox while NATS is
+/// away holds little spare capacity.
 const EVENTS_BUFFER: usize = MESSAGE_BYTES + 4096;
+
+/// Emptied event buffers kept for the next messages: a second's worth at a busy node.
+const SPARE_EVENT_BUFFERS: usize = 32;
 
 /// How long a round waits for JetStream's acknowledgements before it counts the rest as not
 /// taken (they are sent again with their ids).
@@ -343,8 +384,10 @@ struct Held<'a> {
     delta: Stats,
     spares: Spares,
     /// The click-log lines of clicks not yet in an events message, and how many clicks.
-    payload: Vec<u8>,
+    payload: BytesMut,
     in_payload: u64,
+    /// Buffers of sent event messages, emptied, for the next ones.
+    spare_payloads: Vec<BytesMut>,
     deltas: Outbox,
     events: Outbox,
 }
@@ -375,7 +418,7 @@ impl Held<'_> {
             };
             let part = &lines[..cut];
             self.payload.extend_from_slice(part);
-            self.in_payload += part.iter().filter(|&&b| b == b'\n').count() as u64;
+            self.in_payload += memchr::memchr_iter(b'\n', part).count() as u64;
             lines = &lines[cut..];
             if !lines.is_empty() {
                 self.seal_events();
@@ -409,12 +452,22 @@ impl Held<'_> {
         if self.payload.is_empty() {
             return;
         }
+        let payload = if self.payload.len() >= MESSAGE_BYTES / 2 {
+            let fresh = self
+                .spare_payloads
+                .pop()
+                .unwrap_or_else(|| BytesMut::with_capacity(EVENTS_BUFFER));
+            std::mem::replace(&mut self.payload, fresh).freeze()
+        } else {
+            let exact = bytes::Bytes::copy_from_slice(&self.payload);
+            self.payload.clear();
+            exact
+        };
         let p = Pending {
             id: self.next_id(),
-            payload: bytes::Bytes::copy_from_slice(&self.payload),
+            payload,
             counts: self.in_payload,
         };
-        self.payload.clear();
         self.in_payload = 0;
         self.events.push(p, &self.counters.events_dropped);
     }
@@ -423,7 +476,7 @@ impl Held<'_> {
     fn seal(&mut self) {
         if !self.delta.is_empty() {
             let delta = std::mem::take(&mut self.delta);
-            for m in delta_messages(&delta, MESSAGE_BYTES) {
+            for m in drain_messages(&delta, DELTA_MESSAGE_BYTES) {
                 let p = Pending {
                     id: self.next_id(),
                     payload: m.into(),
@@ -431,7 +484,8 @@ impl Held<'_> {
                 };
                 self.deltas.push(p, &self.counters.deltas_dropped);
             }
-            self.give_back(delta);
+            // Emptied already: another `clear` would count as a second, sparse, fill.
+            keep_spare(&self.spares.deltas, delta, |_| {});
         }
         self.seal_events();
     }
@@ -451,6 +505,12 @@ impl Held<'_> {
     /// Takes back what a round left unacknowledged; whether there was any.
     fn put_back(&mut self, sent: Sent) -> bool {
         let stuck = !sent.deltas.is_empty() || !sent.events.is_empty();
+        for mut b in sent.emptied {
+            if self.spare_payloads.len() < SPARE_EVENT_BUFFERS && b.capacity() >= EVENTS_BUFFER {
+                b.clear();
+                self.spare_payloads.push(b);
+            }
+        }
         self.deltas
             .put_back(sent.deltas, &self.counters.deltas_dropped);
         self.events
@@ -469,8 +529,9 @@ async fn publish(cluster: Arc<crate::Cluster>, mut rx: mpsc::Receiver<Handed>, s
         counter: 0,
         delta: Stats::default(),
         spares,
-        payload: Vec::with_capacity(EVENTS_BUFFER),
+        payload: BytesMut::with_capacity(EVENTS_BUFFER),
         in_payload: 0,
+        spare_payloads: Vec::new(),
         deltas: Outbox::new("statistics deltas", MAX_UNSENT_DELTA_BYTES),
         events: Outbox::new("click events", MAX_UNSENT_EVENT_BYTES),
     };
@@ -548,11 +609,13 @@ async fn publish(cluster: Arc<crate::Cluster>, mut rx: mpsc::Receiver<Handed>, s
     }
 }
 
-/// What one round of sending left unacknowledged.
+/// What one round of sending left unacknowledged, and the buffers of the event messages NATS
+/// took, if no one else holds them any more.
 struct Sent {
     streams_ready: bool,
     deltas: Vec<Pending>,
     events: Vec<Pending>,
+    emptied: Vec<BytesMut>,
 }
 
 async fn send_round(
@@ -570,28 +633,31 @@ async fn send_round(
                 streams_ready,
                 deltas,
                 events,
+                emptied: Vec::new(),
             };
         }
     }
     // Sent once a round: what is not acknowledged waits for the next one, with its id, so a
     // late acknowledgement never counts anything twice.
-    let deltas = send(&js, &opts, &delta_subject(&opts), deltas).await;
-    let events = send(&js, &opts, &subject(&opts), events).await;
+    let (deltas, _) = send(&js, &opts, &delta_subject(&opts), deltas).await;
+    let (events, emptied) = send(&js, &opts, &subject(&opts), events).await;
     Sent {
         streams_ready,
         deltas,
         events,
+        emptied,
     }
 }
 
 /// Publishes `pending` to `subject` once; returns what was not acknowledged, in order (a
-/// resend keeps its id, so the stream drops what it already has).
+/// resend keeps its id, so the stream drops what it already has), and the buffers of what was
+/// that the client no longer holds.
 async fn send(
     js: &jetstream::Context,
     opts: &ClusterOptions,
     subject: &str,
     pending: Vec<Pending>,
-) -> Vec<Pending> {
+) -> (Vec<Pending>, Vec<BytesMut>) {
     let mut acks: Vec<(usize, PublishAckFuture)> = Vec::with_capacity(pending.len());
     let mut failed = Vec::new();
     for (i, p) in pending.iter().enumerate() {
@@ -620,7 +686,16 @@ async fn send(
         Err(_) => failed.extend(ids),
     }
     failed.sort_unstable();
-    failed.into_iter().map(|i| pending[i].clone()).collect()
+    let mut failed = failed.into_iter().peekable();
+    let (mut unsent, mut emptied) = (Vec::new(), Vec::new());
+    for (i, p) in pending.into_iter().enumerate() {
+        if failed.next_if_eq(&i).is_some() {
+            unsent.push(p);
+        } else if let Ok(buffer) = p.payload.try_into_mut() {
+            emptied.push(buffer);
+        }
+    }
+    (unsent, emptied)
 }
 
 /// Reads the click events of `opts`' bucket from the click stream, as far as it had them when
@@ -719,7 +794,7 @@ pub(crate) async fn consume(
     }
 }
 
-/// Merges one delta message (see [`delta_messages`]).
+/// Merges one delta message (see [`drain_messages`]).
 fn merge(m: &jetstream::Message, own: &str, stats: &Stats, index: &Index) {
     let Ok(text) = std::str::from_utf8(&m.payload) else {
         return;
@@ -840,7 +915,8 @@ mod tests {
         let delta = Stats::default();
         delta.add(&clicks);
         let merged = Stats::default();
-        let messages = delta_messages(&delta, 2_000);
+        let messages = drain_messages(&delta, 2_000);
+        assert!(delta.is_empty(), "the delta is emptied");
         assert!(messages.len() > 10, "cut into many messages");
         for m in &messages {
             assert!(m.starts_with(b"D\t"), "every message names its day");
