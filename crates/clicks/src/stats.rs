@@ -372,9 +372,19 @@ impl Default for Shards {
                 .map(|i| Mutex::new(Table::with_max_load(40 + i % 9)))
                 .collect(),
             places: (0..SHARDS).map(|_| AtomicU64::default()).collect(),
-            hasher: foldhash::fast::RandomState::default(),
+            hasher: process_hasher(),
         }
     }
+}
+
+/// The hasher of every [`Stats`] in the process, seeded at random once: a key then has the same
+/// hash, and the same shard, in a redirect thread's delta as in the node's statistics, so a delta
+/// is added in shard by shard, one lock each, with the hashes it kept.
+fn process_hasher() -> foldhash::fast::RandomState {
+    static HASHER: std::sync::OnceLock<foldhash::fast::RandomState> = std::sync::OnceLock::new();
+    HASHER
+        .get_or_init(foldhash::fast::RandomState::default)
+        .clone()
 }
 
 impl Shards {
@@ -607,24 +617,27 @@ impl Stats {
             if n % YIELD_EVERY == YIELD_EVERY - 1 {
                 std::thread::yield_now();
             }
+            // Both hash alike (`process_hasher`): their shard's links are all in our shard of
+            // the same number, and keep their hashes.
+            let mut mine = self.links.lock(n);
             // Each link's entry is fetched [`AHEAD`] links before it is added in, as a batch
             // of clicks is counted: the links are scattered over a table far larger than the
             // cache, and one link's work is too short to hide one miss.
-            let mut next = theirs.iter().map(|link| {
+            let places: Vec<(u64, &Link)> = theirs.iter_hashed().collect();
+            for &(hash, _) in places.iter().take(AHEAD) {
+                mine.prefetch(hash);
+            }
+            for (i, &(hash, link)) in places.iter().enumerate() {
+                if let Some(&(ahead, _)) = places.get(i + AHEAD) {
+                    mine.prefetch(ahead);
+                }
                 let key = link.key();
-                let hash = self.links.hash(&key);
-                self.links.prefetch(hash);
-                (link, key, hash)
-            });
-            let mut ahead: std::collections::VecDeque<_> = next.by_ref().take(AHEAD).collect();
-            while let Some((link, key, hash)) = ahead.pop_front() {
-                ahead.extend(next.next());
-                let mut links = self.links.of(hash);
-                let mine = self.links.link_mut(&mut links, hash, &key, link.day.into());
+                debug_assert_eq!(hash, self.links.hash(&key), "one hasher for all statistics");
+                let entry = self.links.link_mut(&mut mine, hash, &key, link.day.into());
                 for d in link.days() {
-                    mine.add(d.day, d.devices);
+                    entry.add(d.day, d.devices);
                     if let Some(referrers) = d.referrers {
-                        let day = mine.day_mut(d.day);
+                        let day = entry.day_mut(d.day);
                         for (host, n) in referrers.iter() {
                             day.count_referrer(host, *n);
                         }

@@ -66,6 +66,14 @@ impl<T> Table<T> {
         (!self.slots.is_empty()).then(|| (self.slots.as_ptr() as usize, self.mask()))
     }
 
+    /// Has the first slots a key of `hash` is looked for in fetched.
+    pub(crate) fn prefetch(&self, hash: u64) {
+        if let Some((at, mask)) = self.place() {
+            let first = (hash as usize & mask).wrapping_mul(Self::SLOT);
+            crate::stats::prefetch::<false>(at.wrapping_add(first), 2 * Self::SLOT);
+        }
+    }
+
     /// Where the key of hash `hash` is, or the empty slot that ends its probe.
     fn probe(&self, hash: u64, eq: impl Fn(&T) -> bool) -> Result<usize, usize> {
         let mask = self.mask();
@@ -156,6 +164,11 @@ impl<T> Table<T> {
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
         self.slots.iter().flatten().map(|Entry(_, v)| v)
+    }
+
+    /// The values with their keys' hashes.
+    pub(crate) fn iter_hashed(&self) -> impl Iterator<Item = (u64, &T)> {
+        self.slots.iter().flatten().map(|Entry(h, v)| (*h, v))
     }
 
     /// Takes every value out. The slots stay for the next fill unless the last
