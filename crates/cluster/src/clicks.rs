@@ -231,10 +231,17 @@ fn drain_messages(delta: &Stats, limit: usize) -> Vec<Vec<u8>> {
             std::thread::yield_now();
         }
     });
+    // The last message of a day is often short (a quiet second: a few links), and may wait
+    // for NATS a long time: it keeps no room beyond what it holds.
     out.extend(
         open.into_iter()
             .filter(|(_, header, m)| m.len() > *header)
-            .map(|(_, _, m)| m),
+            .map(|(_, _, mut m)| {
+                if m.len() < limit / 2 {
+                    m.shrink_to_fit();
+                }
+                m
+            }),
     );
     out
 }
@@ -360,9 +367,9 @@ const MAX_UNSENT_EVENT_BYTES: usize = 64 << 20;
 /// The buffer a message of click events is built in: room for a whole one, so it never grows
 /// (and copies itself) line by line. A full one becomes the message itself, and comes back
 /// once NATS has acknowledged it: under load that is 30 messages a second, and a fresh buffer
-/// of this size each time was memory the kernel zeroed each time. One that is far from full
-/// (a quiet second) is copied out exactly instead, so what waits in the outbox while NATS is
-/// away holds little spare capacity.
+/// of this size each time was memory the kernel zeroed each time. One less than half full (a
+/// quiet second) is copied out exactly instead, so what waits in the outbox while NATS is away
+/// takes at most twice the bytes it is counted by.
 const EVENTS_BUFFER: usize = MESSAGE_BYTES + 4096;
 
 /// Emptied event buffers kept for the next messages: a second's worth at a busy node.
@@ -920,6 +927,7 @@ mod tests {
         assert!(messages.len() > 10, "cut into many messages");
         for m in &messages {
             assert!(m.starts_with(b"D\t"), "every message names its day");
+            assert!(m.len() <= 2_000, "no message over the bound: {}", m.len());
             let text = std::str::from_utf8(m).expect("text");
             for (day, body) in sections(text) {
                 merged.add_day(day.expect("a day"), &body).expect("merges");
