@@ -207,11 +207,7 @@ fn drain_messages(delta: &Stats, limit: usize) -> Vec<Vec<u8>> {
         since_yield += part.len();
         while !part.is_empty() {
             let room = limit.saturating_sub(message.len());
-            let mut cut = if part.len() <= room {
-                part.len()
-            } else {
-                last_link_end(part, room)
-            };
+            let mut cut = last_link_end(part, room);
             if cut == 0 {
                 if message.len() > *header {
                     let next = new_message(&message[..*header], limit);
@@ -253,7 +249,7 @@ fn new_message(header: &[u8], limit: usize) -> Vec<u8> {
 }
 
 /// Where the last whole link of `text` (whole links of a day summary) that ends within its
-/// first `room` bytes ends; 0 if none does.
+/// first `room` bytes ends: all of it if it fits; 0 if no link does.
 fn last_link_end(text: &[u8], room: usize) -> usize {
     if room >= text.len() {
         return text.len();
@@ -933,9 +929,11 @@ mod tests {
                 merged.add_day(day.expect("a day"), &body).expect("merges");
             }
         }
-        for day in direct.days() {
+        // The clicks' two days.
+        for day in [20_000, 20_001] {
             let (mut a, mut b) = (Vec::new(), Vec::new());
             direct.write_day(day, &mut a);
+            assert!(!a.is_empty(), "day {day} has clicks");
             merged.write_day(day, &mut b);
             let mut a: Vec<&str> = std::str::from_utf8(&a).expect("text").lines().collect();
             let mut b: Vec<&str> = std::str::from_utf8(&b).expect("text").lines().collect();
