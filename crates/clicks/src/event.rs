@@ -53,7 +53,7 @@ impl Device {
     }
 
     /// The name used in logs, exports and the API.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Device::Mobile => "mobile",
             Device::Desktop => "desktop",
@@ -67,7 +67,7 @@ impl Device {
         Device::ALL.into_iter().find(|d| d.as_str() == s)
     }
 
-    pub(crate) fn index(self) -> usize {
+    pub(crate) const fn index(self) -> usize {
         match self {
             Device::Mobile => 0,
             Device::Desktop => 1,
