@@ -202,12 +202,11 @@ struct Pending {
     clicks: u64,
     /// Runs of lines by day: the day and where its run ends in `lines`.
     days: Vec<(i64, usize)>,
-    /// Where each click's key and referrer are in `lines`, to count it by (unless the clicks
-    /// go to a `delta`): the redirect thread counts them [`BATCH`] at a time, the writer
-    /// those left when it takes the slot.
+    /// Where each click not counted yet has its key and referrer in `lines`: the redirect
+    /// thread counts them [`BATCH`] at a time and forgets them, so that they stay a few lines
+    /// of the cache rather than a stream of fresh ones; the writer counts those left when it
+    /// takes the slot.
     marks: Vec<Mark>,
-    /// How many of `marks` are counted.
-    counted: usize,
     /// Recorded while a checkpoint reads the aggregates: the writer counts them once it is
     /// done.
     held: bool,
@@ -225,14 +224,13 @@ impl Pending {
     /// Counts the clicks not counted yet into `stats`, or with none (a forwarding recorder's
     /// slot) into the slot's delta.
     fn count(&mut self, stats: Option<&Stats>) {
-        let from = std::mem::replace(&mut self.counted, self.marks.len());
-        let marks = self.marks.get(from..).unwrap_or_default();
-        if marks.is_empty() {
+        if self.marks.is_empty() {
             return;
         }
         stats
             .unwrap_or_else(|| self.delta.get_or_insert_with(Stats::default))
-            .count_marked(&self.lines, marks);
+            .count_marked(&self.lines, &self.marks);
+        self.marks.clear();
     }
 }
 
@@ -313,7 +311,6 @@ fn recycle(spare: &mut Vec<Pending>, mut p: Pending) {
         p.lines.clear();
         p.days.clear();
         p.marks.clear();
-        p.counted = 0;
         p.clicks = 0;
         spare.push(p);
     }
@@ -488,16 +485,14 @@ impl Recorder {
         }
         p.clicks += 1;
         p.marks.push(Mark::new(spans, day, visit.device));
-        // The buffers' next lines, cold since the writer last took them: fetched now, they
-        // are in the cache when the next clicks write them, instead of each write waiting for
+        // The lines' buffer's next line, cold since the writer last took it: fetched now, it
+        // is in the cache when the next clicks write it, instead of each write waiting for
         // its line at the lock's release.
-        let ahead = |v: usize, len: usize| v.wrapping_add(len).wrapping_add(128);
-        crate::stats::prefetch::<true>(ahead(p.lines.as_ptr() as usize, p.lines.len()), 1);
-        crate::stats::prefetch::<true>(
-            ahead(p.marks.as_ptr() as usize, p.marks.len() * size_of::<Mark>()),
-            1,
-        );
-        if !p.held && p.marks.len() - p.counted >= BATCH {
+        let ahead = (p.lines.as_ptr() as usize)
+            .wrapping_add(p.lines.len())
+            .wrapping_add(128);
+        crate::stats::prefetch::<true>(ahead, 1);
+        if !p.held && p.marks.len() >= BATCH {
             p.count((!shared.deltas).then_some(&*self.stats));
         }
     }
