@@ -5,13 +5,18 @@ CPU-time figures on this VM are not (the same binary gives the same count, whate
 Starts `duanlian serve --threads 1` (or the `bench-floor` example with --floor) under callgrind,
 sends --warm requests from the harness's sample over --conns keep-alive connections (64), zeroes the
 counters, sends --count more, dumps, and prints instructions per request. With --annotate it
-also prints the functions that executed the most instructions in the measured part.
+also prints, per request, the functions and the source files that executed the most
+instructions themselves in the measured part. (Files follow inlining: with fat LTO most of the
+request path is inlined into a few functions, so the file a line came from says more than the
+function it ended up in. callgrind_annotate puts it all under one caller.) Two profiles'
+tables, subtracted, show where a change's instructions went.
 
 usage: python3 benches/callgrind.py [--links N] [--count N] [--warm N] [--conns N] [--floor] [--annotate]
        [--bin PATH] [-- EXTRA SERVE FLAGS]
 Needs valgrind (Debian: valgrind) and the harness's link set (generated like the harness does).
 """
 import argparse, glob, os, re, socket, subprocess, sys, tempfile
+from collections import Counter
 
 from harness_util import floor_binary, harness, link_set
 
@@ -114,10 +119,49 @@ def main():
               f"L2 {per['DLmr'] + per['DLmw']:.2f} (reads {per['DLmr']:.2f}); "
               f"instruction L1 misses {per['I1mr']:.1f}")
     if a.annotate:
-        ann = subprocess.run(["callgrind_annotate", "--inclusive=no", dumps[0]], capture_output=True,
-                             text=True).stdout
-        print("\n".join(ann.splitlines()[:60]))
+        by_fn, by_file = self_costs(dumps[0])
+        for title, table in (("function", by_fn), ("source file", by_file)):
+            print(f"instructions per request by {title} (self):")
+            for name, ir in table.most_common(25):
+                print(f"{ir / a.count:9.1f}  {name}")
 
+
+def self_costs(path):
+    """Self instructions by function and by source file (inlined code under its own file) from
+    a callgrind dump: cost lines after `calls=` are a callee's inclusive cost and are skipped."""
+    names, by_fn, by_file = {}, Counter(), Counter()
+
+    def named(kind, v):
+        m = re.match(r"\((\d+)\)(?:\s+(.*))?", v)
+        if not m:
+            return v
+        if m.group(2):
+            names[(kind, m.group(1))] = m.group(2)
+        return names.get((kind, m.group(1)), v)
+
+    fl = fi = fn = None
+    after_call = False
+    for line in open(path, errors="replace"):
+        if line.startswith("fl="):
+            fl, fi = named("fl", line[3:].strip()), None
+        elif line.startswith(("fi=", "fe=")):
+            fi = named("fl", line[3:].strip())
+        elif line.startswith("fn="):
+            fn, fi = named("fn", line[3:].strip()), None
+        elif line.startswith(("cfl=", "cfi=")):
+            named("fl", line[4:].strip())
+        elif line.startswith("cfn="):
+            named("fn", line[4:].strip())
+        elif line.startswith("calls="):
+            after_call = True
+        elif line[:1].isdigit() or line[:1] in ("+", "-", "*"):
+            parts = line.split()
+            if after_call:
+                after_call = False
+            elif len(parts) >= 2 and parts[1].isdigit():
+                by_fn[fn] += int(parts[1])
+                by_file[fi or fl] += int(parts[1])
+    return by_fn, by_file
 
 if __name__ == "__main__":
     main()
