@@ -258,11 +258,11 @@ fn push_rest(out: &mut Vec<u8>, device: Device, referrer: &[u8], client: IpAddr)
 }
 
 /// `\t device \t` of each [`Device::index`], padded to 16 bytes, and its length.
-const DEVICE_FIELDS: [([u8; 16], usize); 4] = {
-    let mut fields = [([0u8; 16], 0); 4];
+const DEVICE_FIELDS: [([u8; 16], usize); Device::ALL.len()] = {
+    let mut fields = [([0u8; 16], 0); Device::ALL.len()];
     let mut d = 0;
-    while d < 4 {
-        let name = [Device::Mobile, Device::Desktop, Device::Other, Device::Bot][d];
+    while d < Device::ALL.len() {
+        let name = Device::ALL[d];
         let text = name.as_str().as_bytes();
         fields[name.index()].0[0] = b'\t';
         let mut i = 0;
@@ -596,7 +596,7 @@ mod tests {
     /// device, with and without a referrer, and IPv6.
     #[test]
     fn the_fields_after_the_key_are_as_the_standard_formatter_writes_them() {
-        let devices = [Device::Mobile, Device::Desktop, Device::Other, Device::Bot];
+        let devices = Device::ALL;
         for o in 0..=255u8 {
             for (i, client) in [[o, 0, 0, 0], [1, o, 2, 3], [10, 20, o, 30], [255, 9, 99, o]]
                 .into_iter()
