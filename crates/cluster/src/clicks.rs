@@ -643,7 +643,12 @@ async fn send_round(
     // Sent once a round: what is not acknowledged waits for the next one, with its id, so a
     // late acknowledgement never counts anything twice.
     let (deltas, _) = send(&js, &opts, &delta_subject(&opts), deltas).await;
-    let (events, emptied) = send(&js, &opts, &subject(&opts), events).await;
+    let (events, taken) = send(&js, &opts, &subject(&opts), events).await;
+    // Only event messages' buffers are worth having back (see `EVENTS_BUFFER`).
+    let emptied = taken
+        .into_iter()
+        .filter_map(|p| p.payload.try_into_mut().ok())
+        .collect();
     Sent {
         streams_ready,
         deltas,
@@ -653,14 +658,13 @@ async fn send_round(
 }
 
 /// Publishes `pending` to `subject` once; returns what was not acknowledged, in order (a
-/// resend keeps its id, so the stream drops what it already has), and the buffers of what was
-/// that the client no longer holds.
+/// resend keeps its id, so the stream drops what it already has), and what was.
 async fn send(
     js: &jetstream::Context,
     opts: &ClusterOptions,
     subject: &str,
     pending: Vec<Pending>,
-) -> (Vec<Pending>, Vec<BytesMut>) {
+) -> (Vec<Pending>, Vec<Pending>) {
     let mut acks: Vec<(usize, PublishAckFuture)> = Vec::with_capacity(pending.len());
     let mut failed = Vec::new();
     for (i, p) in pending.iter().enumerate() {
@@ -690,15 +694,15 @@ async fn send(
     }
     failed.sort_unstable();
     let mut failed = failed.into_iter().peekable();
-    let (mut unsent, mut emptied) = (Vec::new(), Vec::new());
+    let (mut unsent, mut taken) = (Vec::new(), Vec::new());
     for (i, p) in pending.into_iter().enumerate() {
         if failed.next_if_eq(&i).is_some() {
             unsent.push(p);
-        } else if let Ok(buffer) = p.payload.try_into_mut() {
-            emptied.push(buffer);
+        } else {
+            taken.push(p);
         }
     }
-    (unsent, emptied)
+    (unsent, taken)
 }
 
 /// Reads the click events of `opts`' bucket from the click stream, as far as it had them when
